@@ -1,0 +1,40 @@
+# The two commands of the README: `make bench` (the main job) and `make test`.
+# Both create .venv when missing, install torch (CPU build by default) and the other
+# dependencies, build the C++ extension, then run.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+PY := $(VENV)/bin/python
+# Installed into .venv: torch (pinned; an unpinned torch pulls a multi-GB CUDA build),
+# triton (GPU kernels; also runs them on CPU through its interpreter, which needs numpy),
+# pytest + pytest-benchmark (tests and benchmark suite), ninja (extension build), ruff.
+DEPS := triton numpy pytest pytest-benchmark ninja ruff
+BENCH_ARGS ?=
+
+.PHONY: setup test bench lint clean
+
+$(VENV)/.fastrnn-deps: Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q $(DEPS)
+	touch $@
+
+$(VENV)/.fastrnn-built: $(VENV)/.fastrnn-deps setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h)
+	$(PY) -m pip install -q --no-build-isolation -e .
+	touch $@
+
+setup: $(VENV)/.fastrnn-built
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: setup lint
+	$(PY) -m pytest -q tests benchmarks --benchmark-disable
+
+bench: setup
+	$(PY) -m fastrnn.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf build *.egg-info fastrnn/*.so .pytest_cache .benchmarks

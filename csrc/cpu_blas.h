@@ -1,0 +1,30 @@
+// Row-major GEMM used by the CPU kernels, called from inside the per-step loop.
+//
+// Why not at::mm_out: every at:: call goes through the dispatcher (a few µs), and the
+// per-step loop makes T of them per layer and direction; at B=1..32, H<=128 that
+// overhead is larger than the step's arithmetic.  The BLAS that torch's CPU wheels
+// link (MKL on x86-64) exports the Fortran symbols sgemm_/dgemm_; we look them up at
+// run time with dlsym, so the extension still loads where they are not exported, and
+// fall back to a portable path (at::addmm_ on views) that tests force and cover.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+
+namespace fastrnn {
+
+// C[m, n] = alpha * op(A)[m, k] @ op(B)[k, n] + beta * C, all row-major with leading
+// dimensions lda/ldb/ldc (elements between rows).  When beta == 0, C is not read.
+template <typename scalar_t>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+          scalar_t alpha, const scalar_t* a, int64_t lda, const scalar_t* b,
+          int64_t ldb, scalar_t beta, scalar_t* c, int64_t ldc);
+
+// "blas" when the exported Fortran BLAS is found and enabled, else "portable".
+std::string gemm_backend();
+// Forces the portable path (for tests) or re-enables BLAS when available.
+void set_gemm_backend(const std::string& name);
+
+}  // namespace fastrnn

@@ -1,0 +1,60 @@
+// Schemas of the fastrnn ops, and the Python module that loading the extension makes.
+//
+// The CPU kernels are registered in rnn_cpu.cpp; fake (meta) kernels and autograd are
+// registered from Python (fastrnn/ops.py) with torch.library, and the CUDA kernels are
+// Triton kernels registered from Python with torch.library.register_kernel.
+#include <Python.h>
+#include <torch/library.h>
+
+#include "cpu_blas.h"
+
+namespace fastrnn {
+
+TORCH_LIBRARY(fastrnn, m) {
+  // input: [T, B, I] (batch_sizes None) or packed [N, I] with batch_sizes [T] on the CPU.
+  // hx: [L*D, B, H]; weights: nn.RNN's flat list (w_ih, w_hh[, b_ih, b_hh]) per layer and
+  // direction.  Returns output [T, B, D*H] or [N, D*H], h_n [L*D, B, H] and the outputs of
+  // the layers below the top, [L-1, *output.shape], which backward needs.
+  m.def(
+      "rnn_forward(Tensor input, Tensor hx, Tensor[] weights, Tensor? batch_sizes, "
+      "int num_layers, bool bidirectional, bool relu) -> (Tensor, Tensor, Tensor)");
+  // Returns grad_input, grad_hx and one gradient per weight.
+  m.def(
+      "rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor hx, "
+      "Tensor[] weights, Tensor? batch_sizes, Tensor output, Tensor layer_outputs, "
+      "int num_layers, bool bidirectional, bool relu) -> (Tensor, Tensor, Tensor[])");
+}
+
+}  // namespace fastrnn
+
+namespace {
+
+PyObject* get_cpu_gemm_backend(PyObject*, PyObject*) {
+  return PyUnicode_FromString(fastrnn::gemm_backend().c_str());
+}
+
+PyObject* set_cpu_gemm_backend(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_AsUTF8(arg);
+  if (name == nullptr) return nullptr;
+  try {
+    fastrnn::set_gemm_backend(name);
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+PyMethodDef methods[] = {
+    {"get_cpu_gemm_backend", get_cpu_gemm_backend, METH_NOARGS,
+     "'blas' when the CPU kernels call the BLAS torch links, else 'portable'."},
+    {"set_cpu_gemm_backend", set_cpu_gemm_backend, METH_O,
+     "Select 'blas' (default when available) or 'portable' GEMMs for the CPU kernels."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "fastrnn C++ CPU kernels", -1,
+                          methods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module_def); }

@@ -1,0 +1,385 @@
+// CPU kernels of the fastrnn::rnn_forward / fastrnn::rnn_backward ops: the whole
+// multi-layer, (bi)directional Elman RNN in one call.
+//
+// Layout.  A sequence is a dense [N, features] matrix whose rows are grouped by time
+// step: step t owns rows [offset[t], offset[t] + batch_sizes[t]).  A padded input
+// [T, B, I] is the case batch_sizes[t] == B, a PackedSequence the general case (batch
+// sizes non-increasing, as pack_padded_sequence makes them).  Each layer writes its
+// output for both directions into one [N, D*H] buffer, direction d in columns
+// [d*H, (d+1)*H), which is directly the next layer's input: no concatenation, no copy
+// of the input reversed.
+//
+// Forward of one (layer, direction): one GEMM writes the input projection of every
+// step into the output buffer; then, per step, one GEMM accumulates h_prev @ W_hh^T
+// onto that step's rows and one fused pass adds both biases and applies the
+// activation in place.  Nothing is allocated inside the step loop.
+//
+// Backward: per step in reverse order, dz_t = (dy_t + dh) * act'(y_t) from the saved
+// outputs, then dh = dz_t @ W_hh; afterwards the weight gradients are single GEMMs over
+// all steps (dW_ih = dZ^T X, dW_hh = dZ^T H_prev, db = sum of dZ rows) and the input
+// gradient is dZ @ W_ih.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstring>
+#include <vector>
+
+#include "activation.h"
+#include "cpu_blas.h"
+
+namespace fastrnn {
+namespace {
+
+// Rows of the recurrence grouped by time step.
+struct StepLayout {
+  int64_t steps = 0;       // T
+  int64_t batch = 0;       // B = batch_sizes[0]
+  int64_t rows = 0;        // N = sum of batch_sizes
+  std::vector<int64_t> batch_sizes;
+  std::vector<int64_t> offsets;
+
+  // Rows of step t+1 (0 past the end): rows [next_batch(t), batch_sizes[t]) of step t
+  // have no successor at t+1.
+  int64_t next_batch(int64_t t) const { return t + 1 < steps ? batch_sizes[t + 1] : 0; }
+};
+
+StepLayout make_layout(const at::Tensor& input, const c10::optional<at::Tensor>& batch_sizes,
+                       const at::Tensor& hx) {
+  StepLayout layout;
+  if (batch_sizes.has_value() && batch_sizes->defined()) {
+    TORCH_CHECK(input.dim() == 2, "fastrnn: packed input must be 2-D [N, input_size], got ",
+                input.dim(), "-D");
+    const at::Tensor sizes = batch_sizes->to(at::kCPU, at::kLong).contiguous();
+    TORCH_CHECK(sizes.dim() == 1, "fastrnn: batch_sizes must be 1-D, got ", sizes.dim(), "-D");
+    layout.steps = sizes.numel();
+    const int64_t* data = sizes.data_ptr<int64_t>();
+    layout.batch_sizes.assign(data, data + layout.steps);
+    layout.batch = layout.steps > 0 ? layout.batch_sizes[0] : hx.size(1);
+  } else {
+    TORCH_CHECK(input.dim() == 3, "fastrnn: input must be 3-D [T, B, input_size], got ",
+                input.dim(), "-D");
+    layout.steps = input.size(0);
+    layout.batch = input.size(1);
+    layout.batch_sizes.assign(layout.steps, layout.batch);
+  }
+  layout.offsets.resize(layout.steps);
+  int64_t offset = 0;
+  for (int64_t t = 0; t < layout.steps; ++t) {
+    const int64_t bs = layout.batch_sizes[t];
+    TORCH_CHECK(bs >= 0 && bs <= layout.batch && (t == 0 || bs <= layout.batch_sizes[t - 1]),
+                "fastrnn: batch_sizes must be non-increasing and at most batch_sizes[0], got ",
+                bs, " at step ", t);
+    layout.offsets[t] = offset;
+    offset += bs;
+  }
+  layout.rows = offset;
+  const int64_t input_rows = input.dim() == 3 ? input.size(0) * input.size(1) : input.size(0);
+  TORCH_CHECK(layout.rows == input_rows, "fastrnn: batch_sizes sum to ", layout.rows,
+              " but the packed input has ", input_rows, " rows");
+  TORCH_CHECK(hx.dim() == 3 && hx.size(1) == layout.batch,
+              "fastrnn: hx must be [num_layers * num_directions, ", layout.batch,
+              ", hidden_size], got ", hx.sizes());
+  return layout;
+}
+
+struct Geometry {
+  int64_t layers, directions, hidden, weights_per_cell;
+  bool has_bias;
+};
+
+Geometry make_geometry(const at::Tensor& input, const at::Tensor& hx,
+                       const std::vector<at::Tensor>& weights, int64_t num_layers,
+                       bool bidirectional) {
+  Geometry g;
+  g.layers = num_layers;
+  g.directions = bidirectional ? 2 : 1;
+  g.hidden = hx.size(2);
+  TORCH_CHECK(num_layers >= 1, "fastrnn: num_layers must be >= 1, got ", num_layers);
+  const int64_t cells = g.layers * g.directions;
+  TORCH_CHECK(hx.size(0) == cells, "fastrnn: hx.size(0) must be num_layers * num_directions = ",
+              cells, ", got ", hx.size(0));
+  TORCH_CHECK(static_cast<int64_t>(weights.size()) == 2 * cells ||
+                  static_cast<int64_t>(weights.size()) == 4 * cells,
+              "fastrnn: expected ", 2 * cells, " (no bias) or ", 4 * cells,
+              " weight tensors, got ", weights.size());
+  g.weights_per_cell = static_cast<int64_t>(weights.size()) / cells;
+  g.has_bias = g.weights_per_cell == 4;
+  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+              "fastrnn: the C++ CPU kernels support float32 and float64, got ",
+              input.scalar_type());
+  TORCH_CHECK(hx.scalar_type() == input.scalar_type(), "fastrnn: hx dtype (", hx.scalar_type(),
+              ") must match input dtype (", input.scalar_type(), ")");
+  for (int64_t l = 0; l < g.layers; ++l) {
+    const int64_t in_size = l == 0 ? input.size(-1) : g.directions * g.hidden;
+    for (int64_t d = 0; d < g.directions; ++d) {
+      const int64_t base = (l * g.directions + d) * g.weights_per_cell;
+      const auto& w_ih = weights[base];
+      const auto& w_hh = weights[base + 1];
+      TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) == g.hidden && w_ih.size(1) == in_size,
+                  "fastrnn: weight_ih of layer ", l, " must be [", g.hidden, ", ", in_size,
+                  "], got ", w_ih.sizes());
+      TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) == g.hidden && w_hh.size(1) == g.hidden,
+                  "fastrnn: weight_hh of layer ", l, " must be [", g.hidden, ", ", g.hidden,
+                  "], got ", w_hh.sizes());
+      for (int64_t i = 0; i < g.weights_per_cell; ++i) {
+        const auto& w = weights[base + i];
+        TORCH_CHECK(w.scalar_type() == input.scalar_type(), "fastrnn: weight dtype (",
+                    w.scalar_type(), ") must match input dtype (", input.scalar_type(), ")");
+        TORCH_CHECK(w.device().is_cpu(), "fastrnn: CPU kernel got a weight on ", w.device());
+        if (i >= 2) {
+          TORCH_CHECK(w.dim() == 1 && w.size(0) == g.hidden, "fastrnn: bias of layer ", l,
+                      " must be [", g.hidden, "], got ", w.sizes());
+        }
+      }
+    }
+  }
+  return g;
+}
+
+// Pointwise work of one step is split across threads only when it is large enough to
+// pay for waking them (about 16k elements).
+template <typename Fn>
+void parallel_rows(int64_t rows, int64_t cols, const Fn& fn) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1));
+  at::parallel_for(0, rows, grain, fn);
+}
+
+template <typename scalar_t>
+void copy_rows(scalar_t* dst, int64_t ld_dst, const scalar_t* src, int64_t ld_src,
+               int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) {
+    std::memcpy(dst + i * ld_dst, src + i * ld_src, sizeof(scalar_t) * cols);
+  }
+}
+
+// One (layer, direction) forward.  x: [N, in_size] dense; y: columns of a [N, ld_y]
+// buffer; h0, h_n: [B, H] dense.
+template <typename scalar_t>
+void layer_forward(const StepLayout& s, const scalar_t* x, int64_t in_size, scalar_t* y,
+                   int64_t ld_y, const scalar_t* w_ih, const scalar_t* w_hh,
+                   const scalar_t* bias, const scalar_t* h0, scalar_t* h_n, int64_t H,
+                   bool reverse, bool relu) {
+  gemm<scalar_t>(false, true, s.rows, H, in_size, 1, x, in_size, w_ih, in_size, 0, y, ld_y);
+  for (int64_t i = 0; i < s.steps; ++i) {
+    const int64_t t = reverse ? s.steps - 1 - i : i;
+    const int64_t bs = s.batch_sizes[t];
+    scalar_t* y_t = y + s.offsets[t] * ld_y;
+    if (!reverse) {
+      // Every row of step t continues a row of step t-1 (batch sizes never grow).
+      const scalar_t* prev = t == 0 ? h0 : y + s.offsets[t - 1] * ld_y;
+      gemm<scalar_t>(false, true, bs, H, H, 1, prev, t == 0 ? H : ld_y, w_hh, H, 1, y_t, ld_y);
+    } else {
+      // Rows that step t+1 also has continue from it; the others start here from h0.
+      const int64_t nb = s.next_batch(t);
+      if (nb > 0) {
+        gemm<scalar_t>(false, true, nb, H, H, 1, y + s.offsets[t + 1] * ld_y, ld_y, w_hh, H, 1,
+                       y_t, ld_y);
+      }
+      gemm<scalar_t>(false, true, bs - nb, H, H, 1, h0 + nb * H, H, w_hh, H, 1,
+                     y_t + nb * ld_y, ld_y);
+    }
+    parallel_rows(bs, H, [&](int64_t begin, int64_t end) {
+      bias_activation_rows(y_t + begin * ld_y, end - begin, H, ld_y, bias, relu);
+    });
+    if (!reverse) {
+      // A sequence's final state is its last valid step: rows that end at step t.
+      const int64_t nb = s.next_batch(t);
+      copy_rows(h_n + nb * H, H, y_t + nb * ld_y, ld_y, bs - nb, H);
+    }
+  }
+  if (s.steps == 0) {
+    copy_rows(h_n, H, h0, H, s.batch, H);
+  } else if (reverse) {
+    copy_rows(h_n, H, y + s.offsets[0] * ld_y, ld_y, s.batch_sizes[0], H);
+  }
+}
+
+// One (layer, direction) backward through time.  dy: gradient of this direction's
+// output columns (ld_y), y: saved output (ld_y), dh: [B, H] holding grad of h_n on entry
+// and grad of h0 on return, dz: [N, H] receives the pre-activation gradients.
+template <typename scalar_t>
+void layer_backward_through_time(const StepLayout& s, const scalar_t* dy, const scalar_t* y,
+                                 int64_t ld_y, const scalar_t* w_hh, scalar_t* dh,
+                                 scalar_t* dz, int64_t H, bool reverse, bool relu) {
+  for (int64_t i = 0; i < s.steps; ++i) {
+    const int64_t t = reverse ? i : s.steps - 1 - i;
+    const int64_t bs = s.batch_sizes[t];
+    const int64_t off = s.offsets[t];
+    scalar_t* dz_t = dz + off * H;
+    parallel_rows(bs, H, [&](int64_t begin, int64_t end) {
+      activation_backward_rows(dz_t + begin * H, dy + (off + begin) * ld_y, dh + begin * H,
+                               y + (off + begin) * ld_y, end - begin, H, ld_y, relu);
+    });
+    // Rows not in this step keep their dh: either grad of h_n not reached yet, or
+    // (reverse direction) the finished grad of h0.
+    gemm<scalar_t>(false, false, bs, H, H, 1, dz_t, H, w_hh, H, 0, dh, H);
+  }
+}
+
+// h_prev of every row, gathered into a dense [N, H] so dW_hh is one GEMM.
+template <typename scalar_t>
+void gather_previous_hidden(const StepLayout& s, const scalar_t* y, int64_t ld_y,
+                            const scalar_t* h0, scalar_t* h_prev, int64_t H, bool reverse) {
+  for (int64_t t = 0; t < s.steps; ++t) {
+    const int64_t bs = s.batch_sizes[t];
+    scalar_t* dst = h_prev + s.offsets[t] * H;
+    if (!reverse) {
+      if (t == 0) {
+        copy_rows(dst, H, h0, H, bs, H);
+      } else {
+        copy_rows(dst, H, y + s.offsets[t - 1] * ld_y, ld_y, bs, H);
+      }
+    } else {
+      const int64_t nb = s.next_batch(t);
+      if (nb > 0) copy_rows(dst, H, y + s.offsets[t + 1] * ld_y, ld_y, nb, H);
+      copy_rows(dst + nb * H, H, h0 + nb * H, H, bs - nb, H);
+    }
+  }
+}
+
+template <typename scalar_t>
+void column_sums(const scalar_t* m, int64_t rows, int64_t cols, scalar_t* out) {
+  // Accumulate in double: N = T*B rows of fp32 summed in fp32 drift past 1e-5.
+  std::vector<double> acc(cols, 0.0);
+  for (int64_t i = 0; i < rows; ++i) {
+    const scalar_t* row = m + i * cols;
+    for (int64_t j = 0; j < cols; ++j) acc[j] += static_cast<double>(row[j]);
+  }
+  for (int64_t j = 0; j < cols; ++j) out[j] = static_cast<scalar_t>(acc[j]);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
+    const at::Tensor& input, const at::Tensor& hx, at::TensorList weights_list,
+    const c10::optional<at::Tensor>& batch_sizes, int64_t num_layers, bool bidirectional,
+    bool relu) {
+  const std::vector<at::Tensor> weights = weights_list.vec();
+  const StepLayout s = make_layout(input, batch_sizes, hx);
+  const Geometry g = make_geometry(input, hx, weights, num_layers, bidirectional);
+  const int64_t H = g.hidden, D = g.directions, DH = D * H;
+  const int64_t in_size = input.size(-1);
+
+  const at::Tensor x = input.contiguous();
+  const at::Tensor h0 = hx.contiguous();
+  std::vector<int64_t> out_shape = input.sizes().vec();
+  out_shape.back() = DH;
+  at::Tensor output = at::empty(out_shape, input.options());
+  std::vector<int64_t> stacked_shape = out_shape;
+  stacked_shape.insert(stacked_shape.begin(), g.layers - 1);
+  at::Tensor layer_outputs = at::empty(stacked_shape, input.options());
+  at::Tensor h_n = at::empty_like(h0);
+
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fastrnn_rnn_forward_cpu", [&] {
+    std::vector<scalar_t> bias(H);
+    for (int64_t l = 0; l < g.layers; ++l) {
+      const scalar_t* layer_in = l == 0 ? x.data_ptr<scalar_t>()
+                                        : layer_outputs.data_ptr<scalar_t>() + (l - 1) * s.rows * DH;
+      scalar_t* layer_out = l == g.layers - 1 ? output.data_ptr<scalar_t>()
+                                              : layer_outputs.data_ptr<scalar_t>() + l * s.rows * DH;
+      const int64_t layer_in_size = l == 0 ? in_size : DH;
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t cell = l * D + d;
+        const int64_t base = cell * g.weights_per_cell;
+        const at::Tensor w_ih = weights[base].contiguous();
+        const at::Tensor w_hh = weights[base + 1].contiguous();
+        if (g.has_bias) {
+          const at::Tensor b_ih = weights[base + 2].contiguous();
+          const at::Tensor b_hh = weights[base + 3].contiguous();
+          for (int64_t j = 0; j < H; ++j) {
+            bias[j] = b_ih.data_ptr<scalar_t>()[j] + b_hh.data_ptr<scalar_t>()[j];
+          }
+        }
+        layer_forward<scalar_t>(s, layer_in, layer_in_size, layer_out + d * H, DH,
+                                w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+                                g.has_bias ? bias.data() : nullptr,
+                                h0.data_ptr<scalar_t>() + cell * s.batch * H,
+                                h_n.data_ptr<scalar_t>() + cell * s.batch * H, H, d == 1, relu);
+      }
+    }
+  });
+  return {output, h_n, layer_outputs};
+}
+
+std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input,
+    const at::Tensor& hx, at::TensorList weights_list,
+    const c10::optional<at::Tensor>& batch_sizes, const at::Tensor& output,
+    const at::Tensor& layer_outputs, int64_t num_layers, bool bidirectional, bool relu) {
+  const std::vector<at::Tensor> weights = weights_list.vec();
+  const StepLayout s = make_layout(input, batch_sizes, hx);
+  const Geometry g = make_geometry(input, hx, weights, num_layers, bidirectional);
+  const int64_t H = g.hidden, D = g.directions, DH = D * H;
+  const int64_t in_size = input.size(-1);
+  TORCH_CHECK(grad_output.sizes() == output.sizes(), "fastrnn: grad_output must be ",
+              output.sizes(), ", got ", grad_output.sizes());
+  TORCH_CHECK(grad_h_n.sizes() == hx.sizes(), "fastrnn: grad_h_n must be ", hx.sizes(),
+              ", got ", grad_h_n.sizes());
+
+  const at::Tensor x = input.contiguous();
+  const at::Tensor h0 = hx.contiguous();
+  const at::Tensor y_last = output.contiguous();
+  const at::Tensor y_stack = layer_outputs.contiguous();
+  at::Tensor grad_input = at::empty_like(x);
+  at::Tensor grad_hx = grad_h_n.contiguous().clone();  // becomes grad of h0 in place
+  std::vector<at::Tensor> grad_weights;
+  grad_weights.reserve(weights.size());
+  for (const auto& w : weights) grad_weights.push_back(at::empty(w.sizes(), w.options()));
+
+  at::Tensor dz = at::empty({s.rows, H}, x.options());
+  at::Tensor h_prev = at::empty({s.rows, H}, x.options());
+  // Gradient w.r.t. the current layer's output: grad_output for the top layer, then the
+  // input gradient of the layer above (ping-pong buffers for layers below the top).
+  at::Tensor grad_y = grad_output.contiguous();
+  at::Tensor grad_below;
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastrnn_rnn_backward_cpu", [&] {
+    for (int64_t l = g.layers - 1; l >= 0; --l) {
+      const scalar_t* layer_in = l == 0 ? x.data_ptr<scalar_t>()
+                                        : y_stack.data_ptr<scalar_t>() + (l - 1) * s.rows * DH;
+      const scalar_t* layer_out = l == g.layers - 1 ? y_last.data_ptr<scalar_t>()
+                                                    : y_stack.data_ptr<scalar_t>() + l * s.rows * DH;
+      const int64_t layer_in_size = l == 0 ? in_size : DH;
+      grad_below = l == 0 ? grad_input : at::empty({s.rows, DH}, x.options());
+      scalar_t* d_in = grad_below.data_ptr<scalar_t>();
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t cell = l * D + d;
+        const int64_t base = cell * g.weights_per_cell;
+        const at::Tensor w_ih = weights[base].contiguous();
+        const at::Tensor w_hh = weights[base + 1].contiguous();
+        const bool reverse = d == 1;
+        scalar_t* dh = grad_hx.data_ptr<scalar_t>() + cell * s.batch * H;
+        const scalar_t* h0_cell = h0.data_ptr<scalar_t>() + cell * s.batch * H;
+        layer_backward_through_time<scalar_t>(s, grad_y.data_ptr<scalar_t>() + d * H,
+                                              layer_out + d * H, DH, w_hh.data_ptr<scalar_t>(),
+                                              dh, dz.data_ptr<scalar_t>(), H, reverse, relu);
+        gather_previous_hidden<scalar_t>(s, layer_out + d * H, DH, h0_cell,
+                                         h_prev.data_ptr<scalar_t>(), H, reverse);
+        const scalar_t* dz_p = dz.data_ptr<scalar_t>();
+        gemm<scalar_t>(true, false, H, layer_in_size, s.rows, 1, dz_p, H, layer_in,
+                       layer_in_size, 0, grad_weights[base].data_ptr<scalar_t>(), layer_in_size);
+        gemm<scalar_t>(true, false, H, H, s.rows, 1, dz_p, H, h_prev.data_ptr<scalar_t>(), H, 0,
+                       grad_weights[base + 1].data_ptr<scalar_t>(), H);
+        if (g.has_bias) {
+          scalar_t* db_ih = grad_weights[base + 2].data_ptr<scalar_t>();
+          column_sums(dz_p, s.rows, H, db_ih);
+          std::memcpy(grad_weights[base + 3].data_ptr<scalar_t>(), db_ih, sizeof(scalar_t) * H);
+        }
+        // Both directions read the same layer input: the second accumulates.
+        gemm<scalar_t>(false, false, s.rows, layer_in_size, H, 1, dz_p, H,
+                       w_ih.data_ptr<scalar_t>(), layer_in_size, d == 0 ? 0 : 1, d_in,
+                       layer_in_size);
+      }
+      grad_y = grad_below;
+    }
+  });
+  return {grad_input, grad_hx, grad_weights};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastrnn, CPU, m) {
+  m.impl("rnn_forward", &rnn_forward_cpu);
+  m.impl("rnn_backward", &rnn_backward_cpu);
+}
+
+}  // namespace fastrnn

@@ -1,0 +1,107 @@
+"""Which implementation runs: ``FASTRNN_BACKEND`` or :func:`set_backend`.
+
+======== ============================================================================
+auto     C++ kernels for float32/float64 CPU tensors, Triton kernels for CUDA tensors;
+         the reference for CPU float16/bfloat16, which the C++ kernels do not implement
+cpp      the C++ CPU kernels (fastrnn._C); CPU float32/float64 only
+triton   the fused Triton kernels; CUDA tensors, or CPU tensors under TRITON_INTERPRET=1
+reference  fastrnn.reference, plain PyTorch ops (any device and dtype)
+======== ============================================================================
+
+A backend that cannot run the given tensors raises :class:`BackendUnavailableError`
+saying why; nothing falls back silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+BACKENDS = ("auto", "cpp", "triton", "reference")
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run these tensors on this machine."""
+
+
+def _validated(name: str, source: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"fastrnn: {source} must be one of {', '.join(BACKENDS)}; got {name!r}")
+    return name
+
+
+_backend = _validated(os.environ.get("FASTRNN_BACKEND", "auto"), "FASTRNN_BACKEND")
+
+
+def get_backend() -> str:
+    """The backend name in force ("auto" unless set)."""
+    return _backend
+
+
+def set_backend(name: str) -> None:
+    """Select the backend for every fastrnn module and op call from now on."""
+    global _backend
+    _backend = _validated(name, "backend")
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Context manager: run the enclosed code with backend ``name``."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def triton_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve(device: torch.device, dtype: torch.dtype) -> str:
+    """The concrete backend ("cpp", "triton" or "reference") for tensors of this kind."""
+    name = _backend
+    if name == "auto":
+        if device.type == "cuda":
+            name = "triton"
+        elif device.type == "cpu" and dtype in (torch.float32, torch.float64):
+            name = "cpp"
+        else:
+            return "reference"
+    if name == "cpp":
+        if device.type != "cpu":
+            raise BackendUnavailableError(
+                f"fastrnn: backend 'cpp' runs on CPU tensors, got a tensor on {device}; "
+                "use backend 'triton' or 'auto' for CUDA tensors"
+            )
+        if dtype not in (torch.float32, torch.float64):
+            raise BackendUnavailableError(
+                f"fastrnn: backend 'cpp' supports float32 and float64, got {dtype}; "
+                "use backend 'reference' (or 'auto') for other dtypes"
+            )
+    elif name == "triton":
+        if not _triton_importable():
+            raise BackendUnavailableError(
+                "fastrnn: backend 'triton' needs the triton package: pip install triton"
+            )
+        if device.type == "cpu" and not triton_interpreting():
+            raise BackendUnavailableError(
+                "fastrnn: backend 'triton' needs CUDA tensors; CPU tensors run through it only "
+                "under the Triton interpreter (set TRITON_INTERPRET=1 before importing triton)"
+            )
+        if device.type not in ("cpu", "cuda"):
+            raise BackendUnavailableError(
+                f"fastrnn: backend 'triton' runs on CUDA tensors, got a tensor on {device}"
+            )
+    return name

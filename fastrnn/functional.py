@@ -1,0 +1,59 @@
+"""fastrnn.functional.rnn: one entry point that routes to the selected backend."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fastrnn import backend
+from fastrnn.ops import rnn_op
+from fastrnn.reference import rnn_reference
+
+
+def _fused(kind: str):
+    if kind == "triton":
+        from fastrnn.triton import rnn_triton
+
+        return rnn_triton
+    return rnn_op
+
+
+def rnn(
+    input: Tensor,  # [T, B, I], or packed [N, I] with batch_sizes
+    hx: Tensor,  # [L*D, B, H]
+    weights: list[Tensor],  # nn.RNN's _flat_weights order
+    batch_sizes: Tensor | None,  # [T] int64 on the CPU, or None
+    num_layers: int,
+    bidirectional: bool,
+    relu: bool,
+    dropout: float = 0.0,
+    training: bool = False,
+) -> tuple[Tensor, Tensor]:  # output [T, B, D*H] or [N, D*H], h_n [L*D, B, H]
+    """The Elman RNN over a whole sequence, on the backend fastrnn.backend selects."""
+    kind = backend.resolve(input.device, input.dtype)
+    if kind == "reference":
+        return rnn_reference(
+            input, hx, weights, batch_sizes, num_layers, bidirectional, relu, dropout, training
+        )
+    fused = _fused(kind)
+    if not (dropout > 0 and training and num_layers > 1):
+        return fused(input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
+    # Dropout sits between layers, so each layer is its own fused call.  F.dropout on the
+    # layer output is what ATen's nn.RNN applies, drawing from the same generator.
+    directions = 2 if bidirectional else 1
+    per_layer = len(weights) // num_layers
+    layer_input, final_states = input, []
+    for layer in range(num_layers):
+        output, h_n = fused(
+            layer_input,
+            hx[layer * directions : (layer + 1) * directions],
+            weights[layer * per_layer : (layer + 1) * per_layer],
+            batch_sizes,
+            1,
+            bidirectional,
+            relu,
+        )
+        final_states.append(h_n)
+        layer_input = F.dropout(output, dropout, True) if layer < num_layers - 1 else output
+    return layer_input, torch.cat(final_states)

@@ -1,0 +1,178 @@
+"""fastrnn.RNN and fastrnn.RNNCell: nn.RNN / nn.RNNCell with fused kernels underneath.
+
+They subclass nn.RNNBase / nn.RNNCellBase, so the constructor, its argument checks,
+parameter names, shapes, initialisation, state_dict and repr are nn.RNN's own; only
+forward differs.  (Not nn.RNN itself: torch.compile refuses to trace nn.RNN instances,
+and fastrnn.RNN is meant to compile with fullgraph=True.)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from fastrnn.functional import rnn
+
+
+class RNN(nn.RNNBase):
+    """Drop-in for :class:`torch.nn.RNN`: same arguments, parameters, shapes and errors."""
+
+    def __init__(self, *args, **kwargs):
+        # nn.RNN.__init__, which cannot be called on a non-nn.RNN.
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if len(args) > 3:
+            self.nonlinearity = args[3]
+            args = args[:3] + args[4:]
+        else:
+            self.nonlinearity = kwargs.pop("nonlinearity", "tanh")
+        if self.nonlinearity == "tanh":
+            mode = "RNN_TANH"
+        elif self.nonlinearity == "relu":
+            mode = "RNN_RELU"
+        else:
+            raise ValueError(
+                f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'."
+            )
+        super().__init__(mode, *args, **kwargs)
+
+    def flatten_parameters(self) -> None:
+        """No-op: the fused kernels read the parameters where they are."""
+
+    def forward(self, input, hx=None):
+        num_directions = 2 if self.bidirectional else 1
+        is_packed = isinstance(input, PackedSequence)
+        is_batched = True
+        sorted_indices = unsorted_indices = None
+        if is_packed:
+            input, batch_sizes, sorted_indices, unsorted_indices = input
+            max_batch_size = int(batch_sizes[0])
+        else:
+            batch_sizes = None
+            if input.dim() not in (2, 3):
+                raise ValueError(
+                    f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead"
+                )
+            is_batched = input.dim() == 3
+            batch_dim = 0 if self.batch_first else 1
+            if not is_batched:
+                input = input.unsqueeze(batch_dim)
+                if hx is not None:
+                    if hx.dim() != 2:
+                        raise RuntimeError(
+                            "For unbatched 2-D input, hx should also be 2-D but got "
+                            f"{hx.dim()}-D tensor"
+                        )
+                    hx = hx.unsqueeze(1)
+            elif hx is not None and hx.dim() != 3:
+                raise RuntimeError(
+                    f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor"
+                )
+            max_batch_size = input.size(0) if self.batch_first else input.size(1)
+        if hx is None:
+            hx = torch.zeros(
+                self.num_layers * num_directions,
+                max_batch_size,
+                self.hidden_size,
+                dtype=input.dtype,
+                device=input.device,
+            )
+        else:
+            hx = self.permute_hidden(hx, sorted_indices)
+        self.check_forward_args(input, hx, batch_sizes)
+        if hx.dtype != input.dtype:
+            raise RuntimeError(
+                f"RNN: hx dtype ({hx.dtype}) does not match input dtype ({input.dtype}); "
+                f"convert it with hx.to({input.dtype})"
+            )
+        if batch_sizes is None and self.batch_first:
+            input = input.transpose(0, 1)
+        if batch_sizes is None and input.size(0) == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+
+        weights = [getattr(self, name) for name in self._flat_weights_names]
+        output, hidden = rnn(
+            input,
+            hx,
+            weights,
+            batch_sizes,
+            self.num_layers,
+            self.bidirectional,
+            self.mode == "RNN_RELU",
+            self.dropout,
+            self.training,
+        )
+        if is_packed:
+            packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+            return packed, self.permute_hidden(hidden, unsorted_indices)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not is_batched:
+            output = output.squeeze(batch_dim)
+            hidden = hidden.squeeze(1)
+        return output, hidden
+
+
+class RNNCell(nn.RNNCellBase):
+    """Drop-in for :class:`torch.nn.RNNCell`: one step of the same fused kernels."""
+
+    __constants__ = ["input_size", "hidden_size", "bias", "nonlinearity"]
+    nonlinearity: str
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(input_size, hidden_size, bias, num_chunks=1, device=device, dtype=dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        if input.dim() not in (1, 2):
+            raise ValueError(f"RNNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if hx is not None and hx.dim() not in (1, 2):
+            raise ValueError(f"RNNCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
+        is_batched = input.dim() == 2
+        if not is_batched:
+            input = input.unsqueeze(0)
+        if hx is None:
+            hx = torch.zeros(
+                input.size(0), self.hidden_size, dtype=input.dtype, device=input.device
+            )
+        elif not is_batched:
+            hx = hx.unsqueeze(0)
+        # ATen's checks for nn.RNNCell, with its messages.
+        if input.size(1) != self.input_size:
+            raise RuntimeError(
+                f"input has inconsistent input_size: got {input.size(1)} expected {self.input_size}"
+            )
+        if input.size(0) != hx.size(0):
+            raise RuntimeError(
+                f"Input batch size {input.size(0)} doesn't match hidden0 batch size {hx.size(0)}"
+            )
+        if hx.size(1) != self.hidden_size:
+            raise RuntimeError(
+                f"hidden0 has inconsistent hidden_size: got {hx.size(1)}, "
+                f"expected {self.hidden_size}"
+            )
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
+        if input.dtype != self.weight_ih.dtype or hx.dtype != self.weight_ih.dtype:
+            raise RuntimeError(
+                f"RNNCell: input dtype ({input.dtype}) and hx dtype ({hx.dtype}) must match "
+                f"the weight dtype ({self.weight_ih.dtype})"
+            )
+        weights = [self.weight_ih, self.weight_hh]
+        if self.bias:
+            weights += [self.bias_ih, self.bias_hh]
+        _, h_n = rnn(
+            input.unsqueeze(0), hx.unsqueeze(0), weights, None, 1, False,
+            self.nonlinearity == "relu",
+        )  # fmt: skip
+        h = h_n[0]
+        return h if is_batched else h.squeeze(0)

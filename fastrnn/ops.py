@@ -1,0 +1,121 @@
+"""The fastrnn custom ops: schemas and CPU kernels in C++ (csrc/), fake kernels and
+autograd here, CUDA kernels from fastrnn.triton.
+
+``torch.ops.fastrnn.rnn_forward`` runs a whole multi-layer, (bi)directional RNN and
+``torch.ops.fastrnn.rnn_backward`` its backward; see csrc/ops.cpp for the schemas.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+BUILD_HINT = (
+    "fastrnn's C++ extension (fastrnn._C) is not built. Build it from the source tree with "
+    "`pip install --no-build-isolation -e .` (torch must already be installed), or use "
+    "fastrnn.set_backend('reference')."
+)
+
+try:
+    from fastrnn import _C
+except ImportError as error:  # the package still imports; the reference backend works
+    _C = None
+    _C_IMPORT_ERROR: ImportError | None = error
+else:
+    _C_IMPORT_ERROR = None
+
+
+def require_extension() -> None:
+    """Raise ImportError with build instructions when fastrnn._C is missing."""
+    if _C is None:
+        raise ImportError(f"{BUILD_HINT} (import error: {_C_IMPORT_ERROR})")
+
+
+def rnn_op(
+    input: Tensor,  # [T, B, I], or packed [N, I] with batch_sizes
+    hx: Tensor,  # [L*D, B, H]
+    weights: list[Tensor],
+    batch_sizes: Tensor | None,  # [T] int64, CPU
+    num_layers: int,
+    bidirectional: bool,
+    relu: bool,
+) -> tuple[Tensor, Tensor]:  # output [T, B, D*H] or [N, D*H], h_n [L*D, B, H]
+    """The fused RNN through the dispatcher (C++ on CPU, Triton on CUDA), with autograd."""
+    require_extension()
+    output, h_n, _ = torch.ops.fastrnn.rnn_forward(
+        input, hx, weights, batch_sizes, num_layers, bidirectional, relu
+    )
+    return output, h_n
+
+
+def _rnn_forward_fake(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
+    out_shape = (*input.shape[:-1], (2 if bidirectional else 1) * hx.shape[2])
+    output = input.new_empty(out_shape)
+    h_n = hx.new_empty(hx.shape)
+    layer_outputs = input.new_empty((num_layers - 1, *out_shape))
+    return output, h_n, layer_outputs
+
+
+def _rnn_backward_fake(
+    grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
+    num_layers, bidirectional, relu,
+):  # fmt: skip
+    return (
+        input.new_empty(input.shape),
+        hx.new_empty(hx.shape),
+        [w.new_empty(w.shape) for w in weights],
+    )
+
+
+def setup_rnn_context(ctx, inputs, output) -> None:
+    """Saves what backward needs: the inputs and every layer's output (nothing else)."""
+    input, hx, weights, batch_sizes, num_layers, bidirectional, relu = inputs
+    out, _, layer_outputs = output
+    ctx.mark_non_differentiable(layer_outputs)
+    ctx.num_weights = len(weights)
+    ctx.has_batch_sizes = batch_sizes is not None
+    ctx.config = (num_layers, bidirectional, relu)
+    extra = [batch_sizes] if batch_sizes is not None else []
+    ctx.save_for_backward(input, hx, out, layer_outputs, *weights, *extra)
+
+
+def rnn_backward_inputs(ctx, grad_output, grad_h_n):
+    """Arguments of rnn_backward from the saved context; absent gradients become zeros."""
+    input, hx, out, layer_outputs, *rest = ctx.saved_tensors
+    weights = rest[: ctx.num_weights]
+    batch_sizes = rest[ctx.num_weights] if ctx.has_batch_sizes else None
+    if grad_output is None:
+        grad_output = torch.zeros_like(out)
+    if grad_h_n is None:
+        grad_h_n = torch.zeros_like(hx)
+    return (grad_output, grad_h_n, input, hx, weights, batch_sizes, out, layer_outputs,
+            *ctx.config)  # fmt: skip
+
+
+def _rnn_backward(ctx, grad_output, grad_h_n, _grad_layer_outputs):
+    grad_input, grad_hx, grad_weights = torch.ops.fastrnn.rnn_backward(
+        *rnn_backward_inputs(ctx, grad_output, grad_h_n)
+    )
+    return grad_input, grad_hx, list(grad_weights), None, None, None, None
+
+
+def _rnn_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "fastrnn: double backward (gradients of gradients) is not supported by the fused RNN "
+        "kernels, as for cuDNN's RNN; use fastrnn.set_backend('reference') if you need it"
+    )
+
+
+def _rnn_backward_setup(ctx, inputs, output) -> None:
+    pass
+
+
+if _C is not None:
+    torch.library.register_fake("fastrnn::rnn_forward")(_rnn_forward_fake)
+    torch.library.register_fake("fastrnn::rnn_backward")(_rnn_backward_fake)
+    torch.library.register_autograd(
+        "fastrnn::rnn_forward", _rnn_backward, setup_context=setup_rnn_context
+    )
+    torch.library.register_autograd(
+        "fastrnn::rnn_backward", _rnn_double_backward, setup_context=_rnn_backward_setup
+    )

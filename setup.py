@@ -1,0 +1,22 @@
+"""Builds fastrnn._C, the C++ CPU kernels, ahead of time (never at import)."""
+
+import glob
+import os
+
+from setuptools import setup
+from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+debug = os.environ.get("FASTRNN_DEBUG", "0") == "1"
+extra_compile_args = ["-O0", "-g"] if debug else ["-O3"]
+
+setup(
+    ext_modules=[
+        CppExtension(
+            "fastrnn._C",
+            sorted(glob.glob("csrc/*.cpp")),
+            extra_compile_args={"cxx": [*extra_compile_args, "-fvisibility=hidden"]},
+            extra_link_args=["-ldl"],
+        )
+    ],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)

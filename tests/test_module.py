@@ -1,0 +1,259 @@
+"""The nn.RNN / nn.RNNCell surface: constructor, parameters, state_dict, errors, backends."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_sequence
+
+import fastrnn
+from fastrnn import backend
+
+CONFIGS = [
+    dict(input_size=4, hidden_size=3),
+    dict(
+        input_size=64,
+        hidden_size=128,
+        num_layers=2,
+        nonlinearity="relu",
+        bias=True,
+        batch_first=True,
+        dropout=0.1,
+        bidirectional=True,
+    ),  # fmt: skip
+    dict(input_size=5, hidden_size=7, num_layers=3, bias=False),
+]
+
+
+@pytest.mark.parametrize("kwargs", CONFIGS, ids=["default", "everything", "nobias"])
+def test_same_parameters_init_and_repr_as_nn_rnn(kwargs):
+    torch.manual_seed(3)
+    reference = torch.nn.RNN(**kwargs)
+    torch.manual_seed(3)
+    fast = fastrnn.RNN(**kwargs)
+    ref_params = dict(reference.named_parameters())
+    fast_params = dict(fast.named_parameters())
+    assert list(fast_params) == list(ref_params)
+    for name, p in ref_params.items():
+        assert torch.equal(fast_params[name], p), name  # same seed, same weights
+    assert repr(fast) == repr(reference)
+    assert fast.extra_repr() == reference.extra_repr()
+
+
+@pytest.mark.parametrize("kwargs", CONFIGS, ids=["default", "everything", "nobias"])
+def test_state_dict_round_trips_both_ways(kwargs):
+    reference = torch.nn.RNN(**kwargs)
+    fast = fastrnn.RNN(**kwargs)
+    fast.load_state_dict(reference.state_dict())
+    back = torch.nn.RNN(**kwargs)
+    back.load_state_dict(fast.state_dict())
+    for (n1, a), (n2, b) in zip(reference.state_dict().items(), back.state_dict().items(),
+                                strict=True):  # fmt: skip
+        assert n1 == n2 and torch.equal(a, b)
+
+
+def test_factory_kwargs_and_positional_nonlinearity():
+    rnn = fastrnn.RNN(3, 4, 1, "relu", dtype=torch.float64, device="cpu")
+    assert rnn.nonlinearity == "relu" and rnn.weight_ih_l0.dtype == torch.float64
+    cell = fastrnn.RNNCell(3, 4, dtype=torch.float64)
+    assert cell.weight_hh.dtype == torch.float64
+
+
+def test_flatten_parameters_is_a_no_op():
+    rnn = fastrnn.RNN(3, 4)
+    before = [p.data_ptr() for p in rnn.parameters()]
+    rnn.flatten_parameters()
+    assert [p.data_ptr() for p in rnn.parameters()] == before
+
+
+def test_cell_same_init_repr_and_state_dict():
+    torch.manual_seed(1)
+    reference = torch.nn.RNNCell(4, 2, bias=False, nonlinearity="relu")
+    torch.manual_seed(1)
+    fast = fastrnn.RNNCell(4, 2, bias=False, nonlinearity="relu")
+    assert fast.extra_repr() == reference.extra_repr()
+    for a, b in zip(reference.state_dict().values(), fast.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    reference.load_state_dict(fast.state_dict())
+
+
+def raised(fn):
+    try:
+        fn()
+    except Exception as error:  # noqa: BLE001 - the type is what is compared
+        return type(error), str(error)
+    return None
+
+
+RNN_ERROR_CASES = {
+    "input-1d": lambda m: m(torch.randn(5)),
+    "input-4d": lambda m: m(torch.randn(2, 3, 4, 5)),
+    "wrong-feature-size": lambda m: m(torch.randn(5, 2, 7)),
+    "h0-wrong-shape": lambda m: m(torch.randn(5, 2, 4), torch.randn(2, 3, 3)),
+    "h0-2d-for-3d-input": lambda m: m(torch.randn(5, 2, 4), torch.randn(2, 3)),
+    "h0-3d-for-2d-input": lambda m: m(torch.randn(5, 4), torch.randn(2, 1, 3)),
+    "input-dtype": lambda m: m(torch.randn(5, 2, 4, dtype=torch.float64)),
+    "input-int": lambda m: m(torch.ones(5, 2, 4, dtype=torch.int32)),
+    "empty-sequence": lambda m: m(torch.randn(0, 2, 4)),
+    "packed-wrong-feature": lambda m: m(pack_sequence([torch.randn(3, 5)])),
+    "packed-h0-batch": lambda m: m(pack_sequence([torch.randn(3, 4)]), torch.randn(2, 2, 3)),
+}
+
+
+@pytest.mark.parametrize("case", list(RNN_ERROR_CASES), ids=list(RNN_ERROR_CASES))
+def test_rnn_errors_match_nn_rnn(case):
+    reference = torch.nn.RNN(4, 3, 2)
+    fast = fastrnn.RNN(4, 3, 2)
+    expected = raised(lambda: RNN_ERROR_CASES[case](reference))
+    got = raised(lambda: RNN_ERROR_CASES[case](fast))
+    assert expected is not None and got == expected
+
+
+def test_hx_dtype_mismatch_is_a_clear_runtime_error():
+    reference = torch.nn.RNN(4, 3)
+    fast = fastrnn.RNN(4, 3)
+    x, h0 = torch.randn(5, 2, 4), torch.randn(1, 2, 3, dtype=torch.float64)
+    assert raised(lambda: reference(x, h0))[0] is RuntimeError
+    with pytest.raises(RuntimeError, match=r"hx dtype \(torch.float64\) does not match"):
+        fast(x, h0)
+
+
+CONSTRUCTOR_CASES = {
+    "nonlinearity": dict(input_size=3, hidden_size=4, nonlinearity="gelu"),
+    "proj_size": dict(input_size=3, hidden_size=4, proj_size=2),
+    "dropout-range": dict(input_size=3, hidden_size=4, dropout=1.5),
+    "dropout-bool": dict(input_size=3, hidden_size=4, dropout=True),
+    "hidden-zero": dict(input_size=3, hidden_size=0),
+    "input-zero": dict(input_size=0, hidden_size=4),
+    "layers-zero": dict(input_size=3, hidden_size=4, num_layers=0),
+    "hidden-float": dict(input_size=3, hidden_size=4.0),
+    "bias-int": dict(input_size=3, hidden_size=4, bias=1),
+    "batch-first-str": dict(input_size=3, hidden_size=4, batch_first="yes"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONSTRUCTOR_CASES), ids=list(CONSTRUCTOR_CASES))
+def test_constructor_errors_match_nn_rnn(case):
+    kwargs = CONSTRUCTOR_CASES[case]
+    expected = raised(lambda: torch.nn.RNN(**kwargs))
+    assert expected is not None and raised(lambda: fastrnn.RNN(**kwargs)) == expected
+
+
+def test_dropout_with_one_layer_warns_like_nn_rnn():
+    with warnings.catch_warnings(record=True) as ref_warnings:
+        warnings.simplefilter("always")
+        torch.nn.RNN(3, 4, dropout=0.5)
+    with pytest.warns(UserWarning) as fast_warnings:
+        fastrnn.RNN(3, 4, dropout=0.5)
+    assert [str(w.message) for w in fast_warnings] == [str(w.message) for w in ref_warnings]
+
+
+CELL_ERROR_CASES = {
+    "input-3d": lambda m: m(torch.randn(2, 2, 3)),
+    "hidden-3d": lambda m: m(torch.randn(2, 3), torch.randn(1, 2, 4)),
+    "input-size": lambda m: m(torch.randn(2, 5)),
+    "batch-mismatch": lambda m: m(torch.randn(2, 3), torch.randn(3, 4)),
+    "hidden-size": lambda m: m(torch.randn(2, 3), torch.randn(2, 5)),
+    "unbatched-hidden-2d": lambda m: m(torch.randn(3), torch.randn(2, 4)),
+}
+
+
+@pytest.mark.parametrize("case", list(CELL_ERROR_CASES), ids=list(CELL_ERROR_CASES))
+def test_cell_errors_match_nn_rnncell(case):
+    expected = raised(lambda: CELL_ERROR_CASES[case](torch.nn.RNNCell(3, 4)))
+    got = raised(lambda: CELL_ERROR_CASES[case](fastrnn.RNNCell(3, 4)))
+    assert expected is not None and got == expected
+
+
+def test_cell_unknown_nonlinearity_fails_at_forward_like_nn_rnncell():
+    reference = torch.nn.RNNCell(3, 4, nonlinearity="gelu")
+    fast = fastrnn.RNNCell(3, 4, nonlinearity="gelu")
+    x = torch.randn(2, 3)
+    assert raised(lambda: fast(x)) == raised(lambda: reference(x))
+
+
+def test_cell_dtype_mismatch_is_a_runtime_error():
+    assert raised(lambda: torch.nn.RNNCell(3, 4)(torch.randn(2, 3).double()))[0] is RuntimeError
+    with pytest.raises(RuntimeError, match="must match the weight dtype"):
+        fastrnn.RNNCell(3, 4)(torch.randn(2, 3).double())
+
+
+def test_empty_batch_behaves_like_nn_rnn():
+    torch.manual_seed(0)
+    reference = torch.nn.RNN(4, 3, 2, bidirectional=True)
+    fast = fastrnn.RNN(4, 3, 2, bidirectional=True)
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 0, 4, requires_grad=True)
+    out, h_n = fast(x)
+    out_ref, hn_ref = reference(x)
+    assert out.shape == out_ref.shape and h_n.shape == hn_ref.shape
+    (out.sum() + h_n.sum()).backward()
+    assert x.grad.shape == x.shape
+    cell_out = fastrnn.RNNCell(4, 3)(torch.randn(0, 4))
+    assert cell_out.shape == torch.nn.RNNCell(4, 3)(torch.randn(0, 4)).shape
+
+
+def test_backend_names_are_validated():
+    with pytest.raises(ValueError, match="must be one of auto, cpp, triton, reference"):
+        fastrnn.set_backend("cuda")
+    assert fastrnn.get_backend() == "auto"
+
+
+def test_backend_resolution_on_cpu():
+    assert backend.resolve(torch.device("cpu"), torch.float32) == "cpp"
+    assert backend.resolve(torch.device("cpu"), torch.bfloat16) == "reference"
+    with fastrnn.use_backend("cpp"), pytest.raises(fastrnn.BackendUnavailableError,
+                                                   match="float32 and float64"):  # fmt: skip
+        fastrnn.RNN(3, 4, dtype=torch.bfloat16)(torch.randn(2, 1, 3, dtype=torch.bfloat16))
+    with fastrnn.use_backend("cpp"), pytest.raises(fastrnn.BackendUnavailableError,
+                                                   match="CPU tensors"):  # fmt: skip
+        backend.resolve(torch.device("cuda"), torch.float32)
+
+
+def test_triton_backend_without_interpreter_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with fastrnn.use_backend("triton"), pytest.raises(fastrnn.BackendUnavailableError,
+                                                      match="TRITON_INTERPRET=1"):  # fmt: skip
+        fastrnn.RNN(3, 4)(torch.randn(2, 1, 3))
+
+
+def test_bfloat16_on_cpu_runs_through_the_reference_like_nn_rnn():
+    torch.manual_seed(0)
+    reference = torch.nn.RNN(3, 4, dtype=torch.bfloat16)
+    fast = fastrnn.RNN(3, 4, dtype=torch.bfloat16)
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 2, 3, dtype=torch.bfloat16)
+    torch.testing.assert_close(fast(x)[0], reference(x)[0], rtol=2e-2, atol=2e-2)
+
+
+def run_python(code: str, **env) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)  # fmt: skip
+
+
+def test_backend_from_environment_variable():
+    result = run_python("import fastrnn; print(fastrnn.get_backend())", FASTRNN_BACKEND="reference")
+    assert result.stdout.strip() == "reference", result.stderr
+    bad = run_python("import fastrnn", FASTRNN_BACKEND="gpu")
+    assert "FASTRNN_BACKEND must be one of" in bad.stderr
+
+
+def test_missing_extension_says_how_to_build_it():
+    code = (
+        "import sys; sys.modules['fastrnn._C'] = None\n"
+        "import torch, fastrnn\n"
+        "fastrnn.set_backend('reference')\n"
+        "print(fastrnn.RNN(3, 4)(torch.randn(2, 1, 3))[0].shape)\n"
+        "fastrnn.set_backend('auto')\n"
+        "fastrnn.RNN(3, 4)(torch.randn(2, 1, 3))\n"
+    )
+    result = run_python(code)
+    assert "torch.Size([2, 1, 4])" in result.stdout
+    assert "pip install --no-build-isolation -e ." in result.stderr
+    assert "ImportError" in result.stderr

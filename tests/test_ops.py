@@ -1,0 +1,126 @@
+"""The custom ops themselves: gradcheck in fp64, torch.library.opcheck, double backward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_sequence
+
+import fastrnn
+from fastrnn.ops import rnn_op
+
+
+def make_op_args(layers, bidirectional, bias, packed, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    directions = 2 if bidirectional else 1
+    input_size, hidden = 3, 4
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=dtype)
+
+    if packed:
+        seqs = [rand(n, input_size) for n in (4, 3, 1)]
+        sequence = pack_sequence(seqs)
+        x, batch_sizes, batch = sequence.data, sequence.batch_sizes, 3
+    else:
+        x, batch_sizes, batch = rand(4, 3, input_size), None, 3
+    hx = rand(layers * directions, batch, hidden)
+    weights = []
+    for layer in range(layers):
+        layer_in = input_size if layer == 0 else directions * hidden
+        for _ in range(directions):
+            weights += [rand(hidden, layer_in) * 0.5, rand(hidden, hidden) * 0.5]
+            if bias:
+                weights += [rand(hidden), rand(hidden)]
+    return x, hx, weights, batch_sizes
+
+
+CASES = [
+    # (layers, bidirectional, bias, packed, relu)
+    (1, False, True, False, False),
+    (2, True, True, False, True),
+    (2, False, False, True, False),
+    (3, True, True, True, True),
+]
+
+
+def case_id(case):
+    layers, bidir, bias, packed, relu = case
+    return (f"L{layers}-{'bi' if bidir else 'uni'}-{'bias' if bias else 'nobias'}-"
+            f"{'packed' if packed else 'padded'}-{'relu' if relu else 'tanh'}")  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_gradcheck_op(case):
+    layers, bidir, bias, packed, relu = case
+    x, hx, weights, batch_sizes = make_op_args(layers, bidir, bias, packed)
+    tensors = [x, hx, *weights]
+    for t in tensors:
+        t.requires_grad_()
+
+    def fn(x, hx, *weights):
+        return rnn_op(x, hx, list(weights), batch_sizes, layers, bidir, relu)
+
+    assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_opcheck_forward_and_backward(case):
+    layers, bidir, bias, packed, relu = case
+    x, hx, weights, batch_sizes = make_op_args(layers, bidir, bias, packed)
+    for t in (x, hx, *weights):
+        t.requires_grad_()
+    args = (x, hx, weights, batch_sizes, layers, bidir, relu)
+    torch.library.opcheck(torch.ops.fastrnn.rnn_forward.default, args)
+    output, h_n, layer_outputs = torch.ops.fastrnn.rnn_forward(*args)
+    detached = [t.detach() for t in (x, hx)]
+    backward_args = (
+        torch.randn_like(output), torch.randn_like(h_n), *detached,
+        [w.detach() for w in weights], batch_sizes, output.detach(), layer_outputs,
+        layers, bidir, relu,
+    )  # fmt: skip
+    torch.library.opcheck(torch.ops.fastrnn.rnn_backward.default, backward_args)
+
+
+def test_gradcheck_module_with_packed_input_and_h0():
+    torch.manual_seed(0)
+    rnn = fastrnn.RNN(3, 4, num_layers=2, bidirectional=True, dtype=torch.float64)
+    seqs = [torch.randn(n, 3, dtype=torch.float64, requires_grad=True) for n in (2, 4, 3)]
+    h0 = torch.randn(4, 3, 4, dtype=torch.float64, requires_grad=True)
+    params = list(rnn.parameters())
+
+    def fn(a, b, c, h0, *_params):
+        out, h_n = rnn(pack_sequence([a, b, c], enforce_sorted=False), h0)
+        return out.data, h_n
+
+    assert torch.autograd.gradcheck(fn, (*seqs, h0, *params), eps=1e-6, atol=1e-8)
+
+
+def test_gradcheck_cell():
+    torch.manual_seed(0)
+    cell = fastrnn.RNNCell(3, 5, nonlinearity="relu", dtype=torch.float64)
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, h, *p: cell(x, h), (x, h, *cell.parameters()))
+
+
+def test_double_backward_raises_clear_error():
+    rnn = fastrnn.RNN(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    out, _ = rnn(x)
+    (grad_x,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        grad_x.sum().backward()
+
+
+def test_outputs_not_needing_gradients_get_zeros():
+    """Backward through only h_n, or only the output, matches nn.RNN."""
+    torch.manual_seed(0)
+    reference = torch.nn.RNN(3, 4, 2, dtype=torch.float64)
+    fast = fastrnn.RNN(3, 4, 2, dtype=torch.float64)
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    for pick in (0, 1):
+        (g_ref,) = torch.autograd.grad(reference(x)[pick].sum(), x)
+        (g,) = torch.autograd.grad(fast(x)[pick].sum(), x)
+        torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-12)

@@ -1,0 +1,205 @@
+"""fastrnn.RNN / RNNCell against nn.RNN / nn.RNNCell in float64: outputs and every gradient.
+
+The grid: layers 1-3 x tanh/relu x bias x batch_first x bidirectional x fp32/fp64 x
+with/without h0 x (batched, unbatched, packed), on each CPU backend; odd sizes separately.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from conftest import assert_close, paired_rnns
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import fastrnn
+
+DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
+GRID = list(
+    itertools.product(
+        [1, 2, 3],  # num_layers
+        ["tanh", "relu"],
+        [True, False],  # bias
+        [False, True],  # batch_first
+        [False, True],  # bidirectional
+        ["fp32", "fp64"],
+        [False, True],  # h0 given
+        ["batched", "unbatched", "packed"],
+    )
+)
+
+
+def grid_id(case):
+    layers, act, bias, batch_first, bidir, dtype, h0, kind = case
+    return "-".join(
+        [
+            f"L{layers}",
+            act,
+            "bias" if bias else "nobias",
+            "bf" if batch_first else "sf",
+            "bi" if bidir else "uni",
+            dtype,
+            "h0" if h0 else "noh0",
+            kind,
+        ]
+    )
+
+
+def run_and_grads(module, x, h0, lengths, weights_of, out_proj, h_proj):
+    """Output, h_n and gradients of a random projection of both w.r.t. x, h0, weights."""
+    inputs = [x] + ([h0] if h0 is not None else [])
+    if lengths is not None:
+        packed = pack_padded_sequence(x, lengths, batch_first=module.batch_first,
+                                      enforce_sorted=False)  # fmt: skip
+        out, h_n = module(packed, h0)
+        out = out.data
+    else:
+        out, h_n = module(x, h0)
+    loss = (out * out_proj.to(out.dtype)).sum() + (h_n * h_proj.to(h_n.dtype)).sum()
+    grads = torch.autograd.grad(loss, inputs + list(weights_of(module)))
+    return out, h_n, grads
+
+
+@pytest.mark.parametrize("case", GRID, ids=grid_id)
+def test_rnn_matches_nn_rnn(case, cpu_backend):
+    layers, act, bias, batch_first, bidir, dtype_name, with_h0, kind = case
+    dtype = DTYPES[dtype_name]
+    steps, batch, input_size, hidden = 5, 3, 4, 6
+    directions = 2 if bidir else 1
+    reference, fast = paired_rnns(
+        input_size, hidden, dtype, num_layers=layers, nonlinearity=act, bias=bias,
+        batch_first=batch_first, bidirectional=bidir,
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([5, 2, 4]) if kind == "packed" else None
+    if kind == "unbatched":
+        x64 = torch.randn(steps, input_size, generator=gen, dtype=torch.float64)
+        h64 = torch.randn(layers * directions, hidden, generator=gen, dtype=torch.float64)
+    else:
+        shape = (batch, steps, input_size) if batch_first else (steps, batch, input_size)
+        x64 = torch.randn(shape, generator=gen, dtype=torch.float64)
+        h64 = torch.randn(layers * directions, batch, hidden, generator=gen, dtype=torch.float64)
+    x64.requires_grad_()
+    x = x64.detach().to(dtype).requires_grad_()
+    h0_64 = h64.requires_grad_() if with_h0 else None
+    h0 = h64.detach().to(dtype).requires_grad_() if with_h0 else None
+
+    rows = int(lengths.sum()) if lengths is not None else None
+    out_shape = (rows, directions * hidden) if rows else (*x.shape[:-1], directions * hidden)
+    out_proj = torch.randn(out_shape, generator=gen, dtype=torch.float64)
+    h_proj = torch.randn(h64.shape, generator=gen, dtype=torch.float64)
+
+    def params(m):
+        return [getattr(m, n) for n in m._flat_weights_names]
+
+    ref = run_and_grads(reference, x64, h0_64, lengths, params, out_proj, h_proj)
+    got = run_and_grads(fast, x, h0, lengths, params, out_proj, h_proj)
+    assert_close(got[0], ref[0], dtype, "output")
+    assert_close(got[1], ref[1], dtype, "h_n")
+    names = ["input"] + (["h0"] if with_h0 else []) + fast._flat_weights_names
+    for name, g, r in zip(names, got[2], ref[2], strict=True):
+        assert_close(g, r, dtype, f"grad of {name}")
+
+
+ODD_SHAPES = {
+    # (steps, batch, input_size, hidden, layers, bidirectional)
+    "B1": (7, 1, 3, 5, 1, False),
+    "H1": (6, 4, 2, 1, 2, True),
+    "T1": (1, 3, 4, 5, 2, False),
+    "I1-H127": (4, 2, 1, 127, 1, True),
+    "B17-H33": (3, 17, 8, 33, 2, False),
+    "B0": (4, 0, 3, 5, 2, True),
+}
+
+
+@pytest.mark.parametrize("dtype_name", ["fp32", "fp64"])
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("shape", list(ODD_SHAPES), ids=list(ODD_SHAPES))
+def test_odd_shapes(shape, act, dtype_name, cpu_backend):
+    steps, batch, input_size, hidden, layers, bidir = ODD_SHAPES[shape]
+    dtype = DTYPES[dtype_name]
+    reference, fast = paired_rnns(input_size, hidden, dtype, num_layers=layers,
+                                  nonlinearity=act, bidirectional=bidir)  # fmt: skip
+    gen = torch.Generator().manual_seed(2)
+    x64 = torch.randn(steps, batch, input_size, generator=gen, dtype=torch.float64)
+    h64 = torch.randn(layers * (2 if bidir else 1), batch, hidden, generator=gen,
+                      dtype=torch.float64)  # fmt: skip
+    x64.requires_grad_()
+    h64.requires_grad_()
+    x = x64.detach().to(dtype).requires_grad_()
+    h0 = h64.detach().to(dtype).requires_grad_()
+    out_ref, hn_ref = reference(x64, h64)
+    out, h_n = fast(x, h0)
+    assert_close(out, out_ref, dtype, "output")
+    assert_close(h_n, hn_ref, dtype, "h_n")
+    grad_out = torch.randn(out_ref.shape, generator=gen, dtype=torch.float64)
+    ref_grads = torch.autograd.grad((out_ref * grad_out).sum() + hn_ref.sum(),
+                                    [x64, h64, *reference.parameters()])  # fmt: skip
+    grads = torch.autograd.grad((out * grad_out.to(dtype)).sum() + h_n.sum(),
+                                [x, h0, *fast.parameters()])  # fmt: skip
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert_close(g, r, dtype, "gradient")
+
+
+@pytest.mark.parametrize("dtype_name", ["fp32", "fp64"])
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("with_h0", [True, False], ids=["h0", "noh0"])
+def test_cell_matches_nn_rnncell(dtype_name, act, bias, batched, with_h0, cpu_backend):
+    dtype = DTYPES[dtype_name]
+    torch.manual_seed(0)
+    reference = torch.nn.RNNCell(4, 6, bias=bias, nonlinearity=act, dtype=torch.float64)
+    fast = fastrnn.RNNCell(4, 6, bias=bias, nonlinearity=act, dtype=dtype)
+    fast.load_state_dict({k: v.to(dtype) for k, v in reference.state_dict().items()})
+    gen = torch.Generator().manual_seed(3)
+    lead = (5,) if batched else ()
+    x64 = torch.randn(*lead, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    h64 = torch.randn(*lead, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = x64.detach().to(dtype).requires_grad_()
+    h = h64.detach().to(dtype).requires_grad_()
+    ref_inputs = [x64, h64] if with_h0 else [x64]
+    inputs = [x, h] if with_h0 else [x]
+    out_ref = reference(*ref_inputs)
+    out = fast(*inputs)
+    assert_close(out, out_ref, dtype, "h'")
+    proj = torch.randn(out_ref.shape, generator=gen, dtype=torch.float64)
+    ref_params = list(reference.parameters())
+    ref_grads = torch.autograd.grad((out_ref * proj).sum(), ref_inputs + ref_params)
+    grads = torch.autograd.grad((out * proj.to(dtype)).sum(), inputs + list(fast.parameters()))
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert_close(g, r, dtype, "gradient")
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_dropout_matches_nn_rnn_with_same_seed(bidirectional, cpu_backend):
+    """Dropout between layers draws from the generator exactly as nn.RNN does."""
+    reference, fast = paired_rnns(4, 6, torch.float64, num_layers=3, dropout=0.5,
+                                  bidirectional=bidirectional)  # fmt: skip
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    torch.manual_seed(7)
+    out_ref, hn_ref = reference(x)
+    torch.manual_seed(7)
+    out, h_n = fast(x)
+    assert_close(out, out_ref, torch.float64, "output")
+    assert_close(h_n, hn_ref, torch.float64, "h_n")
+    # Dropout is off in eval mode, and on in train mode (outputs differ from eval).
+    fast.eval()
+    reference.eval()
+    out_eval, _ = fast(x)
+    assert_close(out_eval, reference(x)[0], torch.float64, "eval output")
+    assert (out_eval - out).abs().max() > 1e-3
+
+
+def test_non_contiguous_and_expanded_inputs(cpu_backend):
+    reference, fast = paired_rnns(4, 6, torch.float64, num_layers=2)
+    base = torch.randn(3, 10, 8, dtype=torch.float64)
+    x = base[:, ::2, ::2].transpose(0, 1)  # [5, 3, 4], strided every way
+    h0 = torch.randn(1, 3, 6, dtype=torch.float64).expand(2, 3, 6)
+    assert not x.is_contiguous() and h0.stride(0) == 0
+    for got, ref in zip(fast(x, h0), reference(x, h0), strict=True):
+        assert_close(got, ref, torch.float64, "strided input")
+    xe = torch.randn(5, 1, 4, dtype=torch.float64).expand(5, 3, 4)
+    for got, ref in zip(fast(xe), reference(xe), strict=True):
+        assert_close(got, ref, torch.float64, "expanded input")
