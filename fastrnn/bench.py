@@ -118,8 +118,13 @@ def make_contenders(
     shape: Shape, device: torch.device, dtype: torch.dtype, names: list[str]
 ) -> list[Contender]:
     torch.manual_seed(0)
-    kwargs = dict(num_layers=shape.layers, bidirectional=shape.bidirectional,
-                  nonlinearity=shape.nonlinearity, device=device, dtype=dtype)  # fmt: skip
+    kwargs = dict(
+        num_layers=shape.layers,
+        bidirectional=shape.bidirectional,
+        nonlinearity=shape.nonlinearity,
+        device=device,
+        dtype=dtype,
+    )
     reference = torch.nn.RNN(shape.input_size, shape.hidden, **kwargs)
     state = reference.state_dict()
     contenders = []
@@ -182,12 +187,22 @@ def validate(contenders: list[Contender], shape: Shape, mode: str, device, dtype
     float64 with the same weights.  fp32 allowance: 8x nn.RNN's own fp32 error, at least 1e-5."""
     x = make_input(shape, device, dtype)
     torch.manual_seed(0)
-    gold = torch.nn.RNN(shape.input_size, shape.hidden, num_layers=shape.layers,
-                        bidirectional=shape.bidirectional, nonlinearity=shape.nonlinearity,
-                        device=device, dtype=torch.float64)  # fmt: skip
+    gold = torch.nn.RNN(
+        shape.input_size,
+        shape.hidden,
+        num_layers=shape.layers,
+        bidirectional=shape.bidirectional,
+        nonlinearity=shape.nonlinearity,
+        device=device,
+        dtype=torch.float64,
+    )
     source = next(c for c in contenders if c.name == "nn.RNN" or c.module is not None)
-    gold.load_state_dict({k: v.double() for k, v in zip(gold.state_dict(),
-                         [p.detach() for p in source.parameters], strict=True)})  # fmt: skip
+    gold.load_state_dict(
+        {
+            k: v.double()
+            for k, v in zip(gold.state_dict(), [p.detach() for p in source.parameters], strict=True)
+        }
+    )
     gold_c = Contender("gold", gold, gold, list(gold.parameters()))
     gold_out = step(gold_c, x.double(), mode)
     gold_vals = [*gold_out] + ([p.grad for p in gold_c.parameters] if mode == "training" else [])
@@ -370,9 +385,17 @@ def human_bytes(n: int) -> str:
 def markdown_table(rows, names, device) -> str:
     memory_key = "saved_bytes" if device.type == "cpu" else "peak_allocated_bytes"
     memory_title = "saved for backward" if device.type == "cpu" else "peak allocated"
-    header = (["shape", "mode"] + [f"{n} ms" for n in names]
-              + ["fastrnn tokens/s", "GFLOP/s (% peak)", "vs nn.RNN", "vs naive",
-                 f"{memory_title} fastrnn / nn.RNN"])  # fmt: skip
+    header = (
+        ["shape", "mode"]
+        + [f"{n} ms" for n in names]
+        + [
+            "fastrnn tokens/s",
+            "GFLOP/s (% peak)",
+            "vs nn.RNN",
+            "vs naive",
+            f"{memory_title} fastrnn / nn.RNN",
+        ]
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         shape = Shape(**row["shape"])
@@ -388,8 +411,11 @@ def markdown_table(rows, names, device) -> str:
             v = row.get(f"speedup_vs_{other}")
             cells.append(f"**{v:.2f}x**" if v is not None else "-")
         mem = row.get(memory_key, {})
-        cells.append(f"{human_bytes(mem['fastrnn'])} / {human_bytes(mem['nn.RNN'])}"
-                     if "fastrnn" in mem and "nn.RNN" in mem else "-")  # fmt: skip
+        cells.append(
+            f"{human_bytes(mem['fastrnn'])} / {human_bytes(mem['nn.RNN'])}"
+            if "fastrnn" in mem and "nn.RNN" in mem
+            else "-"
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -398,8 +424,11 @@ def summary_lines(rows) -> list[str]:
     out = []
     for mode in MODES:
         for other in ("nn.RNN", "naive"):
-            vals = [r[f"speedup_vs_{other}"] for r in rows
-                    if r["mode"] == mode and f"speedup_vs_{other}" in r]  # fmt: skip
+            vals = [
+                r[f"speedup_vs_{other}"]
+                for r in rows
+                if r["mode"] == mode and f"speedup_vs_{other}" in r
+            ]
             if vals:
                 geo = math.exp(sum(math.log(v) for v in vals) / len(vals))
                 spread = f"min {min(vals):.2f}x, max {max(vals):.2f}x over {len(vals)} shapes"
@@ -457,7 +486,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--json", default=None, help="write every raw number here")
     p.add_argument("--plot", default=None, help="write a speedup PNG here (needs matplotlib)")
-    return p.parse_args(argv)  # fmt: skip
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
@@ -479,8 +508,9 @@ def main(argv=None) -> int:
     target_s = 0.02 if args.quick else 0.05
     modes = args.modes.split(",")
     print(machine_line(device, dtype), flush=True)
-    peak, rows = run_grid(shapes, modes, device, dtype, names, repeats, target_s,
-                          log=lambda s: print(s, flush=True))  # fmt: skip
+    peak, rows = run_grid(
+        shapes, modes, device, dtype, names, repeats, target_s, log=lambda s: print(s, flush=True)
+    )
     print()
     print(markdown_table(rows, names, device))
     print()
@@ -488,8 +518,16 @@ def main(argv=None) -> int:
         print(line)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine_line(device, dtype), "gemm_peak_gflops": peak,
-                       "contenders": names, "rows": rows}, f, indent=1)  # fmt: skip
+            json.dump(
+                {
+                    "machine": machine_line(device, dtype),
+                    "gemm_peak_gflops": peak,
+                    "contenders": names,
+                    "rows": rows,
+                },
+                f,
+                indent=1,
+            )
     if args.plot:
         plot(rows, args.plot)
         print(f"plot written to {args.plot}")

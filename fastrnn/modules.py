@@ -171,8 +171,13 @@ class RNNCell(nn.RNNCellBase):
         if self.bias:
             weights += [self.bias_ih, self.bias_hh]
         _, h_n = rnn(
-            input.unsqueeze(0), hx.unsqueeze(0), weights, None, 1, False,
+            input.unsqueeze(0),
+            hx.unsqueeze(0),
+            weights,
+            None,
+            1,
+            False,
             self.nonlinearity == "relu",
-        )  # fmt: skip
+        )
         h = h_n[0]
         return h if is_batched else h.squeeze(0)

@@ -57,9 +57,18 @@ def _rnn_forward_fake(input, hx, weights, batch_sizes, num_layers, bidirectional
 
 
 def _rnn_backward_fake(
-    grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
-    num_layers, bidirectional, relu,
-):  # fmt: skip
+    grad_output,
+    grad_h_n,
+    input,
+    hx,
+    weights,
+    batch_sizes,
+    output,
+    layer_outputs,
+    num_layers,
+    bidirectional,
+    relu,
+):
     return (
         input.new_empty(input.shape),
         hx.new_empty(hx.shape),
@@ -88,8 +97,7 @@ def rnn_backward_inputs(ctx, grad_output, grad_h_n):
         grad_output = torch.zeros_like(out)
     if grad_h_n is None:
         grad_h_n = torch.zeros_like(hx)
-    return (grad_output, grad_h_n, input, hx, weights, batch_sizes, out, layer_outputs,
-            *ctx.config)  # fmt: skip
+    return (grad_output, grad_h_n, input, hx, weights, batch_sizes, out, layer_outputs, *ctx.config)
 
 
 def _rnn_backward(ctx, grad_output, grad_h_n, _grad_layer_outputs):
@@ -110,7 +118,21 @@ def _rnn_backward_setup(ctx, inputs, output) -> None:
     pass
 
 
+def _rnn_forward_cuda(*args):
+    from fastrnn.triton.launch import rnn_forward_triton  # imports triton on first use
+
+    return rnn_forward_triton(*args)
+
+
+def _rnn_backward_cuda(*args):
+    from fastrnn.triton.launch import rnn_backward_triton
+
+    return rnn_backward_triton(*args)
+
+
 if _C is not None:
+    torch.library.register_kernel("fastrnn::rnn_forward", "cuda", _rnn_forward_cuda)
+    torch.library.register_kernel("fastrnn::rnn_backward", "cuda", _rnn_backward_cuda)
     torch.library.register_fake("fastrnn::rnn_forward")(_rnn_forward_fake)
     torch.library.register_fake("fastrnn::rnn_backward")(_rnn_backward_fake)
     torch.library.register_autograd(

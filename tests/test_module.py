@@ -24,7 +24,7 @@ CONFIGS = [
         batch_first=True,
         dropout=0.1,
         bidirectional=True,
-    ),  # fmt: skip
+    ),
     dict(input_size=5, hidden_size=7, num_layers=3, bias=False),
 ]
 
@@ -51,8 +51,9 @@ def test_state_dict_round_trips_both_ways(kwargs):
     fast.load_state_dict(reference.state_dict())
     back = torch.nn.RNN(**kwargs)
     back.load_state_dict(fast.state_dict())
-    for (n1, a), (n2, b) in zip(reference.state_dict().items(), back.state_dict().items(),
-                                strict=True):  # fmt: skip
+    for (n1, a), (n2, b) in zip(
+        reference.state_dict().items(), back.state_dict().items(), strict=True
+    ):
         assert n1 == n2 and torch.equal(a, b)
 
 
@@ -206,18 +207,24 @@ def test_backend_names_are_validated():
 def test_backend_resolution_on_cpu():
     assert backend.resolve(torch.device("cpu"), torch.float32) == "cpp"
     assert backend.resolve(torch.device("cpu"), torch.bfloat16) == "reference"
-    with fastrnn.use_backend("cpp"), pytest.raises(fastrnn.BackendUnavailableError,
-                                                   match="float32 and float64"):  # fmt: skip
+    with (
+        fastrnn.use_backend("cpp"),
+        pytest.raises(fastrnn.BackendUnavailableError, match="float32 and float64"),
+    ):
         fastrnn.RNN(3, 4, dtype=torch.bfloat16)(torch.randn(2, 1, 3, dtype=torch.bfloat16))
-    with fastrnn.use_backend("cpp"), pytest.raises(fastrnn.BackendUnavailableError,
-                                                   match="CPU tensors"):  # fmt: skip
+    with (
+        fastrnn.use_backend("cpp"),
+        pytest.raises(fastrnn.BackendUnavailableError, match="CPU tensors"),
+    ):
         backend.resolve(torch.device("cuda"), torch.float32)
 
 
 def test_triton_backend_without_interpreter_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with fastrnn.use_backend("triton"), pytest.raises(fastrnn.BackendUnavailableError,
-                                                      match="TRITON_INTERPRET=1"):  # fmt: skip
+    with (
+        fastrnn.use_backend("triton"),
+        pytest.raises(fastrnn.BackendUnavailableError, match="TRITON_INTERPRET=1"),
+    ):
         fastrnn.RNN(3, 4)(torch.randn(2, 1, 3))
 
 
@@ -233,8 +240,13 @@ def test_bfloat16_on_cpu_runs_through_the_reference_like_nn_rnn():
 def run_python(code: str, **env) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
 
 
 def test_backend_from_environment_variable():

@@ -46,8 +46,10 @@ CASES = [
 
 def case_id(case):
     layers, bidir, bias, packed, relu = case
-    return (f"L{layers}-{'bi' if bidir else 'uni'}-{'bias' if bias else 'nobias'}-"
-            f"{'packed' if packed else 'padded'}-{'relu' if relu else 'tanh'}")  # fmt: skip
+    return (
+        f"L{layers}-{'bi' if bidir else 'uni'}-{'bias' if bias else 'nobias'}-"
+        f"{'packed' if packed else 'padded'}-{'relu' if relu else 'tanh'}"
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -75,10 +77,17 @@ def test_opcheck_forward_and_backward(case):
     output, h_n, layer_outputs = torch.ops.fastrnn.rnn_forward(*args)
     detached = [t.detach() for t in (x, hx)]
     backward_args = (
-        torch.randn_like(output), torch.randn_like(h_n), *detached,
-        [w.detach() for w in weights], batch_sizes, output.detach(), layer_outputs,
-        layers, bidir, relu,
-    )  # fmt: skip
+        torch.randn_like(output),
+        torch.randn_like(h_n),
+        *detached,
+        [w.detach() for w in weights],
+        batch_sizes,
+        output.detach(),
+        layer_outputs,
+        layers,
+        bidir,
+        relu,
+    )
     torch.library.opcheck(torch.ops.fastrnn.rnn_backward.default, backward_args)
 
 

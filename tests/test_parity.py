@@ -50,8 +50,9 @@ def run_and_grads(module, x, h0, lengths, weights_of, out_proj, h_proj):
     """Output, h_n and gradients of a random projection of both w.r.t. x, h0, weights."""
     inputs = [x] + ([h0] if h0 is not None else [])
     if lengths is not None:
-        packed = pack_padded_sequence(x, lengths, batch_first=module.batch_first,
-                                      enforce_sorted=False)  # fmt: skip
+        packed = pack_padded_sequence(
+            x, lengths, batch_first=module.batch_first, enforce_sorted=False
+        )
         out, h_n = module(packed, h0)
         out = out.data
     else:
@@ -68,9 +69,15 @@ def test_rnn_matches_nn_rnn(case, cpu_backend):
     steps, batch, input_size, hidden = 5, 3, 4, 6
     directions = 2 if bidir else 1
     reference, fast = paired_rnns(
-        input_size, hidden, dtype, num_layers=layers, nonlinearity=act, bias=bias,
-        batch_first=batch_first, bidirectional=bidir,
-    )  # fmt: skip
+        input_size,
+        hidden,
+        dtype,
+        num_layers=layers,
+        nonlinearity=act,
+        bias=bias,
+        batch_first=batch_first,
+        bidirectional=bidir,
+    )
     gen = torch.Generator().manual_seed(1)
     lengths = torch.tensor([5, 2, 4]) if kind == "packed" else None
     if kind == "unbatched":
@@ -119,12 +126,14 @@ ODD_SHAPES = {
 def test_odd_shapes(shape, act, dtype_name, cpu_backend):
     steps, batch, input_size, hidden, layers, bidir = ODD_SHAPES[shape]
     dtype = DTYPES[dtype_name]
-    reference, fast = paired_rnns(input_size, hidden, dtype, num_layers=layers,
-                                  nonlinearity=act, bidirectional=bidir)  # fmt: skip
+    reference, fast = paired_rnns(
+        input_size, hidden, dtype, num_layers=layers, nonlinearity=act, bidirectional=bidir
+    )
     gen = torch.Generator().manual_seed(2)
     x64 = torch.randn(steps, batch, input_size, generator=gen, dtype=torch.float64)
-    h64 = torch.randn(layers * (2 if bidir else 1), batch, hidden, generator=gen,
-                      dtype=torch.float64)  # fmt: skip
+    h64 = torch.randn(
+        layers * (2 if bidir else 1), batch, hidden, generator=gen, dtype=torch.float64
+    )
     x64.requires_grad_()
     h64.requires_grad_()
     x = x64.detach().to(dtype).requires_grad_()
@@ -134,10 +143,12 @@ def test_odd_shapes(shape, act, dtype_name, cpu_backend):
     assert_close(out, out_ref, dtype, "output")
     assert_close(h_n, hn_ref, dtype, "h_n")
     grad_out = torch.randn(out_ref.shape, generator=gen, dtype=torch.float64)
-    ref_grads = torch.autograd.grad((out_ref * grad_out).sum() + hn_ref.sum(),
-                                    [x64, h64, *reference.parameters()])  # fmt: skip
-    grads = torch.autograd.grad((out * grad_out.to(dtype)).sum() + h_n.sum(),
-                                [x, h0, *fast.parameters()])  # fmt: skip
+    ref_grads = torch.autograd.grad(
+        (out_ref * grad_out).sum() + hn_ref.sum(), [x64, h64, *reference.parameters()]
+    )
+    grads = torch.autograd.grad(
+        (out * grad_out.to(dtype)).sum() + h_n.sum(), [x, h0, *fast.parameters()]
+    )
     for g, r in zip(grads, ref_grads, strict=True):
         assert_close(g, r, dtype, "gradient")
 
@@ -175,8 +186,9 @@ def test_cell_matches_nn_rnncell(dtype_name, act, bias, batched, with_h0, cpu_ba
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 def test_dropout_matches_nn_rnn_with_same_seed(bidirectional, cpu_backend):
     """Dropout between layers draws from the generator exactly as nn.RNN does."""
-    reference, fast = paired_rnns(4, 6, torch.float64, num_layers=3, dropout=0.5,
-                                  bidirectional=bidirectional)  # fmt: skip
+    reference, fast = paired_rnns(
+        4, 6, torch.float64, num_layers=3, dropout=0.5, bidirectional=bidirectional
+    )
     x = torch.randn(5, 3, 4, dtype=torch.float64)
     torch.manual_seed(7)
     out_ref, hn_ref = reference(x)
