@@ -1,5 +1,5 @@
-"""The fastrnn custom ops: schemas and CPU kernels in C++ (csrc/), fake kernels and
-autograd here, CUDA kernels from fastrnn.triton.
+"""The fastrnn custom ops: schemas, CPU kernels and autograd in C++ (csrc/), fake kernels
+here, CUDA kernels from fastrnn.triton.
 
 ``torch.ops.fastrnn.rnn_forward`` runs a whole multi-layer, (bi)directional RNN and
 ``torch.ops.fastrnn.rnn_backward`` its backward; see csrc/ops.cpp for the schemas.
@@ -76,48 +76,6 @@ def _rnn_backward_fake(
     )
 
 
-def setup_rnn_context(ctx, inputs, output) -> None:
-    """Saves what backward needs: the inputs and every layer's output (nothing else)."""
-    input, hx, weights, batch_sizes, num_layers, bidirectional, relu = inputs
-    out, _, layer_outputs = output
-    ctx.mark_non_differentiable(layer_outputs)
-    ctx.num_weights = len(weights)
-    ctx.has_batch_sizes = batch_sizes is not None
-    ctx.config = (num_layers, bidirectional, relu)
-    extra = [batch_sizes] if batch_sizes is not None else []
-    ctx.save_for_backward(input, hx, out, layer_outputs, *weights, *extra)
-
-
-def rnn_backward_inputs(ctx, grad_output, grad_h_n):
-    """Arguments of rnn_backward from the saved context; absent gradients become zeros."""
-    input, hx, out, layer_outputs, *rest = ctx.saved_tensors
-    weights = rest[: ctx.num_weights]
-    batch_sizes = rest[ctx.num_weights] if ctx.has_batch_sizes else None
-    if grad_output is None:
-        grad_output = torch.zeros_like(out)
-    if grad_h_n is None:
-        grad_h_n = torch.zeros_like(hx)
-    return (grad_output, grad_h_n, input, hx, weights, batch_sizes, out, layer_outputs, *ctx.config)
-
-
-def _rnn_backward(ctx, grad_output, grad_h_n, _grad_layer_outputs):
-    grad_input, grad_hx, grad_weights = torch.ops.fastrnn.rnn_backward(
-        *rnn_backward_inputs(ctx, grad_output, grad_h_n)
-    )
-    return grad_input, grad_hx, list(grad_weights), None, None, None, None
-
-
-def _rnn_double_backward(ctx, *grads):
-    raise RuntimeError(
-        "fastrnn: double backward (gradients of gradients) is not supported by the fused RNN "
-        "kernels, as for cuDNN's RNN; use fastrnn.set_backend('reference') if you need it"
-    )
-
-
-def _rnn_backward_setup(ctx, inputs, output) -> None:
-    pass
-
-
 def _rnn_forward_cuda(*args):
     from fastrnn.triton.launch import rnn_forward_triton  # imports triton on first use
 
@@ -135,9 +93,3 @@ if _C is not None:
     torch.library.register_kernel("fastrnn::rnn_backward", "cuda", _rnn_backward_cuda)
     torch.library.register_fake("fastrnn::rnn_forward")(_rnn_forward_fake)
     torch.library.register_fake("fastrnn::rnn_backward")(_rnn_backward_fake)
-    torch.library.register_autograd(
-        "fastrnn::rnn_forward", _rnn_backward, setup_context=setup_rnn_context
-    )
-    torch.library.register_autograd(
-        "fastrnn::rnn_backward", _rnn_double_backward, setup_context=_rnn_backward_setup
-    )

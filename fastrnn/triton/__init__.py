@@ -6,7 +6,8 @@ On CUDA tensors the launch functions are the CUDA kernels of the fastrnn custom 
 (registered in fastrnn/ops.py), so they share autograd, fake kernels and torch.compile
 support with the C++ CPU path.  CPU tensors cannot reach a "cuda" kernel through the
 dispatcher, so under TRITON_INTERPRET=1 the same launch functions run through
-TritonInterpretedRNN, an autograd.Function built from the ops' own autograd helpers.
+TritonInterpretedRNN, an autograd.Function that saves and differentiates exactly as the
+ops' C++ autograd (csrc/autograd.cpp) does.
 """
 
 from __future__ import annotations
@@ -28,13 +29,29 @@ class TritonInterpretedRNN(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, hx, batch_sizes, num_layers, bidirectional, relu, *weights = inputs
-        op_inputs = (input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
-        ops.setup_rnn_context(ctx, op_inputs, output)
+        out, _, layer_outputs = output
+        ctx.mark_non_differentiable(layer_outputs)
+        ctx.num_weights = len(weights)
+        ctx.config = (batch_sizes, num_layers, bidirectional, relu)
+        ctx.save_for_backward(input, hx, out, layer_outputs, *weights)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output, grad_h_n, _grad_layer_outputs):
+        input, hx, out, layer_outputs, *weights = ctx.saved_tensors
+        batch_sizes, num_layers, bidirectional, relu = ctx.config
         grad_input, grad_hx, grad_weights = rnn_backward_triton(
-            *ops.rnn_backward_inputs(ctx, grad_output, grad_h_n)
+            torch.zeros_like(out) if grad_output is None else grad_output,
+            torch.zeros_like(hx) if grad_h_n is None else grad_h_n,
+            input,
+            hx,
+            weights,
+            batch_sizes,
+            out,
+            layer_outputs,
+            num_layers,
+            bidirectional,
+            relu,
         )
         return grad_input, grad_hx, None, None, None, None, *grad_weights
 

@@ -1,0 +1,156 @@
+// Autograd of the fastrnn ops, in C++.
+//
+// Why C++ and not torch.library.register_autograd: measured here at the 'hello' shape
+// (T=5, B=1, H=8), calling the op with grad enabled cost 39.6 µs through a Python
+// autograd kernel against 8.2 µs without autograd; at tutorial sizes that overhead was
+// most of a training step.  A torch::autograd::Function registered for the Autograd key
+// costs a few µs and is what extension-cpp and PyTorch's own custom-op manual describe
+// for C++ autograd; torch.compile and opcheck work through it.
+//
+// The backward op gets an autograd kernel too, whose own backward raises: gradients of
+// gradients are not supported (as for cuDNN's RNN), and saying so beats a silent zero.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+namespace fastrnn {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using BackwardResult = std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>>;
+
+ForwardResult call_forward(const at::Tensor& input, const at::Tensor& hx,
+                           at::TensorList weights, const std::optional<at::Tensor>& batch_sizes,
+                           int64_t num_layers, bool bidirectional, bool relu) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fastrnn::rnn_forward", "")
+          .typed<ForwardResult(const at::Tensor&, const at::Tensor&, at::TensorList,
+                               const std::optional<at::Tensor>&, int64_t, bool, bool)>();
+  return op.call(input, hx, weights, batch_sizes, num_layers, bidirectional, relu);
+}
+
+BackwardResult call_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                             const at::Tensor& input, const at::Tensor& hx,
+                             at::TensorList weights,
+                             const std::optional<at::Tensor>& batch_sizes,
+                             const at::Tensor& output, const at::Tensor& layer_outputs,
+                             int64_t num_layers, bool bidirectional, bool relu) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fastrnn::rnn_backward", "")
+          .typed<BackwardResult(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                const at::Tensor&, at::TensorList,
+                                const std::optional<at::Tensor>&, const at::Tensor&,
+                                const at::Tensor&, int64_t, bool, bool)>();
+  return op.call(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
+                 layer_outputs, num_layers, bidirectional, relu);
+}
+
+class RnnBackwardFunction : public torch::autograd::Function<RnnBackwardFunction> {
+ public:
+  // Returns [grad_input, grad_hx, grad_weights...] flattened.
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_output,
+                               const at::Tensor& grad_h_n, const at::Tensor& input,
+                               const at::Tensor& hx, at::TensorList weights,
+                               const std::optional<at::Tensor>& batch_sizes,
+                               const at::Tensor& output, const at::Tensor& layer_outputs,
+                               int64_t num_layers, bool bidirectional, bool relu) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [grad_input, grad_hx, grad_weights] =
+        call_backward(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
+                      layer_outputs, num_layers, bidirectional, relu);
+    variable_list result{grad_input, grad_hx};
+    result.insert(result.end(), grad_weights.begin(), grad_weights.end());
+    return result;
+  }
+
+  static variable_list backward(AutogradContext*, variable_list) {
+    TORCH_CHECK(false,
+                "fastrnn: double backward (gradients of gradients) is not supported by the "
+                "fused RNN kernels, as for cuDNN's RNN; use fastrnn.set_backend('reference') "
+                "if you need it");
+  }
+};
+
+class RnnFunction : public torch::autograd::Function<RnnFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
+                               const at::Tensor& hx, at::TensorList weights,
+                               const std::optional<at::Tensor>& batch_sizes,
+                               int64_t num_layers, bool bidirectional, bool relu) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [output, h_n, layer_outputs] =
+        call_forward(input, hx, weights, batch_sizes, num_layers, bidirectional, relu);
+    // Saved: the inputs and every layer's output; nothing per step.
+    variable_list saved{input, hx, output, layer_outputs};
+    saved.insert(saved.end(), weights.begin(), weights.end());
+    const bool packed = batch_sizes.has_value() && batch_sizes->defined();
+    if (packed) saved.push_back(*batch_sizes);
+    ctx->save_for_backward(saved);
+    ctx->saved_data["num_weights"] = static_cast<int64_t>(weights.size());
+    ctx->saved_data["packed"] = packed;
+    ctx->saved_data["num_layers"] = num_layers;
+    ctx->saved_data["bidirectional"] = bidirectional;
+    ctx->saved_data["relu"] = relu;
+    ctx->mark_non_differentiable({layer_outputs});
+    return {output, h_n, layer_outputs};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const int64_t num_weights = ctx->saved_data["num_weights"].toInt();
+    const at::Tensor& input = saved[0];
+    const at::Tensor& hx = saved[1];
+    const at::Tensor& output = saved[2];
+    const at::Tensor& layer_outputs = saved[3];
+    const std::vector<at::Tensor> weights(saved.begin() + 4, saved.begin() + 4 + num_weights);
+    std::optional<at::Tensor> batch_sizes;
+    if (ctx->saved_data["packed"].toBool()) batch_sizes = saved[4 + num_weights];
+    // An output that did not reach the loss has no gradient: it contributes zeros.
+    const at::Tensor grad_output = grads[0].defined() ? grads[0] : at::zeros_like(output);
+    const at::Tensor grad_h_n = grads[1].defined() ? grads[1] : at::zeros_like(hx);
+    variable_list flat = RnnBackwardFunction::apply(
+        grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
+        ctx->saved_data["num_layers"].toInt(), ctx->saved_data["bidirectional"].toBool(),
+        ctx->saved_data["relu"].toBool());
+    // One entry per forward argument: input, hx, each weight, then the non-tensors.
+    flat.resize(2 + num_weights + 4);
+    return flat;
+  }
+};
+
+ForwardResult rnn_forward_autograd(const at::Tensor& input, const at::Tensor& hx,
+                                   at::TensorList weights,
+                                   const std::optional<at::Tensor>& batch_sizes,
+                                   int64_t num_layers, bool bidirectional, bool relu) {
+  auto out = RnnFunction::apply(input, hx, weights, batch_sizes, num_layers, bidirectional, relu);
+  return {out[0], out[1], out[2]};
+}
+
+BackwardResult rnn_backward_autograd(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                                     const at::Tensor& input, const at::Tensor& hx,
+                                     at::TensorList weights,
+                                     const std::optional<at::Tensor>& batch_sizes,
+                                     const at::Tensor& output, const at::Tensor& layer_outputs,
+                                     int64_t num_layers, bool bidirectional, bool relu) {
+  variable_list flat =
+      RnnBackwardFunction::apply(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
+                                 layer_outputs, num_layers, bidirectional, relu);
+  return {flat[0], flat[1], std::vector<at::Tensor>(flat.begin() + 2, flat.end())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastrnn, Autograd, m) {
+  m.impl("rnn_forward", &rnn_forward_autograd);
+  m.impl("rnn_backward", &rnn_backward_autograd);
+}
+
+}  // namespace fastrnn
