@@ -12,13 +12,15 @@
 namespace fastrnn {
 namespace {
 
-inline double tanh_of(double x) { return std::tanh(x); }
-inline float tanh_of(float x) { return fast_tanh(x); }
+__attribute__((always_inline)) inline double tanh_of(double x) { return std::tanh(x); }
+__attribute__((always_inline)) inline float tanh_of(float x) { return fast_tanh(x); }
 
 // The relu/tanh and bias/no-bias branches sit outside the inner loops so each inner
-// loop is a straight vectorisable body.
+// loop is a straight vectorisable body.  always_inline everywhere: GCC does not inline
+// a baseline-target function into a target clone otherwise, and the clone then calls
+// scalar code (measured: 9 µs of 18 µs per step at B=32, H=128 went to tanh).
 template <typename scalar_t>
-inline void bias_activation_impl(scalar_t* h, int64_t rows, int64_t cols, int64_t ld,
+__attribute__((always_inline)) inline void bias_activation_impl(scalar_t* h, int64_t rows, int64_t cols, int64_t ld,
                                  const scalar_t* bias, bool relu) {
   const scalar_t zero(0);
   for (int64_t i = 0; i < rows; ++i) {
@@ -35,7 +37,7 @@ inline void bias_activation_impl(scalar_t* h, int64_t rows, int64_t cols, int64_
 }
 
 template <typename scalar_t>
-inline void activation_backward_impl(scalar_t* dz, const scalar_t* dy, const scalar_t* dh,
+__attribute__((always_inline)) inline void activation_backward_impl(scalar_t* dz, const scalar_t* dy, const scalar_t* dh,
                                      const scalar_t* y, int64_t rows, int64_t cols,
                                      int64_t ld_y, bool relu) {
   const scalar_t zero(0), one(1);
@@ -46,7 +48,8 @@ inline void activation_backward_impl(scalar_t* dz, const scalar_t* dy, const sca
     scalar_t* dz_row = dz + i * cols;
     if (relu) {
       for (int64_t j = 0; j < cols; ++j) {
-        dz_row[j] = y_row[j] > zero ? dy_row[j] + dh_row[j] : zero;
+        const scalar_t g = dy_row[j] + dh_row[j];  // unconditional: lets the loop vectorise
+        dz_row[j] = y_row[j] > zero ? g : zero;
       }
     } else {
       for (int64_t j = 0; j < cols; ++j) {

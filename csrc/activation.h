@@ -11,9 +11,11 @@
 
 namespace fastrnn {
 
-inline float fast_tanh(float x) {
+// always_inline: the CPU-specific clones in activation.cpp must inline it to vectorise it.
+__attribute__((always_inline)) inline float fast_tanh(float x) {
   constexpr float clamp = 7.90531110763549805f;  // tanh(clamp) rounds to +-1 in fp32
-  const float xc = std::min(std::max(x, -clamp), clamp);
+  // Plain ternaries, not std::min/max/abs: those are not inlined into target clones.
+  const float xc = x < -clamp ? -clamp : (x > clamp ? clamp : x);
   const float x2 = xc * xc;
   float p = -2.76076847742355e-16f;
   p = p * x2 + 2.00018790482477e-13f;
@@ -27,8 +29,9 @@ inline float fast_tanh(float x) {
   q = q * x2 + 1.18534705686654e-04f;
   q = q * x2 + 2.26843463243900e-03f;
   q = q * x2 + 4.89352518554385e-03f;
+  const float r = p / q;  // computed unconditionally so the select vectorises
   // Below 4e-4 tanh(x) == x in fp32; returning x also keeps -0.0 and tiny values exact.
-  return std::abs(x) < 0.0004f ? x : p / q;
+  return (x < 0.0004f && x > -0.0004f) ? x : r;
 }
 
 // h[i, j] = act(h[i, j] + bias[j]) over rows x cols, rows ld elements apart; bias may

@@ -41,16 +41,17 @@ BackwardResult call_backward(const at::Tensor& grad_output, const at::Tensor& gr
                              at::TensorList weights,
                              const std::optional<at::Tensor>& batch_sizes,
                              const at::Tensor& output, const at::Tensor& layer_outputs,
-                             int64_t num_layers, bool bidirectional, bool relu) {
+                             int64_t num_layers, bool bidirectional, bool relu,
+                             bool need_input_grad) {
   static const auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("fastrnn::rnn_backward", "")
           .typed<BackwardResult(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                 const at::Tensor&, at::TensorList,
                                 const std::optional<at::Tensor>&, const at::Tensor&,
-                                const at::Tensor&, int64_t, bool, bool)>();
+                                const at::Tensor&, int64_t, bool, bool, bool)>();
   return op.call(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
-                 layer_outputs, num_layers, bidirectional, relu);
+                 layer_outputs, num_layers, bidirectional, relu, need_input_grad);
 }
 
 class RnnBackwardFunction : public torch::autograd::Function<RnnBackwardFunction> {
@@ -61,11 +62,12 @@ class RnnBackwardFunction : public torch::autograd::Function<RnnBackwardFunction
                                const at::Tensor& hx, at::TensorList weights,
                                const std::optional<at::Tensor>& batch_sizes,
                                const at::Tensor& output, const at::Tensor& layer_outputs,
-                               int64_t num_layers, bool bidirectional, bool relu) {
+                               int64_t num_layers, bool bidirectional, bool relu,
+                               bool need_input_grad) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [grad_input, grad_hx, grad_weights] =
         call_backward(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
-                      layer_outputs, num_layers, bidirectional, relu);
+                      layer_outputs, num_layers, bidirectional, relu, need_input_grad);
     variable_list result{grad_input, grad_hx};
     result.insert(result.end(), grad_weights.begin(), grad_weights.end());
     return result;
@@ -119,7 +121,8 @@ class RnnFunction : public torch::autograd::Function<RnnFunction> {
     variable_list flat = RnnBackwardFunction::apply(
         grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
         ctx->saved_data["num_layers"].toInt(), ctx->saved_data["bidirectional"].toBool(),
-        ctx->saved_data["relu"].toBool());
+        ctx->saved_data["relu"].toBool(), ctx->needs_input_grad(0));
+    if (!ctx->needs_input_grad(0)) flat[0] = at::Tensor();
     // One entry per forward argument: input, hx, each weight, then the non-tensors.
     flat.resize(2 + num_weights + 4);
     return flat;
@@ -139,10 +142,11 @@ BackwardResult rnn_backward_autograd(const at::Tensor& grad_output, const at::Te
                                      at::TensorList weights,
                                      const std::optional<at::Tensor>& batch_sizes,
                                      const at::Tensor& output, const at::Tensor& layer_outputs,
-                                     int64_t num_layers, bool bidirectional, bool relu) {
+                                     int64_t num_layers, bool bidirectional, bool relu,
+                                     bool need_input_grad) {
   variable_list flat =
       RnnBackwardFunction::apply(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
-                                 layer_outputs, num_layers, bidirectional, relu);
+                                 layer_outputs, num_layers, bidirectional, relu, need_input_grad);
   return {flat[0], flat[1], std::vector<at::Tensor>(flat.begin() + 2, flat.end())};
 }
 

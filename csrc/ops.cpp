@@ -18,11 +18,13 @@ TORCH_LIBRARY(fastrnn, m) {
   m.def(
       "rnn_forward(Tensor input, Tensor hx, Tensor[] weights, Tensor? batch_sizes, "
       "int num_layers, bool bidirectional, bool relu) -> (Tensor, Tensor, Tensor)");
-  // Returns grad_input, grad_hx and one gradient per weight.
+  // Returns grad_input (empty [0] unless need_input_grad: the input GEMM of layer 0 is
+  // skipped when nothing needs it), grad_hx and one gradient per weight.
   m.def(
       "rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor hx, "
       "Tensor[] weights, Tensor? batch_sizes, Tensor output, Tensor layer_outputs, "
-      "int num_layers, bool bidirectional, bool relu) -> (Tensor, Tensor, Tensor[])");
+      "int num_layers, bool bidirectional, bool relu, bool need_input_grad) "
+      "-> (Tensor, Tensor, Tensor[])");
 }
 
 }  // namespace fastrnn

@@ -304,7 +304,8 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input,
     const at::Tensor& hx, at::TensorList weights_list,
     const c10::optional<at::Tensor>& batch_sizes, const at::Tensor& output,
-    const at::Tensor& layer_outputs, int64_t num_layers, bool bidirectional, bool relu) {
+    const at::Tensor& layer_outputs, int64_t num_layers, bool bidirectional, bool relu,
+    bool need_input_grad) {
   const std::vector<at::Tensor> weights = weights_list.vec();
   const StepLayout s = make_layout(input, batch_sizes, hx);
   const Geometry g = make_geometry(input, hx, weights, num_layers, bidirectional);
@@ -319,7 +320,7 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_backward_cpu(
   const at::Tensor h0 = hx.contiguous();
   const at::Tensor y_last = output.contiguous();
   const at::Tensor y_stack = layer_outputs.contiguous();
-  at::Tensor grad_input = at::empty_like(x);
+  at::Tensor grad_input = need_input_grad ? at::empty_like(x) : at::empty({0}, x.options());
   at::Tensor grad_hx = grad_h_n.contiguous().clone();  // becomes grad of h0 in place
   std::vector<at::Tensor> grad_weights;
   grad_weights.reserve(weights.size());
@@ -365,6 +366,7 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_backward_cpu(
           std::memcpy(grad_weights[base + 3].data_ptr<scalar_t>(), db_ih, sizeof(scalar_t) * H);
         }
         // Both directions read the same layer input: the second accumulates.
+        if (l == 0 && !need_input_grad) continue;
         gemm<scalar_t>(false, false, s.rows, layer_in_size, H, 1, dz_p, H,
                        w_ih.data_ptr<scalar_t>(), layer_in_size, d == 0 ? 0 : 1, d_in,
                        layer_in_size);

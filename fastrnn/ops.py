@@ -68,9 +68,10 @@ def _rnn_backward_fake(
     num_layers,
     bidirectional,
     relu,
+    need_input_grad,
 ):
     return (
-        input.new_empty(input.shape),
+        input.new_empty(input.shape if need_input_grad else (0,)),
         hx.new_empty(hx.shape),
         [w.new_empty(w.shape) for w in weights],
     )

@@ -88,7 +88,10 @@ def test_opcheck_forward_and_backward(case):
         bidir,
         relu,
     )
-    torch.library.opcheck(torch.ops.fastrnn.rnn_backward.default, backward_args)
+    for need_input_grad in (True, False):
+        torch.library.opcheck(
+            torch.ops.fastrnn.rnn_backward.default, (*backward_args, need_input_grad)
+        )
 
 
 def test_gradcheck_module_with_packed_input_and_h0():

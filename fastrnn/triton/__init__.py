@@ -52,7 +52,9 @@ class TritonInterpretedRNN(torch.autograd.Function):
             num_layers,
             bidirectional,
             relu,
+            ctx.needs_input_grad[0],
         )
+        grad_input = grad_input if ctx.needs_input_grad[0] else None
         return grad_input, grad_hx, None, None, None, None, *grad_weights
 
 

@@ -281,6 +281,7 @@ def rnn_backward_triton(
     num_layers,
     bidirectional,
     relu,
+    need_input_grad,
 ):
     """fastrnn::rnn_backward on Triton: (grad_input, grad_hx, grad_weights)."""
     lay = make_layout(input, hx, batch_sizes)
@@ -294,12 +295,13 @@ def rnn_backward_triton(
     grad_weights: list[Tensor] = [torch.empty(0)] * len(weights)
     grad_y = grad_output.reshape(lay.rows, directions * hidden).contiguous()
     prev = {d: previous_rows(lay, d == 1).to(input.device) for d in range(directions)}
-    grad_input = None
     for layer in reversed(range(num_layers)):
         layer_in = x if layer == 0 else layer_outputs[layer - 1].reshape(lay.rows, -1)
         saved = output if layer == num_layers - 1 else layer_outputs[layer]
         y_all = saved.reshape(lay.rows, directions * hidden)
-        grad_below = torch.zeros_like(layer_in)
+        # Layer 0's input gradient is one more GEMM; skipped when nothing needs it.
+        need_below = layer > 0 or need_input_grad
+        grad_below = torch.zeros_like(layer_in) if need_below else None
         for direction in range(directions):
             cell = layer * directions + direction
             w_ih, w_hh, *biases = _cell_weights(weights, cell, per_cell)
@@ -324,7 +326,8 @@ def rnn_backward_triton(
                 db = dz.sum(0, dtype=torch.float64 if dz.dtype == torch.float64 else torch.float32)
                 grad_weights[base + 2] = db.to(dz.dtype)
                 grad_weights[base + 3] = db.to(dz.dtype).clone()
-            grad_below.addmm_(dz, w_ih)
+            if need_below:
+                grad_below.addmm_(dz, w_ih)
         grad_y = grad_below
-        grad_input = grad_below
-    return grad_input.reshape(input.shape), grad_hx, grad_weights
+    grad_input = grad_y.reshape(input.shape) if need_input_grad else input.new_empty(0)
+    return grad_input, grad_hx, grad_weights
