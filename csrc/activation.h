@@ -42,11 +42,11 @@ void bias_activation_rows(double* h, int64_t rows, int64_t cols, int64_t ld,
                           const double* bias, bool relu);
 
 // dz[i, j] = (dy[i, j] + dh[i, j]) * act'(z), act' taken from the saved output y:
-// tanh' = 1 - y^2, relu' = (y > 0).  dy and y: rows ld_y apart; dh and dz: dense.
+// tanh' = 1 - y^2, relu' = (y > 0).  dy and y: rows ld_y apart; dh and dz: rows ld_h apart.
 void activation_backward_rows(float* dz, const float* dy, const float* dh, const float* y,
-                              int64_t rows, int64_t cols, int64_t ld_y, bool relu);
+                              int64_t rows, int64_t cols, int64_t ld_y, int64_t ld_h, bool relu);
 void activation_backward_rows(double* dz, const double* dy, const double* dh,
                               const double* y, int64_t rows, int64_t cols, int64_t ld_y,
-                              bool relu);
+                              int64_t ld_h, bool relu);
 
 }  // namespace fastrnn

@@ -137,12 +137,23 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& hx,
   return g;
 }
 
-// Pointwise work of one step is split across threads only when it is large enough to
-// pay for waking them (about 16k elements).
+// Runs fn(c0, c1) over column slices of the hidden dimension, one slice per thread when
+// the step is big enough.  Splitting columns (not rows) gives each thread its own rows
+// of W_hh, which then stay in that core's cache for the whole sequence, and lets it
+// apply the activation to the columns it just computed without another pass.  The BLAS
+// call inside a parallel region runs single-threaded (MKL sees the OpenMP region).
+// Below ~64k multiply-adds per step the fork/join costs more than it saves (measured:
+// B=1, H=128 stayed serial; B=32, H=128 went from 9.6 to ~6 µs per step).
 template <typename Fn>
-void parallel_rows(int64_t rows, int64_t cols, const Fn& fn) {
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1));
-  at::parallel_for(0, rows, grain, fn);
+void for_column_slices(int64_t bs, int64_t H, const Fn& fn) {
+  const int64_t threads = at::get_num_threads();
+  if (threads <= 1 || bs * H * H < (int64_t{1} << 16) || at::in_parallel_region()) {
+    fn(0, H);
+    return;
+  }
+  // Slices rounded up to 16 columns keep vector loops and cache lines whole.
+  const int64_t slice = ((H + threads - 1) / threads + 15) / 16 * 16;
+  at::parallel_for(0, H, slice, fn);
 }
 
 template <typename scalar_t>
@@ -164,27 +175,29 @@ void layer_forward(const StepLayout& s, const scalar_t* x, int64_t in_size, scal
   for (int64_t i = 0; i < s.steps; ++i) {
     const int64_t t = reverse ? s.steps - 1 - i : i;
     const int64_t bs = s.batch_sizes[t];
+    const int64_t nb = s.next_batch(t);
     scalar_t* y_t = y + s.offsets[t] * ld_y;
-    if (!reverse) {
-      // Every row of step t continues a row of step t-1 (batch sizes never grow).
-      const scalar_t* prev = t == 0 ? h0 : y + s.offsets[t - 1] * ld_y;
-      gemm<scalar_t>(false, true, bs, H, H, 1, prev, t == 0 ? H : ld_y, w_hh, H, 1, y_t, ld_y);
-    } else {
-      // Rows that step t+1 also has continue from it; the others start here from h0.
-      const int64_t nb = s.next_batch(t);
-      if (nb > 0) {
-        gemm<scalar_t>(false, true, nb, H, H, 1, y + s.offsets[t + 1] * ld_y, ld_y, w_hh, H, 1,
-                       y_t, ld_y);
+    for_column_slices(bs, H, [&](int64_t c0, int64_t c1) {
+      const int64_t n = c1 - c0;
+      const scalar_t* w = w_hh + c0 * H;  // rows c0..c1 of W_hh give output columns c0..c1
+      if (!reverse) {
+        // Every row of step t continues a row of step t-1 (batch sizes never grow).
+        const scalar_t* prev = t == 0 ? h0 : y + s.offsets[t - 1] * ld_y;
+        gemm<scalar_t>(false, true, bs, n, H, 1, prev, t == 0 ? H : ld_y, w, H, 1, y_t + c0,
+                       ld_y);
+      } else {
+        // Rows that step t+1 also has continue from it; the others start here from h0.
+        if (nb > 0) {
+          gemm<scalar_t>(false, true, nb, n, H, 1, y + s.offsets[t + 1] * ld_y, ld_y, w, H, 1,
+                         y_t + c0, ld_y);
+        }
+        gemm<scalar_t>(false, true, bs - nb, n, H, 1, h0 + nb * H, H, w, H, 1,
+                       y_t + nb * ld_y + c0, ld_y);
       }
-      gemm<scalar_t>(false, true, bs - nb, H, H, 1, h0 + nb * H, H, w_hh, H, 1,
-                     y_t + nb * ld_y, ld_y);
-    }
-    parallel_rows(bs, H, [&](int64_t begin, int64_t end) {
-      bias_activation_rows(y_t + begin * ld_y, end - begin, H, ld_y, bias, relu);
+      bias_activation_rows(y_t + c0, bs, n, ld_y, bias == nullptr ? nullptr : bias + c0, relu);
     });
     if (!reverse) {
       // A sequence's final state is its last valid step: rows that end at step t.
-      const int64_t nb = s.next_batch(t);
       copy_rows(h_n + nb * H, H, y_t + nb * ld_y, ld_y, bs - nb, H);
     }
   }
@@ -202,18 +215,25 @@ template <typename scalar_t>
 void layer_backward_through_time(const StepLayout& s, const scalar_t* dy, const scalar_t* y,
                                  int64_t ld_y, const scalar_t* w_hh, scalar_t* dh,
                                  scalar_t* dz, int64_t H, bool reverse, bool relu) {
-  for (int64_t i = 0; i < s.steps; ++i) {
-    const int64_t t = reverse ? i : s.steps - 1 - i;
-    const int64_t bs = s.batch_sizes[t];
+  auto step_at = [&](int64_t i) { return reverse ? i : s.steps - 1 - i; };
+  // dz of a step needs dh from the step processed before it; each thread computes dh
+  // for its columns and, in the same pass, the next step's dz for those columns.
+  auto pointwise = [&](int64_t t, int64_t c0, int64_t c1) {
     const int64_t off = s.offsets[t];
-    scalar_t* dz_t = dz + off * H;
-    parallel_rows(bs, H, [&](int64_t begin, int64_t end) {
-      activation_backward_rows(dz_t + begin * H, dy + (off + begin) * ld_y, dh + begin * H,
-                               y + (off + begin) * ld_y, end - begin, H, ld_y, relu);
+    activation_backward_rows(dz + off * H + c0, dy + off * ld_y + c0, dh + c0, y + off * ld_y + c0,
+                             s.batch_sizes[t], c1 - c0, ld_y, H, relu);
+  };
+  if (s.steps > 0) pointwise(step_at(0), 0, H);
+  for (int64_t i = 0; i < s.steps; ++i) {
+    const int64_t t = step_at(i);
+    const int64_t bs = s.batch_sizes[t];
+    const scalar_t* dz_t = dz + s.offsets[t] * H;
+    for_column_slices(bs, H, [&](int64_t c0, int64_t c1) {
+      // Rows not in this step keep their dh: either grad of h_n not reached yet, or
+      // (reverse direction) the finished grad of h0.
+      gemm<scalar_t>(false, false, bs, c1 - c0, H, 1, dz_t, H, w_hh + c0, H, 0, dh + c0, H);
+      if (i + 1 < s.steps) pointwise(step_at(i + 1), c0, c1);
     });
-    // Rows not in this step keep their dh: either grad of h_n not reached yet, or
-    // (reverse direction) the finished grad of h0.
-    gemm<scalar_t>(false, false, bs, H, H, 1, dz_t, H, w_hh, H, 0, dh, H);
   }
 }
 

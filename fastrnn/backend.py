@@ -20,6 +20,7 @@ import os
 import torch
 
 BACKENDS = ("auto", "cpp", "triton", "reference")
+_CPP_DTYPES = (torch.float32, torch.float64)
 
 
 class BackendUnavailableError(RuntimeError):
@@ -72,10 +73,12 @@ def _triton_importable() -> bool:
 def resolve(device: torch.device, dtype: torch.dtype) -> str:
     """The concrete backend ("cpp", "triton" or "reference") for tensors of this kind."""
     name = _backend
+    if name == "auto" and device.type == "cpu" and dtype in _CPP_DTYPES:
+        return "cpp"  # the common case, first: this runs on every forward
     if name == "auto":
         if device.type == "cuda":
             name = "triton"
-        elif device.type == "cpu" and dtype in (torch.float32, torch.float64):
+        elif device.type == "cpu" and dtype in _CPP_DTYPES:
             name = "cpp"
         else:
             return "reference"
@@ -85,7 +88,7 @@ def resolve(device: torch.device, dtype: torch.dtype) -> str:
                 f"fastrnn: backend 'cpp' runs on CPU tensors, got a tensor on {device}; "
                 "use backend 'triton' or 'auto' for CUDA tensors"
             )
-        if dtype not in (torch.float32, torch.float64):
+        if dtype not in _CPP_DTYPES:
             raise BackendUnavailableError(
                 f"fastrnn: backend 'cpp' supports float32 and float64, got {dtype}; "
                 "use backend 'reference' (or 'auto') for other dtypes"

@@ -91,7 +91,9 @@ class RNN(nn.RNNBase):
         if batch_sizes is None and input.size(0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
 
-        weights = [getattr(self, name) for name in self._flat_weights_names]
+        # _parameters, not _flat_weights: functional_call swaps entries there directly.
+        params = self._parameters
+        weights = [params[name] for name in self._flat_weights_names]
         output, hidden = rnn(
             input,
             hx,
