@@ -6,6 +6,7 @@ out, h_n = rnn(x)
 """
 
 from fastrnn.backend import BackendUnavailableError, get_backend, set_backend, use_backend
+from fastrnn.convert import convert
 from fastrnn.functional import rnn
 from fastrnn.modules import RNN, RNNCell
 
@@ -13,6 +14,7 @@ __all__ = [
     "RNN",
     "RNNCell",
     "BackendUnavailableError",
+    "convert",
     "get_backend",
     "rnn",
     "set_backend",
