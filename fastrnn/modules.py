@@ -81,7 +81,7 @@ class RNN(nn.RNNBase):
         else:
             hx = self.permute_hidden(hx, sorted_indices)
         self.check_forward_args(input, hx, batch_sizes)
-        if hx.dtype != input.dtype:
+        if hx.dtype != input.dtype and not torch.is_autocast_enabled(input.device.type):
             raise RuntimeError(
                 f"RNN: hx dtype ({hx.dtype}) does not match input dtype ({input.dtype}); "
                 f"convert it with hx.to({input.dtype})"
@@ -164,7 +164,9 @@ class RNNCell(nn.RNNCellBase):
             )
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        if input.dtype != self.weight_ih.dtype or hx.dtype != self.weight_ih.dtype:
+        if (
+            input.dtype != self.weight_ih.dtype or hx.dtype != self.weight_ih.dtype
+        ) and not torch.is_autocast_enabled(input.device.type):
             raise RuntimeError(
                 f"RNNCell: input dtype ({input.dtype}) and hx dtype ({hx.dtype}) must match "
                 f"the weight dtype ({self.weight_ih.dtype})"

@@ -1,0 +1,269 @@
+"""fastrnn inside the PyTorch ecosystem: torch.compile, torch.export, fastrnn.convert,
+DistributedDataParallel, and what users do with modules (copy, save, hooks, modes, AMP)."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+import time
+import warnings
+
+import pytest
+import torch
+import torch._dynamo
+from torch import nn
+
+import fastrnn
+
+
+class Tagger(nn.Module):
+    """A small model of the kind users write: RNN then a linear head."""
+
+    def __init__(self, rnn_cls=fastrnn.RNN):
+        super().__init__()
+        self.rnn = rnn_cls(4, 8, num_layers=2, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        out, h_n = self.rnn(x)
+        return self.head(out[:, -1]) + h_n.sum(0).mean()
+
+
+def grads_of(model):
+    return [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_compile_fullgraph_matches_eager_forward_and_backward():
+    torch.manual_seed(0)
+    model = Tagger()
+    x = torch.randn(3, 7, 4)
+    compiled = torch.compile(model, fullgraph=True)
+    y_compiled = compiled(x)
+    y_compiled.sum().backward()
+    compiled_grads = grads_of(model)
+    model.zero_grad()
+    y_eager = model(x)
+    y_eager.sum().backward()
+    torch.testing.assert_close(y_compiled, y_eager)
+    for g_c, g_e in zip(compiled_grads, grads_of(model), strict=True):
+        torch.testing.assert_close(g_c, g_e)
+
+
+def test_compile_dynamic_shapes_do_not_recompile():
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    counter = CompileCounterWithBackend("aot_eager")  # fake kernels + autograd, traced
+    model = Tagger()
+    compiled = torch.compile(model, backend=counter, fullgraph=True, dynamic=True)
+    compiled(torch.randn(2, 5, 4)).sum().backward()
+    compiled_once = counter.frame_count
+    # New sequence lengths and batch sizes reuse the graph.  (Size 1 is specialised by
+    # torch.compile itself, for every model, so it is not in this list.)
+    for steps, batch in [(9, 3), (13, 5), (2, 6), (30, 2)]:
+        x = torch.randn(batch, steps, 4)
+        compiled(x).sum().backward()
+        torch.testing.assert_close(compiled(x), model(x))
+    assert counter.frame_count == compiled_once
+
+
+def test_nn_rnn_cannot_compile_fullgraph_but_fastrnn_can():
+    with pytest.raises(torch._dynamo.exc.Unsupported):
+        torch.compile(Tagger(nn.RNN), backend="eager", fullgraph=True)(torch.randn(2, 5, 4))
+    torch.compile(Tagger(), backend="eager", fullgraph=True)(torch.randn(2, 5, 4))
+
+
+def test_export_runs_and_matches_eager():
+    torch.manual_seed(0)
+    model = Tagger().eval()
+    x = torch.randn(3, 7, 4)
+    exported = torch.export.export(model, (x,))
+    torch.testing.assert_close(exported.module()(x), model(x))
+
+
+class Nested(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+        self.block = nn.ModuleDict({"rnn": nn.RNN(4, 5, 2, nonlinearity="relu")})
+        self.cell = nn.RNNCell(5, 5)
+        self.lstm = nn.LSTM(5, 5)  # not an RNN: untouched
+
+    def forward(self, x):
+        out, _ = self.block["rnn"](self.encoder(x))
+        h = self.cell(out[-1])
+        return self.lstm(out)[0].sum() + h.sum()
+
+
+class CustomRNN(nn.RNN):
+    def forward(self, x, hx=None):
+        return super().forward(x * 2, hx)
+
+
+def test_convert_swaps_rnn_and_cell_in_place_keeping_everything():
+    torch.manual_seed(0)
+    model = Nested().double()
+    model.block["rnn"].eval()
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    expected = model(x)
+    expected.backward()
+    expected_grads = grads_of(model)
+    params_before = [id(p) for p in model.parameters()]
+    model.zero_grad()
+    rng_before = torch.get_rng_state()
+
+    assert fastrnn.convert(model) is model
+    assert torch.equal(torch.get_rng_state(), rng_before)  # converting draws nothing
+    assert type(model.block["rnn"]) is fastrnn.RNN and type(model.cell) is fastrnn.RNNCell
+    assert type(model.lstm) is nn.LSTM
+    assert not model.block["rnn"].training and model.cell.training
+    assert [id(p) for p in model.parameters()] == params_before  # optimisers keep working
+    assert model.block["rnn"].weight_ih_l0.dtype == torch.float64
+    got = model(x)
+    got.backward()
+    torch.testing.assert_close(got, expected)
+    for g, e in zip(grads_of(model), expected_grads, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+def test_convert_leaves_subclasses_with_a_warning_and_keeps_hooks():
+    model = nn.Sequential(CustomRNN(3, 4), nn.RNN(3, 4))
+    seen = []
+    model[1].register_forward_hook(lambda m, i, o: seen.append(type(m)))
+    with pytest.warns(UserWarning, match="CustomRNN subclasses nn.RNN"):
+        fastrnn.convert(model)
+    assert type(model[0]) is CustomRNN and type(model[1]) is fastrnn.RNN
+    model[1](torch.randn(2, 1, 3))
+    assert seen == [fastrnn.RNN]
+    assert type(fastrnn.convert(nn.RNN(3, 4))) is fastrnn.RNN
+
+
+def test_deepcopy_pickle_and_torch_save():
+    torch.manual_seed(0)
+    rnn = fastrnn.RNN(3, 4, 2, bidirectional=True)
+    x = torch.randn(5, 2, 3)
+    expected = rnn(x)[0]
+    for clone in (copy.deepcopy(rnn), pickle.loads(pickle.dumps(rnn))):
+        torch.testing.assert_close(clone(x)[0], expected)
+    buffer = io.BytesIO()
+    torch.save(rnn, buffer)
+    buffer.seek(0)
+    torch.testing.assert_close(torch.load(buffer, weights_only=False)(x)[0], expected)
+    buffer = io.BytesIO()
+    torch.save(rnn.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = fastrnn.RNN(3, 4, 2, bidirectional=True)
+    fresh.load_state_dict(torch.load(buffer))
+    torch.testing.assert_close(fresh(x)[0], expected)
+
+
+def test_dtype_moves_hooks_and_grad_modes():
+    torch.manual_seed(0)
+    reference = nn.RNN(3, 4)
+    rnn = fastrnn.RNN(3, 4)
+    rnn.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 2, 3)
+    for convert_fn in (lambda m: m.double(), lambda m: m.to(torch.float64)):
+        ref64, fast64 = convert_fn(copy.deepcopy(reference)), convert_fn(copy.deepcopy(rnn))
+        torch.testing.assert_close(fast64(x.double())[0], ref64(x.double())[0])
+    half_out = copy.deepcopy(rnn).half()(x.half())[0]
+    assert half_out.dtype == torch.float16
+    torch.testing.assert_close(half_out.float(), reference(x)[0], rtol=1e-2, atol=1e-2)
+    calls = []
+    handle = rnn.register_forward_hook(lambda m, i, o: calls.append(o[0].shape))
+    rnn(x)
+    handle.remove()
+    assert calls == [torch.Size([5, 2, 4])]
+    with torch.no_grad():
+        assert not rnn(x)[0].requires_grad
+    with torch.inference_mode():
+        out = rnn(x)[0]
+    assert out.is_inference()
+    torch.testing.assert_close(out, reference(x)[0])
+
+
+def test_cpu_autocast_bfloat16_matches_nn_rnn():
+    torch.manual_seed(0)
+    reference = nn.RNN(4, 8, 2)
+    rnn = fastrnn.RNN(4, 8, 2)
+    rnn.load_state_dict(reference.state_dict())
+    cell_ref, cell = nn.RNNCell(4, 8), fastrnn.RNNCell(4, 8)
+    cell.load_state_dict(cell_ref.state_dict())
+    x = torch.randn(5, 2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (out, h_n), (out_ref, hn_ref) = rnn(x), reference(x)
+        h, h_ref = cell(x[0]), cell_ref(x[0])
+    for got, want in ((out, out_ref), (h_n, hn_ref), (h, h_ref)):
+        assert got.dtype == want.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_same_seed_same_weights_as_nn_rnn():
+    torch.manual_seed(42)
+    reference = nn.RNN(3, 5, 2, bidirectional=True)
+    torch.manual_seed(42)
+    rnn = fastrnn.RNN(3, 5, 2, bidirectional=True)
+    for a, b in zip(reference.parameters(), rnn.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def _ddp_worker(rank, world_size, init_file, result_file):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world_size)  # fmt: skip
+    try:
+        torch.manual_seed(0)
+        model = Tagger()
+        ddp = nn.parallel.DistributedDataParallel(model)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        data = torch.randn(4, 8, 6, 4, generator=torch.Generator().manual_seed(1))
+        for batch in data:  # each rank trains on its half of the global batch
+            shard = batch.chunk(world_size)[rank]
+            optimizer.zero_grad()
+            ddp(shard).pow(2).mean().backward()
+            optimizer.step()
+        if rank == 0:
+            torch.save(model.state_dict(), result_file)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_two_processes_train_like_one(tmp_path):
+    import torch.multiprocessing as mp
+
+    result = tmp_path / "ddp.pt"
+    workers = mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), str(result)),
+                                 nprocs=2, join=False, start_method="spawn")  # fmt: skip
+    deadline = time.monotonic() + 180  # bounded: a hung rendezvous fails the test
+    while not workers.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in workers.processes:
+                process.kill()
+            pytest.fail("DDP workers did not finish in 180 s")
+    torch.manual_seed(0)
+    model = Tagger()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = torch.randn(4, 8, 6, 4, generator=torch.Generator().manual_seed(1))
+    for batch in data:
+        optimizer.zero_grad()
+        # The same global batch: mean over two equal shards' means == DDP's average.
+        sum(model(s).pow(2).mean() for s in batch.chunk(2)).div(2).backward()
+        optimizer.step()
+    ddp_state = torch.load(result)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(ddp_state[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_module_is_usable_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastrnn.RNN(3, 4)(torch.randn(2, 1, 3))
+        fastrnn.RNNCell(3, 4)(torch.randn(2, 3))
