@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # triton (GPU kernels; also runs them on CPU through its interpreter, which needs numpy),
 # pytest + pytest-benchmark (tests and benchmark suite), ninja (extension build), ruff.
 DEPS := triton numpy pytest pytest-benchmark ninja ruff
-BENCH_ARGS ?=
+BENCH_ARGS ?= --json bench-results/cpu.json --plot bench-results/cpu.png
 
 .PHONY: setup test bench lint clean
 
@@ -33,7 +33,10 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest -q tests benchmarks --benchmark-disable
 
+# matplotlib only for the benchmark's plot (the package itself does not need it).
 bench: setup
+	$(PY) -m pip install -q matplotlib
+	mkdir -p bench-results
 	$(PY) -m fastrnn.bench $(BENCH_ARGS)
 
 clean:

@@ -45,8 +45,16 @@ __attribute__((always_inline)) inline void activation_backward_impl(scalar_t* dz
   for (int64_t i = 0; i < rows; ++i) {
     const scalar_t* y_row = y + i * ld_y;
     const scalar_t* dy_row = dy + i * ld_y;
-    const scalar_t* dh_row = dh + i * ld_h;
     scalar_t* dz_row = dz + i * ld_h;
+    if (dh == nullptr) {  // no recurrent gradient (a single cell step)
+      if (relu) {
+        for (int64_t j = 0; j < cols; ++j) dz_row[j] = y_row[j] > zero ? dy_row[j] : zero;
+      } else {
+        for (int64_t j = 0; j < cols; ++j) dz_row[j] = dy_row[j] * (one - y_row[j] * y_row[j]);
+      }
+      continue;
+    }
+    const scalar_t* dh_row = dh + i * ld_h;
     if (relu) {
       for (int64_t j = 0; j < cols; ++j) {
         const scalar_t g = dy_row[j] + dh_row[j];  // unconditional: lets the loop vectorise

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace fastrnn {
 
@@ -42,11 +43,24 @@ void bias_activation_rows(double* h, int64_t rows, int64_t cols, int64_t ld,
                           const double* bias, bool relu);
 
 // dz[i, j] = (dy[i, j] + dh[i, j]) * act'(z), act' taken from the saved output y:
-// tanh' = 1 - y^2, relu' = (y > 0).  dy and y: rows ld_y apart; dh and dz: rows ld_h apart.
+// tanh' = 1 - y^2, relu' = (y > 0).  dy and y: rows ld_y apart; dh and dz: rows ld_h apart;
+// dh may be null (no recurrent gradient).
 void activation_backward_rows(float* dz, const float* dy, const float* dh, const float* y,
                               int64_t rows, int64_t cols, int64_t ld_y, int64_t ld_h, bool relu);
 void activation_backward_rows(double* dz, const double* dy, const double* dh,
                               const double* y, int64_t rows, int64_t cols, int64_t ld_y,
                               int64_t ld_h, bool relu);
+
+// out[j] = sum_i m[i, j] over a dense [rows, cols] matrix (bias gradients).  Accumulated
+// in double: N = T*B rows of fp32 summed in fp32 drift past 1e-5.
+template <typename scalar_t>
+void column_sums(const scalar_t* m, int64_t rows, int64_t cols, scalar_t* out) {
+  std::vector<double> acc(cols, 0.0);
+  for (int64_t i = 0; i < rows; ++i) {
+    const scalar_t* row = m + i * cols;
+    for (int64_t j = 0; j < cols; ++j) acc[j] += static_cast<double>(row[j]);
+  }
+  for (int64_t j = 0; j < cols; ++j) out[j] = static_cast<scalar_t>(acc[j]);
+}
 
 }  // namespace fastrnn

@@ -1,4 +1,4 @@
-// Autograd of the fastrnn ops, in C++.
+// Autograd of the fastrnn ops (sequence and cell), in C++.
 //
 // Why C++ and not torch.library.register_autograd: measured here at the 'hello' shape
 // (T=5, B=1, H=8), calling the op with grad enabled cost 39.6 µs through a Python
@@ -150,11 +150,106 @@ BackwardResult rnn_backward_autograd(const at::Tensor& grad_output, const at::Te
   return {flat[0], flat[1], std::vector<at::Tensor>(flat.begin() + 2, flat.end())};
 }
 
+using CellGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+at::Tensor call_cell_forward(const at::Tensor& input, const at::Tensor& hx,
+                             const at::Tensor& w_ih, const at::Tensor& w_hh,
+                             const std::optional<at::Tensor>& b_ih,
+                             const std::optional<at::Tensor>& b_hh, bool relu) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fastrnn::rnn_cell_forward", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const at::Tensor&, const std::optional<at::Tensor>&,
+                            const std::optional<at::Tensor>&, bool)>();
+  return op.call(input, hx, w_ih, w_hh, b_ih, b_hh, relu);
+}
+
+CellGrads call_cell_backward(const at::Tensor& grad_h, const at::Tensor& input,
+                             const at::Tensor& hx, const at::Tensor& w_ih,
+                             const at::Tensor& w_hh, const at::Tensor& h_new, bool has_bias,
+                             bool relu, bool need_input_grad, bool need_hx_grad) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fastrnn::rnn_cell_backward", "")
+          .typed<CellGrads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, bool,
+                           bool, bool)>();
+  return op.call(grad_h, input, hx, w_ih, w_hh, h_new, has_bias, relu, need_input_grad,
+                 need_hx_grad);
+}
+
+class RnnCellBackwardFunction : public torch::autograd::Function<RnnCellBackwardFunction> {
+ public:
+  static variable_list forward(AutogradContext*, const at::Tensor& grad_h,
+                               const at::Tensor& input, const at::Tensor& hx,
+                               const at::Tensor& w_ih, const at::Tensor& w_hh,
+                               const at::Tensor& h_new, bool has_bias, bool relu,
+                               bool need_input_grad, bool need_hx_grad) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [gi, gh, gwi, gwh, gb] = call_cell_backward(grad_h, input, hx, w_ih, w_hh, h_new,
+                                                     has_bias, relu, need_input_grad, need_hx_grad);
+    return {gi, gh, gwi, gwh, gb};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return RnnBackwardFunction::backward(ctx, grads);  // raises: no double backward
+  }
+};
+
+class RnnCellFunction : public torch::autograd::Function<RnnCellFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
+                               const at::Tensor& hx, const at::Tensor& w_ih,
+                               const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
+                               const std::optional<at::Tensor>& b_hh, bool relu) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    at::Tensor h_new = call_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh, relu);
+    ctx->save_for_backward({input, hx, w_ih, w_hh, h_new});
+    ctx->saved_data["has_bias"] = b_ih.has_value() && b_ih->defined();
+    ctx->saved_data["relu"] = relu;
+    return {h_new};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    const bool need_input = ctx->needs_input_grad(0), need_hx = ctx->needs_input_grad(1);
+    variable_list g = RnnCellBackwardFunction::apply(grads[0], saved[0], saved[1], saved[2],
+                                                     saved[3], saved[4], has_bias,
+                                                     ctx->saved_data["relu"].toBool(),
+                                                     need_input, need_hx);
+    // One entry per forward argument: input, hx, w_ih, w_hh, b_ih, b_hh, relu.
+    at::Tensor db = has_bias ? g[4] : at::Tensor();
+    return {need_input ? g[0] : at::Tensor(), need_hx ? g[1] : at::Tensor(), g[2], g[3], db,
+            has_bias ? db.clone() : at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor rnn_cell_forward_autograd(const at::Tensor& input, const at::Tensor& hx,
+                                     const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                     const std::optional<at::Tensor>& b_ih,
+                                     const std::optional<at::Tensor>& b_hh, bool relu) {
+  return RnnCellFunction::apply(input, hx, w_ih, w_hh, b_ih, b_hh, relu)[0];
+}
+
+CellGrads rnn_cell_backward_autograd(const at::Tensor& grad_h, const at::Tensor& input,
+                                     const at::Tensor& hx, const at::Tensor& w_ih,
+                                     const at::Tensor& w_hh, const at::Tensor& h_new,
+                                     bool has_bias, bool relu, bool need_input_grad,
+                                     bool need_hx_grad) {
+  auto g = RnnCellBackwardFunction::apply(grad_h, input, hx, w_ih, w_hh, h_new, has_bias, relu,
+                                          need_input_grad, need_hx_grad);
+  return {g[0], g[1], g[2], g[3], g[4]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastrnn, Autograd, m) {
   m.impl("rnn_forward", &rnn_forward_autograd);
   m.impl("rnn_backward", &rnn_backward_autograd);
+  m.impl("rnn_cell_forward", &rnn_cell_forward_autograd);
+  m.impl("rnn_cell_backward", &rnn_cell_backward_autograd);
 }
 
 }  // namespace fastrnn

@@ -25,6 +25,16 @@ TORCH_LIBRARY(fastrnn, m) {
       "Tensor[] weights, Tensor? batch_sizes, Tensor output, Tensor layer_outputs, "
       "int num_layers, bool bidirectional, bool relu, bool need_input_grad) "
       "-> (Tensor, Tensor, Tensor[])");
+  // One nn.RNNCell step: input [B, I], hx [B, H] -> h' [B, H].
+  m.def(
+      "rnn_cell_forward(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh, bool relu) -> Tensor");
+  // Returns grad_input, grad_hx (each [0] unless needed), grad_w_ih, grad_w_hh and the
+  // bias gradient (the same for b_ih and b_hh; [0] without bias).
+  m.def(
+      "rnn_cell_backward(Tensor grad_h, Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, "
+      "Tensor h_new, bool has_bias, bool relu, bool need_input_grad, bool need_hx_grad) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 }  // namespace fastrnn

@@ -259,17 +259,6 @@ void gather_previous_hidden(const StepLayout& s, const scalar_t* y, int64_t ld_y
   }
 }
 
-template <typename scalar_t>
-void column_sums(const scalar_t* m, int64_t rows, int64_t cols, scalar_t* out) {
-  // Accumulate in double: N = T*B rows of fp32 summed in fp32 drift past 1e-5.
-  std::vector<double> acc(cols, 0.0);
-  for (int64_t i = 0; i < rows; ++i) {
-    const scalar_t* row = m + i * cols;
-    for (int64_t j = 0; j < cols; ++j) acc[j] += static_cast<double>(row[j]);
-  }
-  for (int64_t j = 0; j < cols; ++j) out[j] = static_cast<scalar_t>(acc[j]);
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
     const at::Tensor& input, const at::Tensor& hx, at::TensorList weights_list,
     const c10::optional<at::Tensor>& batch_sizes, int64_t num_layers, bool bidirectional,

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fastrnn import backend
-from fastrnn.ops import rnn_op
+from fastrnn.ops import rnn_cell_op, rnn_op
 from fastrnn.reference import rnn_reference
 
 
@@ -67,3 +67,19 @@ def rnn(
         final_states.append(h_n)
         layer_input = F.dropout(output, dropout, True) if layer < num_layers - 1 else output
     return layer_input, torch.cat(final_states)
+
+
+def rnn_cell(
+    input: Tensor,  # [B, I]
+    hx: Tensor,  # [B, H]
+    weights: list[Tensor],  # w_ih, w_hh[, b_ih, b_hh]
+    relu: bool,
+) -> Tensor:  # [B, H]
+    """One Elman cell step (nn.RNNCell math), on the backend fastrnn.backend selects."""
+    device_type = input.device.type
+    if not torch.is_autocast_enabled(device_type):
+        if backend.resolve(input.device, input.dtype) == "cpp":
+            return rnn_cell_op(input, hx, weights, relu)  # the dedicated C++ cell op
+    # Elsewhere a cell step is the sequence RNN with T=1.
+    _, h_n = rnn(input.unsqueeze(0), hx.unsqueeze(0), weights, None, 1, False, relu)
+    return h_n[0]

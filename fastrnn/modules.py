@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from fastrnn.functional import rnn
+from fastrnn.functional import rnn, rnn_cell
 
 
 class RNN(nn.RNNBase):
@@ -135,6 +135,7 @@ class RNNCell(nn.RNNCellBase):
         self.nonlinearity = nonlinearity
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        # Kept lean: at tutorial sizes this Python is most of a cell call's cost.
         if input.dim() not in (1, 2):
             raise ValueError(f"RNNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if hx is not None and hx.dim() not in (1, 2):
@@ -142,46 +143,38 @@ class RNNCell(nn.RNNCellBase):
         is_batched = input.dim() == 2
         if not is_batched:
             input = input.unsqueeze(0)
+        batch, input_size = input.shape
         if hx is None:
-            hx = torch.zeros(
-                input.size(0), self.hidden_size, dtype=input.dtype, device=input.device
-            )
+            hx = input.new_zeros(batch, self.hidden_size)
         elif not is_batched:
             hx = hx.unsqueeze(0)
+        params = self._parameters
+        w_ih, w_hh = params["weight_ih"], params["weight_hh"]
         # ATen's checks for nn.RNNCell, with its messages.
-        if input.size(1) != self.input_size:
+        if input_size != self.input_size:
             raise RuntimeError(
-                f"input has inconsistent input_size: got {input.size(1)} expected {self.input_size}"
+                f"input has inconsistent input_size: got {input_size} expected {self.input_size}"
             )
-        if input.size(0) != hx.size(0):
+        hx_batch, hx_size = hx.size(0), hx.size(1)
+        if batch != hx_batch:
             raise RuntimeError(
-                f"Input batch size {input.size(0)} doesn't match hidden0 batch size {hx.size(0)}"
+                f"Input batch size {batch} doesn't match hidden0 batch size {hx_batch}"
             )
-        if hx.size(1) != self.hidden_size:
+        if hx_size != self.hidden_size:
             raise RuntimeError(
-                f"hidden0 has inconsistent hidden_size: got {hx.size(1)}, "
-                f"expected {self.hidden_size}"
+                f"hidden0 has inconsistent hidden_size: got {hx_size}, expected {self.hidden_size}"
             )
-        if self.nonlinearity not in ("tanh", "relu"):
+        relu = self.nonlinearity == "relu"
+        if not relu and self.nonlinearity != "tanh":
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        if (
-            input.dtype != self.weight_ih.dtype or hx.dtype != self.weight_ih.dtype
-        ) and not torch.is_autocast_enabled(input.device.type):
+        dtype = w_ih.dtype
+        if (input.dtype != dtype or hx.dtype != dtype) and not torch.is_autocast_enabled(
+            input.device.type
+        ):
             raise RuntimeError(
                 f"RNNCell: input dtype ({input.dtype}) and hx dtype ({hx.dtype}) must match "
-                f"the weight dtype ({self.weight_ih.dtype})"
+                f"the weight dtype ({dtype})"
             )
-        weights = [self.weight_ih, self.weight_hh]
-        if self.bias:
-            weights += [self.bias_ih, self.bias_hh]
-        _, h_n = rnn(
-            input.unsqueeze(0),
-            hx.unsqueeze(0),
-            weights,
-            None,
-            1,
-            False,
-            self.nonlinearity == "relu",
-        )
-        h = h_n[0]
+        weights = [w_ih, w_hh, params["bias_ih"], params["bias_hh"]] if self.bias else [w_ih, w_hh]
+        h = rnn_cell(input, hx, weights, relu)
         return h if is_batched else h.squeeze(0)

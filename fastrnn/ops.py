@@ -77,6 +77,36 @@ def _rnn_backward_fake(
     )
 
 
+def rnn_cell_op(
+    input: Tensor,  # [B, I]
+    hx: Tensor,  # [B, H]
+    weights: list[Tensor],  # w_ih, w_hh[, b_ih, b_hh]
+    relu: bool,
+) -> Tensor:  # [B, H]
+    """One nn.RNNCell step through the C++ cell op (CPU), with autograd."""
+    require_extension()
+    w_ih, w_hh, *biases = weights
+    b_ih, b_hh = biases if biases else (None, None)
+    return torch.ops.fastrnn.rnn_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh, relu)
+
+
+def _rnn_cell_forward_fake(input, hx, w_ih, w_hh, b_ih, b_hh, relu):
+    return input.new_empty((input.shape[0], w_hh.shape[0]))
+
+
+def _rnn_cell_backward_fake(
+    grad_h, input, hx, w_ih, w_hh, h_new, has_bias, relu, need_input_grad, need_hx_grad
+):
+    hidden = w_hh.shape[0]
+    return (
+        input.new_empty(input.shape if need_input_grad else (0, input.shape[1])),
+        hx.new_empty(hx.shape if need_hx_grad else (0, hidden)),
+        w_ih.new_empty(w_ih.shape),
+        w_hh.new_empty(w_hh.shape),
+        w_hh.new_empty((hidden if has_bias else 0,)),
+    )
+
+
 def _rnn_forward_cuda(*args):
     from fastrnn.triton.launch import rnn_forward_triton  # imports triton on first use
 
@@ -94,3 +124,5 @@ if _C is not None:
     torch.library.register_kernel("fastrnn::rnn_backward", "cuda", _rnn_backward_cuda)
     torch.library.register_fake("fastrnn::rnn_forward")(_rnn_forward_fake)
     torch.library.register_fake("fastrnn::rnn_backward")(_rnn_backward_fake)
+    torch.library.register_fake("fastrnn::rnn_cell_forward")(_rnn_cell_forward_fake)
+    torch.library.register_fake("fastrnn::rnn_cell_backward")(_rnn_cell_backward_fake)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import pickle
-import time
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -214,49 +217,24 @@ def test_same_seed_same_weights_as_nn_rnn():
         assert torch.equal(a, b)
 
 
-def _ddp_worker(rank, world_size, init_file, result_file):
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world_size)  # fmt: skip
-    try:
-        torch.manual_seed(0)
-        model = Tagger()
-        ddp = nn.parallel.DistributedDataParallel(model)
-        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
-        data = torch.randn(4, 8, 6, 4, generator=torch.Generator().manual_seed(1))
-        for batch in data:  # each rank trains on its half of the global batch
-            shard = batch.chunk(world_size)[rank]
-            optimizer.zero_grad()
-            ddp(shard).pow(2).mean().backward()
-            optimizer.step()
-        if rank == 0:
-            torch.save(model.state_dict(), result_file)
-    finally:
-        dist.destroy_process_group()
-
-
 def test_ddp_two_processes_train_like_one(tmp_path):
-    import torch.multiprocessing as mp
+    """torchrun with 2 CPU processes (gloo, loopback) trains as one process on the same
+    global batches does (DDP averages the shards' gradients)."""
+    from ddp_train import Tagger as DdpTagger
+    from ddp_train import data, train
 
     result = tmp_path / "ddp.pt"
-    workers = mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), str(result)),
-                                 nprocs=2, join=False, start_method="spawn")  # fmt: skip
-    deadline = time.monotonic() + 180  # bounded: a hung rendezvous fails the test
-    while not workers.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in workers.processes:
-                process.kill()
-            pytest.fail("DDP workers did not finish in 180 s")
+    script = Path(__file__).with_name("ddp_train.py")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         str(script), str(result)],
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
     torch.manual_seed(0)
-    model = Tagger()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    data = torch.randn(4, 8, 6, 4, generator=torch.Generator().manual_seed(1))
-    for batch in data:
-        optimizer.zero_grad()
-        # The same global batch: mean over two equal shards' means == DDP's average.
-        sum(model(s).pow(2).mean() for s in batch.chunk(2)).div(2).backward()
-        optimizer.step()
+    model = DdpTagger()
+    train(model, data(), lambda m, batch: sum(m(s).pow(2).mean() for s in batch.chunk(2)) / 2)
     ddp_state = torch.load(result)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(ddp_state[name], value, rtol=1e-5, atol=1e-6)

@@ -136,3 +136,42 @@ def test_outputs_not_needing_gradients_get_zeros():
         (g_ref,) = torch.autograd.grad(reference(x)[pick].sum(), x)
         (g,) = torch.autograd.grad(fast(x)[pick].sum(), x)
         torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
+def test_opcheck_cell_ops(bias, relu):
+    gen = torch.Generator().manual_seed(5)
+    x, h = (
+        torch.randn(3, 4, generator=gen, dtype=torch.float64),
+        torch.randn(3, 5, generator=gen, dtype=torch.float64),
+    )
+    w_ih = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    w_hh = torch.randn(5, 5, generator=gen, dtype=torch.float64)
+    b_ih, b_hh = (torch.randn(5, generator=gen, dtype=torch.float64) for _ in range(2))
+    biases = (b_ih, b_hh) if bias else (None, None)
+    for t in (x, h, w_ih, w_hh, *(b for b in biases if b is not None)):
+        t.requires_grad_()
+    torch.library.opcheck(
+        torch.ops.fastrnn.rnn_cell_forward.default, (x, h, w_ih, w_hh, *biases, relu)
+    )
+    h_new = torch.ops.fastrnn.rnn_cell_forward(x, h, w_ih, w_hh, *biases, relu).detach()
+    for need_input, need_hx in ((True, True), (False, True), (True, False)):
+        args = (torch.randn_like(h_new), x.detach(), h.detach(), w_ih.detach(), w_hh.detach(),
+                h_new, bias, relu, need_input, need_hx)  # fmt: skip
+        torch.library.opcheck(torch.ops.fastrnn.rnn_cell_backward.default, args)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_parameter_gradients_when_the_input_needs_none(bidirectional):
+    """The backward skips layer 0's input-gradient GEMM then; weights must not care."""
+    torch.manual_seed(0)
+    reference = torch.nn.RNN(3, 4, 2, bidirectional=bidirectional, dtype=torch.float64)
+    fast = fastrnn.RNN(3, 4, 2, bidirectional=bidirectional, dtype=torch.float64)
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 2, 3, dtype=torch.float64)  # no requires_grad
+    for module in (reference, fast):
+        out, h_n = module(x)
+        (out.sin().sum() + h_n.sum()).backward()
+    for p_ref, p in zip(reference.parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=0, atol=1e-12)

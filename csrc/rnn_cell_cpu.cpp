@@ -1,0 +1,113 @@
+// CPU kernels of fastrnn::rnn_cell_forward / rnn_cell_backward: one nn.RNNCell step,
+// h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh), as two GEMMs into one output and a fused
+// bias + activation pass.  A separate op from rnn_forward because a cell call is all
+// fixed cost: going through the sequence op (T=1, tensor lists, a layer-output stack)
+// made fastrnn.RNNCell slower than nn.RNNCell (14.3 vs 8.7 µs at B=5, H=2, measured).
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <cstring>
+#include <vector>
+
+#include "activation.h"
+#include "cpu_blas.h"
+
+namespace fastrnn {
+namespace {
+
+void check_cell(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& w_ih,
+                const at::Tensor& w_hh) {
+  TORCH_CHECK(input.dim() == 2 && hx.dim() == 2,
+              "fastrnn: rnn_cell takes input [B, I] and hx [B, H], got ", input.sizes(), " and ",
+              hx.sizes());
+  const int64_t H = w_hh.size(0);
+  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) == H && w_ih.size(1) == input.size(1),
+              "fastrnn: weight_ih must be [", H, ", ", input.size(1), "], got ", w_ih.sizes());
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(1) == H, "fastrnn: weight_hh must be [", H, ", ", H,
+              "], got ", w_hh.sizes());
+  TORCH_CHECK(hx.size(0) == input.size(0) && hx.size(1) == H, "fastrnn: hx must be [",
+              input.size(0), ", ", H, "], got ", hx.sizes());
+  for (const auto* t : {&hx, &w_ih, &w_hh}) {
+    TORCH_CHECK(t->scalar_type() == input.scalar_type(), "fastrnn: dtype ", t->scalar_type(),
+                " does not match input dtype ", input.scalar_type());
+  }
+  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+              "fastrnn: the C++ CPU kernels support float32 and float64, got ",
+              input.scalar_type());
+}
+
+at::Tensor rnn_cell_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
+                                const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                const std::optional<at::Tensor>& b_ih,
+                                const std::optional<at::Tensor>& b_hh, bool relu) {
+  check_cell(input, hx, w_ih, w_hh);
+  const int64_t B = input.size(0), I = input.size(1), H = w_hh.size(0);
+  const at::Tensor x = input.contiguous(), h = hx.contiguous();
+  const at::Tensor wi = w_ih.contiguous(), wh = w_hh.contiguous();
+  at::Tensor out = at::empty({B, H}, input.options());
+  const bool has_bias = b_ih.has_value() && b_ih->defined();
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fastrnn_rnn_cell_forward_cpu", [&] {
+    scalar_t* y = out.data_ptr<scalar_t>();
+    gemm<scalar_t>(false, true, B, H, I, 1, x.data_ptr<scalar_t>(), I, wi.data_ptr<scalar_t>(),
+                   I, 0, y, H);
+    gemm<scalar_t>(false, true, B, H, H, 1, h.data_ptr<scalar_t>(), H, wh.data_ptr<scalar_t>(),
+                   H, 1, y, H);
+    std::vector<scalar_t> bias;
+    if (has_bias) {
+      const at::Tensor bi = b_ih->contiguous(), bh = b_hh->contiguous();
+      bias.resize(H);
+      for (int64_t j = 0; j < H; ++j) {
+        bias[j] = bi.data_ptr<scalar_t>()[j] + bh.data_ptr<scalar_t>()[j];
+      }
+    }
+    bias_activation_rows(y, B, H, H, has_bias ? bias.data() : nullptr, relu);
+  });
+  return out;
+}
+
+// Returns grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_bias (of b_ih and of b_hh
+// alike; an empty [0] tensor without bias).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_cell_backward_cpu(
+    const at::Tensor& grad_h, const at::Tensor& input, const at::Tensor& hx,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& h_new, bool has_bias,
+    bool relu, bool need_input_grad, bool need_hx_grad) {
+  check_cell(input, hx, w_ih, w_hh);
+  const int64_t B = input.size(0), I = input.size(1), H = w_hh.size(0);
+  const at::Tensor x = input.contiguous(), h = hx.contiguous(), y = h_new.contiguous();
+  const at::Tensor dy = grad_h.contiguous();
+  const at::Tensor wi = w_ih.contiguous(), wh = w_hh.contiguous();
+  at::Tensor dz = at::empty({B, H}, x.options());
+  at::Tensor grad_input = at::empty({need_input_grad ? B : 0, I}, x.options());
+  at::Tensor grad_hx = at::empty({need_hx_grad ? B : 0, H}, x.options());
+  at::Tensor grad_w_ih = at::empty({H, I}, x.options());
+  at::Tensor grad_w_hh = at::empty({H, H}, x.options());
+  at::Tensor grad_bias = at::empty({has_bias ? H : 0}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastrnn_rnn_cell_backward_cpu", [&] {
+    scalar_t* g = dz.data_ptr<scalar_t>();
+    activation_backward_rows(g, dy.data_ptr<scalar_t>(), static_cast<scalar_t*>(nullptr),
+                             y.data_ptr<scalar_t>(), B, H, H, H, relu);
+    if (need_input_grad) {
+      gemm<scalar_t>(false, false, B, I, H, 1, g, H, wi.data_ptr<scalar_t>(), I, 0,
+                     grad_input.data_ptr<scalar_t>(), I);
+    }
+    if (need_hx_grad) {
+      gemm<scalar_t>(false, false, B, H, H, 1, g, H, wh.data_ptr<scalar_t>(), H, 0,
+                     grad_hx.data_ptr<scalar_t>(), H);
+    }
+    gemm<scalar_t>(true, false, H, I, B, 1, g, H, x.data_ptr<scalar_t>(), I, 0,
+                   grad_w_ih.data_ptr<scalar_t>(), I);
+    gemm<scalar_t>(true, false, H, H, B, 1, g, H, h.data_ptr<scalar_t>(), H, 0,
+                   grad_w_hh.data_ptr<scalar_t>(), H);
+    if (has_bias) column_sums(g, B, H, grad_bias.data_ptr<scalar_t>());
+  });
+  return {grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastrnn, CPU, m) {
+  m.impl("rnn_cell_forward", &rnn_cell_forward_cpu);
+  m.impl("rnn_cell_backward", &rnn_cell_backward_cpu);
+}
+
+}  // namespace fastrnn
