@@ -91,128 +91,54 @@ def _cell_weights(weights, cell, per_cell):
     return weights[cell * per_cell : (cell + 1) * per_cell]
 
 
-def _recurrence_forward(xp, y, h0, h_n, w_hh, lay: Layout, reverse: bool, relu: bool):
-    """y[rows] = act(xp + h_prev @ W_hh^T) for every step; h_n = final states."""
-    hidden = w_hh.shape[0]
-    p = plan(hidden, xp.dtype, FORCE_TIER)
-    acc = ACC_DTYPE[xp.dtype]
-    precision = dot_precision(xp.dtype)
-    grid_b = triton.cdiv(lay.batch, BLOCK_B)
+def _run_recurrence(persistent_kernel, step_kernel, data, state_in, state_out, w_hh,
+                    lay: Layout, reverse: bool, relu: bool, backward: bool):  # fmt: skip
+    """Runs one direction's recurrence on the tier plan() picks.  Both kernels of a pair
+    take (*data, state_in, state_out, W_hh, batch_sizes, offsets, row stride, T or t, B,
+    H); the forward processes steps in time order (reverse: backwards), the backward in
+    the opposite order.  state_in is never written."""
     if lay.batch == 0:
         return
+    hidden = w_hh.shape[0]
+    dtype = w_hh.dtype
+    p = plan(hidden, dtype, FORCE_TIER)
+    y = data[1]  # the saved output rows in both directions of travel
+    common = dict(RELU=relu, BLOCK_B=BLOCK_B, ACC_DTYPE=ACC_DTYPE[dtype],
+                  DOT_PRECISION=dot_precision(dtype), num_warps=p.num_warps)  # fmt: skip
+    grid_b = triton.cdiv(lay.batch, BLOCK_B)
+    tail = (lay.batch_sizes, lay.offsets, y.stride(0))
     if p.tier == "persistent":
-        kernels.rnn_forward_persistent_kernel[(grid_b,)](
-            xp,
-            y,
-            h0,
-            h_n,
-            w_hh,
-            lay.batch_sizes,
-            lay.offsets,
-            y.stride(0),
-            lay.steps,
-            lay.batch,
-            hidden,
-            REVERSE=reverse,
-            RELU=relu,
-            BLOCK_B=BLOCK_B,
-            BLOCK_H=p.block_h,
-            ACC_DTYPE=acc,
-            DOT_PRECISION=precision,
-            num_warps=p.num_warps,
-        )
+        persistent_kernel[(grid_b,)](
+            *data, state_in, state_out, w_hh, *tail, lay.steps, lay.batch, hidden,
+            REVERSE=reverse, BLOCK_H=p.block_h, **common,
+        )  # fmt: skip
         return
-    state_dtype = torch.float64 if xp.dtype == torch.float64 else torch.float32
-    h_in = h0.to(state_dtype, copy=True)  # never write into the caller's h0
-    h_out = torch.empty_like(h_in)
+    # Stepwise: the state lives in two fp32 (fp64) buffers swapped every step.
+    state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    current = state_in.to(state_dtype, copy=True)
+    following = torch.empty_like(current)
     grid = (grid_b, triton.cdiv(hidden, STEP_BLOCK_N))
+    descending = reverse != backward
     for i in range(lay.steps):
-        t = lay.steps - 1 - i if reverse else i
-        kernels.rnn_forward_step_kernel[grid](
-            xp,
-            y,
-            h_in,
-            h_out,
-            w_hh,
-            lay.batch_sizes,
-            lay.offsets,
-            y.stride(0),
-            t,
-            lay.batch,
-            hidden,
-            RELU=relu,
-            BLOCK_B=BLOCK_B,
-            BLOCK_N=STEP_BLOCK_N,
-            BLOCK_K=STEP_BLOCK_K,
-            ACC_DTYPE=acc,
-            DOT_PRECISION=precision,
-            num_warps=p.num_warps,
-        )
-        h_in, h_out = h_out, h_in
-    h_n.copy_(h_in)
+        t = lay.steps - 1 - i if descending else i
+        step_kernel[grid](
+            *data, current, following, w_hh, *tail, t, lay.batch, hidden,
+            BLOCK_N=STEP_BLOCK_N, BLOCK_K=STEP_BLOCK_K, **common,
+        )  # fmt: skip
+        current, following = following, current
+    state_out.copy_(current)
+
+
+def _recurrence_forward(xp, y, h0, h_n, w_hh, lay: Layout, reverse: bool, relu: bool):
+    """y[rows] = act(xp + h_prev @ W_hh^T) for every step; h_n = final states."""
+    _run_recurrence(kernels.rnn_forward_persistent_kernel, kernels.rnn_forward_step_kernel,
+                    (xp, y), h0, h_n, w_hh, lay, reverse, relu, backward=False)  # fmt: skip
 
 
 def _recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, lay: Layout, reverse: bool, relu: bool):
     """dz[rows] = (dy + dh) * act'(y), dh = dz @ W_hh, through time in reverse."""
-    hidden = w_hh.shape[0]
-    p = plan(hidden, y.dtype, FORCE_TIER)
-    acc = ACC_DTYPE[y.dtype]
-    precision = dot_precision(y.dtype)
-    grid_b = triton.cdiv(lay.batch, BLOCK_B)
-    if lay.batch == 0:
-        return
-    if p.tier == "persistent":
-        kernels.rnn_backward_persistent_kernel[(grid_b,)](
-            dy,
-            y,
-            dz,
-            dh_n,
-            dh0,
-            w_hh,
-            lay.batch_sizes,
-            lay.offsets,
-            y.stride(0),
-            lay.steps,
-            lay.batch,
-            hidden,
-            REVERSE=reverse,
-            RELU=relu,
-            BLOCK_B=BLOCK_B,
-            BLOCK_H=p.block_h,
-            ACC_DTYPE=acc,
-            DOT_PRECISION=precision,
-            num_warps=p.num_warps,
-        )
-        return
-    state_dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
-    dh_in = dh_n.to(state_dtype, copy=True)
-    dh_out = torch.empty_like(dh_in)
-    grid = (grid_b, triton.cdiv(hidden, STEP_BLOCK_N))
-    for i in range(lay.steps):
-        t = i if reverse else lay.steps - 1 - i
-        kernels.rnn_backward_step_kernel[grid](
-            dy,
-            y,
-            dz,
-            dh_in,
-            dh_out,
-            w_hh,
-            lay.batch_sizes,
-            lay.offsets,
-            y.stride(0),
-            t,
-            lay.batch,
-            hidden,
-            RELU=relu,
-            BLOCK_B=BLOCK_B,
-            BLOCK_N=STEP_BLOCK_N,
-            BLOCK_K=STEP_BLOCK_K,
-            ACC_DTYPE=acc,
-            DOT_PRECISION=precision,
-            num_warps=p.num_warps,
-        )
-        dh_in, dh_out = dh_out, dh_in
-    dh0.copy_(dh_in)
+    _run_recurrence(kernels.rnn_backward_persistent_kernel, kernels.rnn_backward_step_kernel,
+                    (dy, y, dz), dh_n, dh0, w_hh, lay, reverse, relu, backward=True)  # fmt: skip
 
 
 def previous_rows(lay: Layout, reverse: bool) -> Tensor:  # [N] int64
