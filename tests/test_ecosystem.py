@@ -208,6 +208,22 @@ def test_cpu_autocast_bfloat16_matches_nn_rnn():
         torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_cuda_autocast_matches_nn_rnn(dtype):
+    torch.manual_seed(0)
+    reference = nn.RNN(4, 32, 2).cuda()
+    rnn = fastrnn.RNN(4, 32, 2).cuda()
+    rnn.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 3, 4, device="cuda")
+    with torch.autocast("cuda", dtype=dtype):
+        (out, h_n), (out_ref, hn_ref) = rnn(x), reference(x)
+    for got, want in ((out, out_ref), (h_n, hn_ref)):
+        assert got.dtype == want.dtype == dtype
+        torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+
 def test_same_seed_same_weights_as_nn_rnn():
     torch.manual_seed(42)
     reference = nn.RNN(3, 5, 2, bidirectional=True)
