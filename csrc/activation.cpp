@@ -13,8 +13,6 @@
 namespace fastrnn {
 namespace {
 
-__attribute__((always_inline)) inline double tanh_of(double x) { return std::tanh(x); }
-__attribute__((always_inline)) inline float tanh_of(float x) { return fast_tanh(x); }
 
 // The relu/tanh and bias/no-bias branches sit outside the inner loops so each inner
 // loop is a straight vectorisable body.  always_inline everywhere: GCC does not inline
@@ -32,7 +30,7 @@ __attribute__((always_inline)) inline void bias_activation_impl(scalar_t* h, int
     if (relu) {
       for (int64_t j = 0; j < cols; ++j) row[j] = row[j] > zero ? row[j] : zero;
     } else {
-      for (int64_t j = 0; j < cols; ++j) row[j] = tanh_of(row[j]);
+      for (int64_t j = 0; j < cols; ++j) row[j] = fast_tanh(row[j]);
     }
   }
 }
@@ -48,7 +46,10 @@ __attribute__((always_inline)) inline void activation_backward_impl(scalar_t* dz
     scalar_t* dz_row = dz + i * ld_h;
     if (dh == nullptr) {  // no recurrent gradient (a single cell step)
       if (relu) {
-        for (int64_t j = 0; j < cols; ++j) dz_row[j] = y_row[j] > zero ? dy_row[j] : zero;
+        for (int64_t j = 0; j < cols; ++j) {
+          const scalar_t g = dy_row[j];  // unconditional: lets the loop vectorise
+          dz_row[j] = y_row[j] > zero ? g : zero;
+        }
       } else {
         for (int64_t j = 0; j < cols; ++j) dz_row[j] = dy_row[j] * (one - y_row[j] * y_row[j]);
       }

@@ -109,7 +109,7 @@ def naive_loop(
 @dataclasses.dataclass
 class Contender:
     name: str
-    module: torch.nn.Module | None  # None: the naive loop over `weights_of`
+    module: torch.nn.Module | None  # None for the naive loop (it runs on `parameters`)
     run: Callable[[Tensor], tuple[Tensor, Tensor]]
     parameters: list[Tensor]
 

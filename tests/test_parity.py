@@ -215,3 +215,25 @@ def test_non_contiguous_and_expanded_inputs(cpu_backend):
     xe = torch.randn(5, 1, 4, dtype=torch.float64).expand(5, 3, 4)
     for got, ref in zip(fast(xe), reference(xe), strict=True):
         assert_close(got, ref, torch.float64, "expanded input")
+
+
+@pytest.mark.parametrize("dtype_name", ["fp32", "fp64"])
+def test_tanh_accuracy_against_torch_tanh(dtype_name, cpu_backend):
+    """An RNN with W_ih = 1, W_hh = 0 and no bias outputs tanh(x): the kernels' tanh
+    approximations against torch.tanh in fp64, including extremes, inf and NaN."""
+    dtype = DTYPES[dtype_name]
+    rnn = fastrnn.RNN(1, 1, bias=False, dtype=dtype)
+    with torch.no_grad():
+        rnn.weight_ih_l0.fill_(1.0)
+        rnn.weight_hh_l0.zero_()
+    dense = torch.linspace(-25, 25, 200_001, dtype=torch.float64)
+    extremes = [0.0, -0.0, 1e-300, -1e-30, 1e-8, 4e-4, 19.4, 19.6, 1e300, float("inf")]
+    special = torch.tensor([*extremes, float("-inf"), float("nan")], dtype=torch.float64)
+    x = torch.cat([dense, special]).to(dtype)
+    out, _ = rnn(x.view(1, -1, 1))
+    want = torch.tanh(x.double())
+    got = out.view(-1).double()
+    assert torch.isnan(got[-1]) and not torch.isnan(got[:-1]).any()
+    ulp = torch.finfo(dtype).eps  # relative to |tanh| <= 1: an absolute bound
+    err = (got[:-1] - want[:-1]).abs().max().item()
+    assert err <= 4 * ulp, f"tanh error {err:.3g} > 4 eps ({dtype})"

@@ -131,7 +131,7 @@ def ptxas_usage(compiled, capability: int) -> tuple[int, int]:
     return regs, spills
 
 
-def main(argv=None) -> int:
+def main() -> int:
     """Print the table; exit 1 if any configuration exceeds its target's shared memory."""
     over = []
     print("| kernel | target | shared memory (bytes) | limit | registers/thread | spill bytes |")
