@@ -57,7 +57,7 @@ def tier(request, monkeypatch):
     return request.param
 
 
-def run_case(case, dtype, reference_dtype=torch.float64):
+def run_case(case, dtype):
     batch, hidden, steps, layers, bidir, packed, act, bias, _ = case
     input_size = 5
     reference, fast = paired_rnns(
