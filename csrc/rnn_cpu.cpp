@@ -142,8 +142,9 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& hx,
 // of W_hh, which then stay in that core's cache for the whole sequence, and lets it
 // apply the activation to the columns it just computed without another pass.  The BLAS
 // call inside a parallel region runs single-threaded (MKL sees the OpenMP region).
-// Below ~64k multiply-adds per step the fork/join costs more than it saves (measured:
-// B=1, H=128 stayed serial; B=32, H=128 went from 9.6 to ~6 µs per step).
+// Measured at B=32, H=128 (relu, I=1): 7.5 µs per step on 2 threads vs 11.4 on 1.  The
+// 64k multiply-adds threshold is an untuned guess at where a fork/join (a few µs) stops
+// paying for itself.
 template <typename Fn>
 void for_column_slices(int64_t bs, int64_t H, const Fn& fn) {
   const int64_t threads = at::get_num_threads();
@@ -172,9 +173,9 @@ void layer_forward(const StepLayout& s, const scalar_t* x, int64_t in_size, scal
                    const scalar_t* bias, const scalar_t* h0, scalar_t* h_n, int64_t H,
                    bool reverse, bool relu) {
   gemm<scalar_t>(false, true, s.rows, H, in_size, 1, x, in_size, w_ih, in_size, 0, y, ld_y);
-  // c[:m, c0:c1] += a[:m] @ W_hh[c0:c1]^T.  (A hand-written small GEMM lost to MKL here
-  // at every size tried, B=1..32, H=2..64, in an A/B run: 1.5 vs 2.2 ms at T=1000, B=8,
-  // H=64.)
+  // c[:m, c0:c1] += a[:m] @ W_hh[c0:c1]^T.  (A hand-written small GEMM tied or lost to
+  // MKL at every size tried, B=1..32, H=2..64, in an A/B run: 1.5 vs 2.2 ms at T=1000,
+  // B=8, H=64.)
   auto recurrent_product = [&](scalar_t* c, const scalar_t* a, int64_t lda, int64_t m,
                                int64_t c0, int64_t c1) {
     gemm<scalar_t>(false, true, m, c1 - c0, H, 1, a, lda, w_hh + c0 * H, H, 1, c + c0, ld_y);
