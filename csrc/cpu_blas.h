@@ -9,6 +9,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/EmptyTensor.h>
 
 #include <cstdint>
 #include <string>
@@ -21,6 +22,12 @@ template <typename scalar_t>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
           scalar_t alpha, const scalar_t* a, int64_t lda, const scalar_t* b,
           int64_t ldb, scalar_t beta, scalar_t* c, int64_t ldc);
+
+// A new uninitialised CPU tensor, allocated without a trip through the dispatcher (at
+// tutorial sizes every at::empty is a visible part of an op call).
+inline at::Tensor empty_cpu(at::IntArrayRef sizes, at::ScalarType dtype) {
+  return at::Tensor(at::detail::empty_cpu(sizes, dtype));
+}
 
 // "blas" when the exported Fortran BLAS is found and enabled, else "portable".
 std::string gemm_backend();

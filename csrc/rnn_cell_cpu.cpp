@@ -44,7 +44,7 @@ at::Tensor rnn_cell_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
   const int64_t B = input.size(0), I = input.size(1), H = w_hh.size(0);
   const at::Tensor x = input.contiguous(), h = hx.contiguous();
   const at::Tensor wi = w_ih.contiguous(), wh = w_hh.contiguous();
-  at::Tensor out = at::empty({B, H}, input.options());
+  at::Tensor out = empty_cpu({B, H}, input.scalar_type());
   const bool has_bias = b_ih.has_value() && b_ih->defined();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fastrnn_rnn_cell_forward_cpu", [&] {
     scalar_t* y = out.data_ptr<scalar_t>();
@@ -76,12 +76,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_cell_
   const at::Tensor x = input.contiguous(), h = hx.contiguous(), y = h_new.contiguous();
   const at::Tensor dy = grad_h.contiguous();
   const at::Tensor wi = w_ih.contiguous(), wh = w_hh.contiguous();
-  at::Tensor dz = at::empty({B, H}, x.options());
-  at::Tensor grad_input = at::empty({need_input_grad ? B : 0, I}, x.options());
-  at::Tensor grad_hx = at::empty({need_hx_grad ? B : 0, H}, x.options());
-  at::Tensor grad_w_ih = at::empty({H, I}, x.options());
-  at::Tensor grad_w_hh = at::empty({H, H}, x.options());
-  at::Tensor grad_bias = at::empty({has_bias ? H : 0}, x.options());
+  at::Tensor dz = empty_cpu({B, H}, x.scalar_type());
+  at::Tensor grad_input = empty_cpu({need_input_grad ? B : 0, I}, x.scalar_type());
+  at::Tensor grad_hx = empty_cpu({need_hx_grad ? B : 0, H}, x.scalar_type());
+  at::Tensor grad_w_ih = empty_cpu({H, I}, x.scalar_type());
+  at::Tensor grad_w_hh = empty_cpu({H, H}, x.scalar_type());
+  at::Tensor grad_bias = empty_cpu({has_bias ? H : 0}, x.scalar_type());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastrnn_rnn_cell_backward_cpu", [&] {
     scalar_t* g = dz.data_ptr<scalar_t>();
     activation_backward_rows(g, dy.data_ptr<scalar_t>(), static_cast<scalar_t*>(nullptr),

@@ -274,11 +274,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
   const at::Tensor h0 = hx.contiguous();
   std::vector<int64_t> out_shape = input.sizes().vec();
   out_shape.back() = DH;
-  at::Tensor output = at::empty(out_shape, input.options());
+  at::Tensor output = empty_cpu(out_shape, input.scalar_type());
   std::vector<int64_t> stacked_shape = out_shape;
   stacked_shape.insert(stacked_shape.begin(), g.layers - 1);
-  at::Tensor layer_outputs = at::empty(stacked_shape, input.options());
-  at::Tensor h_n = at::empty_like(h0);
+  at::Tensor layer_outputs = empty_cpu(stacked_shape, input.scalar_type());
+  at::Tensor h_n = empty_cpu(h0.sizes(), h0.scalar_type());
 
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fastrnn_rnn_forward_cpu", [&] {
     std::vector<scalar_t> bias(H);
@@ -331,14 +331,14 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_backward_cpu(
   const at::Tensor h0 = hx.contiguous();
   const at::Tensor y_last = output.contiguous();
   const at::Tensor y_stack = layer_outputs.contiguous();
-  at::Tensor grad_input = need_input_grad ? at::empty_like(x) : at::empty({0}, x.options());
+  at::Tensor grad_input = empty_cpu(need_input_grad ? x.sizes() : at::IntArrayRef{0}, x.scalar_type());
   at::Tensor grad_hx = grad_h_n.contiguous().clone();  // becomes grad of h0 in place
   std::vector<at::Tensor> grad_weights;
   grad_weights.reserve(weights.size());
-  for (const auto& w : weights) grad_weights.push_back(at::empty(w.sizes(), w.options()));
+  for (const auto& w : weights) grad_weights.push_back(empty_cpu(w.sizes(), w.scalar_type()));
 
-  at::Tensor dz = at::empty({s.rows, H}, x.options());
-  at::Tensor h_prev = at::empty({s.rows, H}, x.options());
+  at::Tensor dz = empty_cpu({s.rows, H}, x.scalar_type());
+  at::Tensor h_prev = empty_cpu({s.rows, H}, x.scalar_type());
   // Gradient w.r.t. the current layer's output: grad_output for the top layer, then the
   // input gradient of the layer above (ping-pong buffers for layers below the top).
   at::Tensor grad_y = grad_output.contiguous();
@@ -351,7 +351,7 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_backward_cpu(
       const scalar_t* layer_out = l == g.layers - 1 ? y_last.data_ptr<scalar_t>()
                                                     : y_stack.data_ptr<scalar_t>() + l * s.rows * DH;
       const int64_t layer_in_size = l == 0 ? in_size : DH;
-      grad_below = l == 0 ? grad_input : at::empty({s.rows, DH}, x.options());
+      grad_below = l == 0 ? grad_input : empty_cpu({s.rows, DH}, x.scalar_type());
       scalar_t* d_in = grad_below.data_ptr<scalar_t>();
       for (int64_t d = 0; d < D; ++d) {
         const int64_t cell = l * D + d;

@@ -31,17 +31,17 @@ def rnn(
     training: bool = False,
 ) -> tuple[Tensor, Tensor]:  # output [T, B, D*H] or [N, D*H], h_n [L*D, B, H]
     """The Elman RNN over a whole sequence, on the backend fastrnn.backend selects."""
-    device_type = input.device.type
-    if torch.is_autocast_enabled(device_type):
+    device = input.device
+    if torch.is_autocast_enabled(device.type):
         # As nn.RNN under autocast: every floating input in the autocast dtype, the RNN
         # run in it (the backend is chosen for that dtype).
-        dtype = torch.get_autocast_dtype(device_type)
-        with torch.autocast(device_type, enabled=False):
+        dtype = torch.get_autocast_dtype(device.type)
+        with torch.autocast(device.type, enabled=False):
             return rnn(
                 input.to(dtype), hx.to(dtype), [w.to(dtype) for w in weights], batch_sizes,
                 num_layers, bidirectional, relu, dropout, training,
             )  # fmt: skip
-    kind = backend.resolve(input.device, input.dtype)
+    kind = backend.resolve(device, input.dtype)
     if kind == "reference":
         return rnn_reference(
             input, hx, weights, batch_sizes, num_layers, bidirectional, relu, dropout, training
