@@ -118,11 +118,14 @@ class RnnFunction : public torch::autograd::Function<RnnFunction> {
     // An output that did not reach the loss has no gradient: it contributes zeros.
     const at::Tensor grad_output = grads[0].defined() ? grads[0] : at::zeros_like(output);
     const at::Tensor grad_h_n = grads[1].defined() ? grads[1] : at::zeros_like(hx);
-    variable_list flat = RnnBackwardFunction::apply(
+    // Through the dispatcher: the backward op's autograd kernel records a node (that
+    // refuses double backward) only when grad mode is on, i.e. under create_graph=True.
+    auto [grad_input, grad_hx, grad_weights] = call_backward(
         grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
         ctx->saved_data["num_layers"].toInt(), ctx->saved_data["bidirectional"].toBool(),
         ctx->saved_data["relu"].toBool(), ctx->needs_input_grad(0));
-    if (!ctx->needs_input_grad(0)) flat[0] = at::Tensor();
+    variable_list flat{ctx->needs_input_grad(0) ? grad_input : at::Tensor(), grad_hx};
+    flat.insert(flat.end(), grad_weights.begin(), grad_weights.end());
     // One entry per forward argument: input, hx, each weight, then the non-tensors.
     flat.resize(2 + num_weights + 4);
     return flat;
@@ -160,6 +163,11 @@ BackwardResult rnn_backward_autograd(const at::Tensor& grad_output, const at::Te
                                      const at::Tensor& output, const at::Tensor& layer_outputs,
                                      int64_t num_layers, bool bidirectional, bool relu,
                                      bool need_input_grad) {
+  if (!at::GradMode::is_enabled()) {  // an ordinary backward pass: nothing to record
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return call_backward(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
+                         layer_outputs, num_layers, bidirectional, relu, need_input_grad);
+  }
   variable_list flat =
       RnnBackwardFunction::apply(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
                                  layer_outputs, num_layers, bidirectional, relu, need_input_grad);
@@ -231,13 +239,12 @@ class RnnCellFunction : public torch::autograd::Function<RnnCellFunction> {
     const variable_list saved = ctx->get_saved_variables();
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     const bool need_input = ctx->needs_input_grad(0), need_hx = ctx->needs_input_grad(1);
-    variable_list g = RnnCellBackwardFunction::apply(grads[0], saved[0], saved[1], saved[2],
-                                                     saved[3], saved[4], has_bias,
-                                                     ctx->saved_data["relu"].toBool(),
-                                                     need_input, need_hx);
+    auto [gi, gh, gwi, gwh, gb] =
+        call_cell_backward(grads[0], saved[0], saved[1], saved[2], saved[3], saved[4], has_bias,
+                           ctx->saved_data["relu"].toBool(), need_input, need_hx);
     // One entry per forward argument: input, hx, w_ih, w_hh, b_ih, b_hh, relu.
-    at::Tensor db = has_bias ? g[4] : at::Tensor();
-    return {need_input ? g[0] : at::Tensor(), need_hx ? g[1] : at::Tensor(), g[2], g[3], db,
+    at::Tensor db = has_bias ? gb : at::Tensor();
+    return {need_input ? gi : at::Tensor(), need_hx ? gh : at::Tensor(), gwi, gwh, db,
             has_bias ? db.clone() : at::Tensor(), at::Tensor()};
   }
 };
@@ -258,6 +265,11 @@ CellGrads rnn_cell_backward_autograd(const at::Tensor& grad_h, const at::Tensor&
                                      const at::Tensor& w_hh, const at::Tensor& h_new,
                                      bool has_bias, bool relu, bool need_input_grad,
                                      bool need_hx_grad) {
+  if (!at::GradMode::is_enabled()) {  // an ordinary backward pass: nothing to record
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return call_cell_backward(grad_h, input, hx, w_ih, w_hh, h_new, has_bias, relu,
+                              need_input_grad, need_hx_grad);
+  }
   auto g = RnnCellBackwardFunction::apply(grad_h, input, hx, w_ih, w_hh, h_new, has_bias, relu,
                                           need_input_grad, need_hx_grad);
   return {g[0], g[1], g[2], g[3], g[4]};
