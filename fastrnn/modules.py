@@ -70,17 +70,23 @@ class RNN(nn.RNNBase):
                     f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor"
                 )
             max_batch_size = input.size(0) if self.batch_first else input.size(1)
+        hidden_shape = (self.num_layers * num_directions, max_batch_size, self.hidden_size)
         if hx is None:
-            hx = torch.zeros(
-                self.num_layers * num_directions,
-                max_batch_size,
-                self.hidden_size,
-                dtype=input.dtype,
-                device=input.device,
-            )
-        else:
+            hx = input.new_zeros(hidden_shape)
+        elif sorted_indices is not None:
             hx = self.permute_hidden(hx, sorted_indices)
-        self.check_forward_args(input, hx, batch_sizes)
+        # _parameters, not _flat_weights: functional_call swaps entries there directly.
+        params = self._parameters
+        weights = [params[name] for name in self._flat_weights_names]
+        # nn.RNN's own checks (and messages) run whenever the cheap test sees a mismatch;
+        # at tutorial sizes running them on every call was ~10% of the call.
+        if (
+            input.dtype != weights[0].dtype
+            or input.size(-1) != self.input_size
+            or hx.shape != hidden_shape
+            or input.dim() != (2 if is_packed else 3)
+        ):
+            self.check_forward_args(input, hx, batch_sizes)
         if hx.dtype != input.dtype and not torch.is_autocast_enabled(input.device.type):
             raise RuntimeError(
                 f"RNN: hx dtype ({hx.dtype}) does not match input dtype ({input.dtype}); "
@@ -91,9 +97,6 @@ class RNN(nn.RNNBase):
         if batch_sizes is None and input.size(0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
 
-        # _parameters, not _flat_weights: functional_call swaps entries there directly.
-        params = self._parameters
-        weights = [params[name] for name in self._flat_weights_names]
         output, hidden = rnn(
             input,
             hx,
