@@ -2,8 +2,10 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
+#include <cstring>
 
 namespace fastrnn {
 namespace {
@@ -111,6 +113,38 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, scalar_t 
   } else {
     blas.dgemm(&tb, &ta, &mi, &ni, &ki, &alpha, b, &lda_i, a, &ldb_i, &beta, c, &ldc_i);
   }
+}
+
+at::Tensor dense_copy(const at::Tensor& src) {
+  at::Tensor out = empty_cpu(src.sizes(), src.scalar_type());
+  if (src.dim() > 3 || !(src.scalar_type() == at::kFloat || src.scalar_type() == at::kDouble)) {
+    out.copy_(src);
+    return out;
+  }
+  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "fastrnn_dense_copy", [&] {
+    // Viewed as [n0, n1, n2], leading sizes padded with 1.
+    int64_t n[3] = {1, 1, 1}, st[3] = {0, 0, 0};
+    const int64_t pad = 3 - src.dim();
+    for (int64_t i = 0; i < src.dim(); ++i) {
+      n[pad + i] = src.size(i);
+      st[pad + i] = src.stride(i);
+    }
+    const scalar_t* from = src.const_data_ptr<scalar_t>();
+    scalar_t* to = out.data_ptr<scalar_t>();
+    for (int64_t i0 = 0; i0 < n[0]; ++i0) {
+      for (int64_t i1 = 0; i1 < n[1]; ++i1, to += n[2]) {
+        const scalar_t* row = from + i0 * st[0] + i1 * st[1];
+        if (st[2] == 1) {
+          std::memcpy(to, row, sizeof(scalar_t) * n[2]);
+        } else if (st[2] == 0) {  // expanded, as the grad of .sum() is
+          std::fill(to, to + n[2], row[0]);
+        } else {
+          for (int64_t i2 = 0; i2 < n[2]; ++i2) to[i2] = row[i2 * st[2]];
+        }
+      }
+    }
+  });
+  return out;
 }
 
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*,

@@ -12,16 +12,17 @@ namespace fastrnn {
 
 TORCH_LIBRARY(fastrnn, m) {
   // input: [T, B, I] (batch_sizes None) or packed [N, I] with batch_sizes [T] on the CPU.
-  // hx: [L*D, B, H]; weights: nn.RNN's flat list (w_ih, w_hh[, b_ih, b_hh]) per layer and
-  // direction.  Returns output [T, B, D*H] or [N, D*H], h_n [L*D, B, H] and the outputs of
+  // hx: [L*D, B, H], or None for zeros (padded input only: a packed batch's size is data,
+  // which fake tensors cannot see); weights: nn.RNN's flat list (w_ih, w_hh[, b_ih, b_hh])
+  // per layer and direction.  Returns output [T, B, D*H] or [N, D*H], h_n [L*D, B, H] and the outputs of
   // the layers below the top, [L-1, *output.shape], which backward needs.
   m.def(
-      "rnn_forward(Tensor input, Tensor hx, Tensor[] weights, Tensor? batch_sizes, "
+      "rnn_forward(Tensor input, Tensor? hx, Tensor[] weights, Tensor? batch_sizes, "
       "int num_layers, bool bidirectional, bool relu) -> (Tensor, Tensor, Tensor)");
   // Returns grad_input (empty [0] unless need_input_grad: the input GEMM of layer 0 is
   // skipped when nothing needs it), grad_hx and one gradient per weight.
   m.def(
-      "rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor hx, "
+      "rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor? hx, "
       "Tensor[] weights, Tensor? batch_sizes, Tensor output, Tensor layer_outputs, "
       "int num_layers, bool bidirectional, bool relu, bool need_input_grad) "
       "-> (Tensor, Tensor, Tensor[])");

@@ -42,8 +42,8 @@ at::Tensor rnn_cell_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
                                 const std::optional<at::Tensor>& b_hh, bool relu) {
   check_cell(input, hx, w_ih, w_hh);
   const int64_t B = input.size(0), I = input.size(1), H = w_hh.size(0);
-  const at::Tensor x = input.contiguous(), h = hx.contiguous();
-  const at::Tensor wi = w_ih.contiguous(), wh = w_hh.contiguous();
+  const at::Tensor x = dense(input), h = dense(hx);
+  const at::Tensor wi = dense(w_ih), wh = dense(w_hh);
   at::Tensor out = empty_cpu({B, H}, input.scalar_type());
   const bool has_bias = b_ih.has_value() && b_ih->defined();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fastrnn_rnn_cell_forward_cpu", [&] {
@@ -54,11 +54,11 @@ at::Tensor rnn_cell_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
                    H, 1, y, H);
     std::vector<scalar_t> bias;
     if (has_bias) {
-      const at::Tensor bi = b_ih->contiguous(), bh = b_hh->contiguous();
+      const at::Tensor bi = dense(*b_ih), bh = dense(*b_hh);
       bias.resize(H);
-      for (int64_t j = 0; j < H; ++j) {
-        bias[j] = bi.data_ptr<scalar_t>()[j] + bh.data_ptr<scalar_t>()[j];
-      }
+      const scalar_t* bi_p = bi.const_data_ptr<scalar_t>();
+      const scalar_t* bh_p = bh.const_data_ptr<scalar_t>();
+      for (int64_t j = 0; j < H; ++j) bias[j] = bi_p[j] + bh_p[j];
     }
     bias_activation_rows(y, B, H, H, has_bias ? bias.data() : nullptr, relu);
   });
@@ -73,9 +73,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_cell_
     bool relu, bool need_input_grad, bool need_hx_grad) {
   check_cell(input, hx, w_ih, w_hh);
   const int64_t B = input.size(0), I = input.size(1), H = w_hh.size(0);
-  const at::Tensor x = input.contiguous(), h = hx.contiguous(), y = h_new.contiguous();
-  const at::Tensor dy = grad_h.contiguous();
-  const at::Tensor wi = w_ih.contiguous(), wh = w_hh.contiguous();
+  const at::Tensor x = dense(input), h = dense(hx), y = dense(h_new);
+  const at::Tensor dy = dense(grad_h);
+  const at::Tensor wi = dense(w_ih), wh = dense(w_hh);
   at::Tensor dz = empty_cpu({B, H}, x.scalar_type());
   at::Tensor grad_input = empty_cpu({need_input_grad ? B : 0, I}, x.scalar_type());
   at::Tensor grad_hx = empty_cpu({need_hx_grad ? B : 0, H}, x.scalar_type());

@@ -44,10 +44,16 @@ struct StepLayout {
   int64_t next_batch(int64_t t) const { return t + 1 < steps ? batch_sizes[t + 1] : 0; }
 };
 
-StepLayout make_layout(const at::Tensor& input, const c10::optional<at::Tensor>& batch_sizes,
-                       const at::Tensor& hx) {
+// True when hx was given (None means a zero initial state).
+bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+StepLayout make_layout(const at::Tensor& input, const std::optional<at::Tensor>& batch_sizes,
+                       const std::optional<at::Tensor>& hx) {
   StepLayout layout;
-  if (batch_sizes.has_value() && batch_sizes->defined()) {
+  if (given(batch_sizes)) {
+    TORCH_CHECK(given(hx), "fastrnn: packed input needs hx (its batch size, batch_sizes[0], "
+                "is data a traced graph cannot see); pass zeros of shape "
+                "[num_layers * num_directions, batch_sizes[0], hidden_size]");
     TORCH_CHECK(input.dim() == 2, "fastrnn: packed input must be 2-D [N, input_size], got ",
                 input.dim(), "-D");
     const at::Tensor sizes = batch_sizes->to(at::kCPU, at::kLong).contiguous();
@@ -55,7 +61,7 @@ StepLayout make_layout(const at::Tensor& input, const c10::optional<at::Tensor>&
     layout.steps = sizes.numel();
     const int64_t* data = sizes.data_ptr<int64_t>();
     layout.batch_sizes.assign(data, data + layout.steps);
-    layout.batch = layout.steps > 0 ? layout.batch_sizes[0] : hx.size(1);
+    layout.batch = layout.steps > 0 ? layout.batch_sizes[0] : hx->size(1);
   } else {
     TORCH_CHECK(input.dim() == 3, "fastrnn: input must be 3-D [T, B, input_size], got ",
                 input.dim(), "-D");
@@ -77,9 +83,9 @@ StepLayout make_layout(const at::Tensor& input, const c10::optional<at::Tensor>&
   const int64_t input_rows = input.dim() == 3 ? input.size(0) * input.size(1) : input.size(0);
   TORCH_CHECK(layout.rows == input_rows, "fastrnn: batch_sizes sum to ", layout.rows,
               " but the packed input has ", input_rows, " rows");
-  TORCH_CHECK(hx.dim() == 3 && hx.size(1) == layout.batch,
+  TORCH_CHECK(!given(hx) || (hx->dim() == 3 && hx->size(1) == layout.batch),
               "fastrnn: hx must be [num_layers * num_directions, ", layout.batch,
-              ", hidden_size], got ", hx.sizes());
+              ", hidden_size], got ", hx->sizes());
   return layout;
 }
 
@@ -88,17 +94,24 @@ struct Geometry {
   bool has_bias;
 };
 
-Geometry make_geometry(const at::Tensor& input, const at::Tensor& hx,
+Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>& hx,
                        const std::vector<at::Tensor>& weights, int64_t num_layers,
                        bool bidirectional) {
   Geometry g;
   g.layers = num_layers;
   g.directions = bidirectional ? 2 : 1;
-  g.hidden = hx.size(2);
   TORCH_CHECK(num_layers >= 1, "fastrnn: num_layers must be >= 1, got ", num_layers);
   const int64_t cells = g.layers * g.directions;
-  TORCH_CHECK(hx.size(0) == cells, "fastrnn: hx.size(0) must be num_layers * num_directions = ",
-              cells, ", got ", hx.size(0));
+  TORCH_CHECK(weights.size() >= 2 && weights[1].dim() >= 1,
+              "fastrnn: weights must start with weight_ih_l0 and weight_hh_l0");
+  g.hidden = weights[1].size(0);  // weight_hh_l0: [H, H]
+  if (given(hx)) {
+    TORCH_CHECK(hx->size(0) == cells && hx->size(2) == g.hidden,
+                "fastrnn: hx must be [num_layers * num_directions, batch, hidden_size] = [",
+                cells, ", batch, ", g.hidden, "], got ", hx->sizes());
+    TORCH_CHECK(hx->scalar_type() == input.scalar_type(), "fastrnn: hx dtype (",
+                hx->scalar_type(), ") must match input dtype (", input.scalar_type(), ")");
+  }
   TORCH_CHECK(static_cast<int64_t>(weights.size()) == 2 * cells ||
                   static_cast<int64_t>(weights.size()) == 4 * cells,
               "fastrnn: expected ", 2 * cells, " (no bias) or ", 4 * cells,
@@ -108,8 +121,6 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& hx,
   TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
               "fastrnn: the C++ CPU kernels support float32 and float64, got ",
               input.scalar_type());
-  TORCH_CHECK(hx.scalar_type() == input.scalar_type(), "fastrnn: hx dtype (", hx.scalar_type(),
-              ") must match input dtype (", input.scalar_type(), ")");
   for (int64_t l = 0; l < g.layers; ++l) {
     const int64_t in_size = l == 0 ? input.size(-1) : g.directions * g.hidden;
     for (int64_t d = 0; d < g.directions; ++d) {
@@ -137,14 +148,25 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& hx,
   return g;
 }
 
+// The initial state [L*D, B, H], dense: hx, or zeros when it was not given.
+at::Tensor initial_state(const std::optional<at::Tensor>& hx, const Geometry& g,
+                         const StepLayout& s, at::ScalarType dtype) {
+  if (given(hx)) return dense(*hx);
+  at::Tensor zeros = empty_cpu({g.layers * g.directions, s.batch, g.hidden}, dtype);
+  std::memset(zeros.data_ptr(), 0, zeros.nbytes());
+  return zeros;
+}
+
 // Runs fn(c0, c1) over column slices of the hidden dimension, one slice per thread when
 // the step is big enough.  Splitting columns (not rows) gives each thread its own rows
 // of W_hh, which then stay in that core's cache for the whole sequence, and lets it
 // apply the activation to the columns it just computed without another pass.  The BLAS
 // call inside a parallel region runs single-threaded (MKL sees the OpenMP region).
 // Measured at B=32, H=128 (relu, I=1): 7.5 µs per step on 2 threads vs 11.4 on 1.  The
-// 64k multiply-adds threshold is an untuned guess at where a fork/join (a few µs) stops
-// paying for itself.
+// 64k multiply-adds threshold: splitting from 4k or 16k instead made T=1000, B=8, H=64
+// 1.7x slower and regression2L 1.5x slower.  Keeping the threads in one parallel region
+// with a spin barrier between steps (no fork/join per step) measured the same as this,
+// within 2%, at B=32..64, H=128..512 (A/B in one process), so the simpler form stays.
 template <typename Fn>
 void for_column_slices(int64_t bs, int64_t H, const Fn& fn) {
   const int64_t threads = at::get_num_threads();
@@ -239,6 +261,17 @@ void layer_backward_through_time(const StepLayout& s, const scalar_t* dy, const 
   }
 }
 
+// dW_hh = dZ^T H_prev, H_prev holding each row's previous hidden state.  Padded input
+// (every step B rows): H_prev is the output shifted by one step plus h0, so two GEMMs read
+// it in place.  Packed input: steps have different row counts, so H_prev is gathered into
+// the dense [N, H] scratch first.  (Reading in place saves an [N, H] copy per layer and
+// direction: 6.5 MB at T=100, B=64, H=256.)
+template <typename scalar_t>
+void recurrent_weight_grad(const StepLayout& s, bool packed, const scalar_t* dz,
+                           const scalar_t* y, int64_t ld_y, const scalar_t* h0,
+                           scalar_t* h_prev_scratch, scalar_t* grad_w_hh, int64_t H,
+                           bool reverse);
+
 // h_prev of every row, gathered into a dense [N, H] so dW_hh is one GEMM.
 template <typename scalar_t>
 void gather_previous_hidden(const StepLayout& s, const scalar_t* y, int64_t ld_y,
@@ -260,8 +293,28 @@ void gather_previous_hidden(const StepLayout& s, const scalar_t* y, int64_t ld_y
   }
 }
 
+template <typename scalar_t>
+void recurrent_weight_grad(const StepLayout& s, bool packed, const scalar_t* dz,
+                           const scalar_t* y, int64_t ld_y, const scalar_t* h0,
+                           scalar_t* h_prev_scratch, scalar_t* grad_w_hh, int64_t H,
+                           bool reverse) {
+  if (packed || s.steps == 0) {
+    gather_previous_hidden<scalar_t>(s, y, ld_y, h0, h_prev_scratch, H, reverse);
+    gemm<scalar_t>(true, false, H, H, s.rows, 1, dz, H, h_prev_scratch, H, 0, grad_w_hh, H);
+    return;
+  }
+  const int64_t B = s.batch, carried = s.rows - B;  // rows whose h_prev is an output row
+  // Forward: rows of steps 1.. follow the output rows of steps ..T-2, step 0 follows h0.
+  // Reverse: rows of steps ..T-2 follow those of steps 1.., step T-1 follows h0.
+  const scalar_t* dz_carried = reverse ? dz : dz + B * H;
+  const scalar_t* y_prev = reverse ? y + B * ld_y : y;
+  const scalar_t* dz_first = reverse ? dz + carried * H : dz;
+  gemm<scalar_t>(true, false, H, H, carried, 1, dz_carried, H, y_prev, ld_y, 0, grad_w_hh, H);
+  gemm<scalar_t>(true, false, H, H, B, 1, dz_first, H, h0, H, 1, grad_w_hh, H);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
-    const at::Tensor& input, const at::Tensor& hx, at::TensorList weights_list,
+    const at::Tensor& input, const std::optional<at::Tensor>& hx, at::TensorList weights_list,
     const c10::optional<at::Tensor>& batch_sizes, int64_t num_layers, bool bidirectional,
     bool relu) {
   const std::vector<at::Tensor> weights = weights_list.vec();
@@ -270,8 +323,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
   const int64_t H = g.hidden, D = g.directions, DH = D * H;
   const int64_t in_size = input.size(-1);
 
-  const at::Tensor x = input.contiguous();
-  const at::Tensor h0 = hx.contiguous();
+  const at::Tensor x = dense(input);
+  const at::Tensor h0 = initial_state(hx, g, s, input.scalar_type());
   std::vector<int64_t> out_shape = input.sizes().vec();
   out_shape.back() = DH;
   at::Tensor output = empty_cpu(out_shape, input.scalar_type());
@@ -291,14 +344,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
       for (int64_t d = 0; d < D; ++d) {
         const int64_t cell = l * D + d;
         const int64_t base = cell * g.weights_per_cell;
-        const at::Tensor w_ih = weights[base].contiguous();
-        const at::Tensor w_hh = weights[base + 1].contiguous();
+        const at::Tensor w_ih = dense(weights[base]);
+        const at::Tensor w_hh = dense(weights[base + 1]);
         if (g.has_bias) {
-          const at::Tensor b_ih = weights[base + 2].contiguous();
-          const at::Tensor b_hh = weights[base + 3].contiguous();
-          for (int64_t j = 0; j < H; ++j) {
-            bias[j] = b_ih.data_ptr<scalar_t>()[j] + b_hh.data_ptr<scalar_t>()[j];
-          }
+          const at::Tensor b_ih = dense(weights[base + 2]);
+          const at::Tensor b_hh = dense(weights[base + 3]);
+          // Pointers taken once: data_ptr() checks storage and dtype on every call, and
+          // inside this loop that was ~10% of a T=1, H=128 forward (perf).
+          const scalar_t* bi = b_ih.const_data_ptr<scalar_t>();
+          const scalar_t* bh = b_hh.const_data_ptr<scalar_t>();
+          for (int64_t j = 0; j < H; ++j) bias[j] = bi[j] + bh[j];
         }
         layer_forward<scalar_t>(s, layer_in, layer_in_size, layer_out + d * H, DH,
                                 w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
@@ -313,7 +368,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
 
 std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input,
-    const at::Tensor& hx, at::TensorList weights_list,
+    const std::optional<at::Tensor>& hx, at::TensorList weights_list,
     const c10::optional<at::Tensor>& batch_sizes, const at::Tensor& output,
     const at::Tensor& layer_outputs, int64_t num_layers, bool bidirectional, bool relu,
     bool need_input_grad) {
@@ -324,24 +379,26 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_backward_cpu(
   const int64_t in_size = input.size(-1);
   TORCH_CHECK(grad_output.sizes() == output.sizes(), "fastrnn: grad_output must be ",
               output.sizes(), ", got ", grad_output.sizes());
-  TORCH_CHECK(grad_h_n.sizes() == hx.sizes(), "fastrnn: grad_h_n must be ", hx.sizes(),
-              ", got ", grad_h_n.sizes());
+  const std::vector<int64_t> state_shape{g.layers * D, s.batch, H};
+  TORCH_CHECK(grad_h_n.sizes() == at::IntArrayRef(state_shape), "fastrnn: grad_h_n must be ",
+              at::IntArrayRef(state_shape), ", got ", grad_h_n.sizes());
 
-  const at::Tensor x = input.contiguous();
-  const at::Tensor h0 = hx.contiguous();
-  const at::Tensor y_last = output.contiguous();
-  const at::Tensor y_stack = layer_outputs.contiguous();
+  const at::Tensor x = dense(input);
+  const at::Tensor h0 = initial_state(hx, g, s, input.scalar_type());
+  const at::Tensor y_last = dense(output);
+  const at::Tensor y_stack = dense(layer_outputs);
   at::Tensor grad_input = empty_cpu(need_input_grad ? x.sizes() : at::IntArrayRef{0}, x.scalar_type());
-  at::Tensor grad_hx = grad_h_n.contiguous().clone();  // becomes grad of h0 in place
+  at::Tensor grad_hx = dense_copy(grad_h_n);  // becomes grad of h0 in place
   std::vector<at::Tensor> grad_weights;
   grad_weights.reserve(weights.size());
   for (const auto& w : weights) grad_weights.push_back(empty_cpu(w.sizes(), w.scalar_type()));
 
   at::Tensor dz = empty_cpu({s.rows, H}, x.scalar_type());
-  at::Tensor h_prev = empty_cpu({s.rows, H}, x.scalar_type());
+  const bool packed = given(batch_sizes);
+  at::Tensor h_prev = empty_cpu({packed || s.steps == 0 ? s.rows : 0, H}, x.scalar_type());
   // Gradient w.r.t. the current layer's output: grad_output for the top layer, then the
   // input gradient of the layer above (ping-pong buffers for layers below the top).
-  at::Tensor grad_y = grad_output.contiguous();
+  at::Tensor grad_y = dense(grad_output);
   at::Tensor grad_below;
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastrnn_rnn_backward_cpu", [&] {
@@ -356,21 +413,20 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_backward_cpu(
       for (int64_t d = 0; d < D; ++d) {
         const int64_t cell = l * D + d;
         const int64_t base = cell * g.weights_per_cell;
-        const at::Tensor w_ih = weights[base].contiguous();
-        const at::Tensor w_hh = weights[base + 1].contiguous();
+        const at::Tensor w_ih = dense(weights[base]);
+        const at::Tensor w_hh = dense(weights[base + 1]);
         const bool reverse = d == 1;
         scalar_t* dh = grad_hx.data_ptr<scalar_t>() + cell * s.batch * H;
         const scalar_t* h0_cell = h0.data_ptr<scalar_t>() + cell * s.batch * H;
         layer_backward_through_time<scalar_t>(s, grad_y.data_ptr<scalar_t>() + d * H,
                                               layer_out + d * H, DH, w_hh.data_ptr<scalar_t>(),
                                               dh, dz.data_ptr<scalar_t>(), H, reverse, relu);
-        gather_previous_hidden<scalar_t>(s, layer_out + d * H, DH, h0_cell,
-                                         h_prev.data_ptr<scalar_t>(), H, reverse);
         const scalar_t* dz_p = dz.data_ptr<scalar_t>();
         gemm<scalar_t>(true, false, H, layer_in_size, s.rows, 1, dz_p, H, layer_in,
                        layer_in_size, 0, grad_weights[base].data_ptr<scalar_t>(), layer_in_size);
-        gemm<scalar_t>(true, false, H, H, s.rows, 1, dz_p, H, h_prev.data_ptr<scalar_t>(), H, 0,
-                       grad_weights[base + 1].data_ptr<scalar_t>(), H);
+        recurrent_weight_grad<scalar_t>(s, packed, dz_p, layer_out + d * H, DH, h0_cell,
+                                        h_prev.data_ptr<scalar_t>(),
+                                        grad_weights[base + 1].data_ptr<scalar_t>(), H, reverse);
         if (g.has_bias) {
           scalar_t* db_ih = grad_weights[base + 2].data_ptr<scalar_t>();
           column_sums(dz_p, s.rows, H, db_ih);

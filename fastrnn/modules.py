@@ -72,7 +72,10 @@ class RNN(nn.RNNBase):
             max_batch_size = input.size(0) if self.batch_first else input.size(1)
         hidden_shape = (self.num_layers * num_directions, max_batch_size, self.hidden_size)
         if hx is None:
-            hx = input.new_zeros(hidden_shape)
+            # Padded input: the op makes the zeros.  A packed batch's size is data the op
+            # cannot see when traced, so zeros are made here.
+            if is_packed:
+                hx = input.new_zeros(hidden_shape)
         elif sorted_indices is not None:
             hx = self.permute_hidden(hx, sorted_indices)
         # _parameters, not _flat_weights: functional_call swaps entries there directly.
@@ -83,11 +86,17 @@ class RNN(nn.RNNBase):
         if (
             input.dtype != weights[0].dtype
             or input.size(-1) != self.input_size
-            or hx.shape != hidden_shape
             or input.dim() != (2 if is_packed else 3)
+            or (hx is not None and hx.shape != hidden_shape)
         ):
-            self.check_forward_args(input, hx, batch_sizes)
-        if hx.dtype != input.dtype and not torch.is_autocast_enabled(input.device.type):
+            self.check_forward_args(
+                input, input.new_zeros(hidden_shape) if hx is None else hx, batch_sizes
+            )
+        if (
+            hx is not None
+            and hx.dtype != input.dtype
+            and not torch.is_autocast_enabled(input.device.type)
+        ):
             raise RuntimeError(
                 f"RNN: hx dtype ({hx.dtype}) does not match input dtype ({input.dtype}); "
                 f"convert it with hx.to({input.dtype})"

@@ -31,9 +31,20 @@ def require_extension() -> None:
         raise ImportError(f"{BUILD_HINT} (import error: {_C_IMPORT_ERROR})")
 
 
+def initial_state(
+    input: Tensor,  # [T, B, I] (padded)
+    weights: list[Tensor],
+    num_layers: int,
+    bidirectional: bool,
+) -> Tensor:  # [L*D, B, H] zeros
+    """The zero initial state that a missing hx stands for."""
+    directions = 2 if bidirectional else 1
+    return input.new_zeros((num_layers * directions, input.shape[1], weights[1].shape[0]))
+
+
 def rnn_op(
     input: Tensor,  # [T, B, I], or packed [N, I] with batch_sizes
-    hx: Tensor,  # [L*D, B, H]
+    hx: Tensor | None,  # [L*D, B, H]; None: zeros (padded input only)
     weights: list[Tensor],
     batch_sizes: Tensor | None,  # [T] int64, CPU
     num_layers: int,
@@ -41,14 +52,17 @@ def rnn_op(
     relu: bool,
 ) -> tuple[Tensor, Tensor]:  # output [T, B, D*H] or [N, D*H], h_n [L*D, B, H]
     """The fused RNN through the dispatcher (C++ on CPU, Triton on CUDA), with autograd."""
-    require_extension()
-    output, h_n, _ = torch.ops.fastrnn.rnn_forward(
-        input, hx, weights, batch_sizes, num_layers, bidirectional, relu
-    )
+    if _RNN_FORWARD is None:
+        require_extension()
+    output, h_n, _ = _RNN_FORWARD(input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
     return output, h_n
 
 
 def _rnn_forward_fake(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
+    if hx is None:
+        if batch_sizes is not None:
+            raise RuntimeError("fastrnn: packed input needs hx")
+        hx = initial_state(input, weights, num_layers, bidirectional)
     out_shape = (*input.shape[:-1], (2 if bidirectional else 1) * hx.shape[2])
     output = input.new_empty(out_shape)
     h_n = hx.new_empty(hx.shape)
@@ -72,7 +86,7 @@ def _rnn_backward_fake(
 ):
     return (
         input.new_empty(input.shape if need_input_grad else (0,)),
-        hx.new_empty(hx.shape),
+        grad_h_n.new_empty(grad_h_n.shape),
         [w.new_empty(w.shape) for w in weights],
     )
 
@@ -107,17 +121,25 @@ def _rnn_cell_backward_fake(
     )
 
 
-def _rnn_forward_cuda(*args):
+def _rnn_forward_cuda(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
     from fastrnn.triton.launch import rnn_forward_triton  # imports triton on first use
 
-    return rnn_forward_triton(*args)
+    if hx is None:
+        hx = initial_state(input, weights, num_layers, bidirectional)
+    return rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
 
 
-def _rnn_backward_cuda(*args):
+def _rnn_backward_cuda(grad_output, grad_h_n, input, hx, *rest):
     from fastrnn.triton.launch import rnn_backward_triton
 
-    return rnn_backward_triton(*args)
+    if hx is None:
+        hx = torch.zeros_like(grad_h_n)
+    return rnn_backward_triton(grad_output, grad_h_n, input, hx, *rest)
 
+
+# The overload itself, looked up once: calling it skips the packet's overload resolution
+# (~0.3 µs a call, measured at the 'hello' shape).
+_RNN_FORWARD = torch.ops.fastrnn.rnn_forward.default if _C is not None else None
 
 if _C is not None:
     torch.library.register_kernel("fastrnn::rnn_forward", "cuda", _rnn_forward_cuda)

@@ -94,6 +94,45 @@ def test_opcheck_forward_and_backward(case):
         )
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if not c[3]], ids=case_id)
+def test_op_without_hx_is_zero_initial_state(case):
+    layers, bidir, bias, _, relu = case
+    x, hx, weights, _ = make_op_args(layers, bidir, bias, False)
+    zeros = torch.zeros_like(hx)
+    tensors = [x, *weights]
+    for t in tensors:
+        t.requires_grad_()
+    torch.library.opcheck(
+        torch.ops.fastrnn.rnn_forward.default, (x, None, weights, None, layers, bidir, relu)
+    )
+    out, h_n = rnn_op(x, None, weights, None, layers, bidir, relu)
+    out_ref, h_n_ref = rnn_op(x, zeros, weights, None, layers, bidir, relu)
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=0)
+    torch.testing.assert_close(h_n, h_n_ref, rtol=0, atol=0)
+
+    def fn(x, *weights):
+        return rnn_op(x, None, list(weights), None, layers, bidir, relu)
+
+    assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-8)
+    output, h_n, layer_outputs = torch.ops.fastrnn.rnn_forward(
+        x, None, weights, None, layers, bidir, relu
+    )
+    torch.library.opcheck(
+        torch.ops.fastrnn.rnn_backward.default,
+        (
+            torch.randn_like(output), torch.randn_like(h_n), x.detach(), None,
+            [w.detach() for w in weights], None, output.detach(), layer_outputs,
+            layers, bidir, relu, True,
+        ),
+    )  # fmt: skip
+
+
+def test_packed_input_without_hx_is_refused():
+    x, _, weights, batch_sizes = make_op_args(1, False, True, True)
+    with pytest.raises(RuntimeError, match="packed input needs hx"):
+        torch.ops.fastrnn.rnn_forward(x, None, weights, batch_sizes, 1, False, False)
+
+
 def test_gradcheck_module_with_packed_input_and_h0():
     torch.manual_seed(0)
     rnn = fastrnn.RNN(3, 4, num_layers=2, bidirectional=True, dtype=torch.float64)
