@@ -117,6 +117,8 @@ ODD_SHAPES = {
     "I1-H127": (4, 2, 1, 127, 1, True),
     "B17-H33": (3, 17, 8, 33, 2, False),
     "B0": (4, 0, 3, 5, 2, True),
+    # B*H*H >= 32k: each step's columns are split across threads (slices 0-63, 64-110).
+    "B3-H111": (6, 3, 4, 111, 2, True),
 }
 
 
@@ -237,3 +239,33 @@ def test_tanh_accuracy_against_torch_tanh(dtype_name, cpu_backend):
     ulp = torch.finfo(dtype).eps  # relative to |tanh| <= 1: an absolute bound
     err = (got[:-1] - want[:-1]).abs().max().item()
     assert err <= 4 * ulp, f"tanh error {err:.3g} > 4 eps ({dtype})"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_packed_sequences_split_across_threads(act, threads):
+    """Packed batches whose size shrinks over the steps, bidirectional, with each step's
+    hidden columns split across threads (B*H*H >= 32k) or not: every value vs nn.RNN."""
+    reference, fast = paired_rnns(
+        4, 111, torch.float64, num_layers=2, nonlinearity=act, bidirectional=True
+    )
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(4, 4, 111, generator=gen, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([7, 5, 2, 1])
+    results = []
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for module in (reference, fast):
+            packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+            out, h_n = module(packed, h0)
+            loss = (out.data * torch.arange(out.data.numel()).view_as(out.data).sin()).sum()
+            loss = loss + (h_n * h_n).sum()
+            results.append(
+                [out.data, h_n, *torch.autograd.grad(loss, [x, h0, *module.parameters()])]
+            )
+    finally:
+        torch.set_num_threads(previous)
+    for got, want in zip(results[1], results[0], strict=True):
+        assert_close(got, want, torch.float64, "packed, split across threads")
