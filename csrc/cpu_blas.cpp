@@ -17,9 +17,12 @@ using dgemm_fn = void (*)(const char*, const char*, const int*, const int*, cons
                           const double*, const double*, const int*, const double*,
                           const int*, const double*, double*, const int*);
 
+using set_threads_local_fn = int (*)(int);
+
 struct FortranBlas {
   sgemm_fn sgemm = nullptr;
   dgemm_fn dgemm = nullptr;
+  set_threads_local_fn set_threads_local = nullptr;  // MKL's C mkl_set_num_threads_local
 };
 
 // Looks the symbols up in the library that defines at::empty (libtorch_cpu), where
@@ -36,6 +39,11 @@ FortranBlas find_fortran_blas() {
     if (h == nullptr && h != RTLD_DEFAULT) continue;
     if (blas.sgemm == nullptr) blas.sgemm = reinterpret_cast<sgemm_fn>(dlsym(h, "sgemm_"));
     if (blas.dgemm == nullptr) blas.dgemm = reinterpret_cast<dgemm_fn>(dlsym(h, "dgemm_"));
+    if (blas.set_threads_local == nullptr) {
+      // The C entry point (by value); "mkl_set_num_threads_local" is the Fortran one.
+      blas.set_threads_local =
+          reinterpret_cast<set_threads_local_fn>(dlsym(h, "MKL_Set_Num_Threads_Local"));
+    }
   }
   return blas;
 }
@@ -113,6 +121,14 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, scalar_t 
   } else {
     blas.dgemm(&tb, &ta, &mi, &ni, &ki, &alpha, b, &lda_i, a, &ldb_i, &beta, c, &ldc_i);
   }
+}
+
+BlasSingleThreadGuard::BlasSingleThreadGuard() {
+  if (const auto set = fortran_blas().set_threads_local) previous_ = set(1);
+}
+
+BlasSingleThreadGuard::~BlasSingleThreadGuard() {
+  if (const auto set = fortran_blas().set_threads_local) set(previous_);
 }
 
 at::Tensor dense_copy(const at::Tensor& src) {
