@@ -39,10 +39,10 @@ at::Tensor dense_copy(const at::Tensor& t);
 inline at::Tensor dense(const at::Tensor& t) { return t.is_contiguous() ? t : dense_copy(t); }
 
 // While alive, the BLAS runs single-threaded in the calling thread (MKL's thread-local
-// setting; nothing where that is not exported).  Each thread of the kernels' own OpenMP
-// team holds one: after torch.set_num_threads(), which turns MKL's dynamic threading off,
-// MKL inside the team otherwise started nested threads, and T=1000, B=8, H=64 ran 1.4x
-// slower (1.69 vs 1.18 ms, measured).
+// setting; nothing where that is not exported).  Held by each thread of the kernels' own
+// OpenMP team, and around the per-step loop when it runs on one thread: after
+// torch.set_num_threads(), which turns MKL's dynamic threading off, MKL otherwise threads
+// these small calls itself, and T=1000, B=8, H=64 ran 1.4x slower (1.69 vs 1.18 ms).
 class BlasSingleThreadGuard {
  public:
   BlasSingleThreadGuard();
