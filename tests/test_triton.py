@@ -160,3 +160,29 @@ def test_every_kernel_configuration_compiles_for_sm80_and_sm90_within_shared_mem
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "sm_" in line]
     assert len(rows) >= 2 * 20, result.stdout  # every configuration, both targets
+
+
+def test_op_cuda_kernels_without_hx_use_zero_initial_state():
+    """The functions registered as the ops' CUDA kernels, on this device: hx=None (what
+    fastrnn.RNN passes for padded input) means zeros, forward and backward."""
+    from fastrnn import ops
+
+    reference, _ = paired_rnns(3, 5, torch.float64, num_layers=2, bidirectional=True)
+    reference = reference.to(DEVICE)
+    weights = [w.detach() for w in reference._flat_weights]
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(4, 2, 3, generator=gen, dtype=torch.float64).to(DEVICE)
+    output, h_n, layer_outputs = ops._rnn_forward_cuda(x, None, weights, None, 2, True, False)
+    x_ref = x.clone().requires_grad_()
+    out_ref, h_ref = reference(x_ref)
+    assert_close(output, out_ref, torch.float64, "output")
+    assert_close(h_n, h_ref, torch.float64, "h_n")
+    grad_out, grad_h = torch.randn_like(output), torch.randn_like(h_n)
+    grad_input, _, grad_weights = ops._rnn_backward_cuda(
+        grad_out, grad_h, x, None, weights, None, output, layer_outputs, 2, True, False, True
+    )
+    expected = torch.autograd.grad(
+        (out_ref * grad_out).sum() + (h_ref * grad_h).sum(), [x_ref, *reference._flat_weights]
+    )
+    for got, want in zip([grad_input, *grad_weights], expected, strict=True):
+        assert_close(got, want, torch.float64, "gradient")
