@@ -20,7 +20,8 @@ TORCH_LIBRARY(fastrnn, m) {
       "rnn_forward(Tensor input, Tensor? hx, Tensor[] weights, Tensor? batch_sizes, "
       "int num_layers, bool bidirectional, bool relu) -> (Tensor, Tensor, Tensor)");
   // Returns grad_input (empty [0] unless need_input_grad: the input GEMM of layer 0 is
-  // skipped when nothing needs it), grad_hx and one gradient per weight.
+  // skipped when nothing needs it), grad_hx ([0] when hx is None) and one gradient per
+  // weight.
   m.def(
       "rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor? hx, "
       "Tensor[] weights, Tensor? batch_sizes, Tensor output, Tensor layer_outputs, "

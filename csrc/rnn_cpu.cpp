@@ -156,15 +156,6 @@ Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>&
   return g;
 }
 
-// The initial state [L*D, B, H], dense: hx, or zeros when it was not given.
-at::Tensor initial_state(const std::optional<at::Tensor>& hx, const Geometry& g,
-                         const StepLayout& s, at::ScalarType dtype) {
-  if (given(hx)) return dense(*hx);
-  at::Tensor zeros = empty_cpu({g.layers * g.directions, s.batch, g.hidden}, dtype);
-  std::memset(zeros.data_ptr(), 0, zeros.nbytes());
-  return zeros;
-}
-
 // Runs step(i, c0, c1) for i = 0 .. steps-1 over column slices [c0, c1) of the hidden
 // dimension, one slice per thread when a step is big enough; step i+1 starts only once
 // every slice of step i is done.  Splitting columns (not rows) gives each thread its own
@@ -240,7 +231,7 @@ void copy_rows(scalar_t* dst, int64_t ld_dst, const scalar_t* src, int64_t ld_sr
 }
 
 // One (layer, direction) forward.  x: [N, in_size] dense; y: columns of a [N, ld_y]
-// buffer; h0, h_n: [B, H] dense.
+// buffer; h0, h_n: [B, H] dense; h0 null for a zero initial state (its product skipped).
 template <typename scalar_t>
 void layer_forward(const StepLayout& s, const scalar_t* x, int64_t in_size, scalar_t* y,
                    int64_t ld_y, const scalar_t* w_ih, const scalar_t* w_hh,
@@ -261,12 +252,15 @@ void layer_forward(const StepLayout& s, const scalar_t* x, int64_t in_size, scal
     scalar_t* y_t = y + s.offsets[t] * ld_y;
     if (!reverse) {
       // Every row of step t continues a row of step t-1 (batch sizes never grow).
-      const scalar_t* prev = t == 0 ? h0 : y + s.offsets[t - 1] * ld_y;
-      recurrent_product(y_t, prev, t == 0 ? H : ld_y, bs, c0, c1);
+      if (t > 0) {
+        recurrent_product(y_t, y + s.offsets[t - 1] * ld_y, ld_y, bs, c0, c1);
+      } else if (h0 != nullptr) {
+        recurrent_product(y_t, h0, H, bs, c0, c1);
+      }
     } else {
       // Rows that step t+1 also has continue from it; the others start here from h0.
       if (nb > 0) recurrent_product(y_t, y + s.offsets[t + 1] * ld_y, ld_y, nb, c0, c1);
-      recurrent_product(y_t + nb * ld_y, h0 + nb * H, H, bs - nb, c0, c1);
+      if (h0 != nullptr) recurrent_product(y_t + nb * ld_y, h0 + nb * H, H, bs - nb, c0, c1);
     }
     bias_activation_rows(y_t + c0, bs, c1 - c0, ld_y, bias == nullptr ? nullptr : bias + c0,
                          relu);
@@ -275,8 +269,12 @@ void layer_forward(const StepLayout& s, const scalar_t* x, int64_t in_size, scal
       copy_rows(h_n + nb * H + c0, H, y_t + nb * ld_y + c0, ld_y, bs - nb, c1 - c0);
     }
   });
-  if (s.steps == 0) {
-    copy_rows(h_n, H, h0, H, s.batch, H);
+  if (s.steps == 0) {  // no steps: h_n is h0
+    if (h0 != nullptr) {
+      copy_rows(h_n, H, h0, H, s.batch, H);
+    } else {
+      std::fill(h_n, h_n + s.batch * H, scalar_t(0));
+    }
   } else if (reverse) {
     copy_rows(h_n, H, y + s.offsets[0] * ld_y, ld_y, s.batch_sizes[0], H);
   }
@@ -284,11 +282,13 @@ void layer_forward(const StepLayout& s, const scalar_t* x, int64_t in_size, scal
 
 // One (layer, direction) backward through time.  dy: gradient of this direction's
 // output columns (ld_y), y: saved output (ld_y), dh: [B, H] holding grad of h_n on entry
-// and grad of h0 on return, dz: [N, H] receives the pre-activation gradients.
+// and grad of h0 on return (unless !need_h0_grad: then the last product is skipped),
+// dz: [N, H] receives the pre-activation gradients.
 template <typename scalar_t>
 void layer_backward_through_time(const StepLayout& s, const scalar_t* dy, const scalar_t* y,
                                  int64_t ld_y, const scalar_t* w_hh, scalar_t* dh,
-                                 scalar_t* dz, int64_t H, bool reverse, bool relu) {
+                                 scalar_t* dz, int64_t H, bool reverse, bool relu,
+                                 bool need_h0_grad) {
   auto step_at = [&](int64_t i) { return reverse ? i : s.steps - 1 - i; };
   // dz of a step needs dh from the step processed before it; each thread computes dh
   // for its columns and, in the same pass, the next step's dz for those columns.
@@ -303,9 +303,14 @@ void layer_backward_through_time(const StepLayout& s, const scalar_t* dy, const 
     const int64_t bs = s.batch_sizes[t];
     // Rows not in this step keep their dh: either grad of h_n not reached yet, or
     // (reverse direction) the finished grad of h0.
-    gemm<scalar_t>(false, false, bs, c1 - c0, H, 1, dz + s.offsets[t] * H, H, w_hh + c0, H, 0,
-                   dh + c0, H);
-    if (i + 1 < s.steps) pointwise(step_at(i + 1), c0, c1);
+    if (i + 1 < s.steps) {
+      gemm<scalar_t>(false, false, bs, c1 - c0, H, 1, dz + s.offsets[t] * H, H, w_hh + c0, H,
+                     0, dh + c0, H);
+      pointwise(step_at(i + 1), c0, c1);
+    } else if (need_h0_grad) {  // the last step's product is the gradient of h0
+      gemm<scalar_t>(false, false, bs, c1 - c0, H, 1, dz + s.offsets[t] * H, H, w_hh + c0, H,
+                     0, dh + c0, H);
+    }
   });
 }
 
@@ -358,7 +363,7 @@ void recurrent_weight_grad(const StepLayout& s, bool packed, const scalar_t* dz,
   const scalar_t* y_prev = reverse ? y + B * ld_y : y;
   const scalar_t* dz_first = reverse ? dz + carried * H : dz;
   gemm<scalar_t>(true, false, H, H, carried, 1, dz_carried, H, y_prev, ld_y, 0, grad_w_hh, H);
-  gemm<scalar_t>(true, false, H, H, B, 1, dz_first, H, h0, H, 1, grad_w_hh, H);
+  if (h0 != nullptr) gemm<scalar_t>(true, false, H, H, B, 1, dz_first, H, h0, H, 1, grad_w_hh, H);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
@@ -372,14 +377,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
   const int64_t in_size = input.size(-1);
 
   const at::Tensor x = dense(input);
-  const at::Tensor h0 = initial_state(hx, g, s, input.scalar_type());
+  // Without hx the initial state is zero and its products are skipped (h0 pointers null).
+  const at::Tensor h0 = given(hx) ? dense(*hx) : at::Tensor();
   std::vector<int64_t> out_shape = input.sizes().vec();
   out_shape.back() = DH;
   at::Tensor output = empty_cpu(out_shape, input.scalar_type());
   std::vector<int64_t> stacked_shape = out_shape;
   stacked_shape.insert(stacked_shape.begin(), g.layers - 1);
   at::Tensor layer_outputs = empty_cpu(stacked_shape, input.scalar_type());
-  at::Tensor h_n = empty_cpu(h0.sizes(), h0.scalar_type());
+  at::Tensor h_n = empty_cpu({g.layers * D, s.batch, H}, input.scalar_type());
 
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fastrnn_rnn_forward_cpu", [&] {
     std::vector<scalar_t> bias(H);
@@ -406,7 +412,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
         layer_forward<scalar_t>(s, layer_in, layer_in_size, layer_out + d * H, DH,
                                 w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
                                 g.has_bias ? bias.data() : nullptr,
-                                h0.data_ptr<scalar_t>() + cell * s.batch * H,
+                                h0.defined() ? h0.data_ptr<scalar_t>() + cell * s.batch * H
+                                             : nullptr,
                                 h_n.data_ptr<scalar_t>() + cell * s.batch * H, H, d == 1, relu);
       }
     }
@@ -432,11 +439,13 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_backward_cpu(
               at::IntArrayRef(state_shape), ", got ", grad_h_n.sizes());
 
   const at::Tensor x = dense(input);
-  const at::Tensor h0 = initial_state(hx, g, s, input.scalar_type());
+  const at::Tensor h0 = given(hx) ? dense(*hx) : at::Tensor();  // undefined: zeros
   const at::Tensor y_last = dense(output);
   const at::Tensor y_stack = dense(layer_outputs);
   at::Tensor grad_input = empty_cpu(need_input_grad ? x.sizes() : at::IntArrayRef{0}, x.scalar_type());
-  at::Tensor grad_hx = dense_copy(grad_h_n);  // becomes grad of h0 in place
+  // dh of every cell, grad of h_n on entry; it becomes the grad of hx in place, which is
+  // returned only when hx was given (else the initial state is no input: [0]).
+  at::Tensor grad_hx = dense_copy(grad_h_n);
   std::vector<at::Tensor> grad_weights;
   grad_weights.reserve(weights.size());
   for (const auto& w : weights) grad_weights.push_back(empty_cpu(w.sizes(), w.scalar_type()));
@@ -465,10 +474,12 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_backward_cpu(
         const at::Tensor w_hh = dense(weights[base + 1]);
         const bool reverse = d == 1;
         scalar_t* dh = grad_hx.data_ptr<scalar_t>() + cell * s.batch * H;
-        const scalar_t* h0_cell = h0.data_ptr<scalar_t>() + cell * s.batch * H;
+        const scalar_t* h0_cell =
+            h0.defined() ? h0.data_ptr<scalar_t>() + cell * s.batch * H : nullptr;
         layer_backward_through_time<scalar_t>(s, grad_y.data_ptr<scalar_t>() + d * H,
                                               layer_out + d * H, DH, w_hh.data_ptr<scalar_t>(),
-                                              dh, dz.data_ptr<scalar_t>(), H, reverse, relu);
+                                              dh, dz.data_ptr<scalar_t>(), H, reverse, relu,
+                                              /*need_h0_grad=*/given(hx));
         const scalar_t* dz_p = dz.data_ptr<scalar_t>();
         gemm<scalar_t>(true, false, H, layer_in_size, s.rows, 1, dz_p, H, layer_in,
                        layer_in_size, 0, grad_weights[base].data_ptr<scalar_t>(), layer_in_size);
@@ -489,6 +500,7 @@ std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>> rnn_backward_cpu(
       grad_y = grad_below;
     }
   });
+  if (!given(hx)) grad_hx = empty_cpu({0}, x.scalar_type());
   return {grad_input, grad_hx, grad_weights};
 }
 

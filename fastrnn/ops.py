@@ -86,7 +86,7 @@ def _rnn_backward_fake(
 ):
     return (
         input.new_empty(input.shape if need_input_grad else (0,)),
-        grad_h_n.new_empty(grad_h_n.shape),
+        grad_h_n.new_empty(grad_h_n.shape if hx is not None else (0,)),
         [w.new_empty(w.shape) for w in weights],
     )
 
@@ -132,8 +132,11 @@ def _rnn_forward_cuda(input, hx, weights, batch_sizes, num_layers, bidirectional
 def _rnn_backward_cuda(grad_output, grad_h_n, input, hx, *rest):
     from fastrnn.triton.launch import rnn_backward_triton
 
-    if hx is None:
-        hx = torch.zeros_like(grad_h_n)
+    if hx is None:  # zeros; their gradient is not returned ([0], as on the CPU)
+        grad_input, _, grad_weights = rnn_backward_triton(
+            grad_output, grad_h_n, input, torch.zeros_like(grad_h_n), *rest
+        )
+        return grad_input, grad_h_n.new_empty((0,)), grad_weights
     return rnn_backward_triton(grad_output, grad_h_n, input, hx, *rest)
 
 
