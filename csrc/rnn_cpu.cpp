@@ -314,17 +314,6 @@ void layer_backward_through_time(const StepLayout& s, const scalar_t* dy, const 
   });
 }
 
-// dW_hh = dZ^T H_prev, H_prev holding each row's previous hidden state.  Padded input
-// (every step B rows): H_prev is the output shifted by one step plus h0, so two GEMMs read
-// it in place.  Packed input: steps have different row counts, so H_prev is gathered into
-// the dense [N, H] scratch first.  (Reading in place saves an [N, H] copy per layer and
-// direction: 6.5 MB at T=100, B=64, H=256.)
-template <typename scalar_t>
-void recurrent_weight_grad(const StepLayout& s, bool packed, const scalar_t* dz,
-                           const scalar_t* y, int64_t ld_y, const scalar_t* h0,
-                           scalar_t* h_prev_scratch, scalar_t* grad_w_hh, int64_t H,
-                           bool reverse);
-
 // h_prev of every row, gathered into a dense [N, H] so dW_hh is one GEMM.
 template <typename scalar_t>
 void gather_previous_hidden(const StepLayout& s, const scalar_t* y, int64_t ld_y,
@@ -346,6 +335,12 @@ void gather_previous_hidden(const StepLayout& s, const scalar_t* y, int64_t ld_y
   }
 }
 
+// dW_hh = dZ^T H_prev, H_prev holding each row's previous hidden state.  Padded input
+// (every step B rows): H_prev is the output shifted by one step plus h0, so two GEMMs read
+// it in place.  Packed input: steps have different row counts, so H_prev is gathered into
+// the dense [N, H] scratch first.  (Reading in place saves an [N, H] copy per layer and
+// direction: 6.5 MB at T=100, B=64, H=256.)  h0 null: a zero initial state, whose term is
+// skipped (only padded input comes without h0).
 template <typename scalar_t>
 void recurrent_weight_grad(const StepLayout& s, bool packed, const scalar_t* dz,
                            const scalar_t* y, int64_t ld_y, const scalar_t* h0,
