@@ -217,6 +217,16 @@ def test_non_contiguous_and_expanded_inputs(cpu_backend):
     xe = torch.randn(5, 1, 4, dtype=torch.float64).expand(5, 3, 4)
     for got, ref in zip(fast(xe), reference(xe), strict=True):
         assert_close(got, ref, torch.float64, "expanded input")
+    # Upstream gradients strided every way (last dim stride 2) and expanded (stride 0).
+    grad_out = torch.randn(5, 3, 12, dtype=torch.float64)[:, :, ::2]
+    grad_h = torch.randn(1, 3, 1, dtype=torch.float64).expand(2, 3, 6)
+    grads = []
+    for module in (fast, reference):
+        out, h_n = module(x, h0)
+        params = list(module.parameters())
+        grads.append(torch.autograd.grad((out, h_n), params, (grad_out, grad_h)))
+    for got, ref in zip(*grads, strict=True):
+        assert_close(got, ref, torch.float64, "gradient from strided upstream gradients")
 
 
 @pytest.mark.parametrize("dtype_name", ["fp32", "fp64"])
