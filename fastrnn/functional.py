@@ -37,6 +37,12 @@ def rnn(
         device, torch.get_autocast_dtype(device.type) if autocast else input.dtype
     )
     per_layer_dropout = dropout > 0 and training and num_layers > 1
+    if hx is None and batch_sizes is not None:
+        raise ValueError(
+            "fastrnn: packed input needs hx (its batch size, batch_sizes[0], is data a traced "
+            "graph cannot see); pass zeros of shape "
+            "[num_layers * num_directions, batch_sizes[0], hidden_size]"
+        )
     if hx is None and (kind != "cpp" or per_layer_dropout):
         # The C++ op makes the zeros itself (~1 µs a call less at tutorial sizes).
         hx = initial_state(input, weights, num_layers, bidirectional)

@@ -127,10 +127,13 @@ def test_op_without_hx_is_zero_initial_state(case):
     )  # fmt: skip
 
 
-def test_packed_input_without_hx_is_refused():
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+def test_packed_input_without_hx_is_refused(backend):
     x, _, weights, batch_sizes = make_op_args(1, False, True, True)
     with pytest.raises(RuntimeError, match="packed input needs hx"):
         torch.ops.fastrnn.rnn_forward(x, None, weights, batch_sizes, 1, False, False)
+    with fastrnn.use_backend(backend), pytest.raises(ValueError, match="packed input needs hx"):
+        fastrnn.functional.rnn(x, None, weights, batch_sizes, 1, False, False)
 
 
 def test_gradcheck_module_with_packed_input_and_h0():
