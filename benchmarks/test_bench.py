@@ -12,16 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastrnn.bench import (
-    MODES,
-    SHAPES,
-    default_contenders,
-    make_contenders,
-    make_input,
-    step,
-    synchronize,
-    validate,
-)
+from fastrnn.bench.contenders import default_contenders, make_contenders, step
+from fastrnn.bench.measure import synchronize, validate
+from fastrnn.bench.shapes import MODES, SHAPES, make_input
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPE = torch.float32

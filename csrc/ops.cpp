@@ -1,8 +1,8 @@
 // Schemas of the fastrnn ops, and the Python module that loading the extension makes.
 //
-// The CPU kernels are registered in rnn_cpu.cpp; fake (meta) kernels and autograd are
-// registered from Python (fastrnn/ops.py) with torch.library, and the CUDA kernels are
-// Triton kernels registered from Python with torch.library.register_kernel.
+// Their C++ signatures are in ops.h.  Kernels register beside their code: CPU in
+// rnn_cpu.cpp and rnn_cell_cpu.cpp, autograd in autograd.cpp, fake (meta) kernels in
+// fastrnn/ops.py, CUDA (Triton) in fastrnn/triton/registration.py.
 #include <Python.h>
 #include <torch/library.h>
 

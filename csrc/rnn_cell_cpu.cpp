@@ -11,6 +11,7 @@
 
 #include "activation.h"
 #include "cpu_blas.h"
+#include "ops.h"
 
 namespace fastrnn {
 namespace {
@@ -35,6 +36,9 @@ void check_cell(const at::Tensor& input, const at::Tensor& hx, const at::Tensor&
               "fastrnn: the C++ CPU kernels support float32 and float64, got ",
               input.scalar_type());
 }
+
+RnnCellForwardFn rnn_cell_forward_cpu;
+RnnCellBackwardFn rnn_cell_backward_cpu;
 
 at::Tensor rnn_cell_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
                                 const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -67,7 +71,7 @@ at::Tensor rnn_cell_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
 
 // Returns grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_bias (of b_ih and of b_hh
 // alike; an empty [0] tensor without bias).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_cell_backward_cpu(
+RnnCellBackwardResult rnn_cell_backward_cpu(
     const at::Tensor& grad_h, const at::Tensor& input, const at::Tensor& hx,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& h_new, bool has_bias,
     bool relu, bool need_input_grad, bool need_hx_grad) {

@@ -4,7 +4,7 @@
 auto     C++ kernels for float32/float64 CPU tensors, Triton kernels for CUDA tensors;
          the reference for CPU float16/bfloat16, which the C++ kernels do not implement
 cpp      the C++ CPU kernels (fastrnn._C); CPU float32/float64 only
-triton   the fused Triton kernels; CUDA tensors, or CPU tensors under TRITON_INTERPRET=1
+triton   the fused Triton kernels; CUDA tensors
 reference  fastrnn.reference, plain PyTorch ops (any device and dtype)
 ======== ============================================================================
 
@@ -58,10 +58,6 @@ def use_backend(name: str):
         set_backend(previous)
 
 
-def triton_interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def _triton_importable() -> bool:
     try:
         import triton  # noqa: F401
@@ -98,13 +94,9 @@ def resolve(device: torch.device, dtype: torch.dtype) -> str:
             raise BackendUnavailableError(
                 "fastrnn: backend 'triton' needs the triton package: pip install triton"
             )
-        if device.type == "cpu" and not triton_interpreting():
+        if device.type != "cuda":
             raise BackendUnavailableError(
-                "fastrnn: backend 'triton' needs CUDA tensors; CPU tensors run through it only "
-                "under the Triton interpreter (set TRITON_INTERPRET=1 before importing triton)"
-            )
-        if device.type not in ("cpu", "cuda"):
-            raise BackendUnavailableError(
-                f"fastrnn: backend 'triton' runs on CUDA tensors, got a tensor on {device}"
+                f"fastrnn: backend 'triton' runs on CUDA tensors, got a tensor on {device}; "
+                "use backend 'cpp' or 'auto' for CPU tensors"
             )
     return name

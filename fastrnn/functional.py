@@ -11,17 +11,9 @@ from fastrnn.ops import initial_state, rnn_cell_op, rnn_op
 from fastrnn.reference import rnn_reference
 
 
-def _fused(kind: str):
-    if kind == "triton":
-        from fastrnn.triton import rnn_triton
-
-        return rnn_triton
-    return rnn_op
-
-
 def rnn(
     input: Tensor,  # [T, B, I], or packed [N, I] with batch_sizes
-    hx: Tensor | None,  # [L*D, B, H]; None: zeros (padded input only)
+    hx: Tensor | None,  # [L*D, B, H]; None: zeros
     weights: list[Tensor],  # nn.RNN's _flat_weights order
     batch_sizes: Tensor | None,  # [T] int64 on the CPU, or None
     num_layers: int,
@@ -32,21 +24,7 @@ def rnn(
 ) -> tuple[Tensor, Tensor]:  # output [T, B, D*H] or [N, D*H], h_n [L*D, B, H]
     """The Elman RNN over a whole sequence, on the backend fastrnn.backend selects."""
     device = input.device
-    autocast = torch.is_autocast_enabled(device.type)
-    kind = backend.resolve(
-        device, torch.get_autocast_dtype(device.type) if autocast else input.dtype
-    )
-    per_layer_dropout = dropout > 0 and training and num_layers > 1
-    if hx is None and batch_sizes is not None:
-        raise ValueError(
-            "fastrnn: packed input needs hx (its batch size, batch_sizes[0], is data a traced "
-            "graph cannot see); pass zeros of shape "
-            "[num_layers * num_directions, batch_sizes[0], hidden_size]"
-        )
-    if hx is None and (kind != "cpp" or per_layer_dropout):
-        # The C++ op makes the zeros itself (~1 µs a call less at tutorial sizes).
-        hx = initial_state(input, weights, num_layers, bidirectional)
-    if autocast:
+    if torch.is_autocast_enabled(device.type):
         # As nn.RNN under autocast: every floating input in the autocast dtype, the RNN
         # run in it.
         dtype = torch.get_autocast_dtype(device.type)
@@ -56,20 +34,26 @@ def rnn(
                 [w.to(dtype) for w in weights], batch_sizes,
                 num_layers, bidirectional, relu, dropout, training,
             )  # fmt: skip
+    kind = backend.resolve(device, input.dtype)
+    per_layer_dropout = dropout > 0 and training and num_layers > 1
+    # Where hx=None is decided: the fused op takes None for padded input and skips the
+    # zero state's work; a packed batch's size is data its fake kernel cannot read, and
+    # the reference and per-layer calls slice hx, so those get zeros here.
+    if hx is None and (batch_sizes is not None or kind == "reference" or per_layer_dropout):
+        hx = initial_state(input, weights, batch_sizes, num_layers, bidirectional)
     if kind == "reference":
         return rnn_reference(
             input, hx, weights, batch_sizes, num_layers, bidirectional, relu, dropout, training
         )
-    fused = _fused(kind)
     if not per_layer_dropout:
-        return fused(input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
+        return rnn_op(input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
     # Dropout sits between layers, so each layer is its own fused call.  F.dropout on the
     # layer output is what ATen's nn.RNN applies, drawing from the same generator.
     directions = 2 if bidirectional else 1
     per_layer = len(weights) // num_layers
     layer_input, final_states = input, []
     for layer in range(num_layers):
-        output, h_n = fused(
+        output, h_n = rnn_op(
             layer_input,
             hx[layer * directions : (layer + 1) * directions],
             weights[layer * per_layer : (layer + 1) * per_layer],

@@ -71,12 +71,7 @@ class RNN(nn.RNNBase):
                 )
             max_batch_size = input.size(0) if self.batch_first else input.size(1)
         hidden_shape = (self.num_layers * num_directions, max_batch_size, self.hidden_size)
-        if hx is None:
-            # Padded input: the op makes the zeros.  A packed batch's size is data the op
-            # cannot see when traced, so zeros are made here.
-            if is_packed:
-                hx = input.new_zeros(hidden_shape)
-        elif sorted_indices is not None:
+        if hx is not None and sorted_indices is not None:
             hx = self.permute_hidden(hx, sorted_indices)
         # _parameters, not _flat_weights: functional_call swaps entries there directly.
         params = self._parameters

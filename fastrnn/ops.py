@@ -1,14 +1,16 @@
 """The fastrnn custom ops: schemas, CPU kernels and autograd in C++ (csrc/), fake kernels
-here, CUDA kernels from fastrnn.triton.
+here, CUDA kernels in fastrnn.triton (registered on import of this module).
 
 ``torch.ops.fastrnn.rnn_forward`` runs a whole multi-layer, (bi)directional RNN and
-``torch.ops.fastrnn.rnn_backward`` its backward; see csrc/ops.cpp for the schemas.
+``torch.ops.fastrnn.rnn_backward`` its backward; csrc/ops.cpp has the schemas.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from fastrnn.triton import registration
 
 BUILD_HINT = (
     "fastrnn's C++ extension (fastrnn._C) is not built. Build it from the source tree with "
@@ -32,14 +34,16 @@ def require_extension() -> None:
 
 
 def initial_state(
-    input: Tensor,  # [T, B, I] (padded)
+    input: Tensor,  # [T, B, I], or packed [N, I] with batch_sizes
     weights: list[Tensor],
+    batch_sizes: Tensor | None,  # [T] int64 on the CPU, or None
     num_layers: int,
     bidirectional: bool,
 ) -> Tensor:  # [L*D, B, H] zeros
     """The zero initial state that a missing hx stands for."""
     directions = 2 if bidirectional else 1
-    return input.new_zeros((num_layers * directions, input.shape[1], weights[1].shape[0]))
+    batch = input.shape[1] if batch_sizes is None else int(batch_sizes[0])
+    return input.new_zeros((num_layers * directions, batch, weights[1].shape[0]))
 
 
 def rnn_op(
@@ -60,9 +64,9 @@ def rnn_op(
 
 def _rnn_forward_fake(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
     if hx is None:
-        if batch_sizes is not None:
+        if batch_sizes is not None:  # its batch size is data, which a fake cannot read
             raise RuntimeError("fastrnn: packed input needs hx")
-        hx = initial_state(input, weights, num_layers, bidirectional)
+        hx = initial_state(input, weights, None, num_layers, bidirectional)
     out_shape = (*input.shape[:-1], (2 if bidirectional else 1) * hx.shape[2])
     output = input.new_empty(out_shape)
     h_n = hx.new_empty(hx.shape)
@@ -70,20 +74,8 @@ def _rnn_forward_fake(input, hx, weights, batch_sizes, num_layers, bidirectional
     return output, h_n, layer_outputs
 
 
-def _rnn_backward_fake(
-    grad_output,
-    grad_h_n,
-    input,
-    hx,
-    weights,
-    batch_sizes,
-    output,
-    layer_outputs,
-    num_layers,
-    bidirectional,
-    relu,
-    need_input_grad,
-):
+def _rnn_backward_fake(grad_output, grad_h_n, input, hx, weights, *rest):
+    need_input_grad = rest[-1]  # the schema's last argument
     return (
         input.new_empty(input.shape if need_input_grad else (0,)),
         grad_h_n.new_empty(grad_h_n.shape if hx is not None else (0,)),
@@ -121,32 +113,12 @@ def _rnn_cell_backward_fake(
     )
 
 
-def _rnn_forward_cuda(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
-    from fastrnn.triton.launch import rnn_forward_triton  # imports triton on first use
-
-    if hx is None:
-        hx = initial_state(input, weights, num_layers, bidirectional)
-    return rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
-
-
-def _rnn_backward_cuda(grad_output, grad_h_n, input, hx, *rest):
-    from fastrnn.triton.launch import rnn_backward_triton
-
-    if hx is None:  # zeros; their gradient is not returned ([0], as on the CPU)
-        grad_input, _, grad_weights = rnn_backward_triton(
-            grad_output, grad_h_n, input, torch.zeros_like(grad_h_n), *rest
-        )
-        return grad_input, grad_h_n.new_empty((0,)), grad_weights
-    return rnn_backward_triton(grad_output, grad_h_n, input, hx, *rest)
-
-
 # The overload itself, looked up once: calling it skips the packet's overload resolution
 # (~0.3 µs a call, measured at the 'hello' shape).
 _RNN_FORWARD = torch.ops.fastrnn.rnn_forward.default if _C is not None else None
 
 if _C is not None:
-    torch.library.register_kernel("fastrnn::rnn_forward", "cuda", _rnn_forward_cuda)
-    torch.library.register_kernel("fastrnn::rnn_backward", "cuda", _rnn_backward_cuda)
+    registration.register("cuda")
     torch.library.register_fake("fastrnn::rnn_forward")(_rnn_forward_fake)
     torch.library.register_fake("fastrnn::rnn_backward")(_rnn_backward_fake)
     torch.library.register_fake("fastrnn::rnn_cell_forward")(_rnn_cell_forward_fake)

@@ -5,9 +5,8 @@ Used by the tests as the readable statement of what every kernel computes, and b
 
     h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh),   act = tanh or relu
 
-Sequences are rows grouped by time step, as in a PackedSequence: step t owns
-``batch_sizes[t]`` rows (non-increasing in t); a padded [T, B, I] input has B rows at
-every step.  A sequence's final state is its state after its last valid step.
+Sequences are rows grouped by time step (fastrnn.layout); a sequence's final state is
+its state after its last valid step.
 """
 
 from __future__ import annotations
@@ -15,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from fastrnn.layout import step_layout
 
 
 def rnn_reference(
@@ -31,14 +32,8 @@ def rnn_reference(
     act = torch.relu if relu else torch.tanh
     directions = 2 if bidirectional else 1
     per_cell = len(weights) // (num_layers * directions)
-    if batch_sizes is None:
-        steps, batch = input.shape[0], input.shape[1]
-        sizes = [batch] * steps
-        layer_input = input.reshape(steps * batch, input.shape[2])
-    else:
-        sizes = [int(s) for s in batch_sizes]
-        layer_input = input
-    offsets = [sum(sizes[:t]) for t in range(len(sizes))]
+    layout = step_layout(input, batch_sizes)
+    layer_input = input.reshape(layout.rows, input.shape[-1])
 
     final_states = []
     for layer in range(num_layers):
@@ -50,11 +45,11 @@ def rnn_reference(
             if biases:
                 projected = projected + biases[0] + biases[1]
             h = hx[cell]  # [B, H]
-            outputs: list[Tensor] = [projected[:0]] * len(sizes)
-            order = range(len(sizes)) if direction == 0 else reversed(range(len(sizes)))
+            outputs: list[Tensor] = [projected[:0]] * layout.steps
+            order = range(layout.steps) if direction == 0 else reversed(range(layout.steps))
             for t in order:
-                rows = sizes[t]
-                h_new = act(projected[offsets[t] : offsets[t] + rows] + h[:rows] @ w_hh.T)
+                rows = layout.batch_sizes[t]
+                h_new = act(projected[layout.step_rows(t)] + h[:rows] @ w_hh.T)
                 # Rows past batch_sizes[t] have ended (or, in reverse, not started): keep.
                 h = torch.cat([h_new, h[rows:]])
                 outputs[t] = h_new

@@ -127,13 +127,22 @@ def test_op_without_hx_is_zero_initial_state(case):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
-def test_packed_input_without_hx_is_refused(backend):
+def test_packed_input_without_hx_is_refused_by_the_op():
     x, _, weights, batch_sizes = make_op_args(1, False, True, True)
     with pytest.raises(RuntimeError, match="packed input needs hx"):
         torch.ops.fastrnn.rnn_forward(x, None, weights, batch_sizes, 1, False, False)
-    with fastrnn.use_backend(backend), pytest.raises(ValueError, match="packed input needs hx"):
-        fastrnn.functional.rnn(x, None, weights, batch_sizes, 1, False, False)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+def test_functional_packed_input_without_hx_is_zero_initial_state(backend):
+    x, hx, weights, batch_sizes = make_op_args(2, True, True, True)
+    with fastrnn.use_backend(backend):
+        out, h_n = fastrnn.functional.rnn(x, None, weights, batch_sizes, 2, True, False)
+        out_ref, h_n_ref = fastrnn.functional.rnn(
+            x, torch.zeros_like(hx), weights, batch_sizes, 2, True, False
+        )
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=0)
+    torch.testing.assert_close(h_n, h_n_ref, rtol=0, atol=0)
 
 
 def test_gradcheck_module_with_packed_input_and_h0():

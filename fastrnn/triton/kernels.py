@@ -2,33 +2,38 @@
 
 Design
 ------
-The input projection of every step, X @ W_ih^T + b_ih + b_hh, is one large GEMM done by
-cuBLAS before the recurrence, and the weight gradients are large GEMMs after it; only
-the sequential part, h_t = act(xp_t + h_{t-1} W_hh^T), needs custom kernels.  Two tiers:
+The input projection of every step, X @ W_ih^T + b_ih, is one large GEMM (cuBLAS) before
+the recurrence, and the weight gradients are large GEMMs after it; only the sequential
+part, h_t = act(xp_t + b_hh + h_{t-1} W_hh^T), needs custom kernels.  Both tiers run a
+whole (layer, direction) in one launch, the time loop inside the kernel:
 
-* persistent (one launch per layer and direction): each program owns BLOCK_B batch rows
-  and the whole hidden dimension, loads W_hh once, keeps it and its rows' state h on
-  chip for the whole sequence and loops over time inside the kernel.  No grid-wide
-  barrier is needed because a program only ever reads its own rows' state.  Chosen up
-  to H = 64 in fp32/fp64 and H = 128 in fp16/bf16: ptxas (python -m
-  fastrnn.triton.cubin_report) shows those compile with no spills, while the fp32
-  forward at H = 128 spilled 4-13 KB per thread at 8 or 16 warps (TorchRL met the same
-  255-register wall for a GRU at H >= 512).
-* stepwise (one launch per step): for larger H, the grid splits the batch and the hidden
-  dimension, and each program streams its W_hh tile from L2 along K.  Programs of one
-  step need every column of h_{t-1}, so the step boundary is the kernel boundary
-  (Triton has no safe grid-wide barrier; we do not build one from spin loops).
+* persistent: each program owns BLOCK_B batch rows and the whole hidden dimension, keeps
+  W_hh and its rows' state h in registers for the whole sequence.  Programs never read
+  each other's state, so no barrier.  Used while W_hh fits a program's registers without
+  spills (launch.MAX_PERSISTENT_H; python tools/cubin_report.py shows the budget).
+* cooperative: any H.  The state is split in (batch tile, column tile) pieces, each
+  owned by one program at a time (a program loops over the tiles id, id + G, ...); per
+  step a program reads all of h_{t-1} for its rows from a global (L2) workspace, streams
+  its W_hh columns along K, and writes its piece of h_t.  A grid-wide barrier separates
+  the steps, so the grid is launched cooperatively (all G programs resident, or the
+  launch fails instead of deadlocking).  The state ping-pongs between two workspace
+  buffers, so one barrier per step is enough: a program writes buffer t % 2 only after
+  every program has finished reading it at step t - 1.  With G = 1 (the interpreter,
+  which runs programs one after another) the barrier is trivially satisfied.
 
 Backward mirrors both: dz_t = (dy_t + dh) * act'(y_t) from the saved outputs (tanh'
-= 1 - y^2, relu' = [y > 0]), dh = dz_t @ W_hh, in reverse processing order.
+= 1 - y^2, relu' = [y > 0]), dh = dz_t @ W_hh, in reverse processing order.  In the
+cooperative tier a program computes its columns of dh from every column of dz_t (stored
+before the barrier), then at once its columns of the next step's dz.
 
-Variable lengths (PackedSequence) use per-step batch sizes and row offsets: at step t
-rows b < batch_sizes[t] advance and the others keep their state, which gives both the
-final state of sequences that ended and the initial state of reverse-direction rows that
-have not started.  Accumulation is fp32 (fp64 for fp64 inputs); the state is kept in
-that precision.  tanh uses exp (1 - e^{-2|z|}) / (1 + e^{-2|z|}), which neither overflows
-nor needs libdevice.  Offsets are int64 (N*H can pass 2^31).  T and t are not
-specialised, so a new sequence length reuses the compiled kernel.
+Padded input (PADDED) addresses step t's rows as t * B + b; packed input (a
+PackedSequence) loads per-step batch sizes and row offsets: at step t rows
+b < batch_sizes[t] advance and the others keep their state, which gives both the final
+state of sequences that ended and the initial state of reverse-direction rows that have
+not started.  Accumulation is fp32 (fp64 for fp64 inputs), and so is the state.  tanh
+uses exp (1 - e^{-2|z|}) / (1 + e^{-2|z|}), which neither overflows nor needs libdevice.
+Offsets are int64 (N*H can pass 2^31).  T is not specialised, so a new sequence length
+reuses the compiled kernel.
 """
 
 from __future__ import annotations
@@ -53,19 +58,41 @@ def _activation_grad(g, y, RELU: tl.constexpr):
     return g * (1.0 - y * y)
 
 
+@triton.jit
+def _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED: tl.constexpr):
+    """(active, rows): which of the rows rb take part in step t, and their row indices."""
+    if PADDED:
+        return rb < B, t.to(tl.int64) * B + rb
+    return rb < tl.load(batch_sizes_ptr + t), tl.load(offsets_ptr + t) + rb.to(tl.int64)
+
+
+@triton.jit
+def _grid_barrier(counter_ptr, target):
+    """Wait until `target` arrivals (this one included) are counted at counter_ptr."""
+    tl.debug_barrier()  # this program's stores all happen before its arrival
+    tl.atomic_add(counter_ptr, 1, sem="release", scope="gpu")
+    while tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu") < target:
+        pass
+    tl.debug_barrier()
+
+
 @triton.jit(do_not_specialize=["T"])
 def rnn_forward_persistent_kernel(
-    xp_ptr,  # [N, H] input projection incl. both biases, row stride H
+    xp_ptr,  # [N, H] input projection incl. b_ih, row stride H
+    b_ptr,  # [H] b_hh (unused without HAS_BIAS)
     y_ptr,  # output rows of this direction, row stride stride_y
-    h0_ptr,  # [B, H]
+    h0_ptr,  # [B, H] (unused without HAS_H0: zeros)
     hn_ptr,  # [B, H]
     w_ptr,  # W_hh [H, H]
-    batch_sizes_ptr,  # [T] int64
-    offsets_ptr,  # [T] int64, first row of each step
+    batch_sizes_ptr,  # [T] int64 (packed only)
+    offsets_ptr,  # [T] int64, first row of each step (packed only)
     stride_y,
     T,
     B,
     H,
+    PADDED: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_H0: tl.constexpr,
     REVERSE: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -81,16 +108,21 @@ def rnn_forward_persistent_kernel(
     wt = tl.load(
         w_ptr + rh[None, :] * H + rh[:, None], mask=in_h[:, None] & in_h[None, :], other=0.0
     )
+    bias = tl.zeros((BLOCK_H,), dtype=ACC_DTYPE)
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + rh, mask=in_h, other=0.0).to(ACC_DTYPE)
     state_mask = in_b[:, None] & in_h[None, :]
-    h = tl.load(h0_ptr + rb[:, None] * H + rh[None, :], mask=state_mask, other=0.0).to(ACC_DTYPE)
+    h = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
+    if HAS_H0:
+        h = tl.load(h0_ptr + rb[:, None] * H + rh[None, :], mask=state_mask, other=0.0)
+        h = h.to(ACC_DTYPE)
     for i in range(T):
         t = T - 1 - i if REVERSE else i
-        active = rb < tl.load(batch_sizes_ptr + t)
-        rows = tl.load(offsets_ptr + t) + rb.to(tl.int64)
+        active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
         mask = active[:, None] & in_h[None, :]
         xp = tl.load(xp_ptr + rows[:, None] * H + rh[None, :], mask=mask, other=0.0)
         z = tl.dot(h.to(wt.dtype), wt, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
-        y = _activation(z + xp.to(ACC_DTYPE), RELU)
+        y = _activation(z + xp.to(ACC_DTYPE) + bias[None, :], RELU)
         tl.store(
             y_ptr + rows[:, None] * stride_y + rh[None, :], y.to(y_ptr.dtype.element_ty), mask=mask
         )
@@ -112,6 +144,7 @@ def rnn_backward_persistent_kernel(
     T,
     B,
     H,
+    PADDED: tl.constexpr,
     REVERSE: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -130,8 +163,7 @@ def rnn_backward_persistent_kernel(
     dh = tl.load(dhn_ptr + rb[:, None] * H + rh[None, :], mask=state_mask, other=0.0).to(ACC_DTYPE)
     for i in range(T):
         t = i if REVERSE else T - 1 - i
-        active = rb < tl.load(batch_sizes_ptr + t)
-        rows = tl.load(offsets_ptr + t) + rb.to(tl.int64)
+        active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
         mask = active[:, None] & in_h[None, :]
         dy = tl.load(dy_ptr + rows[:, None] * stride_y + rh[None, :], mask=mask, other=0.0)
         y = tl.load(y_ptr + rows[:, None] * stride_y + rh[None, :], mask=mask, other=0.0)
@@ -147,19 +179,26 @@ def rnn_backward_persistent_kernel(
     )
 
 
-@triton.jit(do_not_specialize=["t"])
-def rnn_forward_step_kernel(
-    xp_ptr,  # [N, H]
+@triton.jit(do_not_specialize=["T"])
+def rnn_forward_cooperative_kernel(
+    xp_ptr,  # [N, H] input projection incl. b_ih, row stride H
+    b_ptr,  # [H] b_hh (unused without HAS_BIAS)
     y_ptr,  # output rows of this direction, row stride stride_y
-    h_in_ptr,  # [B, H] state before step t (ACC_DTYPE)
-    h_out_ptr,  # [B, H] state after step t
+    h0_ptr,  # [B, H] (unused without HAS_H0: zeros)
+    hn_ptr,  # [B, H]
     w_ptr,  # W_hh [H, H]
-    batch_sizes_ptr,
-    offsets_ptr,
+    batch_sizes_ptr,  # [T] int64 (packed only)
+    offsets_ptr,  # [T] int64 (packed only)
+    state_ptr,  # [2, B, H] ACC_DTYPE workspace: h ping-pongs between its halves, h_t in t % 2
+    counter_ptr,  # int32, zero at launch: the grid barrier's arrivals
     stride_y,
-    t,
+    T,
     B,
     H,
+    PADDED: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_H0: tl.constexpr,
+    REVERSE: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -167,49 +206,99 @@ def rnn_forward_step_kernel(
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    in_b = rb < B
-    in_n = rn < H
-    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
-    for k0 in range(0, H, BLOCK_K):
-        rk = k0 + tl.arange(0, BLOCK_K)
-        in_k = rk < H
-        h = tl.load(
-            h_in_ptr + rb[:, None] * H + rk[None, :], mask=in_b[:, None] & in_k[None, :], other=0.0
-        )
-        wt = tl.load(
-            w_ptr + rn[None, :] * H + rk[:, None], mask=in_k[:, None] & in_n[None, :], other=0.0
-        )
-        acc += tl.dot(h.to(wt.dtype), wt, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
-    active = rb < tl.load(batch_sizes_ptr + t)
-    rows = tl.load(offsets_ptr + t) + rb.to(tl.int64)
-    mask = active[:, None] & in_n[None, :]
-    xp = tl.load(xp_ptr + rows[:, None] * H + rn[None, :], mask=mask, other=0.0)
-    y = _activation(acc + xp.to(ACC_DTYPE), RELU)
-    tl.store(
-        y_ptr + rows[:, None] * stride_y + rn[None, :], y.to(y_ptr.dtype.element_ty), mask=mask
-    )
-    state_mask = in_b[:, None] & in_n[None, :]
-    h_old = tl.load(h_in_ptr + rb[:, None] * H + rn[None, :], mask=state_mask, other=0.0)
-    h_new = tl.where(active[:, None], y, h_old)
-    tl.store(h_out_ptr + rb[:, None] * H + rn[None, :], h_new, mask=state_mask)
+    programs = tl.num_programs(0)
+    col_tiles = tl.cdiv(H, BLOCK_N)
+    tiles = tl.cdiv(B, BLOCK_B) * col_tiles
+    state_size = B * H
+    arrivals = 0
+    if HAS_H0:  # h0 into the half that step 0 reads, in the state's precision
+        for tile in range(tl.program_id(0), tiles, programs):
+            rb = (tile // col_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
+            rn = (tile % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+            offs = rb[:, None] * H + rn[None, :]
+            state_mask = (rb < B)[:, None] & (rn < H)[None, :]
+            h0 = tl.load(h0_ptr + offs, mask=state_mask, other=0.0)
+            tl.store(state_ptr + state_size + offs, h0.to(ACC_DTYPE), mask=state_mask)
+        arrivals = programs
+        _grid_barrier(counter_ptr, arrivals)
+    for i in range(T):
+        t = T - 1 - i if REVERSE else i
+        h_prev_ptr = state_ptr + ((i + 1) % 2) * state_size
+        h_next_ptr = state_ptr + (i % 2) * state_size
+        for tile in range(tl.program_id(0), tiles, programs):
+            rb = (tile // col_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
+            rn = (tile % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+            in_b = rb < B
+            in_n = rn < H
+            acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
+            if i > 0 or HAS_H0:
+                for k0 in range(0, H, BLOCK_K):
+                    rk = k0 + tl.arange(0, BLOCK_K)
+                    in_k = rk < H
+                    h = tl.load(
+                        h_prev_ptr + rb[:, None] * H + rk[None, :],
+                        mask=in_b[:, None] & in_k[None, :],
+                        other=0.0,
+                    )
+                    wt = tl.load(
+                        w_ptr + rn[None, :] * H + rk[:, None],
+                        mask=in_k[:, None] & in_n[None, :],
+                        other=0.0,
+                    )
+                    acc += tl.dot(
+                        h.to(wt.dtype), wt, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE
+                    )
+            active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
+            mask = active[:, None] & in_n[None, :]
+            xp = tl.load(xp_ptr + rows[:, None] * H + rn[None, :], mask=mask, other=0.0)
+            z = acc + xp.to(ACC_DTYPE)
+            if HAS_BIAS:
+                z += tl.load(b_ptr + rn, mask=in_n, other=0.0).to(ACC_DTYPE)[None, :]
+            y = _activation(z, RELU)
+            tl.store(
+                y_ptr + rows[:, None] * stride_y + rn[None, :],
+                y.to(y_ptr.dtype.element_ty),
+                mask=mask,
+            )
+            state_mask = in_b[:, None] & in_n[None, :]
+            if PADDED:
+                h_new = y
+            else:  # rows outside step t keep their state
+                h_old = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
+                if i > 0 or HAS_H0:
+                    h_old = tl.load(
+                        h_prev_ptr + rb[:, None] * H + rn[None, :], mask=state_mask, other=0.0
+                    )
+                h_new = tl.where(active[:, None], y, h_old)
+            tl.store(h_next_ptr + rb[:, None] * H + rn[None, :], h_new, mask=state_mask)
+            if i == T - 1:
+                tl.store(
+                    hn_ptr + rb[:, None] * H + rn[None, :],
+                    h_new.to(hn_ptr.dtype.element_ty),
+                    mask=state_mask,
+                )
+        if i < T - 1:
+            _grid_barrier(counter_ptr, arrivals + (i + 1) * programs)
 
 
-@triton.jit(do_not_specialize=["t"])
-def rnn_backward_step_kernel(
+@triton.jit(do_not_specialize=["T"])
+def rnn_backward_cooperative_kernel(
     dy_ptr,  # gradient of this direction's output rows, row stride stride_y
     y_ptr,  # saved output rows, row stride stride_y
-    dz_ptr,  # [N, H] out
-    dh_in_ptr,  # [B, H] gradient of the state after step t (ACC_DTYPE)
-    dh_out_ptr,  # [B, H] gradient of the state before step t
+    dz_ptr,  # [N, H] out: pre-activation gradients
+    dhn_ptr,  # [B, H] gradient of h_n
+    dh0_ptr,  # [B, H] out: gradient of h0
     w_ptr,  # W_hh [H, H]
     batch_sizes_ptr,
     offsets_ptr,
+    state_ptr,  # [B, H] ACC_DTYPE workspace: dh of the rows outside the current step
+    counter_ptr,  # int32, zero at launch
     stride_y,
-    t,
+    T,
     B,
     H,
+    PADDED: tl.constexpr,
+    REVERSE: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -217,38 +306,76 @@ def rnn_backward_step_kernel(
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    in_b = rb < B
-    in_n = rn < H
-    active = rb < tl.load(batch_sizes_ptr + t)
-    rows = tl.load(offsets_ptr + t) + rb.to(tl.int64)
-    # dz for this program's columns, stored once.
-    mask_n = active[:, None] & in_n[None, :]
-    dy = tl.load(dy_ptr + rows[:, None] * stride_y + rn[None, :], mask=mask_n, other=0.0)
-    y = tl.load(y_ptr + rows[:, None] * stride_y + rn[None, :], mask=mask_n, other=0.0)
-    dh_n = tl.load(
-        dh_in_ptr + rb[:, None] * H + rn[None, :], mask=in_b[:, None] & in_n[None, :], other=0.0
-    )
-    dz_n = _activation_grad(dy.to(ACC_DTYPE) + dh_n, y.to(ACC_DTYPE), RELU)
-    tl.store(
-        dz_ptr + rows[:, None] * H + rn[None, :], dz_n.to(dz_ptr.dtype.element_ty), mask=mask_n
-    )
-    # dh_prev[:, n] = sum_k dz[:, k] W_hh[k, n], dz recomputed per K tile from its inputs.
-    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
-    for k0 in range(0, H, BLOCK_K):
-        rk = k0 + tl.arange(0, BLOCK_K)
-        in_k = rk < H
-        mask_k = active[:, None] & in_k[None, :]
-        dy_k = tl.load(dy_ptr + rows[:, None] * stride_y + rk[None, :], mask=mask_k, other=0.0)
-        y_k = tl.load(y_ptr + rows[:, None] * stride_y + rk[None, :], mask=mask_k, other=0.0)
-        dh_k = tl.load(dh_in_ptr + rb[:, None] * H + rk[None, :], mask=mask_k, other=0.0)
-        dz_k = tl.where(
-            mask_k, _activation_grad(dy_k.to(ACC_DTYPE) + dh_k, y_k.to(ACC_DTYPE), RELU), 0.0
+    programs = tl.num_programs(0)
+    col_tiles = tl.cdiv(H, BLOCK_N)
+    tiles = tl.cdiv(B, BLOCK_B) * col_tiles
+    # Step i of the loop processes time step t(i); first, dz of t(0) from dh_n.
+    t_first = 0 if REVERSE else T - 1
+    for tile in range(tl.program_id(0), tiles, programs):
+        rb = (tile // col_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
+        rn = (tile % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+        state_mask = (rb < B)[:, None] & (rn < H)[None, :]
+        dh = tl.load(dhn_ptr + rb[:, None] * H + rn[None, :], mask=state_mask, other=0.0)
+        dh = dh.to(ACC_DTYPE)
+        active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t_first, rb, B, PADDED)
+        mask = active[:, None] & (rn < H)[None, :]
+        dy = tl.load(dy_ptr + rows[:, None] * stride_y + rn[None, :], mask=mask, other=0.0)
+        y = tl.load(y_ptr + rows[:, None] * stride_y + rn[None, :], mask=mask, other=0.0)
+        dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
+        tl.store(
+            dz_ptr + rows[:, None] * H + rn[None, :], dz.to(dz_ptr.dtype.element_ty), mask=mask
         )
-        w = tl.load(
-            w_ptr + rk[:, None] * H + rn[None, :], mask=in_k[:, None] & in_n[None, :], other=0.0
-        )
-        acc += tl.dot(dz_k.to(w.dtype), w, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
-    dh_new = tl.where(active[:, None], acc, dh_n)
-    tl.store(dh_out_ptr + rb[:, None] * H + rn[None, :], dh_new, mask=in_b[:, None] & in_n[None, :])
+        tl.store(state_ptr + rb[:, None] * H + rn[None, :], dh, mask=state_mask)
+    _grid_barrier(counter_ptr, programs)
+    for i in range(T):
+        t = i if REVERSE else T - 1 - i
+        for tile in range(tl.program_id(0), tiles, programs):
+            rb = (tile // col_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
+            rn = (tile % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+            in_b = rb < B
+            in_n = rn < H
+            state_mask = in_b[:, None] & in_n[None, :]
+            active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
+            # dh[:, n] = sum_k dz_t[:, k] W_hh[k, n], every column of dz_t stored already.
+            acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
+            for k0 in range(0, H, BLOCK_K):
+                rk = k0 + tl.arange(0, BLOCK_K)
+                in_k = rk < H
+                dz_k = tl.load(
+                    dz_ptr + rows[:, None] * H + rk[None, :],
+                    mask=active[:, None] & in_k[None, :],
+                    other=0.0,
+                )
+                w = tl.load(
+                    w_ptr + rk[:, None] * H + rn[None, :],
+                    mask=in_k[:, None] & in_n[None, :],
+                    other=0.0,
+                )
+                acc += tl.dot(
+                    dz_k.to(w.dtype), w, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE
+                )
+            dh_old = tl.load(state_ptr + rb[:, None] * H + rn[None, :], mask=state_mask, other=0.0)
+            dh = tl.where(active[:, None], acc, dh_old)
+            if i < T - 1:
+                t_next = t + 1 if REVERSE else t - 1
+                active_n, rows_n = _step_rows(batch_sizes_ptr, offsets_ptr, t_next, rb, B, PADDED)
+                mask = active_n[:, None] & in_n[None, :]
+                dy = tl.load(
+                    dy_ptr + rows_n[:, None] * stride_y + rn[None, :], mask=mask, other=0.0
+                )
+                y = tl.load(y_ptr + rows_n[:, None] * stride_y + rn[None, :], mask=mask, other=0.0)
+                dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
+                tl.store(
+                    dz_ptr + rows_n[:, None] * H + rn[None, :],
+                    dz.to(dz_ptr.dtype.element_ty),
+                    mask=mask,
+                )
+                tl.store(state_ptr + rb[:, None] * H + rn[None, :], dh, mask=state_mask)
+            else:
+                tl.store(
+                    dh0_ptr + rb[:, None] * H + rn[None, :],
+                    dh.to(dh0_ptr.dtype.element_ty),
+                    mask=state_mask,
+                )
+        if i < T - 1:
+            _grid_barrier(counter_ptr, (i + 2) * programs)

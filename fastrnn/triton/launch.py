@@ -1,8 +1,10 @@
-"""Launch functions: the whole multi-layer RNN forward / backward on top of kernels.py.
-
-Same signatures as the fastrnn::rnn_forward / rnn_backward ops, whose CUDA kernels they
-are (registered in fastrnn/ops.py).  The GEMMs outside the recurrence are torch ops
+"""Launch functions: the whole multi-layer RNN forward / backward on the kernels of
+kernels.py, with the signatures of the fastrnn::rnn_forward / rnn_backward ops whose CUDA
+kernels they are (registration.py).  The GEMMs outside the recurrence are torch ops
 (cuBLAS on a GPU).
+
+Nothing here copies between host and device for padded input, so a forward and backward
+on CUDA tensors can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ import torch
 import triton
 from torch import Tensor
 
+from fastrnn.layout import step_layout
 from fastrnn.triton import kernels
 
 # Largest padded H of the persistent tier, per dtype: the largest that ptxas compiles
-# without register spills for sm_80 and sm_90 (python -m fastrnn.triton.cubin_report;
-# fp32 forward at H=128 spilled 12.9 KB/thread at 8 warps, 4.2 KB at 16).
+# without register spills for sm_80 and sm_90 (python tools/cubin_report.py).
 MAX_PERSISTENT_H = {torch.float32: 64, torch.float64: 64, torch.float16: 128, torch.bfloat16: 128}
-# Stepwise tier tiles: 64-wide hidden tiles, K streamed 32 at a time.
-STEP_BLOCK_N = 64
-STEP_BLOCK_K = 32
+# Cooperative tier tiles: 64-wide hidden tiles, K streamed 32 at a time.
+COOP_BLOCK_N = 64
+COOP_BLOCK_K = 32
 # Batch rows per program: tl.dot needs at least 16.
 BLOCK_B = 16
 
@@ -31,163 +33,210 @@ ACC_DTYPE = {
     torch.float16: triton.language.float32,
     torch.bfloat16: triton.language.float32,
 }
+STATE_DTYPE = {torch.float64: torch.float64}  # else float32
+
+# Tests set these: the tier regardless of H, and the cooperative grid's size.
+FORCE_TIER: str | None = None
+FORCE_PROGRAMS: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """Which tier and tiles run hidden size H in dtype; depends on (H, dtype) only."""
 
-    tier: str  # "persistent" or "stepwise"
+    tier: str  # "persistent" or "cooperative"
     block_h: int
     num_warps: int
 
 
 def plan(hidden: int, dtype: torch.dtype, force_tier: str | None = None) -> Plan:
     block_h = max(16, triton.next_power_of_2(hidden))
-    tier = force_tier or ("persistent" if block_h <= MAX_PERSISTENT_H[dtype] else "stepwise")
+    tier = force_tier or ("persistent" if block_h <= MAX_PERSISTENT_H[dtype] else "cooperative")
     if tier == "persistent":
-        # 8 warps where 4 spill: fp32 forward at H=64 used 255 registers + 940 B spill
-        # at 4 warps, 243 and none at 8; H=128 (fp16/bf16) needs 8 warps to stay < 150.
+        # 8 warps where 4 spill (fp32 at H=64; H=128 in fp16/bf16).
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
         return Plan("persistent", block_h, 8 if wide else 4)
-    return Plan("stepwise", block_h, 4)
-
-
-# Tests set this to run the stepwise tier on small H under the interpreter.
-FORCE_TIER: str | None = None
+    return Plan("cooperative", block_h, 4)
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """TF32 only for fp32 and only when torch allows it for matmuls (default: IEEE)."""
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+    """fp32 follows nn.RNN's policy on a GPU: TF32 when cuDNN may use it, else IEEE."""
+    if dtype == torch.float32 and torch.backends.cudnn.allow_tf32:
         return "tf32"
     return "ieee"
 
 
+def interpreting(tensor: Tensor) -> bool:
+    return tensor.device.type == "cpu"  # CPU tensors reach these kernels only interpreted
+
+
+def cooperative_programs(tiles: int, device: torch.device) -> int:
+    """Programs of a cooperative grid: one per SM at most, so all are resident at once."""
+    if FORCE_PROGRAMS is not None:
+        return min(tiles, FORCE_PROGRAMS)
+    if device.type != "cuda":
+        return 1  # the interpreter runs programs one after another: a barrier needs one
+    return min(tiles, torch.cuda.get_device_properties(device).multi_processor_count)
+
+
 @dataclasses.dataclass
-class Layout:
+class Steps:
+    """The rows of each step, as the kernels take them (fastrnn.layout)."""
+
     steps: int
     batch: int
     rows: int
-    batch_sizes: Tensor  # [T] int64 on the device
-    offsets: Tensor  # [T] int64 on the device
-    batch_sizes_cpu: Tensor  # [T] int64
+    padded: bool
+    batch_sizes: Tensor | None  # [T] int64 on the device (packed only)
+    offsets: Tensor | None  # [T] int64 on the device (packed only)
 
 
-def make_layout(input: Tensor, hx: Tensor, batch_sizes: Tensor | None) -> Layout:
-    if batch_sizes is None:
+def make_steps(input: Tensor, batch_sizes: Tensor | None, batch: int) -> Steps:
+    if batch_sizes is None:  # padded: no tables, nothing copied to the device
         steps, batch = input.shape[0], input.shape[1]
-        sizes = torch.full((steps,), batch, dtype=torch.int64)
-    else:
-        sizes = batch_sizes.to("cpu", torch.int64)
-        steps, batch = sizes.numel(), hx.shape[1]
-    offsets = torch.cumsum(sizes, 0) - sizes
-    return Layout(
-        steps, batch, int(sizes.sum()), sizes.to(input.device), offsets.to(input.device), sizes
-    )
+        return Steps(steps, batch, steps * batch, True, None, None)
+    layout = step_layout(input, batch_sizes)
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.int64).to(input.device)  # noqa: E731
+    return Steps(layout.steps, batch, layout.rows, False,
+                 as_tensor(layout.batch_sizes), as_tensor(layout.offsets))  # fmt: skip
 
 
-def _cell_weights(weights, cell, per_cell):
+def _common(steps: Steps, w_hh: Tensor, relu: bool, reverse: bool) -> dict:
+    return dict(PADDED=steps.padded, REVERSE=reverse, RELU=relu, BLOCK_B=BLOCK_B,
+                ACC_DTYPE=ACC_DTYPE[w_hh.dtype],
+                DOT_PRECISION=dot_precision(w_hh.dtype))  # fmt: skip
+
+
+def _cooperative_launch(kernel, steps: Steps, w_hh: Tensor, state_shape, args, **meta):
+    hidden = w_hh.shape[0]
+    tiles = triton.cdiv(steps.batch, BLOCK_B) * triton.cdiv(hidden, COOP_BLOCK_N)
+    programs = cooperative_programs(tiles, w_hh.device)
+    state = w_hh.new_empty(state_shape, dtype=STATE_DTYPE.get(w_hh.dtype, torch.float32))
+    counter = torch.zeros(1, dtype=torch.int32, device=w_hh.device)
+    launch_options = {} if interpreting(w_hh) else {"launch_cooperative_grid": True}
+    kernel[(programs,)](
+        *args[:-4], state, counter, *args[-4:],
+        BLOCK_N=COOP_BLOCK_N, BLOCK_K=COOP_BLOCK_K, num_warps=4, **meta, **launch_options,
+    )  # fmt: skip
+
+
+def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, steps: Steps, reverse: bool, relu: bool):
+    """y[rows] = act(xp + b_hh + h_prev @ W_hh^T) for every step; h_n = final states.
+    xp: [N, H]; y: [N, H] view (row stride y.stride(0)); h0 None for zeros; h_n [B, H]."""
+    if steps.batch == 0:
+        return
+    if steps.steps == 0:
+        if h0 is not None:
+            h_n.copy_(h0)
+        else:
+            h_n.zero_()
+        return
+    p = plan(w_hh.shape[0], w_hh.dtype, FORCE_TIER)
+    args = (xp, b_hh if b_hh is not None else xp, y, h0 if h0 is not None else xp, h_n, w_hh,
+            steps.batch_sizes, steps.offsets, y.stride(0), steps.steps, steps.batch,
+            w_hh.shape[0])  # fmt: skip
+    meta = dict(HAS_BIAS=b_hh is not None, HAS_H0=h0 is not None,
+                **_common(steps, w_hh, relu, reverse))  # fmt: skip
+    if p.tier == "persistent":
+        grid = (triton.cdiv(steps.batch, BLOCK_B),)
+        kernels.rnn_forward_persistent_kernel[grid](
+            *args, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta
+        )
+        return
+    _cooperative_launch(kernels.rnn_forward_cooperative_kernel, steps, w_hh,
+                        (2, steps.batch, w_hh.shape[0]), args, **meta)  # fmt: skip
+
+
+def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, steps: Steps, reverse: bool, relu: bool):
+    """dz[rows] = (dy + dh) * act'(y), dh = dz @ W_hh, through time in reverse order of
+    processing; dh0 receives the gradient of the initial state."""
+    if steps.batch == 0:
+        return
+    if steps.steps == 0:
+        dh0.copy_(dh_n)
+        return
+    p = plan(w_hh.shape[0], w_hh.dtype, FORCE_TIER)
+    args = (dy, y, dz, dh_n, dh0, w_hh, steps.batch_sizes, steps.offsets, y.stride(0),
+            steps.steps, steps.batch, w_hh.shape[0])  # fmt: skip
+    meta = _common(steps, w_hh, relu, reverse)
+    if p.tier == "persistent":
+        grid = (triton.cdiv(steps.batch, BLOCK_B),)
+        kernels.rnn_backward_persistent_kernel[grid](
+            *args, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta
+        )
+        return
+    _cooperative_launch(kernels.rnn_backward_cooperative_kernel, steps, w_hh,
+                        (steps.batch, w_hh.shape[0]), args, **meta)  # fmt: skip
+
+
+def previous_rows(steps: Steps, reverse: bool) -> Tensor:  # [N] int64
+    """Packed input: where each row's h_prev lives in cat([y, h0]), a y row or N + b."""
+    sizes = steps.batch_sizes
+    step_of_row = torch.repeat_interleave(torch.arange(steps.steps, device=sizes.device), sizes)
+    index_in_step = torch.arange(steps.rows, device=sizes.device) - steps.offsets[step_of_row]
+    from_h0 = steps.rows + index_in_step
+    if not reverse:
+        prev_step = (step_of_row - 1).clamp(min=0)
+        return torch.where(step_of_row > 0, steps.offsets[prev_step] + index_in_step, from_h0)
+    next_step = (step_of_row + 1).clamp(max=steps.steps - 1)
+    next_size = torch.where(step_of_row + 1 < steps.steps, sizes[next_step], 0)
+    return torch.where(index_in_step < next_size, steps.offsets[next_step] + index_in_step, from_h0)
+
+
+def recurrent_weight_grad(dz, y, h0, steps: Steps, reverse: bool) -> Tensor:  # [H, H]
+    """dW_hh = dZ^T H_prev, H_prev holding each row's previous state (h0 None: zeros)."""
+    hidden = dz.shape[1]
+    if steps.padded and steps.steps > 0:
+        # H_prev is y shifted by one step, plus h0 for the first step processed.
+        batch, carried = steps.batch, steps.rows - steps.batch
+        dz_carried = dz[:carried] if reverse else dz[batch:]
+        y_prev = y[batch:] if reverse else y[:carried]
+        grad = dz_carried.t() @ y_prev
+        if h0 is not None:
+            grad.addmm_((dz[carried:] if reverse else dz[:batch]).t(), h0)
+        return grad
+    if steps.steps == 0:
+        return dz.new_zeros(hidden, hidden)
+    h0 = h0 if h0 is not None else dz.new_zeros(steps.batch, hidden)
+    h_prev = torch.cat([y, h0]).index_select(0, previous_rows(steps, reverse))
+    return dz.t() @ h_prev
+
+
+def cell_weights(weights: list[Tensor], cell: int, per_cell: int) -> list[Tensor]:
     return weights[cell * per_cell : (cell + 1) * per_cell]
 
 
-def _run_recurrence(persistent_kernel, step_kernel, data, state_in, state_out, w_hh,
-                    lay: Layout, reverse: bool, relu: bool, backward: bool):  # fmt: skip
-    """Runs one direction's recurrence on the tier plan() picks.  Both kernels of a pair
-    take (*data, state_in, state_out, W_hh, batch_sizes, offsets, row stride, T or t, B,
-    H); the forward processes steps in time order (reverse: backwards), the backward in
-    the opposite order.  state_in is never written."""
-    if lay.batch == 0:
-        return
-    hidden = w_hh.shape[0]
-    dtype = w_hh.dtype
-    p = plan(hidden, dtype, FORCE_TIER)
-    y = data[1]  # the saved output rows in both directions of travel
-    common = dict(RELU=relu, BLOCK_B=BLOCK_B, ACC_DTYPE=ACC_DTYPE[dtype],
-                  DOT_PRECISION=dot_precision(dtype), num_warps=p.num_warps)  # fmt: skip
-    grid_b = triton.cdiv(lay.batch, BLOCK_B)
-    tail = (lay.batch_sizes, lay.offsets, y.stride(0))
-    if p.tier == "persistent":
-        persistent_kernel[(grid_b,)](
-            *data, state_in, state_out, w_hh, *tail, lay.steps, lay.batch, hidden,
-            REVERSE=reverse, BLOCK_H=p.block_h, **common,
-        )  # fmt: skip
-        return
-    # Stepwise: the state lives in two fp32 (fp64) buffers swapped every step.
-    state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    current = state_in.to(state_dtype, copy=True)
-    following = torch.empty_like(current)
-    grid = (grid_b, triton.cdiv(hidden, STEP_BLOCK_N))
-    descending = reverse != backward
-    for i in range(lay.steps):
-        t = lay.steps - 1 - i if descending else i
-        step_kernel[grid](
-            *data, current, following, w_hh, *tail, t, lay.batch, hidden,
-            BLOCK_N=STEP_BLOCK_N, BLOCK_K=STEP_BLOCK_K, **common,
-        )  # fmt: skip
-        current, following = following, current
-    state_out.copy_(current)
-
-
-def _recurrence_forward(xp, y, h0, h_n, w_hh, lay: Layout, reverse: bool, relu: bool):
-    """y[rows] = act(xp + h_prev @ W_hh^T) for every step; h_n = final states."""
-    _run_recurrence(kernels.rnn_forward_persistent_kernel, kernels.rnn_forward_step_kernel,
-                    (xp, y), h0, h_n, w_hh, lay, reverse, relu, backward=False)  # fmt: skip
-
-
-def _recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, lay: Layout, reverse: bool, relu: bool):
-    """dz[rows] = (dy + dh) * act'(y), dh = dz @ W_hh, through time in reverse."""
-    _run_recurrence(kernels.rnn_backward_persistent_kernel, kernels.rnn_backward_step_kernel,
-                    (dy, y, dz), dh_n, dh0, w_hh, lay, reverse, relu, backward=True)  # fmt: skip
-
-
-def previous_rows(lay: Layout, reverse: bool) -> Tensor:  # [N] int64
-    """For each row, where its h_prev lives in cat([y, h0]): a y row or N + batch index."""
-    sizes = lay.batch_sizes_cpu
-    steps = torch.repeat_interleave(torch.arange(lay.steps), sizes)
-    offsets = torch.cumsum(sizes, 0) - sizes
-    index_in_step = torch.arange(lay.rows) - offsets[steps]
-    from_h0 = lay.rows + index_in_step
-    if not reverse:
-        prev_step = (steps - 1).clamp(min=0)
-        prev = torch.where(steps > 0, offsets[prev_step] + index_in_step, from_h0)
-    else:
-        next_step = (steps + 1).clamp(max=max(lay.steps - 1, 0))
-        next_size = torch.where(steps + 1 < lay.steps, sizes[next_step], 0)
-        prev = torch.where(index_in_step < next_size, offsets[next_step] + index_in_step, from_h0)
-    return prev
-
-
 def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
-    """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs)."""
-    lay = make_layout(input, hx, batch_sizes)
+    """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros."""
     directions = 2 if bidirectional else 1
-    hidden = hx.shape[2]
+    hidden = weights[1].shape[0]
+    batch = hx.shape[1] if hx is not None else input.shape[1]
+    steps = make_steps(input, batch_sizes, batch)
     per_cell = len(weights) // (num_layers * directions)
-    x = input.reshape(lay.rows, input.shape[-1])
     out_shape = (*input.shape[:-1], directions * hidden)
     output = input.new_empty(out_shape)
     layer_outputs = input.new_empty((num_layers - 1, *out_shape))
-    h_n = torch.empty_like(hx, memory_format=torch.contiguous_format)
-    h0 = hx.contiguous()
-    layer_input = x
+    h_n = input.new_empty((num_layers * directions, batch, hidden))
+    h0 = hx.contiguous() if hx is not None else None
+    layer_input = input.reshape(steps.rows, input.shape[-1])
     for layer in range(num_layers):
         target = output if layer == num_layers - 1 else layer_outputs[layer]
-        y_all = target.view(lay.rows, directions * hidden)
+        y_all = target.view(steps.rows, directions * hidden)
         for direction in range(directions):
             cell = layer * directions + direction
-            w_ih, w_hh, *biases = _cell_weights(weights, cell, per_cell)
-            if biases:
-                xp = torch.addmm(biases[0] + biases[1], layer_input, w_ih.t())
+            w_ih, w_hh, *biases = cell_weights(weights, cell, per_cell)
+            if biases:  # b_ih joins the input GEMM, b_hh the recurrence kernel
+                xp = torch.addmm(biases[0], layer_input, w_ih.t())
             else:
                 xp = layer_input @ w_ih.t()
-            _recurrence_forward(
-                xp.contiguous(),
+            recurrence_forward(
+                xp,
+                biases[1].contiguous() if biases else None,
                 y_all[:, direction * hidden : (direction + 1) * hidden],
-                h0[cell],
+                h0[cell] if h0 is not None else None,
                 h_n[cell],
                 w_hh.contiguous(),
-                lay,
+                steps,
                 direction == 1,
                 relu,
             )
@@ -196,64 +245,50 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
 
 
 def rnn_backward_triton(
-    grad_output,
-    grad_h_n,
-    input,
-    hx,
-    weights,
-    batch_sizes,
-    output,
-    layer_outputs,
-    num_layers,
-    bidirectional,
-    relu,
-    need_input_grad,
-):
-    """fastrnn::rnn_backward on Triton: (grad_input, grad_hx, grad_weights)."""
-    lay = make_layout(input, hx, batch_sizes)
+    grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
+    num_layers, bidirectional, relu, need_input_grad,
+):  # fmt: skip
+    """fastrnn::rnn_backward on Triton: (grad_input, grad_hx, grad_weights); grad_hx is
+    [0] when hx is None (zeros are no input)."""
     directions = 2 if bidirectional else 1
-    hidden = hx.shape[2]
+    hidden = weights[1].shape[0]
+    steps = make_steps(input, batch_sizes, grad_h_n.shape[1])
     per_cell = len(weights) // (num_layers * directions)
-    x = input.reshape(lay.rows, input.shape[-1])
-    h0 = hx.contiguous()
+    x = input.reshape(steps.rows, input.shape[-1])
+    h0 = hx.contiguous() if hx is not None else None
     grad_hn = grad_h_n.contiguous()
-    grad_hx = torch.empty_like(h0)
-    grad_weights: list[Tensor] = [torch.empty(0)] * len(weights)
-    grad_y = grad_output.reshape(lay.rows, directions * hidden).contiguous()
-    prev = {d: previous_rows(lay, d == 1).to(input.device) for d in range(directions)}
+    grad_hx = torch.empty_like(grad_hn)
+    grad_weights: list[Tensor] = [x.new_empty(0)] * len(weights)
+    grad_y = grad_output.reshape(steps.rows, directions * hidden).contiguous()
+    dz = x.new_empty((steps.rows, hidden))
     for layer in reversed(range(num_layers)):
-        layer_in = x if layer == 0 else layer_outputs[layer - 1].reshape(lay.rows, -1)
+        layer_in = x if layer == 0 else layer_outputs[layer - 1].reshape(steps.rows, -1)
         saved = output if layer == num_layers - 1 else layer_outputs[layer]
-        y_all = saved.reshape(lay.rows, directions * hidden)
+        y_all = saved.reshape(steps.rows, directions * hidden)
         # Layer 0's input gradient is one more GEMM; skipped when nothing needs it.
         need_below = layer > 0 or need_input_grad
-        grad_below = torch.zeros_like(layer_in) if need_below else None
+        grad_below = None
         for direction in range(directions):
             cell = layer * directions + direction
-            w_ih, w_hh, *biases = _cell_weights(weights, cell, per_cell)
+            w_ih, w_hh, *biases = cell_weights(weights, cell, per_cell)
             cols = slice(direction * hidden, (direction + 1) * hidden)
-            dz = torch.empty(lay.rows, hidden, dtype=input.dtype, device=input.device)
-            _recurrence_backward(
-                grad_y[:, cols],
-                y_all[:, cols],
-                dz,
-                grad_hn[cell],
-                grad_hx[cell],
-                w_hh.contiguous(),
-                lay,
-                direction == 1,
-                relu,
-            )
-            h_prev = torch.cat([y_all[:, cols], h0[cell]]).index_select(0, prev[direction])
+            reverse = direction == 1
+            recurrence_backward(grad_y[:, cols], y_all[:, cols], dz, grad_hn[cell],
+                                grad_hx[cell], w_hh.contiguous(), steps, reverse, relu)  # fmt: skip
             base = cell * per_cell
             grad_weights[base] = dz.t() @ layer_in
-            grad_weights[base + 1] = dz.t() @ h_prev
+            grad_weights[base + 1] = recurrent_weight_grad(
+                dz, y_all[:, cols], h0[cell] if h0 is not None else None, steps, reverse
+            )
             if biases:
-                db = dz.sum(0, dtype=torch.float64 if dz.dtype == torch.float64 else torch.float32)
-                grad_weights[base + 2] = db.to(dz.dtype)
-                grad_weights[base + 3] = db.to(dz.dtype).clone()
+                accumulate = torch.float64 if dz.dtype == torch.float64 else torch.float32
+                grad_weights[base + 2] = dz.sum(0, dtype=accumulate).to(dz.dtype)
+                grad_weights[base + 3] = grad_weights[base + 2].clone()
             if need_below:
-                grad_below.addmm_(dz, w_ih)
+                if grad_below is None:
+                    grad_below = dz @ w_ih
+                else:
+                    grad_below.addmm_(dz, w_ih)
         grad_y = grad_below
     grad_input = grad_y.reshape(input.shape) if need_input_grad else input.new_empty(0)
-    return grad_input, grad_hx, grad_weights
+    return grad_input, grad_hx if hx is not None else grad_hn.new_empty(0), grad_weights

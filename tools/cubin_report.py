@@ -1,12 +1,13 @@
 """Compile every kernel configuration the dispatcher can choose down to cubin, without a
 GPU, and report shared memory, registers and spills per target.
 
-    python -m fastrnn.triton.cubin_report            # sm_80 and sm_90
+    python tools/cubin_report.py            # sm_80 and sm_90
 
 Run it without TRITON_INTERPRET=1 (the interpreter replaces the kernels it compiles).
 
-The interpreter cannot show shared-memory or register budgets; this does.  The tests
-(tests/test_triton_cubin.py) assert each configuration's shared memory fits the target.
+The interpreter cannot show shared-memory or register budgets; this does.  A developer
+tool, outside the package; tests/test_triton.py runs it and checks every configuration
+fits its target's shared memory.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ TRITON_DTYPE = {
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    kernel: str  # "forward_persistent", "backward_persistent", "forward_step", "backward_step"
+    kernel: str  # "forward_persistent", "backward_persistent", "forward_cooperative", ...
     dtype: torch.dtype
-    block_h: int  # persistent: the whole padded H; stepwise: BLOCK_N
+    block_h: int  # persistent: the whole padded H; cooperative: BLOCK_N
     num_warps: int
 
     def describe(self) -> str:
@@ -60,46 +61,38 @@ def configurations() -> list[Config]:
                 for kernel in ("forward_persistent", "backward_persistent"):
                     configs.append(Config(kernel, dtype, p.block_h, p.num_warps))
             hidden = p.block_h + 1
-        step = launch.plan(hidden, dtype)
-        for kernel in ("forward_step", "backward_step"):
-            configs.append(Config(kernel, dtype, launch.STEP_BLOCK_N, step.num_warps))
+        cooperative = launch.plan(hidden, dtype)
+        for kernel in ("forward_cooperative", "backward_cooperative"):
+            configs.append(Config(kernel, dtype, launch.COOP_BLOCK_N, cooperative.num_warps))
     return configs
 
 
 def compile_config(config: Config, capability: int):
     dt = TRITON_DTYPE[config.dtype]
     acc = launch.ACC_DTYPE[config.dtype]
-    ptr = f"*{dt}"
-    common = {"RELU": False, "BLOCK_B": launch.BLOCK_B, "ACC_DTYPE": acc, "DOT_PRECISION": "ieee"}
-    if config.kernel.endswith("persistent"):
-        fn = (
-            kernels.rnn_forward_persistent_kernel
-            if config.kernel.startswith("forward")
-            else kernels.rnn_backward_persistent_kernel
-        )
-        constexprs = {**common, "REVERSE": False, "BLOCK_H": config.block_h}
-        scalars = ["stride_y", "T", "B", "H"]
+    common = {"RELU": False, "BLOCK_B": launch.BLOCK_B, "ACC_DTYPE": acc, "DOT_PRECISION": "ieee",
+              "REVERSE": False, "PADDED": False}  # fmt: skip
+    direction, tier = config.kernel.split("_")
+    fn = getattr(kernels, f"rnn_{direction}_{tier}_kernel")
+    if tier == "persistent":
+        constexprs = {**common, "BLOCK_H": config.block_h}
     else:
-        fn = (
-            kernels.rnn_forward_step_kernel
-            if config.kernel.startswith("forward")
-            else kernels.rnn_backward_step_kernel
-        )
-        constexprs = {**common, "BLOCK_N": launch.STEP_BLOCK_N, "BLOCK_K": launch.STEP_BLOCK_K}
-        scalars = ["stride_y", "t", "B", "H"]
-    arg_names = fn.arg_names
+        constexprs = {**common, "BLOCK_N": launch.COOP_BLOCK_N, "BLOCK_K": launch.COOP_BLOCK_K}
+    if direction == "forward":
+        constexprs.update(HAS_BIAS=True, HAS_H0=True)
     signature = {}
-    pointer_args = [a for a in arg_names if a.endswith("_ptr")]
-    for name in arg_names:
+    for name in fn.arg_names:
         if name in constexprs:
             signature[name] = "constexpr"
         elif name in ("batch_sizes_ptr", "offsets_ptr"):
             signature[name] = "*i64"
-        elif name in pointer_args:
-            # State buffers of the stepwise tier are fp32 (fp64 for fp64), others dtype.
-            state = name in ("h_in_ptr", "h_out_ptr", "dh_in_ptr", "dh_out_ptr")
-            signature[name] = ("*fp64" if dt == "fp64" else "*fp32") if state else ptr
-        elif name in scalars:
+        elif name == "counter_ptr":
+            signature[name] = "*i32"
+        elif name == "state_ptr":  # the cooperative tier's state: fp32 (fp64 for fp64)
+            signature[name] = "*fp64" if dt == "fp64" else "*fp32"
+        elif name.endswith("_ptr"):
+            signature[name] = f"*{dt}"
+        else:
             signature[name] = "i32"
     source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
     return triton.compile(

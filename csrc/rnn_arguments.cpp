@@ -1,0 +1,102 @@
+// Argument checks of rnn_forward / rnn_backward on the CPU, with nn.RNN-style messages.
+#include "rnn_arguments.h"
+
+#include "ops.h"
+
+namespace fastrnn {
+
+StepLayout make_layout(const at::Tensor& input, const std::optional<at::Tensor>& batch_sizes,
+                       const std::optional<at::Tensor>& hx) {
+  StepLayout layout;
+  if (given(batch_sizes)) {
+    TORCH_CHECK(given(hx), "fastrnn: packed input needs hx (its batch size, batch_sizes[0], "
+                "is data a traced graph cannot see); pass zeros of shape "
+                "[num_layers * num_directions, batch_sizes[0], hidden_size]");
+    TORCH_CHECK(input.dim() == 2, "fastrnn: packed input must be 2-D [N, input_size], got ",
+                input.dim(), "-D");
+    const at::Tensor sizes = batch_sizes->to(at::kCPU, at::kLong).contiguous();
+    TORCH_CHECK(sizes.dim() == 1, "fastrnn: batch_sizes must be 1-D, got ", sizes.dim(), "-D");
+    layout.steps = sizes.numel();
+    const int64_t* data = sizes.data_ptr<int64_t>();
+    layout.batch_sizes.assign(data, data + layout.steps);
+    layout.batch = layout.steps > 0 ? layout.batch_sizes[0] : hx->size(1);
+  } else {
+    TORCH_CHECK(input.dim() == 3, "fastrnn: input must be 3-D [T, B, input_size], got ",
+                input.dim(), "-D");
+    layout.steps = input.size(0);
+    layout.batch = input.size(1);
+    layout.batch_sizes.assign(layout.steps, layout.batch);
+  }
+  layout.offsets.resize(layout.steps);
+  int64_t offset = 0;
+  for (int64_t t = 0; t < layout.steps; ++t) {
+    const int64_t bs = layout.batch_sizes[t];
+    TORCH_CHECK(bs >= 0 && bs <= layout.batch && (t == 0 || bs <= layout.batch_sizes[t - 1]),
+                "fastrnn: batch_sizes must be non-increasing and at most batch_sizes[0], got ",
+                bs, " at step ", t);
+    layout.offsets[t] = offset;
+    offset += bs;
+  }
+  layout.rows = offset;
+  const int64_t input_rows = input.dim() == 3 ? input.size(0) * input.size(1) : input.size(0);
+  TORCH_CHECK(layout.rows == input_rows, "fastrnn: batch_sizes sum to ", layout.rows,
+              " but the packed input has ", input_rows, " rows");
+  TORCH_CHECK(!given(hx) || (hx->dim() == 3 && hx->size(1) == layout.batch),
+              "fastrnn: hx must be [num_layers * num_directions, ", layout.batch,
+              ", hidden_size], got ", hx->sizes());
+  return layout;
+}
+
+Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>& hx,
+                       at::TensorList weights, int64_t num_layers, bool bidirectional) {
+  TORCH_CHECK(num_layers >= 1, "fastrnn: num_layers must be >= 1, got ", num_layers);
+  TORCH_CHECK(weights.size() >= 2 && weights[1].dim() >= 1,
+              "fastrnn: weights must start with weight_ih_l0 and weight_hh_l0");
+  Geometry g;
+  g.layers = num_layers;
+  g.directions = bidirectional ? 2 : 1;
+  g.hidden = weights[1].size(0);  // weight_hh_l0: [H, H]
+  const int64_t cells = g.cells();
+  if (given(hx)) {
+    TORCH_CHECK(hx->size(0) == cells && hx->size(2) == g.hidden,
+                "fastrnn: hx must be [num_layers * num_directions, batch, hidden_size] = [",
+                cells, ", batch, ", g.hidden, "], got ", hx->sizes());
+    TORCH_CHECK(hx->scalar_type() == input.scalar_type(), "fastrnn: hx dtype (",
+                hx->scalar_type(), ") must match input dtype (", input.scalar_type(), ")");
+  }
+  const auto num_weights = static_cast<int64_t>(weights.size());
+  TORCH_CHECK(num_weights == 2 * cells || num_weights == 4 * cells, "fastrnn: expected ",
+              2 * cells, " (no bias) or ", 4 * cells, " weight tensors, got ", num_weights);
+  g.weights_per_cell = num_weights / cells;
+  g.has_bias = g.weights_per_cell == 4;
+  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+              "fastrnn: the C++ CPU kernels support float32 and float64, got ",
+              input.scalar_type());
+  for (int64_t l = 0; l < g.layers; ++l) {
+    const int64_t in_size = l == 0 ? input.size(-1) : g.directions * g.hidden;
+    for (int64_t d = 0; d < g.directions; ++d) {
+      const int64_t base = g.first_weight(l * g.directions + d);
+      const auto& w_ih = weights[base];
+      const auto& w_hh = weights[base + 1];
+      TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) == g.hidden && w_ih.size(1) == in_size,
+                  "fastrnn: weight_ih of layer ", l, " must be [", g.hidden, ", ", in_size,
+                  "], got ", w_ih.sizes());
+      TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) == g.hidden && w_hh.size(1) == g.hidden,
+                  "fastrnn: weight_hh of layer ", l, " must be [", g.hidden, ", ", g.hidden,
+                  "], got ", w_hh.sizes());
+      for (int64_t i = 0; i < g.weights_per_cell; ++i) {
+        const auto& w = weights[base + i];
+        TORCH_CHECK(w.scalar_type() == input.scalar_type(), "fastrnn: weight dtype (",
+                    w.scalar_type(), ") must match input dtype (", input.scalar_type(), ")");
+        TORCH_CHECK(w.device().is_cpu(), "fastrnn: CPU kernel got a weight on ", w.device());
+        if (i >= 2) {
+          TORCH_CHECK(w.dim() == 1 && w.size(0) == g.hidden, "fastrnn: bias of layer ", l,
+                      " must be [", g.hidden, "], got ", w.sizes());
+        }
+      }
+    }
+  }
+  return g;
+}
+
+}  // namespace fastrnn

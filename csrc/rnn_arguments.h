@@ -1,0 +1,43 @@
+// Checks the arguments of rnn_forward / rnn_backward and derives what the CPU kernels
+// need from them: the step layout of the rows and the network's geometry.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <vector>
+
+namespace fastrnn {
+
+// Rows of the recurrence grouped by time step: step t owns rows
+// [offsets[t], offsets[t] + batch_sizes[t]).  A padded [T, B, I] input is the case
+// batch_sizes[t] == B; a PackedSequence the general case (non-increasing batch sizes).
+struct StepLayout {
+  int64_t steps = 0;  // T
+  int64_t batch = 0;  // B = batch_sizes[0]
+  int64_t rows = 0;   // N = sum of batch_sizes
+  std::vector<int64_t> batch_sizes;
+  std::vector<int64_t> offsets;
+
+  // Rows of step t+1 (0 past the end): rows [next_batch(t), batch_sizes[t]) of step t
+  // have no successor at t+1.
+  int64_t next_batch(int64_t t) const { return t + 1 < steps ? batch_sizes[t + 1] : 0; }
+};
+
+StepLayout make_layout(const at::Tensor& input, const std::optional<at::Tensor>& batch_sizes,
+                       const std::optional<at::Tensor>& hx);
+
+// Layers, directions and hidden size, after checking every weight's shape and dtype.
+struct Geometry {
+  int64_t layers, directions, hidden, weights_per_cell;
+  bool has_bias;
+
+  int64_t cells() const { return layers * directions; }
+  // Index in the flat weight list of cell (layer * directions + direction)'s first weight.
+  int64_t first_weight(int64_t cell) const { return cell * weights_per_cell; }
+};
+
+Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>& hx,
+                       at::TensorList weights, int64_t num_layers, bool bidirectional);
+
+}  // namespace fastrnn

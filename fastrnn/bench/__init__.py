@@ -1,0 +1,1 @@
+"""fastrnn's benchmark (python -m fastrnn.bench): shapes, contenders, measurement, report."""

@@ -1,0 +1,177 @@
+"""Validation against float64 nn.RNN, then timing with contenders alternated."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+
+import torch
+from torch import Tensor
+
+from fastrnn.bench.contenders import Contender, make_contenders, step
+from fastrnn.bench.report import progress_line
+from fastrnn.bench.shapes import Shape, make_input
+
+
+class ValidationError(AssertionError):
+    pass
+
+
+def validate(contenders: list[Contender], shape: Shape, mode: str, device, dtype) -> None:
+    """Each contender's outputs (and parameter gradients in training) against nn.RNN in
+    float64 with the same weights.  fp32 allowance: 8x nn.RNN's own fp32 error, at least 1e-5."""
+    x = make_input(shape, device, dtype)
+    torch.manual_seed(0)
+    gold = torch.nn.RNN(
+        shape.input_size,
+        shape.hidden,
+        num_layers=shape.layers,
+        bidirectional=shape.bidirectional,
+        nonlinearity=shape.nonlinearity,
+        device=device,
+        dtype=torch.float64,
+    )
+    source = next(c for c in contenders if c.name == "nn.RNN" or c.module is not None)
+    gold.load_state_dict(
+        {
+            k: v.double()
+            for k, v in zip(gold.state_dict(), [p.detach() for p in source.parameters], strict=True)
+        }
+    )
+    gold_c = Contender("gold", gold, gold, list(gold.parameters()))
+    gold_out = step(gold_c, x.double(), mode)
+    gold_vals = [*gold_out] + ([p.grad for p in gold_c.parameters] if mode == "training" else [])
+
+    def errors(c):
+        out = step(c, x, mode)
+        vals = [*out] + ([p.grad for p in c.parameters] if mode == "training" else [])
+        errs = []
+        for got, want in zip(vals, gold_vals, strict=True):
+            scale = max(1.0, want.abs().max().item()) if want.numel() else 1.0
+            errs.append((got.double() - want).abs().max().item() / scale if got.numel() else 0.0)
+        return max(errs)
+
+    baseline = next((c for c in contenders if c.name == "nn.RNN"), None)
+    floor = 1e-5 if dtype == torch.float32 else 1e-10
+    allowed = max(floor, 8 * errors(baseline)) if baseline is not None else floor
+    for c in contenders:
+        err = errors(c)
+        if not err <= allowed:
+            raise ValidationError(
+                f"{c.name} on {shape.name}/{mode}: error {err:.3g} vs float64 nn.RNN "
+                f"exceeds {allowed:.3g}"
+            )
+
+
+def saved_bytes(contender: Contender, x: Tensor) -> int:
+    """Bytes autograd keeps for backward (distinct storages), measured with saved-tensor hooks."""
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        if isinstance(t, Tensor) and t.device.type != "meta":
+            storage = t.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    for p in contender.parameters:
+        p.grad = None
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out, h_n = contender.run(x)
+    params = {p.untyped_storage().data_ptr() for p in contender.parameters}
+    input_ptr = x.untyped_storage().data_ptr()
+    del out, h_n
+    return sum(n for ptr, n in storages.items() if ptr not in params and ptr != input_ptr)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_contenders(contenders, shape, mode, device, dtype, repeats, target_s):
+    """Median and IQR of per-call seconds; contenders alternate inside every repeat."""
+    x = make_input(shape, device, dtype)
+    calls = {}
+    for c in contenders:  # warm up, then size each contender's batch of calls
+        step(c, x, mode)
+        synchronize(device)
+        start = time.perf_counter()
+        step(c, x, mode)
+        synchronize(device)
+        once = time.perf_counter() - start
+        calls[c.name] = max(1, min(1000, int(target_s / max(once, 1e-7))))
+    samples = {c.name: [] for c in contenders}
+    for _ in range(repeats):
+        for c in contenders:
+            n = calls[c.name]
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(n):
+                step(c, x, mode)
+            synchronize(device)
+            samples[c.name].append((time.perf_counter() - start) / n)
+    result = {}
+    for name, s in samples.items():
+        q = statistics.quantiles(s, n=4) if len(s) > 1 else [s[0], s[0], s[0]]
+        result[name] = {"median_s": statistics.median(s), "iqr_s": q[2] - q[0], "samples": s}
+    return result
+
+
+def gemm_peak_gflops(device, dtype, size=1024, repeats=5) -> float:
+    """This machine's measured GEMM rate (torch.mm of two size x size matrices)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(5):
+            torch.mm(a, b)
+        synchronize(device)
+        best = min(best, (time.perf_counter() - start) / 5)
+    return 2 * size**3 / best / 1e9
+
+
+def run_grid(shapes, modes, device, dtype, contender_names, repeats, target_s, log=print):
+    peak = gemm_peak_gflops(device, dtype)
+    log(f"GEMM peak (torch.mm 1024^3): {peak:.1f} GFLOP/s")
+    rows = []
+    for shape in shapes:
+        for mode in modes:
+            contenders = make_contenders(shape, device, dtype, contender_names)
+            try:
+                validate(contenders, shape, mode, device, dtype)
+            except ValidationError as error:
+                log(f"ABORTED {shape.name}/{mode}: {error}")
+                rows.append({"shape": dataclasses.asdict(shape), "mode": mode, "error": str(error)})
+                continue
+            timings = time_contenders(contenders, shape, mode, device, dtype, repeats, target_s)
+            row = {"shape": dataclasses.asdict(shape), "mode": mode, "timings": timings}
+            flops = shape.forward_flops() * (3 if mode == "training" else 1)
+            fast = timings.get("fastrnn")
+            if fast is not None:
+                row["tokens_per_s"] = shape.steps * shape.batch / fast["median_s"]
+                row["gflops"] = flops / fast["median_s"] / 1e9
+                row["peak_fraction"] = row["gflops"] / peak
+                for other in ("nn.RNN", "naive"):
+                    if other in timings:
+                        row[f"speedup_vs_{other}"] = timings[other]["median_s"] / fast["median_s"]
+            if mode == "training" and device.type == "cpu":
+                x = make_input(shape, device, dtype)
+                row["saved_bytes"] = {c.name: saved_bytes(c, x) for c in contenders}
+            elif device.type == "cuda":
+                row["peak_allocated_bytes"] = {}
+                x = make_input(shape, device, dtype)
+                for c in contenders:
+                    torch.cuda.reset_peak_memory_stats(device)
+                    base = torch.cuda.memory_allocated(device)
+                    step(c, x, mode)
+                    synchronize(device)
+                    peak_bytes = torch.cuda.max_memory_allocated(device) - base
+                    row["peak_allocated_bytes"][c.name] = peak_bytes
+            rows.append(row)
+            log(progress_line(row, contender_names))
+    return peak, rows
