@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 DEPS := triton numpy pytest pytest-benchmark ninja ruff
 BENCH_ARGS ?= --json bench-results/cpu.json --plot bench-results/cpu.png
 
-.PHONY: setup test bench lint clean
+.PHONY: setup test bench lint clean gpu-check
 
 $(VENV)/.fastrnn-deps: Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: setup
 	$(PY) -m pip install -q matplotlib
 	mkdir -p bench-results
 	$(PY) -m fastrnn.bench $(BENCH_ARGS)
+
+# On a CUDA machine with torch and triton installed (no .venv): GPU tests, benchmark
+# grid in fp32/fp16/bf16 vs cuDNN, kernel counts, compute-sanitizer; JSON in gpu-results/.
+gpu-check:
+	OUT=gpu-results bash tools/gpu_check.sh
 
 clean:
 	rm -rf build *.egg-info fastrnn/*.so .pytest_cache .benchmarks

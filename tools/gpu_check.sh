@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: build, GPU tests, sanitizers on the cooperative tier, kernel
-# counts, and the benchmark grid in three dtypes; results (JSON, logs) under $OUT.
+# One call on a GPU machine: build, the benchmark grid in three dtypes, GPU tests, kernel
+# counts and sanitizers on the cooperative tier; results (JSON, logs) under $OUT.
 #     OUT=gpu-results bash tools/gpu_check.sh      (make gpu-check)
 # Builds against the torch and triton already installed (no package registry needed).
+# Each step has a time limit, so the whole stays within 10 minutes on one GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-results}
@@ -13,17 +14,19 @@ python3 -m pip install -q --no-build-isolation --no-deps -e . > "$OUT/build.log"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/machine.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
   | tee -a "$OUT/machine.txt"
-timeout 240 python3 -m pytest -q -x tests/test_triton.py -m "not slow" -p no:cacheprovider \
-  2>&1 | tail -15 | tee "$OUT/tests.log"
+bench() {  # dtype, contenders, time limit (s)
+  timeout "$3" python3 -m fastrnn.bench --device cuda --dtype "$1" --repeats 5 \
+    --contenders "$2" --json "$OUT/bench-$1.json" > "$OUT/bench-$1.log" 2>&1
+  echo "bench $1: exit $?"
+  grep -E "^\| |geometric|ABORT|Error" "$OUT/bench-$1.log" | cut -c1-160
+}
+bench float32 fastrnn,nn.RNN,naive 130
+timeout 150 python3 -m pytest -q -x tests/test_triton.py -m "not slow" -p no:cacheprovider \
+  > "$OUT/tests.log" 2>&1; echo "tests: exit $?"; tail -12 "$OUT/tests.log"
+timeout 45 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20
+bench float16 fastrnn,nn.RNN 100
+bench bfloat16 fastrnn,nn.RNN 100
 for tool in racecheck memcheck; do
-  timeout 90 compute-sanitizer --tool $tool --print-limit 5 python3 tools/sanitize_cooperative.py \
-    2>&1 | tail -4 | tee -a "$OUT/sanitizer.log"
-done
-timeout 60 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20
-for dtype in float32 float16 bfloat16; do
-  contenders=fastrnn,nn.RNN
-  [ "$dtype" = float32 ] && contenders=fastrnn,nn.RNN,naive
-  timeout 200 python3 -m fastrnn.bench --device cuda --dtype $dtype --repeats 5 \
-    --contenders $contenders --json "$OUT/bench-$dtype.json" > "$OUT/bench-$dtype.log" 2>&1
-  grep -E "^\| |geometric|ABORT|Error" "$OUT/bench-$dtype.log" | cut -c1-150
+  timeout 40 compute-sanitizer --tool $tool --print-limit 5 python3 tools/sanitize_cooperative.py \
+    > "$OUT/sanitizer-$tool.log" 2>&1; echo "$tool: exit $?"; tail -3 "$OUT/sanitizer-$tool.log"
 done
