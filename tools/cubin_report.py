@@ -67,11 +67,11 @@ def configurations() -> list[Config]:
     return configs
 
 
-def compile_config(config: Config, capability: int):
+def compile_config(config: Config, capability: int, padded: bool = False):
     dt = TRITON_DTYPE[config.dtype]
     acc = launch.ACC_DTYPE[config.dtype]
     common = {"RELU": False, "BLOCK_B": launch.BLOCK_B, "ACC_DTYPE": acc, "DOT_PRECISION": "ieee",
-              "REVERSE": False, "PADDED": False}  # fmt: skip
+              "REVERSE": False, "PADDED": padded}  # fmt: skip
     direction, tier = config.kernel.split("_")
     fn = getattr(kernels, f"rnn_{direction}_{tier}_kernel")
     if tier == "persistent":

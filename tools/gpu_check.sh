@@ -20,13 +20,13 @@ bench() {  # dtype, contenders, time limit (s)
   echo "bench $1: exit $?"
   grep -E "^\| |geometric|ABORT|Error" "$OUT/bench-$1.log" | cut -c1-160
 }
-bench float32 fastrnn,nn.RNN,naive 130
-timeout 150 python3 -m pytest -q -x tests/test_triton.py -m "not slow" -p no:cacheprovider \
+bench float32 fastrnn,nn.RNN,naive 110
+timeout 90 python3 -m pytest -q --maxfail=5 tests/test_triton.py -m "not slow" -p no:cacheprovider \
   > "$OUT/tests.log" 2>&1; echo "tests: exit $?"; tail -12 "$OUT/tests.log"
-timeout 45 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20
-bench float16 fastrnn,nn.RNN 100
-bench bfloat16 fastrnn,nn.RNN 100
-for tool in racecheck memcheck; do
-  timeout 40 compute-sanitizer --tool $tool --print-limit 5 python3 tools/sanitize_cooperative.py \
+timeout 35 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20
+bench float16 fastrnn,nn.RNN 60
+bench bfloat16 fastrnn,nn.RNN 50
+for tool in racecheck; do
+  timeout 30 compute-sanitizer --tool $tool --print-limit 5 python3 tools/sanitize_cooperative.py \
     > "$OUT/sanitizer-$tool.log" 2>&1; echo "$tool: exit $?"; tail -3 "$OUT/sanitizer-$tool.log"
 done

@@ -62,8 +62,12 @@ def _activation_grad(g, y, RELU: tl.constexpr):
 def _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED: tl.constexpr):
     """(active, rows): which of the rows rb take part in step t, and their row indices."""
     if PADDED:
-        return rb < B, t.to(tl.int64) * B + rb
-    return rb < tl.load(batch_sizes_ptr + t), tl.load(offsets_ptr + t) + rb.to(tl.int64)
+        active = rb < B
+        rows = t.to(tl.int64) * B + rb.to(tl.int64)
+    else:
+        active = rb < tl.load(batch_sizes_ptr + t)
+        rows = tl.load(offsets_ptr + t) + rb.to(tl.int64)
+    return active, rows
 
 
 @triton.jit

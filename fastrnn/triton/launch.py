@@ -90,6 +90,13 @@ class Steps:
     batch_sizes: Tensor | None  # [T] int64 on the device (packed only)
     offsets: Tensor | None  # [T] int64 on the device (packed only)
 
+    def tables(self, placeholder: Tensor) -> tuple[Tensor, Tensor]:
+        """The kernels' batch-size and offset arguments (padded input: never read; Triton
+        needs a tensor there, not None)."""
+        if self.padded:
+            return placeholder, placeholder
+        return self.batch_sizes, self.offsets
+
 
 def make_steps(input: Tensor, batch_sizes: Tensor | None, batch: int) -> Steps:
     if batch_sizes is None:  # padded: no tables, nothing copied to the device
@@ -133,8 +140,7 @@ def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, steps: Steps, reverse: bool, 
         return
     p = plan(w_hh.shape[0], w_hh.dtype, FORCE_TIER)
     args = (xp, b_hh if b_hh is not None else xp, y, h0 if h0 is not None else xp, h_n, w_hh,
-            steps.batch_sizes, steps.offsets, y.stride(0), steps.steps, steps.batch,
-            w_hh.shape[0])  # fmt: skip
+            *steps.tables(xp), y.stride(0), steps.steps, steps.batch, w_hh.shape[0])  # fmt: skip
     meta = dict(HAS_BIAS=b_hh is not None, HAS_H0=h0 is not None,
                 **_common(steps, w_hh, relu, reverse))  # fmt: skip
     if p.tier == "persistent":
@@ -156,8 +162,8 @@ def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, steps: Steps, reverse: bool,
         dh0.copy_(dh_n)
         return
     p = plan(w_hh.shape[0], w_hh.dtype, FORCE_TIER)
-    args = (dy, y, dz, dh_n, dh0, w_hh, steps.batch_sizes, steps.offsets, y.stride(0),
-            steps.steps, steps.batch, w_hh.shape[0])  # fmt: skip
+    args = (dy, y, dz, dh_n, dh0, w_hh, *steps.tables(dz), y.stride(0), steps.steps,
+            steps.batch, w_hh.shape[0])  # fmt: skip
     meta = _common(steps, w_hh, relu, reverse)
     if p.tier == "persistent":
         grid = (triton.cdiv(steps.batch, BLOCK_B),)
