@@ -41,9 +41,13 @@ class Config:
     dtype: torch.dtype
     block_h: int  # persistent: the whole padded H; cooperative: BLOCK_N
     num_warps: int
+    precision: str = "ieee"  # tl.dot's input_precision (fp32 also runs "tf32x3")
 
     def describe(self) -> str:
-        return f"{self.kernel} {TRITON_DTYPE[self.dtype]} H<={self.block_h} warps={self.num_warps}"
+        dtype = TRITON_DTYPE[self.dtype] + (
+            f" {self.precision}" if self.dtype == torch.float32 else ""
+        )
+        return f"{self.kernel} {dtype} H<={self.block_h} warps={self.num_warps}"
 
 
 def configurations() -> list[Config]:
@@ -64,13 +68,18 @@ def configurations() -> list[Config]:
         cooperative = launch.plan(hidden, dtype)
         for kernel in ("forward_cooperative", "backward_cooperative"):
             configs.append(Config(kernel, dtype, launch.COOP_BLOCK_N, cooperative.num_warps))
+    # fp32 under torch.backends.cudnn.allow_tf32 (launch.dot_precision).
+    configs += [
+        dataclasses.replace(c, precision="tf32x3") for c in configs if c.dtype == torch.float32
+    ]
     return configs
 
 
 def compile_config(config: Config, capability: int, padded: bool = False):
     dt = TRITON_DTYPE[config.dtype]
     acc = launch.ACC_DTYPE[config.dtype]
-    common = {"RELU": False, "BLOCK_B": launch.BLOCK_B, "ACC_DTYPE": acc, "DOT_PRECISION": "ieee",
+    common = {"RELU": False, "BLOCK_B": launch.BLOCK_B, "ACC_DTYPE": acc,
+              "DOT_PRECISION": config.precision,
               "REVERSE": False, "PADDED": padded}  # fmt: skip
     direction, tier = config.kernel.split("_")
     fn = getattr(kernels, f"rnn_{direction}_{tier}_kernel")

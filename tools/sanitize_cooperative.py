@@ -1,6 +1,6 @@
 """A small cooperative-tier forward and backward on CUDA, for compute-sanitizer:
 
-    compute-sanitizer --tool racecheck python tools/sanitize_cooperative.py
+compute-sanitizer --tool racecheck python tools/sanitize_cooperative.py
 """
 
 import torch

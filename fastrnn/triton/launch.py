@@ -60,9 +60,11 @@ def plan(hidden: int, dtype: torch.dtype, force_tier: str | None = None) -> Plan
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """fp32 follows nn.RNN's policy on a GPU: TF32 when cuDNN may use it, else IEEE."""
+    """fp32 follows nn.RNN's flag on a GPU: tensor cores when cuDNN may use TF32, else
+    IEEE FMA.  tf32x3 (three TF32 products) rather than plain TF32: over many steps
+    plain TF32 drifted to 1e-3 from fp64 where cuDNN stayed near 1e-5 (docs/performance.md)."""
     if dtype == torch.float32 and torch.backends.cudnn.allow_tf32:
-        return "tf32"
+        return "tf32x3"
     return "ieee"
 
 
@@ -114,12 +116,21 @@ def _common(steps: Steps, w_hh: Tensor, relu: bool, reverse: bool) -> dict:
                 DOT_PRECISION=dot_precision(w_hh.dtype))  # fmt: skip
 
 
-def _cooperative_launch(kernel, steps: Steps, w_hh: Tensor, state_shape, args, **meta):
+def barrier_counters(weights: list[Tensor], cells: int) -> Tensor | None:  # [cells] int32
+    """Zeroed grid-barrier counters, one per (layer, direction), for an op call whose
+    recurrences run on the cooperative tier (None for the persistent tier): one fill
+    kernel per call rather than one per launch."""
+    w_hh = weights[1]
+    if plan(w_hh.shape[0], w_hh.dtype, FORCE_TIER).tier != "cooperative":
+        return None
+    return torch.zeros(cells, dtype=torch.int32, device=w_hh.device)
+
+
+def _cooperative_launch(kernel, steps: Steps, w_hh: Tensor, counter, state_shape, args, **meta):
     hidden = w_hh.shape[0]
     tiles = triton.cdiv(steps.batch, BLOCK_B) * triton.cdiv(hidden, COOP_BLOCK_N)
     programs = cooperative_programs(tiles, w_hh.device)
     state = w_hh.new_empty(state_shape, dtype=STATE_DTYPE.get(w_hh.dtype, torch.float32))
-    counter = torch.zeros(1, dtype=torch.int32, device=w_hh.device)
     launch_options = {} if interpreting(w_hh) else {"launch_cooperative_grid": True}
     kernel[(programs,)](
         *args[:-4], state, counter, *args[-4:],
@@ -127,9 +138,11 @@ def _cooperative_launch(kernel, steps: Steps, w_hh: Tensor, state_shape, args, *
     )  # fmt: skip
 
 
-def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, steps: Steps, reverse: bool, relu: bool):
+def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, counter, steps: Steps, reverse: bool,
+                       relu: bool):  # fmt: skip
     """y[rows] = act(xp + b_hh + h_prev @ W_hh^T) for every step; h_n = final states.
-    xp: [N, H]; y: [N, H] view (row stride y.stride(0)); h0 None for zeros; h_n [B, H]."""
+    xp: [N, H]; y: [N, H] view (row stride y.stride(0)); h0 None for zeros; h_n [B, H];
+    counter: this launch's barrier counter (barrier_counters)."""
     if steps.batch == 0:
         return
     if steps.steps == 0:
@@ -149,11 +162,12 @@ def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, steps: Steps, reverse: bool, 
             *args, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta
         )
         return
-    _cooperative_launch(kernels.rnn_forward_cooperative_kernel, steps, w_hh,
+    _cooperative_launch(kernels.rnn_forward_cooperative_kernel, steps, w_hh, counter,
                         (2, steps.batch, w_hh.shape[0]), args, **meta)  # fmt: skip
 
 
-def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, steps: Steps, reverse: bool, relu: bool):
+def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, counter, steps: Steps, reverse: bool,
+                        relu: bool):  # fmt: skip
     """dz[rows] = (dy + dh) * act'(y), dh = dz @ W_hh, through time in reverse order of
     processing; dh0 receives the gradient of the initial state."""
     if steps.batch == 0:
@@ -171,7 +185,7 @@ def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, steps: Steps, reverse: bool,
             *args, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta
         )
         return
-    _cooperative_launch(kernels.rnn_backward_cooperative_kernel, steps, w_hh,
+    _cooperative_launch(kernels.rnn_backward_cooperative_kernel, steps, w_hh, counter,
                         (steps.batch, w_hh.shape[0]), args, **meta)  # fmt: skip
 
 
@@ -225,6 +239,7 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
     h_n = input.new_empty((num_layers * directions, batch, hidden))
     h0 = hx.contiguous() if hx is not None else None
     layer_input = input.reshape(steps.rows, input.shape[-1])
+    counters = barrier_counters(weights, num_layers * directions)
     for layer in range(num_layers):
         target = output if layer == num_layers - 1 else layer_outputs[layer]
         y_all = target.view(steps.rows, directions * hidden)
@@ -242,6 +257,7 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
                 h0[cell] if h0 is not None else None,
                 h_n[cell],
                 w_hh.contiguous(),
+                counters[cell] if counters is not None else None,
                 steps,
                 direction == 1,
                 relu,
@@ -267,6 +283,7 @@ def rnn_backward_triton(
     grad_weights: list[Tensor] = [x.new_empty(0)] * len(weights)
     grad_y = grad_output.reshape(steps.rows, directions * hidden).contiguous()
     dz = x.new_empty((steps.rows, hidden))
+    counters = barrier_counters(weights, num_layers * directions)
     for layer in reversed(range(num_layers)):
         layer_in = x if layer == 0 else layer_outputs[layer - 1].reshape(steps.rows, -1)
         saved = output if layer == num_layers - 1 else layer_outputs[layer]
@@ -279,8 +296,9 @@ def rnn_backward_triton(
             w_ih, w_hh, *biases = cell_weights(weights, cell, per_cell)
             cols = slice(direction * hidden, (direction + 1) * hidden)
             reverse = direction == 1
-            recurrence_backward(grad_y[:, cols], y_all[:, cols], dz, grad_hn[cell],
-                                grad_hx[cell], w_hh.contiguous(), steps, reverse, relu)  # fmt: skip
+            counter = counters[cell] if counters is not None else None
+            recurrence_backward(grad_y[:, cols], y_all[:, cols], dz, grad_hn[cell], grad_hx[cell],
+                                w_hh.contiguous(), counter, steps, reverse, relu)  # fmt: skip
             base = cell * per_cell
             grad_weights[base] = dz.t() @ layer_in
             grad_weights[base + 1] = recurrent_weight_grad(
