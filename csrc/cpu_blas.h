@@ -31,8 +31,8 @@ inline at::Tensor empty_cpu(at::IntArrayRef sizes, at::ScalarType dtype) {
 
 // A dense row-major copy of t, made without a trip through the dispatcher.  Gradients
 // that reach backward are often expanded views (the grad of .sum() is a stride-0
-// tensor); contiguous() on them went through clone/empty_like/copy_ and cost ~2 µs per
-// tensor at the 'hello' shape, a visible part of a 50 µs training step.
+// tensor); contiguous() on them goes through clone/empty_like/copy_, a visible part of
+// a training step at tutorial sizes.
 at::Tensor dense_copy(const at::Tensor& t);
 
 // t itself when it is already dense, else dense_copy(t).
@@ -42,7 +42,7 @@ inline at::Tensor dense(const at::Tensor& t) { return t.is_contiguous() ? t : de
 // setting; nothing where that is not exported).  Held by each thread of the kernels' own
 // OpenMP team, and around the per-step loop when it runs on one thread: after
 // torch.set_num_threads(), which turns MKL's dynamic threading off, MKL otherwise threads
-// these small calls itself, and T=1000, B=8, H=64 ran 1.4x slower (1.69 vs 1.18 ms).
+// these small calls itself, slower than one thread (docs/performance.md).
 class BlasSingleThreadGuard {
  public:
   BlasSingleThreadGuard();

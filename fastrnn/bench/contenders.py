@@ -76,7 +76,7 @@ def make_contenders(
 
             else:
                 # Plain "fastrnn" is the module as users call it, on the backend in force
-                # (the machine line names it); switching backends per call costs 0.8 µs.
+                # (the machine line names it), with no per-call backend switch.
                 run = module
             contenders.append(Contender(name, module, run, list(module.parameters())))
         elif name in ("naive", "naive-compiled"):

@@ -71,6 +71,14 @@ def _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED: tl.constexpr):
 
 
 @triton.jit
+def _tile(tile, col_tiles, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(batch rows, hidden columns) of tile number `tile` of the cooperative tier."""
+    rb = (tile // col_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rn = (tile % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+    return rb, rn
+
+
+@triton.jit
 def _grid_barrier(counter_ptr, target):
     """Wait until `target` arrivals (this one included) are counted at counter_ptr."""
     tl.debug_barrier()  # this program's stores all happen before its arrival
@@ -217,8 +225,7 @@ def rnn_forward_cooperative_kernel(
     arrivals = 0
     if HAS_H0:  # h0 into the half that step 0 reads, in the state's precision
         for tile in range(tl.program_id(0), tiles, programs):
-            rb = (tile // col_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
-            rn = (tile % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+            rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
             offs = rb[:, None] * H + rn[None, :]
             state_mask = (rb < B)[:, None] & (rn < H)[None, :]
             h0 = tl.load(h0_ptr + offs, mask=state_mask, other=0.0)
@@ -230,8 +237,7 @@ def rnn_forward_cooperative_kernel(
         h_prev_ptr = state_ptr + ((i + 1) % 2) * state_size
         h_next_ptr = state_ptr + (i % 2) * state_size
         for tile in range(tl.program_id(0), tiles, programs):
-            rb = (tile // col_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
-            rn = (tile % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+            rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
             in_b = rb < B
             in_n = rn < H
             acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
@@ -316,8 +322,7 @@ def rnn_backward_cooperative_kernel(
     # Step i of the loop processes time step t(i); first, dz of t(0) from dh_n.
     t_first = 0 if REVERSE else T - 1
     for tile in range(tl.program_id(0), tiles, programs):
-        rb = (tile // col_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
-        rn = (tile % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
         state_mask = (rb < B)[:, None] & (rn < H)[None, :]
         dh = tl.load(dhn_ptr + rb[:, None] * H + rn[None, :], mask=state_mask, other=0.0)
         dh = dh.to(ACC_DTYPE)
@@ -334,8 +339,7 @@ def rnn_backward_cooperative_kernel(
     for i in range(T):
         t = i if REVERSE else T - 1 - i
         for tile in range(tl.program_id(0), tiles, programs):
-            rb = (tile // col_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
-            rn = (tile % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+            rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
             in_b = rb < B
             in_n = rn < H
             state_mask = in_b[:, None] & in_n[None, :]
