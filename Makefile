@@ -7,8 +7,9 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 # Installed into .venv: torch (pinned; an unpinned torch pulls a multi-GB CUDA build),
 # triton (GPU kernels; also runs them on CPU through its interpreter, which needs numpy),
-# pytest + pytest-benchmark (tests and benchmark suite), ninja (extension build), ruff.
-DEPS := triton numpy pytest pytest-benchmark ninja ruff
+# pytest + pytest-benchmark (tests and benchmark suite), ninja (extension build), ruff,
+# onnx + onnxscript + onnxruntime (the ONNX export tests and example; not needed to run).
+DEPS := triton numpy pytest pytest-benchmark ninja ruff onnx onnxscript onnxruntime
 BENCH_ARGS ?= --json bench-results/cpu.json --plot bench-results/cpu.png
 
 .PHONY: setup test bench lint clean gpu-check

@@ -8,6 +8,7 @@
 // gradients are not supported (as for cuDNN's RNN), and saying so beats a silent zero.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/python_cpp_function.h>
 #include <torch/library.h>
 
 #include <utility>
@@ -238,7 +239,30 @@ RnnCellBackwardResult rnn_cell_backward_autograd(const at::Tensor& grad_h,
   return {g[0], g[1], g[2], g[3], g[4]};
 }
 
+template <typename Fn>
+void register_node_type(PyObject* module, PyTypeObject& type, const char* name) {
+  torch::autograd::_initFunctionPyTypeObject(type, name, nullptr, nullptr);
+  Py_INCREF(&type);
+  PyModule_AddObject(module, name, reinterpret_cast<PyObject*>(&type));
+  torch::autograd::registerCppFunction(typeid(torch::autograd::CppNode<Fn>), &type);
+}
+
+PyTypeObject rnn_backward_type, rnn_backward_backward_type, rnn_cell_backward_type,
+    rnn_cell_backward_backward_type;
+
 }  // namespace
+
+// Python types named after the autograd nodes, so that a grad_fn prints as
+// <RnnBackward>, as torch's own nodes do (a C++ Function's node otherwise prints its
+// template type, "CppNode<...RnnBackward>").
+void register_node_python_types(PyObject* module) {
+  register_node_type<RnnBackward>(module, rnn_backward_type, "RnnBackward");
+  register_node_type<RnnBackwardBackward>(module, rnn_backward_backward_type,
+                                          "RnnBackwardBackward");
+  register_node_type<RnnCellBackward>(module, rnn_cell_backward_type, "RnnCellBackward");
+  register_node_type<RnnCellBackwardBackward>(module, rnn_cell_backward_backward_type,
+                                              "RnnCellBackwardBackward");
+}
 
 TORCH_LIBRARY_IMPL(fastrnn, Autograd, m) {
   m.impl("rnn_forward", &rnn_forward_autograd);

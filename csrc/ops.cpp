@@ -71,4 +71,12 @@ PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "fastrnn C++ CPU kernels"
 
 }  // namespace
 
-PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module_def); }
+namespace fastrnn {
+void register_node_python_types(PyObject* module);  // autograd.cpp
+}
+
+PyMODINIT_FUNC PyInit__C(void) {
+  PyObject* module = PyModule_Create(&module_def);
+  if (module != nullptr) fastrnn::register_node_python_types(module);
+  return module;
+}

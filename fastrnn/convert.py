@@ -72,6 +72,11 @@ def convert(model: nn.Module) -> nn.Module:
     ``nn.RNN`` / ``nn.RNNCell``, its replacement).  Modules that cannot be converted
     (subclasses, parametrized modules, non-Parameter weights) stay as they are, with a
     warning saying why.
+
+    The swapped modules are not instances of ``nn.RNN`` / ``nn.RNNCell`` (they subclass
+    ``nn.RNNBase`` / ``nn.RNNCellBase``, since torch.compile refuses to trace ``nn.RNN``
+    instances): code that checks ``isinstance(m, nn.RNN)`` should check
+    ``isinstance(m, nn.RNNBase)`` instead, which both pass.
     """
     if isinstance(model, (nn.RNN, nn.RNNCell)):
         reason = _why_not(model)

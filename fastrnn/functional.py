@@ -7,8 +7,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fastrnn import backend
+from fastrnn.onnx_export import rnn_onnx
 from fastrnn.ops import initial_state, rnn_cell_op, rnn_op
 from fastrnn.reference import rnn_reference
+
+
+def exporting_to_onnx() -> bool:
+    """True inside torch.onnx.export (either exporter); cheap outside any tracing."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing()) and (
+        torch.onnx.is_in_onnx_export()
+    )
 
 
 def rnn(
@@ -23,6 +31,10 @@ def rnn(
     training: bool = False,
 ) -> tuple[Tensor, Tensor]:  # output [T, B, D*H] or [N, D*H], h_n [L*D, B, H]
     """The Elman RNN over a whole sequence, on the backend fastrnn.backend selects."""
+    if torch.compiler.is_compiling() and exporting_to_onnx():  # the dynamo exporter
+        return rnn_onnx(
+            input, hx, weights, batch_sizes, num_layers, bidirectional, relu, dropout, training
+        )
     device = input.device
     if torch.is_autocast_enabled(device.type):
         # As nn.RNN under autocast: every floating input in the autocast dtype, the RNN
@@ -75,9 +87,9 @@ def rnn_cell(
 ) -> Tensor:  # [B, H]
     """One Elman cell step (nn.RNNCell math), on the backend fastrnn.backend selects."""
     device_type = input.device.type
-    if not torch.is_autocast_enabled(device_type):
+    if not torch.is_autocast_enabled(device_type) and not exporting_to_onnx():
         if backend.resolve(input.device, input.dtype) == "cpp":
             return rnn_cell_op(input, hx, weights, relu)  # the dedicated C++ cell op
-    # Elsewhere a cell step is the sequence RNN with T=1.
+    # Elsewhere (and in ONNX export: one RNN node) a cell step is the sequence RNN, T=1.
     _, h_n = rnn(input.unsqueeze(0), hx.unsqueeze(0), weights, None, 1, False, relu)
     return h_n[0]

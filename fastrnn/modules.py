@@ -12,7 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from fastrnn.functional import rnn, rnn_cell
+from fastrnn.functional import exporting_to_onnx, rnn, rnn_cell
+from fastrnn.onnx_export import PACKED_INPUT_ERROR
 
 
 class RNN(nn.RNNBase):
@@ -46,6 +47,8 @@ class RNN(nn.RNNBase):
         is_batched = True
         sorted_indices = unsorted_indices = None
         if is_packed:
+            if exporting_to_onnx():  # before int(batch_sizes[0]), which export cannot trace
+                raise RuntimeError(PACKED_INPUT_ERROR)
             input, batch_sizes, sorted_indices, unsorted_indices = input
             max_batch_size = int(batch_sizes[0])
         else:

@@ -268,3 +268,34 @@ def test_missing_extension_says_how_to_build_it():
     assert "torch.Size([2, 1, 4])" in result.stdout
     assert "pip install --no-build-isolation -e ." in result.stderr
     assert "ImportError" in result.stderr
+
+
+def test_autograd_nodes_print_clean_names():
+    """grad_fn reads like torch's own nodes (not the C++ template type)."""
+    out, h_n = fastrnn.RNN(3, 4)(torch.randn(2, 1, 3))
+    assert repr(h_n).endswith("grad_fn=<RnnBackward>)")
+    assert type(out.grad_fn).__name__ == "RnnBackward"
+    h = fastrnn.RNNCell(3, 4)(torch.randn(2, 3))
+    assert repr(h).endswith("grad_fn=<RnnCellBackward>)")
+
+
+def test_saved_modules_load_with_weights_only_in_a_fresh_process(tmp_path):
+    """torch.load(..., weights_only=True) of whole fastrnn modules after import fastrnn."""
+    path = tmp_path / "model.pt"
+    torch.manual_seed(0)
+    model = fastrnn.RNN(3, 4, 2, bidirectional=True, batch_first=True)
+    cell = fastrnn.RNNCell(3, 4, nonlinearity="relu")
+    torch.save({"model": model, "cell": cell}, path)
+    x = torch.randn(2, 5, 3)
+    expected = model(x)[0].sum().item() + cell(x[:, 0]).sum().item()
+    code = (
+        "import torch, fastrnn\n"
+        f"d = torch.load({str(path)!r}, weights_only=True)\n"
+        "print(type(d['model']).__name__, type(d['cell']).__name__)\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["RNN", "RNNCell"]
+    loaded = torch.load(path, weights_only=True)
+    got = loaded["model"](x)[0].sum().item() + loaded["cell"](x[:, 0]).sum().item()
+    assert got == expected
