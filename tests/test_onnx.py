@@ -121,3 +121,27 @@ def test_packed_input_export_fails_with_a_clear_message(exporter):
     with pytest.raises(Exception, match="PackedSequence input is not supported") as info:
         export(Packed(), (torch.randn(4, 3), torch.randn(2, 3)), EXPORTERS[exporter])
     assert "pad_packed_sequence" in str(info.value)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_export_with_dynamic_sequence_length_and_batch(exporter):
+    """One exported graph serves other T and B (what deployment needs)."""
+    torch.manual_seed(0)
+    rnn = fastrnn.RNN(4, 8, 2, bidirectional=True).eval()
+    x = torch.randn(5, 3, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if EXPORTERS[exporter]:
+            dims = {0: torch.export.Dim("T"), 1: torch.export.Dim("B")}
+            program = torch.onnx.export(
+                rnn, (x,), dynamo=True, verbose=False, dynamic_shapes=(dims,)
+            )
+            data = program.model_proto.SerializeToString()
+        else:
+            f = io.BytesIO()
+            torch.onnx.export(rnn, (x,), f, dynamo=False, input_names=["x"],
+                              dynamic_axes={"x": {0: "T", 1: "B"}})  # fmt: skip
+            data = f.getvalue()
+    other = torch.randn(9, 6, 4)
+    for got, expected in zip(run_onnx(data, [other]), rnn(other), strict=True):
+        torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-5)
