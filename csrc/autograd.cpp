@@ -22,21 +22,46 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The ops' handles, looked up once.
+// An op's dispatcher handle, looked up on first use (the ops are defined in ops.cpp).
 template <typename Fn>
-struct Op {
-  const char* name;
+class Op {
+ public:
+  explicit Op(const char* name)
+      : handle_(c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Fn>()) {}
+
+  // Below autograd: the backend kernel itself.
+  template <typename... Args>
+  auto kernel(Args&&... args) const {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return handle_.call(std::forward<Args>(args)...);
+  }
+
+  // Through the op's autograd kernel, which records a node only under grad mode.
   template <typename... Args>
   auto operator()(Args&&... args) const {
-    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Fn>();
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return op.call(std::forward<Args>(args)...);
+    return handle_.call(std::forward<Args>(args)...);
   }
+
+ private:
+  c10::TypedOperatorHandle<Fn> handle_;
 };
-constexpr Op<RnnForwardFn> rnn_forward{"fastrnn::rnn_forward"};
-constexpr Op<RnnBackwardFn> rnn_backward{"fastrnn::rnn_backward"};
-constexpr Op<RnnCellForwardFn> rnn_cell_forward{"fastrnn::rnn_cell_forward"};
-constexpr Op<RnnCellBackwardFn> rnn_cell_backward{"fastrnn::rnn_cell_backward"};
+
+const Op<RnnForwardFn>& rnn_forward() {
+  static const Op<RnnForwardFn> op("fastrnn::rnn_forward");
+  return op;
+}
+const Op<RnnBackwardFn>& rnn_backward() {
+  static const Op<RnnBackwardFn> op("fastrnn::rnn_backward");
+  return op;
+}
+const Op<RnnCellForwardFn>& rnn_cell_forward() {
+  static const Op<RnnCellForwardFn> op("fastrnn::rnn_cell_forward");
+  return op;
+}
+const Op<RnnCellBackwardFn>& rnn_cell_backward() {
+  static const Op<RnnCellBackwardFn> op("fastrnn::rnn_cell_backward");
+  return op;
+}
 
 [[noreturn]] void refuse_double_backward() {
   TORCH_CHECK(false,
@@ -51,7 +76,8 @@ class RnnBackwardBackward : public torch::autograd::Function<RnnBackwardBackward
  public:
   template <typename... Args>
   static variable_list forward(AutogradContext*, Args&&... args) {
-    auto [grad_input, grad_hx, grad_weights] = rnn_backward(std::forward<Args>(args)...);
+    auto [grad_input, grad_hx, grad_weights] =
+        rnn_backward().kernel(std::forward<Args>(args)...);
     variable_list result{grad_input, grad_hx};
     result.insert(result.end(), grad_weights.begin(), grad_weights.end());
     return result;
@@ -75,7 +101,7 @@ class RnnBackward : public torch::autograd::Function<RnnBackward> {
                                const std::optional<at::Tensor>& batch_sizes,
                                int64_t num_layers, bool bidirectional, bool relu) {
     auto [output, h_n, layer_outputs] =
-        rnn_forward(input, hx, weights, batch_sizes, num_layers, bidirectional, relu);
+        rnn_forward().kernel(input, hx, weights, batch_sizes, num_layers, bidirectional, relu);
     // Saved: the inputs and every layer's output; nothing per step.  hx None (zeros) and
     // batch_sizes None (padded input) are saved as undefined tensors.
     variable_list saved{input, hx.value_or(at::Tensor()), batch_sizes.value_or(at::Tensor()),
@@ -109,14 +135,12 @@ class RnnBackward : public torch::autograd::Function<RnnBackward> {
       grad_h_n = hx ? at::zeros_like(*hx)
                     : at::zeros({cells, input.size(1), weights[1].size(0)}, input.options());
     }
-    // Through the dispatcher's autograd kernel: it records RnnBackwardBackward only when
-    // grad mode is on, i.e. under create_graph=True.
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("fastrnn::rnn_backward", "")
-                               .typed<RnnBackwardFn>();
+    // Through the autograd kernel: it records RnnBackwardBackward only when grad mode is
+    // on, i.e. under create_graph=True.
     auto [grad_input, grad_hx, grad_weights] =
-        op.call(grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
-                o.num_layers, o.bidirectional, o.relu, ctx->needs_input_grad(0));
+        rnn_backward()(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
+                       layer_outputs, o.num_layers, o.bidirectional, o.relu,
+                       ctx->needs_input_grad(0));
     variable_list flat{ctx->needs_input_grad(0) ? grad_input : at::Tensor(),
                        hx ? grad_hx : at::Tensor()};
     flat.insert(flat.end(), grad_weights.begin(), grad_weights.end());
@@ -150,7 +174,8 @@ RnnForwardResult rnn_forward_autograd(const at::Tensor& input,
                                       const std::optional<at::Tensor>& batch_sizes,
                                       int64_t num_layers, bool bidirectional, bool relu) {
   if (!needs_graph({input, hx.value_or(at::Tensor()), weights})) {  // inference: no node
-    return rnn_forward(input, hx, weights, batch_sizes, num_layers, bidirectional, relu);
+    return rnn_forward().kernel(input, hx, weights, batch_sizes, num_layers, bidirectional,
+                                relu);
   }
   auto out = RnnBackward::apply(input, hx, weights, batch_sizes, num_layers, bidirectional, relu);
   return {out[0], out[1], out[2]};
@@ -163,8 +188,9 @@ RnnBackwardResult rnn_backward_autograd(
     const at::Tensor& layer_outputs, int64_t num_layers, bool bidirectional, bool relu,
     bool need_input_grad) {
   if (!at::GradMode::is_enabled()) {  // an ordinary backward pass: nothing to record
-    return rnn_backward(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
-                        layer_outputs, num_layers, bidirectional, relu, need_input_grad);
+    return rnn_backward().kernel(grad_output, grad_h_n, input, hx, weights, batch_sizes,
+                                 output, layer_outputs, num_layers, bidirectional, relu,
+                                 need_input_grad);
   }
   variable_list flat = RnnBackwardBackward::apply(grad_output, grad_h_n, input, hx, weights,
                                                   batch_sizes, output, layer_outputs,
@@ -177,7 +203,7 @@ class RnnCellBackwardBackward : public torch::autograd::Function<RnnCellBackward
  public:
   template <typename... Args>
   static variable_list forward(AutogradContext*, Args&&... args) {
-    auto [gi, gh, gwi, gwh, gb] = rnn_cell_backward(std::forward<Args>(args)...);
+    auto [gi, gh, gwi, gwh, gb] = rnn_cell_backward().kernel(std::forward<Args>(args)...);
     return {gi, gh, gwi, gwh, gb};
   }
   static variable_list backward(AutogradContext*, variable_list) { refuse_double_backward(); }
@@ -189,7 +215,7 @@ class RnnCellBackward : public torch::autograd::Function<RnnCellBackward> {
                                const at::Tensor& hx, const at::Tensor& w_ih,
                                const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
                                const std::optional<at::Tensor>& b_hh, bool relu) {
-    at::Tensor h_new = rnn_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh, relu);
+    at::Tensor h_new = rnn_cell_forward().kernel(input, hx, w_ih, w_hh, b_ih, b_hh, relu);
     ctx->save_for_backward({input, hx, w_ih, w_hh, h_new});
     ctx->saved_data["has_bias"] = given(b_ih);
     ctx->saved_data["relu"] = relu;
@@ -200,12 +226,9 @@ class RnnCellBackward : public torch::autograd::Function<RnnCellBackward> {
     const variable_list saved = ctx->get_saved_variables();
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     const bool need_input = ctx->needs_input_grad(0), need_hx = ctx->needs_input_grad(1);
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("fastrnn::rnn_cell_backward", "")
-                               .typed<RnnCellBackwardFn>();
     auto [gi, gh, gwi, gwh, gb] =
-        op.call(grads[0], saved[0], saved[1], saved[2], saved[3], saved[4], has_bias,
-                ctx->saved_data["relu"].toBool(), need_input, need_hx);
+        rnn_cell_backward()(grads[0], saved[0], saved[1], saved[2], saved[3], saved[4],
+                            has_bias, ctx->saved_data["relu"].toBool(), need_input, need_hx);
     // One entry per forward argument: input, hx, w_ih, w_hh, b_ih, b_hh, relu.
     at::Tensor db = has_bias ? gb : at::Tensor();
     return {need_input ? gi : at::Tensor(), need_hx ? gh : at::Tensor(), gwi, gwh, db,
@@ -219,7 +242,7 @@ at::Tensor rnn_cell_forward_autograd(const at::Tensor& input, const at::Tensor& 
                                      const std::optional<at::Tensor>& b_hh, bool relu) {
   if (!needs_graph({{input, hx, w_ih, w_hh, b_ih.value_or(at::Tensor()),
                      b_hh.value_or(at::Tensor())}})) {
-    return rnn_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh, relu);
+    return rnn_cell_forward().kernel(input, hx, w_ih, w_hh, b_ih, b_hh, relu);
   }
   return RnnCellBackward::apply(input, hx, w_ih, w_hh, b_ih, b_hh, relu)[0];
 }
@@ -231,8 +254,8 @@ RnnCellBackwardResult rnn_cell_backward_autograd(const at::Tensor& grad_h,
                                                  bool relu, bool need_input_grad,
                                                  bool need_hx_grad) {
   if (!at::GradMode::is_enabled()) {  // an ordinary backward pass: nothing to record
-    return rnn_cell_backward(grad_h, input, hx, w_ih, w_hh, h_new, has_bias, relu,
-                             need_input_grad, need_hx_grad);
+    return rnn_cell_backward().kernel(grad_h, input, hx, w_ih, w_hh, h_new, has_bias, relu,
+                                      need_input_grad, need_hx_grad);
   }
   auto g = RnnCellBackwardBackward::apply(grad_h, input, hx, w_ih, w_hh, h_new, has_bias, relu,
                                           need_input_grad, need_hx_grad);

@@ -31,7 +31,7 @@ def rnn(
     training: bool = False,
 ) -> tuple[Tensor, Tensor]:  # output [T, B, D*H] or [N, D*H], h_n [L*D, B, H]
     """The Elman RNN over a whole sequence, on the backend fastrnn.backend selects."""
-    if torch.compiler.is_compiling() and exporting_to_onnx():  # the dynamo exporter
+    if torch.compiler.is_compiling() and torch.onnx.is_in_onnx_export():  # dynamo exporter
         return rnn_onnx(
             input, hx, weights, batch_sizes, num_layers, bidirectional, relu, dropout, training
         )

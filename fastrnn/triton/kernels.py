@@ -79,6 +79,17 @@ def _tile(tile, col_tiles, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _store_dz(dy_ptr, y_ptr, dz_ptr, rows, active, rn, dh, stride_y, H,
+              ACC_DTYPE: tl.constexpr, RELU: tl.constexpr):  # fmt: skip
+    """dz = (dy + dh) * act'(y) for the given rows (those in their step) and columns rn."""
+    mask = active[:, None] & (rn < H)[None, :]
+    dy = tl.load(dy_ptr + rows[:, None] * stride_y + rn[None, :], mask=mask, other=0.0)
+    y = tl.load(y_ptr + rows[:, None] * stride_y + rn[None, :], mask=mask, other=0.0)
+    dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
+    tl.store(dz_ptr + rows[:, None] * H + rn[None, :], dz.to(dz_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _grid_barrier(counter_ptr, target):
     """Wait until `target` arrivals (this one included) are counted at counter_ptr."""
     tl.debug_barrier()  # this program's stores all happen before its arrival
@@ -327,13 +338,7 @@ def rnn_backward_cooperative_kernel(
         dh = tl.load(dhn_ptr + rb[:, None] * H + rn[None, :], mask=state_mask, other=0.0)
         dh = dh.to(ACC_DTYPE)
         active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t_first, rb, B, PADDED)
-        mask = active[:, None] & (rn < H)[None, :]
-        dy = tl.load(dy_ptr + rows[:, None] * stride_y + rn[None, :], mask=mask, other=0.0)
-        y = tl.load(y_ptr + rows[:, None] * stride_y + rn[None, :], mask=mask, other=0.0)
-        dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
-        tl.store(
-            dz_ptr + rows[:, None] * H + rn[None, :], dz.to(dz_ptr.dtype.element_ty), mask=mask
-        )
+        _store_dz(dy_ptr, y_ptr, dz_ptr, rows, active, rn, dh, stride_y, H, ACC_DTYPE, RELU)
         tl.store(state_ptr + rb[:, None] * H + rn[None, :], dh, mask=state_mask)
     _grid_barrier(counter_ptr, programs)
     for i in range(T):
@@ -367,17 +372,8 @@ def rnn_backward_cooperative_kernel(
             if i < T - 1:
                 t_next = t + 1 if REVERSE else t - 1
                 active_n, rows_n = _step_rows(batch_sizes_ptr, offsets_ptr, t_next, rb, B, PADDED)
-                mask = active_n[:, None] & in_n[None, :]
-                dy = tl.load(
-                    dy_ptr + rows_n[:, None] * stride_y + rn[None, :], mask=mask, other=0.0
-                )
-                y = tl.load(y_ptr + rows_n[:, None] * stride_y + rn[None, :], mask=mask, other=0.0)
-                dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
-                tl.store(
-                    dz_ptr + rows_n[:, None] * H + rn[None, :],
-                    dz.to(dz_ptr.dtype.element_ty),
-                    mask=mask,
-                )
+                _store_dz(dy_ptr, y_ptr, dz_ptr, rows_n, active_n, rn, dh, stride_y, H, ACC_DTYPE,
+                          RELU)  # fmt: skip
                 tl.store(state_ptr + rb[:, None] * H + rn[None, :], dh, mask=state_mask)
             else:
                 tl.store(

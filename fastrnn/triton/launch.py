@@ -126,13 +126,20 @@ def barrier_counters(weights: list[Tensor], cells: int) -> Tensor | None:  # [ce
     return torch.zeros(cells, dtype=torch.int32, device=w_hh.device)
 
 
-def _cooperative_launch(kernel, steps: Steps, w_hh: Tensor, counter, state_shape, args, **meta):
-    hidden = w_hh.shape[0]
-    tiles = triton.cdiv(steps.batch, BLOCK_B) * triton.cdiv(hidden, COOP_BLOCK_N)
+def _launch(kernel_pair, steps: Steps, w_hh: Tensor, counter, state_shape, args, meta):
+    """Runs (persistent, cooperative) kernel_pair's kernel for the tier plan() picks; the
+    cooperative kernel also takes a state workspace of state_shape and the counter."""
+    p = plan(w_hh.shape[0], w_hh.dtype, FORCE_TIER)
+    persistent, cooperative = kernel_pair
+    if p.tier == "persistent":
+        grid = (triton.cdiv(steps.batch, BLOCK_B),)
+        persistent[grid](*args, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta)
+        return
+    tiles = triton.cdiv(steps.batch, BLOCK_B) * triton.cdiv(w_hh.shape[0], COOP_BLOCK_N)
     programs = cooperative_programs(tiles, w_hh.device)
     state = w_hh.new_empty(state_shape, dtype=STATE_DTYPE.get(w_hh.dtype, torch.float32))
     launch_options = {} if interpreting(w_hh) else {"launch_cooperative_grid": True}
-    kernel[(programs,)](
+    cooperative[(programs,)](
         *args[:-4], state, counter, *args[-4:],
         BLOCK_N=COOP_BLOCK_N, BLOCK_K=COOP_BLOCK_K, num_warps=4, **meta, **launch_options,
     )  # fmt: skip
@@ -151,19 +158,12 @@ def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, counter, steps: Steps, revers
         else:
             h_n.zero_()
         return
-    p = plan(w_hh.shape[0], w_hh.dtype, FORCE_TIER)
     args = (xp, b_hh if b_hh is not None else xp, y, h0 if h0 is not None else xp, h_n, w_hh,
             *steps.tables(xp), y.stride(0), steps.steps, steps.batch, w_hh.shape[0])  # fmt: skip
     meta = dict(HAS_BIAS=b_hh is not None, HAS_H0=h0 is not None,
                 **_common(steps, w_hh, relu, reverse))  # fmt: skip
-    if p.tier == "persistent":
-        grid = (triton.cdiv(steps.batch, BLOCK_B),)
-        kernels.rnn_forward_persistent_kernel[grid](
-            *args, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta
-        )
-        return
-    _cooperative_launch(kernels.rnn_forward_cooperative_kernel, steps, w_hh, counter,
-                        (2, steps.batch, w_hh.shape[0]), args, **meta)  # fmt: skip
+    kernel_pair = (kernels.rnn_forward_persistent_kernel, kernels.rnn_forward_cooperative_kernel)
+    _launch(kernel_pair, steps, w_hh, counter, (2, steps.batch, w_hh.shape[0]), args, meta)
 
 
 def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, counter, steps: Steps, reverse: bool,
@@ -175,18 +175,11 @@ def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, counter, steps: Steps, rever
     if steps.steps == 0:
         dh0.copy_(dh_n)
         return
-    p = plan(w_hh.shape[0], w_hh.dtype, FORCE_TIER)
     args = (dy, y, dz, dh_n, dh0, w_hh, *steps.tables(dz), y.stride(0), steps.steps,
             steps.batch, w_hh.shape[0])  # fmt: skip
+    kernel_pair = (kernels.rnn_backward_persistent_kernel, kernels.rnn_backward_cooperative_kernel)
     meta = _common(steps, w_hh, relu, reverse)
-    if p.tier == "persistent":
-        grid = (triton.cdiv(steps.batch, BLOCK_B),)
-        kernels.rnn_backward_persistent_kernel[grid](
-            *args, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta
-        )
-        return
-    _cooperative_launch(kernels.rnn_backward_cooperative_kernel, steps, w_hh, counter,
-                        (steps.batch, w_hh.shape[0]), args, **meta)  # fmt: skip
+    _launch(kernel_pair, steps, w_hh, counter, (steps.batch, w_hh.shape[0]), args, meta)
 
 
 def previous_rows(steps: Steps, reverse: bool) -> Tensor:  # [N] int64

@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 
 
-def _rnn_forward(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
+def _rnn_forward(*args):
     from fastrnn.triton.launch import rnn_forward_triton  # imports triton on first use
 
-    return rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
+    return rnn_forward_triton(*args)
 
 
 def _rnn_backward(*args):
