@@ -184,12 +184,19 @@ def test_triton_error_at_most_twice_cudnn_on_gpu(case, dtype, triton_kernels, mo
         assert mine <= bound, f"{dtype} value {i}: error {mine:.3g}, cuDNN {theirs:.3g}"
 
 
-def test_plan_is_keyed_on_hidden_size_and_dtype_only():
-    assert launch.plan(64, torch.float32).tier == "persistent"
-    assert launch.plan(65, torch.float32).tier == "cooperative"
+def test_plan_by_hidden_size_dtype_and_the_devices_shared_memory():
+    assert launch.plan(128, torch.float32).tier == "persistent"
+    assert launch.plan(129, torch.float32).tier == "cooperative"
     assert launch.plan(128, torch.bfloat16).tier == "persistent"
     assert launch.plan(512, torch.float16).tier == "cooperative"
     assert launch.plan(64, torch.float64).tier == "persistent"
+    # Opt-in shared memory per block: consumer Ampere/Ada GPUs, H100/H200.
+    consumer, hopper = 101_376, 232_448
+    assert launch.plan(128, torch.float32, "tf32x3", hopper).tier == "persistent"
+    assert launch.plan(128, torch.float32, "tf32x3", consumer).tier == "cooperative"
+    assert launch.plan(128, torch.float32, "ieee", consumer).tier == "persistent"
+    assert launch.plan(64, torch.float32, "tf32x3", consumer).tier == "persistent"
+    assert launch.plan(128, torch.float16, "ieee", consumer).tier == "persistent"
 
 
 @pytest.mark.slow

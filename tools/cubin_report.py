@@ -7,7 +7,8 @@ Run it without TRITON_INTERPRET=1 (the interpreter replaces the kernels it compi
 
 The interpreter cannot show shared-memory or register budgets; this does.  A developer
 tool, outside the package; tests/test_triton.py runs it and checks every configuration
-fits its target's shared memory.
+fits its target's shared memory, and every persistent-tier kernel the bound
+(launch.persistent_shared_memory) by which plan() keeps it off GPUs with less.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def compile_config(config: Config, capability: int, padded: bool = False):
     acc = launch.ACC_DTYPE[config.dtype]
     common = {"RELU": False, "BLOCK_B": launch.BLOCK_B, "ACC_DTYPE": acc,
               "DOT_PRECISION": config.precision,
-              "REVERSE": False, "PADDED": padded}  # fmt: skip
+              "PADDED": padded}  # fmt: skip
     direction, tier = config.kernel.split("_")
     fn = getattr(kernels, f"rnn_{direction}_{tier}_kernel")
     if tier == "persistent":
@@ -111,51 +112,56 @@ def compile_config(config: Config, capability: int, padded: bool = False):
     )
 
 
-def ptxas_usage(compiled, capability: int) -> tuple[int, int]:
-    """(registers per thread, spill bytes) from ptxas -v on the kernel's PTX."""
-    from triton.backends.nvidia.compiler import get_ptxas
+def cubin_usage(compiled) -> tuple[int, int]:
+    """(registers per thread, local-memory bytes per thread: spills and stack) of the
+    cubin Triton built, read back with cuobjdump."""
+    from triton import knobs
 
-    ptxas = get_ptxas(capability).path
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "kernel.ptx")
-        with open(path, "w") as f:
-            f.write(compiled.asm["ptx"])
-        arch = f"sm_{capability}a" if capability == 90 else f"sm_{capability}"
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(compiled.asm["cubin"])
         out = subprocess.run(
-            [ptxas, "-v", f"--gpu-name={arch}", path, "-o", os.devnull],
+            [knobs.nvidia.cuobjdump.path, "--dump-resource-usage", path],
             capture_output=True,
             text=True,
             check=True,
         )
-    text = out.stderr + out.stdout
-    regs = int(re.search(r"Used (\d+) registers", text).group(1))
-    spills = sum(int(s) for s in re.findall(r"(\d+) bytes spill (?:stores|loads)", text))
-    return regs, spills
+    usage = re.search(r"REG:(\d+) .*LOCAL:(\d+)", out.stdout)
+    return int(usage.group(1)), int(usage.group(2))
 
 
 def main() -> int:
-    """Print the table; exit 1 if any configuration exceeds its target's shared memory."""
+    """Print the table; exit 1 if any configuration exceeds its target's shared memory,
+    or a persistent-tier kernel the bound that plan() relies on."""
     over = []
     print(
         "| kernel | input | target | shared memory (bytes) | limit | registers/thread "
-        "| spill bytes |"
+        "| local bytes (spills) |"
     )
     print("|---|---|---|---|---|---|---|")
     for capability in (80, 90):
         for config in configurations():
             for padded in (True, False):  # both variants of the step addressing
                 compiled = compile_config(config, capability, padded)
-                regs, spills = ptxas_usage(compiled, capability)
+                regs, local = cubin_usage(compiled)
                 shared = compiled.metadata.shared
                 kind = "padded" if padded else "packed"
                 print(
                     f"| {config.describe()} | {kind} | sm_{capability} | {shared} | "
-                    f"{SHARED_MEMORY_LIMIT[capability]} | {regs} | {spills} |"
+                    f"{SHARED_MEMORY_LIMIT[capability]} | {regs} | {local} |"
                 )
+                where = f"{config.describe()} {kind} on sm_{capability}: {shared} bytes"
                 if shared > SHARED_MEMORY_LIMIT[capability]:
-                    over.append(f"{config.describe()} {kind} on sm_{capability}: {shared} bytes")
+                    over.append(f"over the target's shared memory: {where}")
+                if config.kernel.endswith("persistent"):
+                    bound = launch.persistent_shared_memory(
+                        config.block_h, config.dtype, config.precision
+                    )
+                    if shared > bound:  # the plan would launch it where it does not fit
+                        over.append(f"over launch.persistent_shared_memory ({bound}): {where}")
     for line in over:
-        print(f"OVER THE SHARED-MEMORY LIMIT: {line}")
+        print(f"FAILED: {line}")
     return 1 if over else 0
 
 

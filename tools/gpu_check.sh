@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on a GPU machine: build, the benchmark grid in three dtypes, GPU tests, kernel
-# counts and sanitizers on the cooperative tier; results under $OUT (8 files: 3 bench JSON
-# and logs, kernels.json, checks.log).
+# counts, the tier A/B and sanitizers on the cooperative tier; results under $OUT (9 files:
+# 3 bench JSON and logs, kernels.json, tiers.json, checks.log).
 #     OUT=gpu-results bash tools/gpu_check.sh      (make gpu-check)
 # Builds against the torch and triton already installed (no package registry needed).
 # Each step has a time limit, so the whole stays within 10 minutes on one GPU (about 7 on
@@ -27,6 +27,7 @@ bench float32 fastrnn,nn.RNN,naive 110
 timeout 180 python3 -m pytest -q --maxfail=5 tests/test_triton.py -m "not slow" -p no:cacheprovider \
   >> "$CHECKS" 2>&1; echo "tests: exit $?"; tail -12 "$CHECKS"
 timeout 35 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20
+timeout 60 python3 tools/gpu_tier_ab.py --json "$OUT/tiers.json" 2>&1 | tail -14
 bench float16 fastrnn,nn.RNN 60
 bench bfloat16 fastrnn,nn.RNN 50
 for tool in racecheck memcheck; do

@@ -5,18 +5,22 @@ Design
 The input projection of every step, X @ W_ih^T + b_ih, is one large GEMM (cuBLAS) before
 the recurrence, and the weight gradients are large GEMMs after it; only the sequential
 part, h_t = act(xp_t + b_hh + h_{t-1} W_hh^T), needs custom kernels.  Both tiers run a
-whole (layer, direction) in one launch, the time loop inside the kernel:
+whole layer in one launch, the time loop inside the kernel; grid axis 1 is the direction
+(0 forward in time, 1 reverse), so a bidirectional layer's two independent recurrences
+run side by side:
 
 * persistent: each program owns BLOCK_B batch rows and the whole hidden dimension, keeps
-  W_hh and its rows' state h in registers for the whole sequence.  Programs never read
-  each other's state, so no barrier.  Used while W_hh fits a program's registers without
-  spills (launch.MAX_PERSISTENT_H; python tools/cubin_report.py shows the budget).
+  W_hh on chip (Triton stages the dot operand in shared memory) and its rows' state h in
+  registers for the whole sequence.  Programs never read each other's state, so no
+  barrier.  Used while W_hh fits one program (launch.MAX_PERSISTENT_H; python
+  tools/cubin_report.py shows shared memory, registers and spills).
 * cooperative: any H.  The state is split in (batch tile, column tile) pieces, each
   owned by one program at a time (a program loops over the tiles id, id + G, ...); per
   step a program reads all of h_{t-1} for its rows from a global (L2) workspace, streams
   its W_hh columns along K, and writes its piece of h_t.  A grid-wide barrier separates
-  the steps, so the grid is launched cooperatively (all G programs resident, or the
-  launch fails instead of deadlocking).  The state ping-pongs between two workspace
+  the steps, so the grid is launched cooperatively (all programs of both directions
+  resident, or the launch fails instead of deadlocking); each direction has its own
+  barrier counter and G programs.  The state ping-pongs between two workspace
   buffers, so one barrier per step is enough: a program writes buffer t % 2 only after
   every program has finished reading it at step t - 1.  With G = 1 (the interpreter,
   which runs programs one after another) the barrier is trivially satisfied.
@@ -25,6 +29,10 @@ Backward mirrors both: dz_t = (dy_t + dh) * act'(y_t) from the saved outputs (ta
 = 1 - y^2, relu' = [y > 0]), dh = dz_t @ W_hh, in reverse processing order.  In the
 cooperative tier a program computes its columns of dh from every column of dz_t (stored
 before the barrier), then at once its columns of the next step's dz.
+
+Latency: loads that do not depend on the previous step are issued before the work that
+does (the persistent tier loads step t+1's xp, or dy and y, while step t computes; the
+cooperative tier loads its tile's xp, bias and own state before the K loop).
 
 Padded input (PADDED) addresses step t's rows as t * B + b; packed input (a
 PackedSequence) loads per-step batch sizes and row offsets: at step t rows
@@ -59,6 +67,15 @@ def _activation_grad(g, y, RELU: tl.constexpr):
 
 
 @triton.jit
+def _of_direction(direction, forward_ptr, reverse_ptr):
+    """The tensor of this program's direction (0: forward, 1: reverse)."""
+    ptr = forward_ptr
+    if direction == 1:
+        ptr = reverse_ptr
+    return ptr
+
+
+@triton.jit
 def _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED: tl.constexpr):
     """(active, rows): which of the rows rb take part in step t, and their row indices."""
     if PADDED:
@@ -71,22 +88,35 @@ def _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED: tl.constexpr):
 
 
 @triton.jit
+def _next_step_rows(batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED: tl.constexpr):
+    """(t_next, active, rows) of the step after t in processing order, t + step; after
+    the last step, that step again (a valid address whose data goes unused)."""
+    t_next = tl.minimum(tl.maximum(t + step, 0), T - 1)
+    active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t_next, rb, B, PADDED)
+    return t_next, active, rows
+
+
+@triton.jit
+def _load_rows(ptr, rows, active, cols, stride, H):
+    """ptr[rows, cols] of a row-major matrix with H columns in use; 0 where inactive."""
+    mask = active[:, None] & (cols < H)[None, :]
+    return tl.load(ptr + rows[:, None] * stride + cols[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _store_rows(ptr, rows, active, cols, stride, H, value):
+    mask = active[:, None] & (cols < H)[None, :]
+    tl.store(
+        ptr + rows[:, None] * stride + cols[None, :], value.to(ptr.dtype.element_ty), mask=mask
+    )
+
+
+@triton.jit
 def _tile(tile, col_tiles, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
     """(batch rows, hidden columns) of tile number `tile` of the cooperative tier."""
     rb = (tile // col_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
     rn = (tile % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
     return rb, rn
-
-
-@triton.jit
-def _store_dz(dy_ptr, y_ptr, dz_ptr, rows, active, rn, dh, stride_y, H,
-              ACC_DTYPE: tl.constexpr, RELU: tl.constexpr):  # fmt: skip
-    """dz = (dy + dh) * act'(y) for the given rows (those in their step) and columns rn."""
-    mask = active[:, None] & (rn < H)[None, :]
-    dy = tl.load(dy_ptr + rows[:, None] * stride_y + rn[None, :], mask=mask, other=0.0)
-    y = tl.load(y_ptr + rows[:, None] * stride_y + rn[None, :], mask=mask, other=0.0)
-    dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
-    tl.store(dz_ptr + rows[:, None] * H + rn[None, :], dz.to(dz_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -99,24 +129,26 @@ def _grid_barrier(counter_ptr, target):
     tl.debug_barrier()
 
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit(do_not_specialize=["T", "N"])
 def rnn_forward_persistent_kernel(
-    xp_ptr,  # [N, H] input projection incl. b_ih, row stride H
-    b_ptr,  # [H] b_hh (unused without HAS_BIAS)
-    y_ptr,  # output rows of this direction, row stride stride_y
-    h0_ptr,  # [B, H] (unused without HAS_H0: zeros)
-    hn_ptr,  # [B, H]
-    w_ptr,  # W_hh [H, H]
+    xp_ptr,  # [D, N, H] input projections incl. b_ih, one [N, H] block per direction
+    b_ptr,  # [H] b_hh of direction 0 (unused without HAS_BIAS)
+    b_rev_ptr,  # [H] b_hh of direction 1 (bidirectional)
+    y_ptr,  # [N, D*H] layer output, row stride stride_y; direction d owns columns d*H + [0, H)
+    h0_ptr,  # [D, B, H] (unused without HAS_H0: zeros)
+    hn_ptr,  # [D, B, H]
+    w_ptr,  # W_hh [H, H] of direction 0
+    w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
     batch_sizes_ptr,  # [T] int64 (packed only)
     offsets_ptr,  # [T] int64, first row of each step (packed only)
     stride_y,
     T,
+    N,
     B,
     H,
     PADDED: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_H0: tl.constexpr,
-    REVERSE: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -124,6 +156,13 @@ def rnn_forward_persistent_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    direction = tl.program_id(1)
+    w_ptr = _of_direction(direction, w_ptr, w_rev_ptr)
+    b_ptr = _of_direction(direction, b_ptr, b_rev_ptr)
+    xp_ptr += direction.to(tl.int64) * N * H
+    y_ptr += direction * H
+    h0_ptr += direction.to(tl.int64) * B * H
+    hn_ptr += direction.to(tl.int64) * B * H
     rh = tl.arange(0, BLOCK_H)
     in_b = rb < B
     in_h = rh < H
@@ -134,33 +173,37 @@ def rnn_forward_persistent_kernel(
     bias = tl.zeros((BLOCK_H,), dtype=ACC_DTYPE)
     if HAS_BIAS:
         bias = tl.load(b_ptr + rh, mask=in_h, other=0.0).to(ACC_DTYPE)
-    state_mask = in_b[:, None] & in_h[None, :]
     h = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
     if HAS_H0:
-        h = tl.load(h0_ptr + rb[:, None] * H + rh[None, :], mask=state_mask, other=0.0)
-        h = h.to(ACC_DTYPE)
-    for i in range(T):
-        t = T - 1 - i if REVERSE else i
-        active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
-        mask = active[:, None] & in_h[None, :]
-        xp = tl.load(xp_ptr + rows[:, None] * H + rh[None, :], mask=mask, other=0.0)
+        h = _load_rows(h0_ptr, rb, in_b, rh, H, H).to(ACC_DTYPE)
+    # Direction 0 runs t = 0, 1, ..., direction 1 t = T - 1, T - 2, ...
+    t = direction * (T - 1)
+    step = 1 - 2 * direction
+    active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
+    xp = _load_rows(xp_ptr, rows, active, rh, H, H)
+    for _ in range(T):
+        # The next step's projection loads while this step computes.
+        t, active_next, rows_next = _next_step_rows(
+            batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
+        )
+        xp_next = _load_rows(xp_ptr, rows_next, active_next, rh, H, H)
         z = tl.dot(h.to(wt.dtype), wt, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
         y = _activation(z + xp.to(ACC_DTYPE) + bias[None, :], RELU)
-        tl.store(
-            y_ptr + rows[:, None] * stride_y + rh[None, :], y.to(y_ptr.dtype.element_ty), mask=mask
-        )
+        _store_rows(y_ptr, rows, active, rh, stride_y, H, y)
         h = tl.where(active[:, None], y, h)
-    tl.store(hn_ptr + rb[:, None] * H + rh[None, :], h.to(hn_ptr.dtype.element_ty), mask=state_mask)
+        active, rows, xp = active_next, rows_next, xp_next
+    _store_rows(hn_ptr, rb, in_b, rh, H, H, h)
 
 
 @triton.jit(do_not_specialize=["T"])
 def rnn_backward_persistent_kernel(
-    dy_ptr,  # gradient of this direction's output rows, row stride stride_y
-    y_ptr,  # saved output rows, row stride stride_y
-    dz_ptr,  # [N, H] out: pre-activation gradients
-    dhn_ptr,  # [B, H] gradient of h_n
-    dh0_ptr,  # [B, H] out: gradient of h0
-    w_ptr,  # W_hh [H, H]
+    dy_ptr,  # [N, D*H] gradient of the layer output, row stride stride_y (columns as y)
+    y_ptr,  # [N, D*H] saved layer output; direction d owns columns d*H + [0, H)
+    dz_ptr,  # [N, D*H] out: pre-activation gradients, laid out as y
+    dhn_ptr,  # [D, B, H] gradient of h_n
+    dh0_ptr,  # [D, B, H] out: gradient of h0
+    w_ptr,  # W_hh [H, H] of direction 0
+    w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
     batch_sizes_ptr,
     offsets_ptr,
     stride_y,
@@ -168,7 +211,6 @@ def rnn_backward_persistent_kernel(
     B,
     H,
     PADDED: tl.constexpr,
-    REVERSE: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -176,52 +218,64 @@ def rnn_backward_persistent_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    direction = tl.program_id(1)
+    w_ptr = _of_direction(direction, w_ptr, w_rev_ptr)
+    dy_ptr += direction * H
+    y_ptr += direction * H
+    dz_ptr += direction * H
+    dhn_ptr += direction.to(tl.int64) * B * H
+    dh0_ptr += direction.to(tl.int64) * B * H
     rh = tl.arange(0, BLOCK_H)
     in_b = rb < B
     in_h = rh < H
     w = tl.load(
         w_ptr + rh[:, None] * H + rh[None, :], mask=in_h[:, None] & in_h[None, :], other=0.0
     )
-    state_mask = in_b[:, None] & in_h[None, :]
-    dh = tl.load(dhn_ptr + rb[:, None] * H + rh[None, :], mask=state_mask, other=0.0).to(ACC_DTYPE)
-    for i in range(T):
-        t = i if REVERSE else T - 1 - i
-        active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
-        mask = active[:, None] & in_h[None, :]
-        dy = tl.load(dy_ptr + rows[:, None] * stride_y + rh[None, :], mask=mask, other=0.0)
-        y = tl.load(y_ptr + rows[:, None] * stride_y + rh[None, :], mask=mask, other=0.0)
-        dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
-        dz = tl.where(mask, dz, 0.0)
-        tl.store(
-            dz_ptr + rows[:, None] * H + rh[None, :], dz.to(dz_ptr.dtype.element_ty), mask=mask
+    dh = _load_rows(dhn_ptr, rb, in_b, rh, H, H).to(ACC_DTYPE)
+    # Reverse order of processing: direction 0 runs t = T - 1, ..., 0, direction 1 0, ...
+    t = (1 - direction) * (T - 1)
+    step = 2 * direction - 1
+    active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
+    dy = _load_rows(dy_ptr, rows, active, rh, stride_y, H)
+    y = _load_rows(y_ptr, rows, active, rh, stride_y, H)
+    for _ in range(T):
+        # The next step's dy and y load while this step computes.
+        t, active_next, rows_next = _next_step_rows(
+            batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
         )
+        dy_next = _load_rows(dy_ptr, rows_next, active_next, rh, stride_y, H)
+        y_next = _load_rows(y_ptr, rows_next, active_next, rh, stride_y, H)
+        dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
+        dz = tl.where(active[:, None] & in_h[None, :], dz, 0.0)
+        _store_rows(dz_ptr, rows, active, rh, stride_y, H, dz)
         dh_prev = tl.dot(dz.to(w.dtype), w, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
         dh = tl.where(active[:, None], dh_prev, dh)
-    tl.store(
-        dh0_ptr + rb[:, None] * H + rh[None, :], dh.to(dh0_ptr.dtype.element_ty), mask=state_mask
-    )
+        active, rows, dy, y = active_next, rows_next, dy_next, y_next
+    _store_rows(dh0_ptr, rb, in_b, rh, H, H, dh)
 
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit(do_not_specialize=["T", "N"])
 def rnn_forward_cooperative_kernel(
-    xp_ptr,  # [N, H] input projection incl. b_ih, row stride H
-    b_ptr,  # [H] b_hh (unused without HAS_BIAS)
-    y_ptr,  # output rows of this direction, row stride stride_y
-    h0_ptr,  # [B, H] (unused without HAS_H0: zeros)
-    hn_ptr,  # [B, H]
-    w_ptr,  # W_hh [H, H]
+    xp_ptr,  # [D, N, H] input projections incl. b_ih, one [N, H] block per direction
+    b_ptr,  # [H] b_hh of direction 0 (unused without HAS_BIAS)
+    b_rev_ptr,  # [H] b_hh of direction 1 (bidirectional)
+    y_ptr,  # [N, D*H] layer output, row stride stride_y; direction d owns columns d*H + [0, H)
+    h0_ptr,  # [D, B, H] (unused without HAS_H0: zeros)
+    hn_ptr,  # [D, B, H]
+    w_ptr,  # W_hh [H, H] of direction 0
+    w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
     batch_sizes_ptr,  # [T] int64 (packed only)
     offsets_ptr,  # [T] int64 (packed only)
-    state_ptr,  # [2, B, H] ACC_DTYPE workspace: h ping-pongs between its halves, h_t in t % 2
-    counter_ptr,  # int32, zero at launch: the grid barrier's arrivals
+    state_ptr,  # [D, 2, B, H] ACC_DTYPE workspace: h ping-pongs between a direction's halves
+    counter_ptr,  # [D] int32, zero at launch: each direction's grid-barrier arrivals
     stride_y,
     T,
+    N,
     B,
     H,
     PADDED: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_H0: tl.constexpr,
-    REVERSE: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -229,97 +283,85 @@ def rnn_forward_cooperative_kernel(
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    programs = tl.num_programs(0)
+    programs = tl.num_programs(0)  # per direction; the directions never wait on each other
+    direction = tl.program_id(1)
+    w_ptr = _of_direction(direction, w_ptr, w_rev_ptr)
+    b_ptr = _of_direction(direction, b_ptr, b_rev_ptr)
+    xp_ptr += direction.to(tl.int64) * N * H
+    y_ptr += direction * H
+    h0_ptr += direction.to(tl.int64) * B * H
+    hn_ptr += direction.to(tl.int64) * B * H
+    state_size = B * H
+    state_ptr += direction.to(tl.int64) * 2 * state_size
+    counter_ptr += direction
     col_tiles = tl.cdiv(H, BLOCK_N)
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
-    state_size = B * H
     arrivals = 0
     if HAS_H0:  # h0 into the half that step 0 reads, in the state's precision
         for tile in range(tl.program_id(0), tiles, programs):
             rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
-            offs = rb[:, None] * H + rn[None, :]
-            state_mask = (rb < B)[:, None] & (rn < H)[None, :]
-            h0 = tl.load(h0_ptr + offs, mask=state_mask, other=0.0)
-            tl.store(state_ptr + state_size + offs, h0.to(ACC_DTYPE), mask=state_mask)
+            h0 = _load_rows(h0_ptr, rb, rb < B, rn, H, H)
+            _store_rows(state_ptr + state_size, rb, rb < B, rn, H, H, h0.to(ACC_DTYPE))
         arrivals = programs
         _grid_barrier(counter_ptr, arrivals)
     for i in range(T):
-        t = T - 1 - i if REVERSE else i
+        t = i + direction * (T - 1 - 2 * i)  # direction 1 runs backwards in time
         h_prev_ptr = state_ptr + ((i + 1) % 2) * state_size
         h_next_ptr = state_ptr + (i % 2) * state_size
         for tile in range(tl.program_id(0), tiles, programs):
             rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
             in_b = rb < B
             in_n = rn < H
-            acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
+            # Loads that do not need h_{t-1} first: their latency overlaps the K loop.
+            active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
+            z = _load_rows(xp_ptr, rows, active, rn, H, H).to(ACC_DTYPE)
+            if HAS_BIAS:
+                z += tl.load(b_ptr + rn, mask=in_n, other=0.0).to(ACC_DTYPE)[None, :]
+            h_old = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
+            if not PADDED:  # rows outside step t keep their state (this program's tile)
+                if i > 0 or HAS_H0:
+                    h_old = _load_rows(h_prev_ptr, rb, in_b, rn, H, H)
             if i > 0 or HAS_H0:
                 for k0 in range(0, H, BLOCK_K):
                     rk = k0 + tl.arange(0, BLOCK_K)
                     in_k = rk < H
-                    h = tl.load(
-                        h_prev_ptr + rb[:, None] * H + rk[None, :],
-                        mask=in_b[:, None] & in_k[None, :],
-                        other=0.0,
-                    )
+                    h = _load_rows(h_prev_ptr, rb, in_b, rk, H, H)
                     wt = tl.load(
                         w_ptr + rn[None, :] * H + rk[:, None],
                         mask=in_k[:, None] & in_n[None, :],
                         other=0.0,
                     )
-                    acc += tl.dot(
+                    z += tl.dot(
                         h.to(wt.dtype), wt, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE
                     )
-            active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
-            mask = active[:, None] & in_n[None, :]
-            xp = tl.load(xp_ptr + rows[:, None] * H + rn[None, :], mask=mask, other=0.0)
-            z = acc + xp.to(ACC_DTYPE)
-            if HAS_BIAS:
-                z += tl.load(b_ptr + rn, mask=in_n, other=0.0).to(ACC_DTYPE)[None, :]
             y = _activation(z, RELU)
-            tl.store(
-                y_ptr + rows[:, None] * stride_y + rn[None, :],
-                y.to(y_ptr.dtype.element_ty),
-                mask=mask,
-            )
-            state_mask = in_b[:, None] & in_n[None, :]
-            if PADDED:
-                h_new = y
-            else:  # rows outside step t keep their state
-                h_old = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
-                if i > 0 or HAS_H0:
-                    h_old = tl.load(
-                        h_prev_ptr + rb[:, None] * H + rn[None, :], mask=state_mask, other=0.0
-                    )
-                h_new = tl.where(active[:, None], y, h_old)
-            tl.store(h_next_ptr + rb[:, None] * H + rn[None, :], h_new, mask=state_mask)
+            _store_rows(y_ptr, rows, active, rn, stride_y, H, y)
+            h_new = tl.where(active[:, None], y, h_old)
+            _store_rows(h_next_ptr, rb, in_b, rn, H, H, h_new)
             if i == T - 1:
-                tl.store(
-                    hn_ptr + rb[:, None] * H + rn[None, :],
-                    h_new.to(hn_ptr.dtype.element_ty),
-                    mask=state_mask,
-                )
+                _store_rows(hn_ptr, rb, in_b, rn, H, H, h_new)
         if i < T - 1:
             _grid_barrier(counter_ptr, arrivals + (i + 1) * programs)
 
 
 @triton.jit(do_not_specialize=["T"])
 def rnn_backward_cooperative_kernel(
-    dy_ptr,  # gradient of this direction's output rows, row stride stride_y
-    y_ptr,  # saved output rows, row stride stride_y
-    dz_ptr,  # [N, H] out: pre-activation gradients
-    dhn_ptr,  # [B, H] gradient of h_n
-    dh0_ptr,  # [B, H] out: gradient of h0
-    w_ptr,  # W_hh [H, H]
+    dy_ptr,  # [N, D*H] gradient of the layer output, row stride stride_y (columns as y)
+    y_ptr,  # [N, D*H] saved layer output; direction d owns columns d*H + [0, H)
+    dz_ptr,  # [N, D*H] out: pre-activation gradients, laid out as y
+    dhn_ptr,  # [D, B, H] gradient of h_n
+    dh0_ptr,  # [D, B, H] out: gradient of h0
+    w_ptr,  # W_hh [H, H] of direction 0
+    w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
     batch_sizes_ptr,
     offsets_ptr,
-    state_ptr,  # [B, H] ACC_DTYPE workspace: dh of the rows outside the current step
-    counter_ptr,  # int32, zero at launch
+    state_ptr,  # [D, B, H] ACC_DTYPE workspace: dh of the rows outside the current step
+    counter_ptr,  # [D] int32, zero at launch
     stride_y,
     T,
     B,
     H,
     PADDED: tl.constexpr,
-    REVERSE: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -327,38 +369,52 @@ def rnn_backward_cooperative_kernel(
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    programs = tl.num_programs(0)
+    programs = tl.num_programs(0)  # per direction
+    direction = tl.program_id(1)
+    w_ptr = _of_direction(direction, w_ptr, w_rev_ptr)
+    dy_ptr += direction * H
+    y_ptr += direction * H
+    dz_ptr += direction * H
+    dhn_ptr += direction.to(tl.int64) * B * H
+    dh0_ptr += direction.to(tl.int64) * B * H
+    state_ptr += direction.to(tl.int64) * B * H
+    counter_ptr += direction
     col_tiles = tl.cdiv(H, BLOCK_N)
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
-    # Step i of the loop processes time step t(i); first, dz of t(0) from dh_n.
-    t_first = 0 if REVERSE else T - 1
+    # Reverse order of processing: direction 0 runs t = T - 1, ..., 0, direction 1 0, ...
+    t_first = (1 - direction) * (T - 1)
+    step = 2 * direction - 1
+    # dz of the first step processed, from dh_n.
     for tile in range(tl.program_id(0), tiles, programs):
         rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
-        state_mask = (rb < B)[:, None] & (rn < H)[None, :]
-        dh = tl.load(dhn_ptr + rb[:, None] * H + rn[None, :], mask=state_mask, other=0.0)
-        dh = dh.to(ACC_DTYPE)
+        dh = _load_rows(dhn_ptr, rb, rb < B, rn, H, H).to(ACC_DTYPE)
         active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t_first, rb, B, PADDED)
-        _store_dz(dy_ptr, y_ptr, dz_ptr, rows, active, rn, dh, stride_y, H, ACC_DTYPE, RELU)
-        tl.store(state_ptr + rb[:, None] * H + rn[None, :], dh, mask=state_mask)
+        dy = _load_rows(dy_ptr, rows, active, rn, stride_y, H)
+        y = _load_rows(y_ptr, rows, active, rn, stride_y, H)
+        dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
+        _store_rows(dz_ptr, rows, active, rn, stride_y, H, dz)
+        _store_rows(state_ptr, rb, rb < B, rn, H, H, dh)
     _grid_barrier(counter_ptr, programs)
     for i in range(T):
-        t = i if REVERSE else T - 1 - i
+        t = t_first + i * step
         for tile in range(tl.program_id(0), tiles, programs):
             rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
             in_b = rb < B
             in_n = rn < H
-            state_mask = in_b[:, None] & in_n[None, :]
             active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
+            # Loads that do not need dz_t first: their latency overlaps the K loop.
+            dh_old = _load_rows(state_ptr, rb, in_b, rn, H, H)  # this program's own tile
+            _, active_next, rows_next = _next_step_rows(
+                batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
+            )
+            dy_next = _load_rows(dy_ptr, rows_next, active_next, rn, stride_y, H)
+            y_next = _load_rows(y_ptr, rows_next, active_next, rn, stride_y, H)
             # dh[:, n] = sum_k dz_t[:, k] W_hh[k, n], every column of dz_t stored already.
             acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
             for k0 in range(0, H, BLOCK_K):
                 rk = k0 + tl.arange(0, BLOCK_K)
                 in_k = rk < H
-                dz_k = tl.load(
-                    dz_ptr + rows[:, None] * H + rk[None, :],
-                    mask=active[:, None] & in_k[None, :],
-                    other=0.0,
-                )
+                dz_k = _load_rows(dz_ptr, rows, active, rk, stride_y, H)
                 w = tl.load(
                     w_ptr + rk[:, None] * H + rn[None, :],
                     mask=in_k[:, None] & in_n[None, :],
@@ -367,19 +423,12 @@ def rnn_backward_cooperative_kernel(
                 acc += tl.dot(
                     dz_k.to(w.dtype), w, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE
                 )
-            dh_old = tl.load(state_ptr + rb[:, None] * H + rn[None, :], mask=state_mask, other=0.0)
             dh = tl.where(active[:, None], acc, dh_old)
             if i < T - 1:
-                t_next = t + 1 if REVERSE else t - 1
-                active_n, rows_n = _step_rows(batch_sizes_ptr, offsets_ptr, t_next, rb, B, PADDED)
-                _store_dz(dy_ptr, y_ptr, dz_ptr, rows_n, active_n, rn, dh, stride_y, H, ACC_DTYPE,
-                          RELU)  # fmt: skip
-                tl.store(state_ptr + rb[:, None] * H + rn[None, :], dh, mask=state_mask)
+                dz = _activation_grad(dy_next.to(ACC_DTYPE) + dh, y_next.to(ACC_DTYPE), RELU)
+                _store_rows(dz_ptr, rows_next, active_next, rn, stride_y, H, dz)
+                _store_rows(state_ptr, rb, in_b, rn, H, H, dh)
             else:
-                tl.store(
-                    dh0_ptr + rb[:, None] * H + rn[None, :],
-                    dh.to(dh0_ptr.dtype.element_ty),
-                    mask=state_mask,
-                )
+                _store_rows(dh0_ptr, rb, in_b, rn, H, H, dh)
         if i < T - 1:
             _grid_barrier(counter_ptr, (i + 2) * programs)

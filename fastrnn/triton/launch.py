@@ -10,6 +10,7 @@ on CUDA tensors can be captured in a CUDA graph.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 import triton
@@ -18,9 +19,11 @@ from torch import Tensor
 from fastrnn.layout import step_layout
 from fastrnn.triton import kernels
 
-# Largest padded H of the persistent tier, per dtype: the largest that ptxas compiles
-# without register spills for sm_80 and sm_90 (python tools/cubin_report.py).
-MAX_PERSISTENT_H = {torch.float32: 64, torch.float64: 64, torch.float16: 128, torch.bfloat16: 128}
+# Largest padded H of the persistent tier, per dtype.  Each compiles for sm_80 and sm_90
+# within shared memory and with no local memory (python tools/cubin_report.py); fp16/bf16
+# at 256 would too, but the choice between the tiers there is unmeasured
+# (tools/gpu_tier_ab.py measures it; docs/performance.md).
+MAX_PERSISTENT_H = {torch.float32: 128, torch.float64: 64, torch.float16: 128, torch.bfloat16: 128}
 # Cooperative tier tiles: 64-wide hidden tiles, K streamed 32 at a time.
 COOP_BLOCK_N = 64
 COOP_BLOCK_K = 32
@@ -42,21 +45,52 @@ FORCE_PROGRAMS: int | None = None
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Which tier and tiles run hidden size H in dtype; depends on (H, dtype) only."""
+    """Which tier and tiles run hidden size H in dtype."""
 
     tier: str  # "persistent" or "cooperative"
     block_h: int
     num_warps: int
 
 
-def plan(hidden: int, dtype: torch.dtype, force_tier: str | None = None) -> Plan:
+def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str) -> int:
+    """Bytes of shared memory a persistent-tier kernel needs at most: W_hh (twice for
+    tf32x3, its high and low parts), a [BLOCK_B, block_h] operand tile and 1 KB of
+    Triton's own scratch.  An upper bound of what Triton allocates;
+    tools/cubin_report.py checks it on every kernel."""
+    element = torch.empty((), dtype=dtype).element_size()
+    copies = 2 if precision == "tf32x3" else 1
+    return copies * (block_h * block_h * element + BLOCK_B * block_h * max(element, 4)) + 1024
+
+
+def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
+         shared_memory: int | None = None, force_tier: str | None = None) -> Plan:  # fmt: skip
+    """The persistent tier up to MAX_PERSISTENT_H where its kernel fits shared_memory
+    (bytes per block; None: no limit, as in the interpreter), else the cooperative one."""
     block_h = max(16, triton.next_power_of_2(hidden))
-    tier = force_tier or ("persistent" if block_h <= MAX_PERSISTENT_H[dtype] else "cooperative")
+    fits = block_h <= MAX_PERSISTENT_H[dtype] and (
+        shared_memory is None
+        or persistent_shared_memory(block_h, dtype, precision) <= shared_memory
+    )
+    tier = force_tier or ("persistent" if fits else "cooperative")
     if tier == "persistent":
         # 8 warps where 4 spill (fp32 at H=64; H=128 in fp16/bf16).
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
         return Plan("persistent", block_h, 8 if wide else 4)
     return Plan("cooperative", block_h, 4)
+
+
+@functools.cache
+def device_shared_memory(device: torch.device) -> int | None:
+    """Shared memory a block may opt in to on a CUDA device (None: the interpreter)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+
+
+def plan_for(w_hh: Tensor) -> Plan:  # w_hh [H, H]
+    """plan() for this recurrence: its dtype, dot precision and device."""
+    return plan(w_hh.shape[0], w_hh.dtype, dot_precision(w_hh.dtype),
+                device_shared_memory(w_hh.device), FORCE_TIER)  # fmt: skip
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -72,13 +106,15 @@ def interpreting(tensor: Tensor) -> bool:
     return tensor.device.type == "cpu"  # CPU tensors reach these kernels only interpreted
 
 
-def cooperative_programs(tiles: int, device: torch.device) -> int:
-    """Programs of a cooperative grid: one per SM at most, so all are resident at once."""
+def cooperative_programs(tiles: int, directions: int, device: torch.device) -> int:
+    """Programs per direction of a cooperative grid: one per SM at most over all
+    directions, so all are resident at once."""
     if FORCE_PROGRAMS is not None:
         return min(tiles, FORCE_PROGRAMS)
     if device.type != "cuda":
         return 1  # the interpreter runs programs one after another: a barrier needs one
-    return min(tiles, torch.cuda.get_device_properties(device).multi_processor_count)
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return min(tiles, max(1, sms // directions))
 
 
 @dataclasses.dataclass
@@ -110,9 +146,8 @@ def make_steps(input: Tensor, batch_sizes: Tensor | None, batch: int) -> Steps:
                  as_tensor(layout.batch_sizes), as_tensor(layout.offsets))  # fmt: skip
 
 
-def _common(steps: Steps, w_hh: Tensor, relu: bool, reverse: bool) -> dict:
-    return dict(PADDED=steps.padded, REVERSE=reverse, RELU=relu, BLOCK_B=BLOCK_B,
-                ACC_DTYPE=ACC_DTYPE[w_hh.dtype],
+def _common(steps: Steps, w_hh: Tensor, relu: bool) -> dict:
+    return dict(PADDED=steps.padded, RELU=relu, BLOCK_B=BLOCK_B, ACC_DTYPE=ACC_DTYPE[w_hh.dtype],
                 DOT_PRECISION=dot_precision(w_hh.dtype))  # fmt: skip
 
 
@@ -121,35 +156,46 @@ def barrier_counters(weights: list[Tensor], cells: int) -> Tensor | None:  # [ce
     recurrences run on the cooperative tier (None for the persistent tier): one fill
     kernel per call rather than one per launch."""
     w_hh = weights[1]
-    if plan(w_hh.shape[0], w_hh.dtype, FORCE_TIER).tier != "cooperative":
+    if plan_for(w_hh).tier != "cooperative":
         return None
     return torch.zeros(cells, dtype=torch.int32, device=w_hh.device)
 
 
-def _launch(kernel_pair, steps: Steps, w_hh: Tensor, counter, state_shape, args, meta):
-    """Runs (persistent, cooperative) kernel_pair's kernel for the tier plan() picks; the
-    cooperative kernel also takes a state workspace of state_shape and the counter."""
-    p = plan(w_hh.shape[0], w_hh.dtype, FORCE_TIER)
+def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape, pointers,
+            scalars, meta):  # fmt: skip
+    """Runs (persistent, cooperative) kernel_pair's kernel for the tier plan() picks, one
+    program column per direction (len(w_hh)); the cooperative kernel also takes a state
+    workspace of state_shape per direction and the directions' barrier counters."""
+    directions, hidden = len(w_hh), w_hh[0].shape[0]
+    p = plan_for(w_hh[0])
     persistent, cooperative = kernel_pair
     if p.tier == "persistent":
-        grid = (triton.cdiv(steps.batch, BLOCK_B),)
-        persistent[grid](*args, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta)
+        grid = (triton.cdiv(steps.batch, BLOCK_B), directions)
+        persistent[grid](*pointers, *scalars, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta)
         return
-    tiles = triton.cdiv(steps.batch, BLOCK_B) * triton.cdiv(w_hh.shape[0], COOP_BLOCK_N)
-    programs = cooperative_programs(tiles, w_hh.device)
-    state = w_hh.new_empty(state_shape, dtype=STATE_DTYPE.get(w_hh.dtype, torch.float32))
-    launch_options = {} if interpreting(w_hh) else {"launch_cooperative_grid": True}
-    cooperative[(programs,)](
-        *args[:-4], state, counter, *args[-4:],
+    tiles = triton.cdiv(steps.batch, BLOCK_B) * triton.cdiv(hidden, COOP_BLOCK_N)
+    programs = cooperative_programs(tiles, directions, w_hh[0].device)
+    state = w_hh[0].new_empty((directions, *state_shape),
+                              dtype=STATE_DTYPE.get(w_hh[0].dtype, torch.float32))  # fmt: skip
+    launch_options = {} if interpreting(w_hh[0]) else {"launch_cooperative_grid": True}
+    cooperative[(programs, directions)](
+        *pointers, state, counters, *scalars,
         BLOCK_N=COOP_BLOCK_N, BLOCK_K=COOP_BLOCK_K, num_warps=4, **meta, **launch_options,
     )  # fmt: skip
 
 
-def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, counter, steps: Steps, reverse: bool,
-                       relu: bool):  # fmt: skip
-    """y[rows] = act(xp + b_hh + h_prev @ W_hh^T) for every step; h_n = final states.
-    xp: [N, H]; y: [N, H] view (row stride y.stride(0)); h0 None for zeros; h_n [B, H];
-    counter: this launch's barrier counter (barrier_counters)."""
+def _both(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """The kernels' (direction 0, direction 1) arguments; one direction: the same twice."""
+    return tensors[0], tensors[-1]
+
+
+def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, counters, steps: Steps, relu: bool):
+    """One layer, every direction in one launch: y[rows, direction d's columns] =
+    act(xp[d] + b_hh[d] + h_prev @ W_hh[d]^T) for every step, direction 1 running
+    backwards in time; h_n = final states.
+    xp: [D, N, H]; b_hh: D tensors [H] or None; y: [N, D*H] (row stride y.stride(0));
+    h0: [D, B, H] or None for zeros; h_n: [D, B, H]; w_hh: D tensors [H, H];
+    counters: [D] barrier counters (barrier_counters) or None."""
     if steps.batch == 0:
         return
     if steps.steps == 0:
@@ -158,28 +204,33 @@ def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, counter, steps: Steps, revers
         else:
             h_n.zero_()
         return
-    args = (xp, b_hh if b_hh is not None else xp, y, h0 if h0 is not None else xp, h_n, w_hh,
-            *steps.tables(xp), y.stride(0), steps.steps, steps.batch, w_hh.shape[0])  # fmt: skip
+    pointers = (xp, *_both(b_hh if b_hh is not None else [xp]), y,
+                h0 if h0 is not None else xp, h_n, *_both(w_hh), *steps.tables(xp))  # fmt: skip
+    scalars = (y.stride(0), steps.steps, steps.rows, steps.batch, w_hh[0].shape[0])
     meta = dict(HAS_BIAS=b_hh is not None, HAS_H0=h0 is not None,
-                **_common(steps, w_hh, relu, reverse))  # fmt: skip
+                **_common(steps, w_hh[0], relu))  # fmt: skip
     kernel_pair = (kernels.rnn_forward_persistent_kernel, kernels.rnn_forward_cooperative_kernel)
-    _launch(kernel_pair, steps, w_hh, counter, (2, steps.batch, w_hh.shape[0]), args, meta)
+    state_shape = (2, steps.batch, w_hh[0].shape[0])
+    _launch(kernel_pair, steps, w_hh, counters, state_shape, pointers, scalars, meta)
 
 
-def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, counter, steps: Steps, reverse: bool,
-                        relu: bool):  # fmt: skip
-    """dz[rows] = (dy + dh) * act'(y), dh = dz @ W_hh, through time in reverse order of
-    processing; dh0 receives the gradient of the initial state."""
+def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, counters, steps: Steps, relu: bool):
+    """One layer, every direction in one launch: dz[rows] = (dy + dh) * act'(y),
+    dh = dz @ W_hh, through time in reverse order of processing; dh0 receives the
+    gradient of the initial state.  dy, y, dz: [N, D*H], one row stride; dh_n, dh0:
+    [D, B, H]; w_hh: D tensors [H, H]."""
     if steps.batch == 0:
         return
     if steps.steps == 0:
         dh0.copy_(dh_n)
         return
-    args = (dy, y, dz, dh_n, dh0, w_hh, *steps.tables(dz), y.stride(0), steps.steps,
-            steps.batch, w_hh.shape[0])  # fmt: skip
+    assert dy.stride(0) == y.stride(0) == dz.stride(0), "dy, y and dz share one row stride"
+    pointers = (dy, y, dz, dh_n, dh0, *_both(w_hh), *steps.tables(dz))
+    scalars = (y.stride(0), steps.steps, steps.batch, w_hh[0].shape[0])
     kernel_pair = (kernels.rnn_backward_persistent_kernel, kernels.rnn_backward_cooperative_kernel)
-    meta = _common(steps, w_hh, relu, reverse)
-    _launch(kernel_pair, steps, w_hh, counter, (steps.batch, w_hh.shape[0]), args, meta)
+    state_shape = (steps.batch, w_hh[0].shape[0])
+    meta = _common(steps, w_hh[0], relu)
+    _launch(kernel_pair, steps, w_hh, counters, state_shape, pointers, scalars, meta)
 
 
 def previous_rows(steps: Steps, reverse: bool) -> Tensor:  # [N] int64
@@ -215,8 +266,12 @@ def recurrent_weight_grad(dz, y, h0, steps: Steps, reverse: bool) -> Tensor:  # 
     return dz.t() @ h_prev
 
 
-def cell_weights(weights: list[Tensor], cell: int, per_cell: int) -> list[Tensor]:
-    return weights[cell * per_cell : (cell + 1) * per_cell]
+def layer_cells(weights: list[Tensor], layer: int, directions: int, per_cell: int):
+    """(slice of the layer's cells in h0 / h_n order, [w_ih, w_hh(, b_ih, b_hh)] of each)."""
+    cells = slice(layer * directions, (layer + 1) * directions)
+    return cells, [
+        weights[c * per_cell : (c + 1) * per_cell] for c in range(cells.start, cells.stop)
+    ]
 
 
 def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
@@ -236,25 +291,24 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
     for layer in range(num_layers):
         target = output if layer == num_layers - 1 else layer_outputs[layer]
         y_all = target.view(steps.rows, directions * hidden)
-        for direction in range(directions):
-            cell = layer * directions + direction
-            w_ih, w_hh, *biases = cell_weights(weights, cell, per_cell)
+        cells, layer_weights = layer_cells(weights, layer, directions, per_cell)
+        xp = layer_input.new_empty((directions, steps.rows, hidden))
+        for d, (w_ih, _, *biases) in enumerate(layer_weights):
             if biases:  # b_ih joins the input GEMM, b_hh the recurrence kernel
-                xp = torch.addmm(biases[0], layer_input, w_ih.t())
+                torch.addmm(biases[0], layer_input, w_ih.t(), out=xp[d])
             else:
-                xp = layer_input @ w_ih.t()
-            recurrence_forward(
-                xp,
-                biases[1].contiguous() if biases else None,
-                y_all[:, direction * hidden : (direction + 1) * hidden],
-                h0[cell] if h0 is not None else None,
-                h_n[cell],
-                w_hh.contiguous(),
-                counters[cell] if counters is not None else None,
-                steps,
-                direction == 1,
-                relu,
-            )
+                torch.mm(layer_input, w_ih.t(), out=xp[d])
+        recurrence_forward(
+            xp,
+            [w[3].contiguous() for w in layer_weights] if per_cell == 4 else None,
+            y_all,
+            h0[cells] if h0 is not None else None,
+            h_n[cells],
+            [w[1].contiguous() for w in layer_weights],
+            counters[cells] if counters is not None else None,
+            steps,
+            relu,
+        )
         layer_input = y_all
     return output, h_n, layer_outputs
 
@@ -275,37 +329,39 @@ def rnn_backward_triton(
     grad_hx = torch.empty_like(grad_hn)
     grad_weights: list[Tensor] = [x.new_empty(0)] * len(weights)
     grad_y = grad_output.reshape(steps.rows, directions * hidden).contiguous()
-    dz = x.new_empty((steps.rows, hidden))
+    dz = x.new_empty((steps.rows, directions * hidden))  # laid out as the layer's output
     counters = barrier_counters(weights, num_layers * directions)
+    accumulate = torch.float64 if dz.dtype == torch.float64 else torch.float32
     for layer in reversed(range(num_layers)):
         layer_in = x if layer == 0 else layer_outputs[layer - 1].reshape(steps.rows, -1)
         saved = output if layer == num_layers - 1 else layer_outputs[layer]
         y_all = saved.reshape(steps.rows, directions * hidden)
+        cells, layer_weights = layer_cells(weights, layer, directions, per_cell)
+        w_hh = [w[1].contiguous() for w in layer_weights]
+        counter = counters[cells] if counters is not None else None
+        recurrence_backward(grad_y, y_all, dz, grad_hn[cells], grad_hx[cells], w_hh, counter,
+                            steps, relu)  # fmt: skip
         # Layer 0's input gradient is one more GEMM; skipped when nothing needs it.
         need_below = layer > 0 or need_input_grad
         grad_below = None
-        for direction in range(directions):
-            cell = layer * directions + direction
-            w_ih, w_hh, *biases = cell_weights(weights, cell, per_cell)
-            cols = slice(direction * hidden, (direction + 1) * hidden)
-            reverse = direction == 1
-            counter = counters[cell] if counters is not None else None
-            recurrence_backward(grad_y[:, cols], y_all[:, cols], dz, grad_hn[cell], grad_hx[cell],
-                                w_hh.contiguous(), counter, steps, reverse, relu)  # fmt: skip
+        # Per direction: gradients of distinct parameters must not share storage.
+        for d, (w_ih, *_) in enumerate(layer_weights):
+            cell = cells.start + d
+            dz_cell = dz[:, d * hidden : (d + 1) * hidden]  # [N, H], row stride D*H
             base = cell * per_cell
-            grad_weights[base] = dz.t() @ layer_in
+            grad_weights[base] = dz_cell.t() @ layer_in
             grad_weights[base + 1] = recurrent_weight_grad(
-                dz, y_all[:, cols], h0[cell] if h0 is not None else None, steps, reverse
-            )
-            if biases:
-                accumulate = torch.float64 if dz.dtype == torch.float64 else torch.float32
-                grad_weights[base + 2] = dz.sum(0, dtype=accumulate).to(dz.dtype)
+                dz_cell, y_all[:, d * hidden : (d + 1) * hidden],
+                h0[cell] if h0 is not None else None, steps, d == 1,
+            )  # fmt: skip
+            if per_cell == 4:
+                grad_weights[base + 2] = dz_cell.sum(0, dtype=accumulate).to(dz.dtype)
                 grad_weights[base + 3] = grad_weights[base + 2].clone()
             if need_below:
                 if grad_below is None:
-                    grad_below = dz @ w_ih
+                    grad_below = dz_cell @ w_ih
                 else:
-                    grad_below.addmm_(dz, w_ih)
+                    grad_below.addmm_(dz_cell, w_ih)
         grad_y = grad_below
     grad_input = grad_y.reshape(input.shape) if need_input_grad else input.new_empty(0)
     return grad_input, grad_hx if hx is not None else grad_hn.new_empty(0), grad_weights
