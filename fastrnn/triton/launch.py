@@ -43,6 +43,11 @@ FORCE_TIER: str | None = None
 FORCE_PROGRAMS: int | None = None
 
 
+def _cdiv(a: int, b: int) -> int:
+    # Not triton.cdiv: on the host, Triton 3.9's constexpr functions cost ~2 us a call.
+    return -(-a // b)
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """Which tier and tiles run hidden size H in dtype."""
@@ -62,11 +67,12 @@ def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str) -
     return copies * (block_h * block_h * element + BLOCK_B * block_h * max(element, 4)) + 1024
 
 
+@functools.cache
 def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
          shared_memory: int | None = None, force_tier: str | None = None) -> Plan:  # fmt: skip
     """The persistent tier up to MAX_PERSISTENT_H where its kernel fits shared_memory
     (bytes per block; None: no limit, as in the interpreter), else the cooperative one."""
-    block_h = max(16, triton.next_power_of_2(hidden))
+    block_h = max(16, 1 << (hidden - 1).bit_length())  # the next power of two
     fits = block_h <= MAX_PERSISTENT_H[dtype] and (
         shared_memory is None
         or persistent_shared_memory(block_h, dtype, precision) <= shared_memory
@@ -170,10 +176,10 @@ def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape
     p = plan_for(w_hh[0])
     persistent, cooperative = kernel_pair
     if p.tier == "persistent":
-        grid = (triton.cdiv(steps.batch, BLOCK_B), directions)
+        grid = (_cdiv(steps.batch, BLOCK_B), directions)
         persistent[grid](*pointers, *scalars, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta)
         return
-    tiles = triton.cdiv(steps.batch, BLOCK_B) * triton.cdiv(hidden, COOP_BLOCK_N)
+    tiles = _cdiv(steps.batch, BLOCK_B) * _cdiv(hidden, COOP_BLOCK_N)
     programs = cooperative_programs(tiles, directions, w_hh[0].device)
     state = w_hh[0].new_empty((directions, *state_shape),
                               dtype=STATE_DTYPE.get(w_hh[0].dtype, torch.float32))  # fmt: skip
