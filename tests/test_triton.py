@@ -20,6 +20,7 @@ import pytest
 import torch
 from conftest import assert_close, paired_rnns
 from torch.nn.utils.rnn import pack_padded_sequence
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastrnn
 
@@ -213,6 +214,70 @@ def test_every_kernel_configuration_compiles_for_sm80_and_sm90_within_shared_mem
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "sm_" in line]
     assert len(rows) >= 2 * 20, result.stdout  # every configuration, both targets
+
+
+class DeviceOps(TorchDispatchMode):
+    """Records the ATen ops that run on tensor data (each a kernel launch on a GPU) and
+    the Triton kernels launched, leaving out what the interpreter runs inside those."""
+
+    NO_KERNEL = {"empty", "new_empty", "view", "reshape", "t", "slice", "select", "_unsafe_view"}
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+        self.in_kernel = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.in_kernel and func.overloadpacket.__name__ not in self.NO_KERNEL:
+            self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+    def count(self, monkeypatch, module, name):
+        kernel = getattr(module, name)
+        mode = self
+
+        class Counted:
+            def __getitem__(self, grid):
+                def run(*args, **kwargs):
+                    mode.ops.append(name)
+                    mode.in_kernel = True
+                    try:
+                        return kernel[grid](*args, **kwargs)
+                    finally:
+                        mode.in_kernel = False
+
+                return run
+
+        monkeypatch.setattr(module, name, Counted())
+
+
+@pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
+def test_one_recurrence_launch_per_layer_for_both_directions(tier, monkeypatch):
+    """An inference call of a 2-layer bidirectional RNN: per layer one input GEMM per
+    direction and one recurrence launch; one zero-fill of the barrier counters on the
+    cooperative tier; nothing else (cuDNN takes 9 kernels for this on a GPU).  Its
+    backward: one recurrence launch per layer too."""
+    device_ops = DeviceOps()
+    for name in ("forward_persistent", "forward_cooperative", "backward_persistent",
+                 "backward_cooperative"):  # fmt: skip
+        device_ops.count(monkeypatch, launch.kernels, f"rnn_{name}_kernel")
+    reference, _ = paired_rnns(3, 5, torch.float64, num_layers=2, bidirectional=True)
+    reference = reference.to(DEVICE)
+    weights = [w.detach() for w in reference._flat_weights]
+    x = torch.randn(4, 2, 3, dtype=torch.float64, device=DEVICE)
+    with device_ops:
+        output, _, layer_outputs = launch.rnn_forward_triton(x, None, weights, None, 2, True,
+                                                             False)  # fmt: skip
+    layer = ["addmm", "addmm", f"rnn_forward_{tier}_kernel"]
+    assert device_ops.ops == (["zeros"] if tier == "cooperative" else []) + layer * 2
+    device_ops.ops.clear()
+    with device_ops:
+        launch.rnn_backward_triton(torch.ones_like(output), output.new_ones(4, 2, 5),
+                                   x, None, weights, None, output, layer_outputs, 2, True,
+                                   False, True)  # fmt: skip
+    assert device_ops.ops.count(f"rnn_backward_{tier}_kernel") == 2
+    assert device_ops.ops.count("zeros") == (1 if tier == "cooperative" else 0)
+    assert_close(output, reference(x)[0], torch.float64, "output")
 
 
 @pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
