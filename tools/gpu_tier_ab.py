@@ -1,8 +1,9 @@
-"""The tier boundary on a GPU: fastrnn forced onto the persistent tier, forced onto the
-cooperative tier, and nn.RNN (cuDNN), at hidden sizes where both tiers can run, so
-launch.MAX_PERSISTENT_H is set from measurement.  Each contender is validated against
-float64 nn.RNN first (fastrnn.bench.measure.validate), then timed with the contenders
-alternated.  Prints a markdown table; --json writes every number.
+"""The tier boundary and the cooperative tile width on a GPU: fastrnn forced onto the
+persistent tier, onto the cooperative tier with 64- and 32-column tiles, and nn.RNN
+(cuDNN), so launch.MAX_PERSISTENT_H and launch.COOP_BLOCK_N are set from measurement.
+Each contender is validated against float64 nn.RNN first (fastrnn.bench.measure.validate),
+then timed with the contenders alternated.  Prints a markdown table; --json writes every
+number.
 
     python tools/gpu_tier_ab.py --json gpu-results/tiers.json
 """
@@ -17,64 +18,76 @@ import torch
 
 from fastrnn.bench.contenders import make_contenders
 from fastrnn.bench.measure import ValidationError, time_contenders, validate
+from fastrnn.bench.report import machine_line
 from fastrnn.bench.shapes import Shape
 from fastrnn.triton import launch
 
-# (dtype, shape) at the tier boundary: fp32 at H=128, the persistent tier's largest;
-# fp16 at H=256, where both tiers compile within the GPU's limits.
+# (dtype, shape, variants): at the tier boundary (fp32 at H=128, the persistent tier's
+# largest; fp16 at H=256, where both tiers compile within the GPU's limits), and where
+# only the cooperative tier runs, its tile width.
+BOUNDARY = ("persistent", "cooperative-64", "cooperative-32")
+WIDTH = ("cooperative-64", "cooperative-32")
 CASES = [
-    (torch.float32, Shape("single-step", 1, 1, 64, 128)),
-    (torch.float32, Shape("small", 100, 32, 64, 128)),
-    (torch.float32, Shape("long-B1", 1000, 1, 64, 128)),
-    (torch.float16, Shape("medium", 100, 64, 256, 256)),
-    (torch.float16, Shape("bi2L", 100, 32, 128, 256, layers=2, bidirectional=True)),
-    (torch.float16, Shape("bigbatch", 100, 1024, 128, 256)),
+    (torch.float32, Shape("single-step", 1, 1, 64, 128), BOUNDARY),
+    (torch.float32, Shape("small", 100, 32, 64, 128), BOUNDARY),
+    (torch.float32, Shape("long-B1", 1000, 1, 64, 128), BOUNDARY),
+    (torch.float16, Shape("medium", 100, 64, 256, 256), BOUNDARY),
+    (torch.float16, Shape("bi2L", 100, 32, 128, 256, layers=2, bidirectional=True), BOUNDARY),
+    (torch.float16, Shape("bigbatch", 100, 1024, 128, 256), BOUNDARY),
+    (torch.float32, Shape("medium", 100, 64, 256, 256), WIDTH),
+    (torch.float32, Shape("fastrnns", 100, 64, 512, 512), WIDTH),
 ]
-TIERS = ("persistent", "cooperative")
+DEFAULT_BLOCK_N = launch.COOP_BLOCK_N
 
 
-def on_tier(contender, tier: str):
-    """The fastrnn contender with every call forced onto `tier`."""
+def variant(contender, name: str):
+    """The fastrnn contender with every call on variant `name`: a tier, and for the
+    cooperative tier its tile width ("cooperative-32")."""
+    tier, _, width = name.partition("-")
 
     def run(x, module=contender.module):
         launch.FORCE_TIER = tier
+        launch.COOP_BLOCK_N = int(width) if width else DEFAULT_BLOCK_N
         try:
             return module(x)
         finally:
-            launch.FORCE_TIER = None
+            launch.FORCE_TIER, launch.COOP_BLOCK_N = None, DEFAULT_BLOCK_N
 
-    return dataclasses.replace(contender, name=tier, run=run)
+    return dataclasses.replace(contender, name=name, run=run)
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", default=None)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    device = torch.device("cuda")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
     rows = []
-    print("| dtype | shape | mode | persistent ms | cooperative ms | cuDNN ms |")
-    print("|---|---|---|---|---|---|")
-    for dtype, shape in CASES:
+    machine = machine_line(device, torch.float32)  # dtypes vary by row, as the table says
+    print(machine)
+    print("| dtype | shape | mode | ms per call |")
+    print("|---|---|---|---|")
+    for dtype, shape, variants in CASES:
         for mode in ("inference", "training"):
             fast, cudnn = make_contenders(shape, device, dtype, ["fastrnn", "nn.RNN"])
-            contenders = [on_tier(fast, tier) for tier in TIERS] + [cudnn]
+            contenders = [variant(fast, name) for name in variants] + [cudnn]
             row = {"dtype": str(dtype), "shape": dataclasses.asdict(shape), "mode": mode}
             try:
                 validate(contenders, shape, mode, device, dtype)
             except ValidationError as error:
                 row["error"] = str(error)
-                print(f"| {dtype} | {shape.name} | {mode} | ABORTED: {error} |||", flush=True)
+                print(f"| {dtype} | {shape.name} | {mode} | ABORTED: {error} |", flush=True)
                 rows.append(row)
                 continue
             timings = time_contenders(contenders, shape, mode, device, dtype, args.repeats, 0.02)
             row["timings"] = timings
-            ms = [f"{timings[name]['median_s'] * 1e3:.3f}" for name in (*TIERS, "nn.RNN")]
-            print(f"| {dtype} | {shape.name} | {mode} | {' | '.join(ms)} |", flush=True)
+            ms = [f"{c.name} {timings[c.name]['median_s'] * 1e3:.3f}" for c in contenders]
+            print(f"| {dtype} | {shape.name} | {mode} | {', '.join(ms)} |", flush=True)
             rows.append(row)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(device), "rows": rows}, f, indent=1)
+            json.dump({"machine": machine, "rows": rows}, f, indent=1)
     return 0
 
 
