@@ -79,7 +79,8 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
     )
     tier = force_tier or ("persistent" if fits else "cooperative")
     if tier == "persistent":
-        # 8 warps where 4 spill (fp32 at H=64; H=128 in fp16/bf16).
+        # 8 warps at the larger tiles, the configuration measured on a GPU; 4 also
+        # compile without spills with Triton 3.9 (docs/performance.md).
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
         return Plan("persistent", block_h, 8 if wide else 4)
     return Plan("cooperative", block_h, 4)
