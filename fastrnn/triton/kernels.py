@@ -76,6 +76,36 @@ def _of_direction(direction, forward_ptr, reverse_ptr):
 
 
 @triton.jit
+def _forward_operands(direction, xp_ptr, b_ptr, b_rev_ptr, y_ptr, h0_ptr, hn_ptr, w_ptr,
+                      w_rev_ptr, N, B, H):  # fmt: skip
+    """This direction's (xp, b_hh, y, h0, h_n, W_hh) of the forward kernels' arguments."""
+    block = direction.to(tl.int64)
+    return (
+        xp_ptr + block * N * H,
+        _of_direction(direction, b_ptr, b_rev_ptr),
+        y_ptr + direction * H,
+        h0_ptr + block * B * H,
+        hn_ptr + block * B * H,
+        _of_direction(direction, w_ptr, w_rev_ptr),
+    )
+
+
+@triton.jit
+def _backward_operands(direction, dy_ptr, y_ptr, dz_ptr, dhn_ptr, dh0_ptr, w_ptr, w_rev_ptr,
+                       B, H):  # fmt: skip
+    """This direction's (dy, y, dz, dh_n, dh0, W_hh) of the backward kernels' arguments."""
+    block = direction.to(tl.int64)
+    return (
+        dy_ptr + direction * H,
+        y_ptr + direction * H,
+        dz_ptr + direction * H,
+        dhn_ptr + block * B * H,
+        dh0_ptr + block * B * H,
+        _of_direction(direction, w_ptr, w_rev_ptr),
+    )
+
+
+@triton.jit
 def _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED: tl.constexpr):
     """(active, rows): which of the rows rb take part in step t, and their row indices."""
     if PADDED:
@@ -157,12 +187,9 @@ def rnn_forward_persistent_kernel(
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     direction = tl.program_id(1)
-    w_ptr = _of_direction(direction, w_ptr, w_rev_ptr)
-    b_ptr = _of_direction(direction, b_ptr, b_rev_ptr)
-    xp_ptr += direction.to(tl.int64) * N * H
-    y_ptr += direction * H
-    h0_ptr += direction.to(tl.int64) * B * H
-    hn_ptr += direction.to(tl.int64) * B * H
+    xp_ptr, b_ptr, y_ptr, h0_ptr, hn_ptr, w_ptr = _forward_operands(
+        direction, xp_ptr, b_ptr, b_rev_ptr, y_ptr, h0_ptr, hn_ptr, w_ptr, w_rev_ptr, N, B, H
+    )
     rh = tl.arange(0, BLOCK_H)
     in_b = rb < B
     in_h = rh < H
@@ -219,12 +246,9 @@ def rnn_backward_persistent_kernel(
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     direction = tl.program_id(1)
-    w_ptr = _of_direction(direction, w_ptr, w_rev_ptr)
-    dy_ptr += direction * H
-    y_ptr += direction * H
-    dz_ptr += direction * H
-    dhn_ptr += direction.to(tl.int64) * B * H
-    dh0_ptr += direction.to(tl.int64) * B * H
+    dy_ptr, y_ptr, dz_ptr, dhn_ptr, dh0_ptr, w_ptr = _backward_operands(
+        direction, dy_ptr, y_ptr, dz_ptr, dhn_ptr, dh0_ptr, w_ptr, w_rev_ptr, B, H
+    )
     rh = tl.arange(0, BLOCK_H)
     in_b = rb < B
     in_h = rh < H
@@ -285,12 +309,9 @@ def rnn_forward_cooperative_kernel(
 ):
     programs = tl.num_programs(0)  # per direction; the directions never wait on each other
     direction = tl.program_id(1)
-    w_ptr = _of_direction(direction, w_ptr, w_rev_ptr)
-    b_ptr = _of_direction(direction, b_ptr, b_rev_ptr)
-    xp_ptr += direction.to(tl.int64) * N * H
-    y_ptr += direction * H
-    h0_ptr += direction.to(tl.int64) * B * H
-    hn_ptr += direction.to(tl.int64) * B * H
+    xp_ptr, b_ptr, y_ptr, h0_ptr, hn_ptr, w_ptr = _forward_operands(
+        direction, xp_ptr, b_ptr, b_rev_ptr, y_ptr, h0_ptr, hn_ptr, w_ptr, w_rev_ptr, N, B, H
+    )
     state_size = B * H
     state_ptr += direction.to(tl.int64) * 2 * state_size
     counter_ptr += direction
@@ -371,12 +392,9 @@ def rnn_backward_cooperative_kernel(
 ):
     programs = tl.num_programs(0)  # per direction
     direction = tl.program_id(1)
-    w_ptr = _of_direction(direction, w_ptr, w_rev_ptr)
-    dy_ptr += direction * H
-    y_ptr += direction * H
-    dz_ptr += direction * H
-    dhn_ptr += direction.to(tl.int64) * B * H
-    dh0_ptr += direction.to(tl.int64) * B * H
+    dy_ptr, y_ptr, dz_ptr, dhn_ptr, dh0_ptr, w_ptr = _backward_operands(
+        direction, dy_ptr, y_ptr, dz_ptr, dhn_ptr, dh0_ptr, w_ptr, w_rev_ptr, B, H
+    )
     state_ptr += direction.to(tl.int64) * B * H
     counter_ptr += direction
     col_tiles = tl.cdiv(H, BLOCK_N)
