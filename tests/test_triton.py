@@ -72,6 +72,7 @@ CASES = [
     (3, 70, 7, 1, False, True, "tanh", True, "cooperative"),
     (17, 70, 5, 2, True, True, "tanh", True, "cooperative"),
     (17, 70, 6, 1, False, False, "relu", True, "cooperative"),
+    (5, 33, 1, 2, True, True, "relu", True, "cooperative"),
 ]
 
 
