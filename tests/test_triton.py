@@ -65,7 +65,9 @@ CASES = [
     (17, 33, 1, 2, False, False, "relu", True, None),
     (3, 16, 7, 2, True, True, "relu", False, None),
     # The cooperative tier (what large H uses), forced on small shapes: several batch
-    # and column tiles (H=70: two 64-wide column tiles; B=17: two batch tiles).
+    # and column tiles (H=70: two 64-wide column tiles; B=17: two batch tiles).  Under
+    # the interpreter one program runs all tiles, so W_hh's columns stay on chip only
+    # where there is one column tile (H <= 64).
     (3, 33, 7, 2, True, False, "tanh", True, "cooperative"),
     (17, 16, 7, 1, True, True, "relu", False, "cooperative"),
     (1, 1, 1, 1, False, False, "tanh", True, "cooperative"),
@@ -73,6 +75,9 @@ CASES = [
     (17, 70, 5, 2, True, True, "tanh", True, "cooperative"),
     (17, 70, 6, 1, False, False, "relu", True, "cooperative"),
     (5, 33, 1, 2, True, True, "relu", True, "cooperative"),
+    # W_hh's columns streamed from L2 (on a GPU they would fit on chip at these sizes).
+    (17, 33, 5, 2, True, True, "tanh", True, "cooperative-streamed"),
+    (3, 70, 4, 1, False, False, "relu", False, "cooperative-streamed"),
 ]
 
 
@@ -84,9 +89,17 @@ def case_id(case):
     )
 
 
+def force_tier(monkeypatch, name: str | None) -> None:
+    """Run on tier `name` (None: the plan's choice); "cooperative-streamed": the
+    cooperative tier with W_hh streamed from L2 even where it would fit on chip."""
+    tier, _, variant = (name or "").partition("-")
+    monkeypatch.setattr(launch, "FORCE_TIER", tier or None)
+    monkeypatch.setattr(launch, "COOP_W_ON_CHIP", variant != "streamed")
+
+
 @pytest.fixture
 def tier(request, monkeypatch):
-    monkeypatch.setattr(launch, "FORCE_TIER", request.param)
+    force_tier(monkeypatch, request.param)
     return request.param
 
 
@@ -176,7 +189,7 @@ def relative_errors(got, want):
 def test_triton_error_at_most_twice_cudnn_on_gpu(case, dtype, triton_kernels, monkeypatch):
     """Every output and gradient in dtype: fastrnn's error against fp64 nn.RNN is at most
     twice cuDNN's own error on the same inputs and weights (or a small floor)."""
-    monkeypatch.setattr(launch, "FORCE_TIER", case[-1])
+    force_tier(monkeypatch, case[-1])
     got, want = run_case(case, dtype)
     cudnn_got, _ = run_case(case, dtype, contender=torch.nn.RNN)
     fast_errors = relative_errors(got, want)
@@ -199,6 +212,52 @@ def test_plan_by_hidden_size_dtype_and_the_devices_shared_memory():
     assert launch.plan(128, torch.float32, "ieee", consumer).tier == "persistent"
     assert launch.plan(64, torch.float32, "tf32x3", consumer).tier == "persistent"
     assert launch.plan(128, torch.float16, "ieee", consumer).tier == "persistent"
+
+
+def test_plan_holds_cooperative_w_hh_on_chip_where_it_fits():
+    a100, hopper = 166_912, 232_448  # opt-in shared memory per block
+    assert launch.plan(512, torch.float16, "ieee", hopper).w_on_chip
+    assert not launch.plan(1024, torch.float16, "ieee", hopper).w_on_chip
+    assert launch.plan(256, torch.float32, "tf32x3", hopper).w_on_chip
+    assert not launch.plan(256, torch.float32, "tf32x3", a100).w_on_chip
+    assert not launch.plan(2048, torch.float32, "ieee", hopper).w_on_chip
+
+
+@pytest.mark.parametrize(("programs", "launched"), [(4, 4), (3, 2)])
+def test_cooperative_w_on_chip_with_several_programs(programs, launched, monkeypatch,
+                                                      triton_kernels):  # fmt: skip
+    """B=17, H=70: 2 batch x 2 column tiles.  Each program holds its W_hh columns on
+    chip, so a program's tiles must share them: 4 programs for 4 tiles, and 3 rounded
+    down to 2.  On a GPU: 3 steps from h0.  Under the interpreter, which runs one
+    program after another, only what needs no grid barrier: T=1 without h0, where the
+    product with W_hh is skipped (h_prev = 0), so there this checks the program count
+    and the rest of the tile logic, not the columns on chip."""
+    force_tier(monkeypatch, "cooperative")
+    monkeypatch.setattr(launch, "FORCE_PROGRAMS", programs)
+    kernel = launch.kernels.rnn_forward_cooperative_kernel
+    launches = []
+
+    class Recorded:
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                launches.append((grid, kwargs["W_ON_CHIP"]))
+                return kernel[grid](*args, **kwargs)
+
+            return run
+
+    monkeypatch.setattr(launch.kernels, "rnn_forward_cooperative_kernel", Recorded())
+    reference, fast = paired_rnns(5, 70, torch.float64)
+    reference, fast = reference.to(DEVICE), fast.to(DEVICE)
+    steps = 3 if DEVICE.type == "cuda" else 1
+    x = torch.randn(steps, 17, 5, dtype=torch.float64, device=DEVICE)
+    h0 = torch.randn(1, 17, 70, dtype=torch.float64, device=DEVICE)
+    h0 = h0 if DEVICE.type == "cuda" else None
+    with torch.no_grad():
+        out, h_n = fast(x, h0)
+        out_ref, h_ref = reference(x, h0)
+    assert launches == [((launched, 1), True)]
+    assert_close(out, out_ref, torch.float64, "output")
+    assert_close(h_n, h_ref, torch.float64, "h_n")
 
 
 @pytest.mark.slow

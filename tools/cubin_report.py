@@ -7,8 +7,8 @@ Run it without TRITON_INTERPRET=1 (the interpreter replaces the kernels it compi
 
 The interpreter cannot show shared-memory or register budgets; this does.  A developer
 tool, outside the package; tests/test_triton.py runs it and checks every configuration
-fits its target's shared memory, and every persistent-tier kernel the bound
-(launch.persistent_shared_memory) by which plan() keeps it off GPUs with less.
+fits its target's shared memory, and every kernel that plan() chooses by a shared-memory
+bound (launch.persistent_shared_memory, launch.cooperative_shared_memory) within it.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ TRITON_DTYPE = {
 class Config:
     kernel: str  # "forward_persistent", "backward_persistent", "forward_cooperative", ...
     dtype: torch.dtype
-    block_h: int  # persistent: the whole padded H; cooperative: BLOCK_N
+    # persistent: the whole padded H; cooperative: the padded H with W_hh's columns on
+    # chip, 0 with them streamed
+    block_h: int
     num_warps: int
     precision: str = "ieee"  # tl.dot's input_precision (fp32 also runs "tf32x3")
 
@@ -48,31 +50,30 @@ class Config:
         dtype = TRITON_DTYPE[self.dtype] + (
             f" {self.precision}" if self.dtype == torch.float32 else ""
         )
-        return f"{self.kernel} {dtype} H<={self.block_h} warps={self.num_warps}"
+        if self.kernel.endswith("cooperative"):
+            tile = f"W on chip H<={self.block_h}" if self.block_h else "W streamed"
+        else:
+            tile = f"H<={self.block_h}"
+        return f"{self.kernel} {dtype} {tile} warps={self.num_warps}"
 
 
-def configurations() -> list[Config]:
-    """Every (kernel, dtype, tile) launch.plan can pick."""
+def configurations(capability: int) -> list[Config]:
+    """Every (kernel, dtype, precision, tile) that launch.plan picks on a GPU with this
+    capability's shared memory."""
     configs = []
     for dtype in TRITON_DTYPE:
-        hidden = 1
-        seen = set()
-        while True:
-            p = launch.plan(hidden, dtype)
-            if p.tier != "persistent":
-                break
-            if p.block_h not in seen:
-                seen.add(p.block_h)
-                for kernel in ("forward_persistent", "backward_persistent"):
-                    configs.append(Config(kernel, dtype, p.block_h, p.num_warps))
-            hidden = p.block_h + 1
-        cooperative = launch.plan(hidden, dtype)
-        for kernel in ("forward_cooperative", "backward_cooperative"):
-            configs.append(Config(kernel, dtype, launch.COOP_BLOCK_N, cooperative.num_warps))
-    # fp32 under torch.backends.cudnn.allow_tf32 (launch.dot_precision).
-    configs += [
-        dataclasses.replace(c, precision="tf32x3") for c in configs if c.dtype == torch.float32
-    ]
+        precisions = ("ieee", "tf32x3") if dtype == torch.float32 else ("ieee",)
+        for precision in precisions:
+            block_h = 16
+            while True:  # every padded H, until the cooperative tier streams W_hh
+                p = launch.plan(block_h, dtype, precision, SHARED_MEMORY_LIMIT[capability])
+                tile = p.block_h if p.tier == "persistent" or p.w_on_chip else 0
+                for direction in ("forward", "backward"):
+                    kernel = f"{direction}_{p.tier}"
+                    configs.append(Config(kernel, dtype, tile, p.num_warps, precision))
+                if tile == 0:
+                    break
+                block_h *= 2
     return configs
 
 
@@ -86,8 +87,9 @@ def compile_config(config: Config, capability: int, padded: bool = False):
     fn = getattr(kernels, f"rnn_{direction}_{tier}_kernel")
     if tier == "persistent":
         constexprs = {**common, "BLOCK_H": config.block_h}
-    else:
-        constexprs = {**common, "BLOCK_N": launch.COOP_BLOCK_N, "BLOCK_K": launch.COOP_BLOCK_K}
+    else:  # block_h: the padded H with W_hh's columns on chip, 0 with them streamed
+        constexprs = {**common, "BLOCK_N": launch.COOP_BLOCK_N, "BLOCK_K": launch.COOP_BLOCK_K,
+                      "W_ON_CHIP": config.block_h > 0, "BLOCK_H": config.block_h}  # fmt: skip
     if direction == "forward":
         constexprs.update(HAS_BIAS=True, HAS_H0=True)
     signature = {}
@@ -133,7 +135,7 @@ def cubin_usage(compiled) -> tuple[int, int]:
 
 def main() -> int:
     """Print the table; exit 1 if any configuration exceeds its target's shared memory,
-    or a persistent-tier kernel the bound that plan() relies on."""
+    or the bound that plan() chose it by."""
     over = []
     print(
         "| kernel | input | target | shared memory (bytes) | limit | registers/thread "
@@ -141,7 +143,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|")
     for capability in (80, 90):
-        for config in configurations():
+        for config in configurations(capability):
             for padded in (True, False):  # both variants of the step addressing
                 compiled = compile_config(config, capability, padded)
                 regs, local = cubin_usage(compiled)
@@ -154,12 +156,15 @@ def main() -> int:
                 where = f"{config.describe()} {kind} on sm_{capability}: {shared} bytes"
                 if shared > SHARED_MEMORY_LIMIT[capability]:
                     over.append(f"over the target's shared memory: {where}")
-                if config.kernel.endswith("persistent"):
-                    bound = launch.persistent_shared_memory(
-                        config.block_h, config.dtype, config.precision
+                if config.block_h:  # plan() chose it by this bound: it must hold
+                    bound_of = (
+                        launch.persistent_shared_memory
+                        if config.kernel.endswith("persistent")
+                        else launch.cooperative_shared_memory
                     )
-                    if shared > bound:  # the plan would launch it where it does not fit
-                        over.append(f"over launch.persistent_shared_memory ({bound}): {where}")
+                    bound = bound_of(config.block_h, config.dtype, config.precision)
+                    if shared > bound:
+                        over.append(f"over launch.{bound_of.__name__} ({bound}): {where}")
     for line in over:
         print(f"FAILED: {line}")
     return 1 if over else 0

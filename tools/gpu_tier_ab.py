@@ -1,9 +1,10 @@
-"""The tier boundary and the cooperative tile width on a GPU: fastrnn forced onto the
-persistent tier, onto the cooperative tier with 64- and 32-column tiles, and nn.RNN
-(cuDNN), so launch.MAX_PERSISTENT_H and launch.COOP_BLOCK_N are set from measurement.
+"""The tier boundary and the cooperative tier's options on a GPU: fastrnn forced onto
+the persistent tier, onto the cooperative tier with 64- or 32-column tiles, or with
+W_hh's columns streamed from L2 instead of held on chip; and nn.RNN (cuDNN).  So
+launch.MAX_PERSISTENT_H, COOP_BLOCK_N and COOP_W_ON_CHIP are set from measurement.
 Each contender is validated against float64 nn.RNN first (fastrnn.bench.measure.validate),
 then timed with the contenders alternated.  Prints a markdown table; --json writes every
-number.
+number (after each row, so a run cut short keeps what it measured).
 
     python tools/gpu_tier_ab.py --json gpu-results/tiers.json
 """
@@ -24,9 +25,9 @@ from fastrnn.triton import launch
 
 # (dtype, shape, variants): at the tier boundary (fp32 at H=128, the persistent tier's
 # largest; fp16 at H=256, where both tiers compile within the GPU's limits), and where
-# only the cooperative tier runs, its tile width.
-BOUNDARY = ("persistent", "cooperative-64", "cooperative-32")
-WIDTH = ("cooperative-64", "cooperative-32")
+# only the cooperative tier runs, its tile width and W_hh on chip or streamed.
+BOUNDARY = ("persistent", "cooperative-64", "cooperative-streamed")
+WIDTH = ("cooperative-64", "cooperative-32", "cooperative-streamed")
 CASES = [
     (torch.float32, Shape("single-step", 1, 1, 64, 128), BOUNDARY),
     (torch.float32, Shape("small", 100, 32, 64, 128), BOUNDARY),
@@ -42,16 +43,20 @@ DEFAULT_BLOCK_N = launch.COOP_BLOCK_N
 
 def variant(contender, name: str):
     """The fastrnn contender with every call on variant `name`: a tier, and for the
-    cooperative tier its tile width ("cooperative-32")."""
-    tier, _, width = name.partition("-")
+    cooperative tier its tile width ("cooperative-32") or W_hh streamed from L2
+    ("cooperative-streamed", 64-column tiles)."""
+    tier, _, option = name.partition("-")
 
     def run(x, module=contender.module):
         launch.FORCE_TIER = tier
-        launch.COOP_BLOCK_N = int(width) if width else DEFAULT_BLOCK_N
+        launch.COOP_BLOCK_N = int(option) if option.isdigit() else DEFAULT_BLOCK_N
+        launch.COOP_W_ON_CHIP = option != "streamed"
         try:
             return module(x)
         finally:
-            launch.FORCE_TIER, launch.COOP_BLOCK_N = None, DEFAULT_BLOCK_N
+            launch.FORCE_TIER, launch.COOP_BLOCK_N, launch.COOP_W_ON_CHIP = (
+                None, DEFAULT_BLOCK_N, True,
+            )  # fmt: skip
 
     return dataclasses.replace(contender, name=name, run=run)
 
@@ -66,6 +71,13 @@ def main(argv=None) -> int:
     rows = []
     machine = machine_line(device, torch.float32)  # dtypes vary by row, as the table says
     print(machine)
+
+    def record(row):
+        rows.append(row)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": machine, "rows": rows}, f, indent=1)
+
     print("| dtype | shape | mode | ms per call |")
     print("|---|---|---|---|")
     for dtype, shape, variants in CASES:
@@ -78,16 +90,13 @@ def main(argv=None) -> int:
             except ValidationError as error:
                 row["error"] = str(error)
                 print(f"| {dtype} | {shape.name} | {mode} | ABORTED: {error} |", flush=True)
-                rows.append(row)
+                record(row)
                 continue
             timings = time_contenders(contenders, shape, mode, device, dtype, args.repeats, 0.02)
             row["timings"] = timings
             ms = [f"{c.name} {timings[c.name]['median_s'] * 1e3:.3f}" for c in contenders]
             print(f"| {dtype} | {shape.name} | {mode} | {', '.join(ms)} |", flush=True)
-            rows.append(row)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "rows": rows}, f, indent=1)
+            record(row)
     return 0
 
 

@@ -16,8 +16,12 @@ run side by side:
   tools/cubin_report.py shows shared memory, registers and spills).
 * cooperative: any H.  The state is split in (batch tile, column tile) pieces, each
   owned by one program at a time (a program loops over the tiles id, id + G, ...); per
-  step a program reads all of h_{t-1} for its rows from a global (L2) workspace, streams
-  its W_hh columns along K, and writes its piece of h_t.  A grid-wide barrier separates
+  step a program reads all of h_{t-1} for its rows from a global (L2) workspace,
+  multiplies it by its W_hh columns and writes its piece of h_t.  Where those columns
+  fit the program's shared memory (W_ON_CHIP; launch.cooperative_shared_memory) and G
+  is a multiple of the column-tile count, so that a program's tiles share columns, they
+  are loaded once and stay on chip; otherwise they are streamed from L2 along K every
+  step.  A grid-wide barrier separates
   the steps, so the grid is launched cooperatively (all programs of both directions
   resident, or the launch fails instead of deadlocking); each direction has its own
   barrier counter and G programs.  The state ping-pongs between two workspace
@@ -147,6 +151,22 @@ def _tile(tile, col_tiles, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
     rb = (tile // col_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
     rn = (tile % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
     return rb, rn
+
+
+@triton.jit
+def _own_columns(w_ptr, col_tiles, H, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+                 TRANSPOSED: tl.constexpr):  # fmt: skip
+    """The cooperative tier's W_hh columns of this program, [BLOCK_H, BLOCK_N], for a grid
+    whose program count is a multiple of col_tiles (a program's tiles then share their
+    columns): W_hh[n, k] at [k, n] when TRANSPOSED (forward), else W_hh[k, n]."""
+    rk = tl.arange(0, BLOCK_H)
+    rn = (tl.program_id(0) % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (rk < H)[:, None] & (rn < H)[None, :]
+    if TRANSPOSED:
+        offsets = rn[None, :] * H + rk[:, None]
+    else:
+        offsets = rk[:, None] * H + rn[None, :]
+    return tl.load(w_ptr + offsets, mask=mask, other=0.0)
 
 
 @triton.jit
@@ -304,6 +324,8 @@ def rnn_forward_cooperative_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    W_ON_CHIP: tl.constexpr,
+    BLOCK_H: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
@@ -317,6 +339,8 @@ def rnn_forward_cooperative_kernel(
     counter_ptr += direction
     col_tiles = tl.cdiv(H, BLOCK_N)
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
+    if W_ON_CHIP:  # wt[k, n] = W_hh[n, k] for this program's columns, the same in every tile
+        wt_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, True)
     arrivals = 0
     if HAS_H0:  # h0 into the half that step 0 reads, in the state's precision
         for tile in range(tl.program_id(0), tiles, programs):
@@ -343,18 +367,22 @@ def rnn_forward_cooperative_kernel(
                 if i > 0 or HAS_H0:
                     h_old = _load_rows(h_prev_ptr, rb, in_b, rn, H, H)
             if i > 0 or HAS_H0:
-                for k0 in range(0, H, BLOCK_K):
-                    rk = k0 + tl.arange(0, BLOCK_K)
-                    in_k = rk < H
-                    h = _load_rows(h_prev_ptr, rb, in_b, rk, H, H)
-                    wt = tl.load(
-                        w_ptr + rn[None, :] * H + rk[:, None],
-                        mask=in_k[:, None] & in_n[None, :],
-                        other=0.0,
-                    )
-                    z += tl.dot(
-                        h.to(wt.dtype), wt, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE
-                    )
+                if W_ON_CHIP:  # all of h_{t-1} for these rows in one load, one product
+                    h = _load_rows(h_prev_ptr, rb, in_b, tl.arange(0, BLOCK_H), H, H)
+                    z += tl.dot(h.to(wt_chip.dtype), wt_chip, input_precision=DOT_PRECISION,
+                                out_dtype=ACC_DTYPE)  # fmt: skip
+                else:  # W_hh's columns streamed from L2, BLOCK_K rows at a time
+                    for k0 in range(0, H, BLOCK_K):
+                        rk = k0 + tl.arange(0, BLOCK_K)
+                        in_k = rk < H
+                        h = _load_rows(h_prev_ptr, rb, in_b, rk, H, H)
+                        wt = tl.load(
+                            w_ptr + rn[None, :] * H + rk[:, None],
+                            mask=in_k[:, None] & in_n[None, :],
+                            other=0.0,
+                        )
+                        z += tl.dot(h.to(wt.dtype), wt, input_precision=DOT_PRECISION,
+                                    out_dtype=ACC_DTYPE)  # fmt: skip
             y = _activation(z, RELU)
             _store_rows(y_ptr, rows, active, rn, stride_y, H, y)
             h_new = tl.where(active[:, None], y, h_old)
@@ -387,6 +415,8 @@ def rnn_backward_cooperative_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    W_ON_CHIP: tl.constexpr,
+    BLOCK_H: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
@@ -399,6 +429,8 @@ def rnn_backward_cooperative_kernel(
     counter_ptr += direction
     col_tiles = tl.cdiv(H, BLOCK_N)
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
+    if W_ON_CHIP:  # w[k, n] = W_hh[k, n] for this program's columns, the same in every tile
+        w_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, False)
     # Reverse order of processing: direction 0 runs t = T - 1, ..., 0, direction 1 0, ...
     t_first = (1 - direction) * (T - 1)
     step = 2 * direction - 1
@@ -429,18 +461,22 @@ def rnn_backward_cooperative_kernel(
             y_next = _load_rows(y_ptr, rows_next, active_next, rn, stride_y, H)
             # dh[:, n] = sum_k dz_t[:, k] W_hh[k, n], every column of dz_t stored already.
             acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
-            for k0 in range(0, H, BLOCK_K):
-                rk = k0 + tl.arange(0, BLOCK_K)
-                in_k = rk < H
-                dz_k = _load_rows(dz_ptr, rows, active, rk, stride_y, H)
-                w = tl.load(
-                    w_ptr + rk[:, None] * H + rn[None, :],
-                    mask=in_k[:, None] & in_n[None, :],
-                    other=0.0,
-                )
-                acc += tl.dot(
-                    dz_k.to(w.dtype), w, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE
-                )
+            if W_ON_CHIP:  # all of dz_t for these rows in one load, one product
+                dz_all = _load_rows(dz_ptr, rows, active, tl.arange(0, BLOCK_H), stride_y, H)
+                acc += tl.dot(dz_all.to(w_chip.dtype), w_chip, input_precision=DOT_PRECISION,
+                              out_dtype=ACC_DTYPE)  # fmt: skip
+            else:  # W_hh's columns streamed from L2, BLOCK_K rows at a time
+                for k0 in range(0, H, BLOCK_K):
+                    rk = k0 + tl.arange(0, BLOCK_K)
+                    in_k = rk < H
+                    dz_k = _load_rows(dz_ptr, rows, active, rk, stride_y, H)
+                    w = tl.load(
+                        w_ptr + rk[:, None] * H + rn[None, :],
+                        mask=in_k[:, None] & in_n[None, :],
+                        other=0.0,
+                    )
+                    acc += tl.dot(dz_k.to(w.dtype), w, input_precision=DOT_PRECISION,
+                                  out_dtype=ACC_DTYPE)  # fmt: skip
             dh = tl.where(active[:, None], acc, dh_old)
             if i < T - 1:
                 dz = _activation_grad(dy_next.to(ACC_DTYPE) + dh, y_next.to(ACC_DTYPE), RELU)

@@ -24,9 +24,11 @@ from fastrnn.triton import kernels
 # at 256 would too, but the choice between the tiers there is unmeasured
 # (tools/gpu_tier_ab.py measures it; docs/performance.md).
 MAX_PERSISTENT_H = {torch.float32: 128, torch.float64: 64, torch.float16: 128, torch.bfloat16: 128}
-# Cooperative tier tiles: 64-wide hidden tiles, K streamed 32 at a time.
+# Cooperative tier tiles: 64-wide hidden tiles; a program's W_hh columns held on chip
+# where they fit (cooperative_shared_memory), else streamed from L2 32 rows at a time.
 COOP_BLOCK_N = 64
 COOP_BLOCK_K = 32
+COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed kernels
 # Batch rows per program: tl.dot needs at least 16.
 BLOCK_B = 16
 
@@ -55,6 +57,7 @@ class Plan:
     tier: str  # "persistent" or "cooperative"
     block_h: int
     num_warps: int
+    w_on_chip: bool = False  # cooperative: a program's W_hh columns fit its shared memory
 
 
 def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str) -> int:
@@ -67,11 +70,22 @@ def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str) -
     return copies * (block_h * block_h * element + BLOCK_B * block_h * max(element, 4)) + 1024
 
 
+def cooperative_shared_memory(block_h: int, dtype: torch.dtype, precision: str) -> int:
+    """Bytes of shared memory a cooperative-tier kernel needs at most with its W_hh
+    columns on chip: [block_h, COOP_BLOCK_N] of W_hh and two [BLOCK_B, block_h] operand
+    tiles (all twice for tf32x3) and 8 KB of Triton's own scratch; checked as above."""
+    element = torch.empty((), dtype=dtype).element_size()
+    copies = 2 if precision == "tf32x3" else 1
+    per_row = COOP_BLOCK_N * element + 2 * BLOCK_B * max(element, 4)
+    return copies * block_h * per_row + 8192
+
+
 @functools.cache
 def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
          shared_memory: int | None = None, force_tier: str | None = None) -> Plan:  # fmt: skip
     """The persistent tier up to MAX_PERSISTENT_H where its kernel fits shared_memory
-    (bytes per block; None: no limit, as in the interpreter), else the cooperative one."""
+    (bytes per block; None: no limit, as in the interpreter), else the cooperative one,
+    with W_hh's columns on chip where they fit."""
     block_h = max(16, 1 << (hidden - 1).bit_length())  # the next power of two
     fits = block_h <= MAX_PERSISTENT_H[dtype] and (
         shared_memory is None
@@ -83,7 +97,10 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
         # compile without spills with Triton 3.9 (docs/performance.md).
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
         return Plan("persistent", block_h, 8 if wide else 4)
-    return Plan("cooperative", block_h, 4)
+    on_chip = shared_memory is None or (
+        cooperative_shared_memory(block_h, dtype, precision) <= shared_memory
+    )
+    return Plan("cooperative", block_h, 4, on_chip)
 
 
 @functools.cache
@@ -180,14 +197,20 @@ def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape
         grid = (_cdiv(steps.batch, BLOCK_B), directions)
         persistent[grid](*pointers, *scalars, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta)
         return
-    tiles = _cdiv(steps.batch, BLOCK_B) * _cdiv(hidden, COOP_BLOCK_N)
+    col_tiles = _cdiv(hidden, COOP_BLOCK_N)
+    tiles = _cdiv(steps.batch, BLOCK_B) * col_tiles
     programs = cooperative_programs(tiles, directions, w_hh[0].device)
+    on_chip = COOP_W_ON_CHIP and p.w_on_chip
+    if on_chip and programs < tiles and programs >= col_tiles:
+        programs -= programs % col_tiles  # so each program's tiles share their columns
+    on_chip = on_chip and programs % col_tiles == 0
     state = w_hh[0].new_empty((directions, *state_shape),
                               dtype=STATE_DTYPE.get(w_hh[0].dtype, torch.float32))  # fmt: skip
     launch_options = {} if interpreting(w_hh[0]) else {"launch_cooperative_grid": True}
     cooperative[(programs, directions)](
         *pointers, state, counters, *scalars,
-        BLOCK_N=COOP_BLOCK_N, BLOCK_K=COOP_BLOCK_K, num_warps=4, **meta, **launch_options,
+        BLOCK_N=COOP_BLOCK_N, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
+        BLOCK_H=p.block_h if on_chip else 0, num_warps=4, **meta, **launch_options,
     )  # fmt: skip
 
 
