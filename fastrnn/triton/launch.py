@@ -111,6 +111,11 @@ def device_shared_memory(device: torch.device) -> int | None:
     return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
 
 
+@functools.cache
+def device_sms(device: torch.device) -> int:  # a CUDA device's streaming multiprocessors
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def plan_for(w_hh: Tensor) -> Plan:  # w_hh [H, H]
     """plan() for this recurrence: its dtype, dot precision and device."""
     return plan(w_hh.shape[0], w_hh.dtype, dot_precision(w_hh.dtype),
@@ -137,8 +142,7 @@ def cooperative_programs(tiles: int, directions: int, device: torch.device) -> i
         return min(tiles, FORCE_PROGRAMS)
     if device.type != "cuda":
         return 1  # the interpreter runs programs one after another: a barrier needs one
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return min(tiles, max(1, sms // directions))
+    return min(tiles, max(1, device_sms(device) // directions))
 
 
 @dataclasses.dataclass
