@@ -70,22 +70,24 @@ def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str) -
     return copies * (block_h * block_h * element + BLOCK_B * block_h * max(element, 4)) + 1024
 
 
-def cooperative_shared_memory(block_h: int, dtype: torch.dtype, precision: str) -> int:
+def cooperative_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
+                              block_n: int = COOP_BLOCK_N) -> int:  # fmt: skip
     """Bytes of shared memory a cooperative-tier kernel needs at most with its W_hh
-    columns on chip: [block_h, COOP_BLOCK_N] of W_hh and two [BLOCK_B, block_h] operand
+    columns on chip: [block_h, block_n] of W_hh and two [BLOCK_B, block_h] operand
     tiles (all twice for tf32x3) and 8 KB of Triton's own scratch; checked as above."""
     element = torch.empty((), dtype=dtype).element_size()
     copies = 2 if precision == "tf32x3" else 1
-    per_row = COOP_BLOCK_N * element + 2 * BLOCK_B * max(element, 4)
+    per_row = block_n * element + 2 * BLOCK_B * max(element, 4)
     return copies * block_h * per_row + 8192
 
 
 @functools.cache
 def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
-         shared_memory: int | None = None, force_tier: str | None = None) -> Plan:  # fmt: skip
+         shared_memory: int | None = None, force_tier: str | None = None,
+         block_n: int = COOP_BLOCK_N) -> Plan:  # fmt: skip
     """The persistent tier up to MAX_PERSISTENT_H where its kernel fits shared_memory
-    (bytes per block; None: no limit, as in the interpreter), else the cooperative one,
-    with W_hh's columns on chip where they fit."""
+    (bytes per block; None: no limit, as in the interpreter), else the cooperative one
+    with block_n-column tiles, their W_hh columns on chip where they fit."""
     block_h = max(16, 1 << (hidden - 1).bit_length())  # the next power of two
     fits = block_h <= MAX_PERSISTENT_H[dtype] and (
         shared_memory is None
@@ -98,7 +100,7 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
         return Plan("persistent", block_h, 8 if wide else 4)
     on_chip = shared_memory is None or (
-        cooperative_shared_memory(block_h, dtype, precision) <= shared_memory
+        cooperative_shared_memory(block_h, dtype, precision, block_n) <= shared_memory
     )
     return Plan("cooperative", block_h, 4, on_chip)
 
@@ -119,7 +121,7 @@ def device_sms(device: torch.device) -> int:  # a CUDA device's streaming multip
 def plan_for(w_hh: Tensor) -> Plan:  # w_hh [H, H]
     """plan() for this recurrence: its dtype, dot precision and device."""
     return plan(w_hh.shape[0], w_hh.dtype, dot_precision(w_hh.dtype),
-                device_shared_memory(w_hh.device), FORCE_TIER)  # fmt: skip
+                device_shared_memory(w_hh.device), FORCE_TIER, COOP_BLOCK_N)  # fmt: skip
 
 
 def dot_precision(dtype: torch.dtype) -> str:
