@@ -21,13 +21,13 @@ run side by side:
   fit the program's shared memory (W_ON_CHIP; launch.cooperative_shared_memory) and G
   is a multiple of the column-tile count, so that a program's tiles share columns, they
   are loaded once and stay on chip; otherwise they are streamed from L2 along K every
-  step.  A grid-wide barrier separates
-  the steps, so the grid is launched cooperatively (all programs of both directions
-  resident, or the launch fails instead of deadlocking); each direction has its own
-  barrier counter and G programs.  The state ping-pongs between two workspace
-  buffers, so one barrier per step is enough: a program writes buffer t % 2 only after
-  every program has finished reading it at step t - 1.  With G = 1 (the interpreter,
-  which runs programs one after another) the barrier is trivially satisfied.
+  step.  A grid-wide barrier separates the steps, so the grid is launched cooperatively
+  (all programs of both directions resident, or the launch fails instead of
+  deadlocking); each direction has its own barrier counter and G programs.  The state
+  ping-pongs between two workspace buffers, so one barrier per step is enough: a
+  program writes buffer t % 2 only after every program has finished reading it at step
+  t - 1.  With G = 1 (the interpreter, which runs programs one after another) the
+  barrier is trivially satisfied.
 
 Backward mirrors both: dz_t = (dy_t + dh) * act'(y_t) from the saved outputs (tanh'
 = 1 - y^2, relu' = [y > 0]), dh = dz_t @ W_hh, in reverse processing order.  In the
@@ -36,7 +36,7 @@ before the barrier), then at once its columns of the next step's dz.
 
 Latency: loads that do not depend on the previous step are issued before the work that
 does (the persistent tier loads step t+1's xp, or dy and y, while step t computes; the
-cooperative tier loads its tile's xp, bias and own state before the K loop).
+cooperative tier loads its tile's xp, bias and own state before the product with W_hh).
 
 Padded input (PADDED) addresses step t's rows as t * B + b; packed input (a
 PackedSequence) loads per-step batch sizes and row offsets: at step t rows
