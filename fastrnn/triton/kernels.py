@@ -154,19 +154,46 @@ def _tile(tile, col_tiles, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _own_columns(w_ptr, col_tiles, H, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-                 TRANSPOSED: tl.constexpr):  # fmt: skip
-    """The cooperative tier's W_hh columns of this program, [BLOCK_H, BLOCK_N], for a grid
-    whose program count is a multiple of col_tiles (a program's tiles then share their
-    columns): W_hh[n, k] at [k, n] when TRANSPOSED (forward), else W_hh[k, n]."""
-    rk = tl.arange(0, BLOCK_H)
-    rn = (tl.program_id(0) % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+def _weight_block(w_ptr, rk, rn, H, TRANSPOSED: tl.constexpr):
+    """[len(rk), len(rn)] of M = W_hh^T (TRANSPOSED) or W_hh: M[k, n], 0 outside H x H."""
     mask = (rk < H)[:, None] & (rn < H)[None, :]
     if TRANSPOSED:
         offsets = rn[None, :] * H + rk[:, None]
     else:
         offsets = rk[:, None] * H + rn[None, :]
     return tl.load(w_ptr + offsets, mask=mask, other=0.0)
+
+
+@triton.jit
+def _own_columns(w_ptr, col_tiles, H, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+                 TRANSPOSED: tl.constexpr):  # fmt: skip
+    """The cooperative tier's columns of M (_weight_block) for this program, [BLOCK_H,
+    BLOCK_N], in a grid whose program count is a multiple of col_tiles (a program's
+    tiles then share their columns)."""
+    rn = (tl.program_id(0) % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+    return _weight_block(w_ptr, tl.arange(0, BLOCK_H), rn, H, TRANSPOSED)
+
+
+@triton.jit
+def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_chip, rn,
+                   TRANSPOSED: tl.constexpr, W_ON_CHIP: tl.constexpr, BLOCK_H: tl.constexpr,
+                   BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                   ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """acc + A[rows, :H] @ M[:, rn], A row-major (row stride `stride`), M as in
+    _weight_block: forward h_{t-1} W_hh^T, backward dz_t W_hh.  M's columns come from
+    w_chip (_own_columns) when W_ON_CHIP, with all of A's row in one load; else they are
+    streamed from L2 BLOCK_K rows at a time."""
+    if W_ON_CHIP:
+        a = _load_rows(a_ptr, rows, active, tl.arange(0, BLOCK_H), stride, H)
+        acc += tl.dot(a.to(w_chip.dtype), w_chip, input_precision=DOT_PRECISION,
+                      out_dtype=ACC_DTYPE)  # fmt: skip
+    else:
+        for k0 in range(0, H, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            a = _load_rows(a_ptr, rows, active, rk, stride, H)
+            w = _weight_block(w_ptr, rk, rn, H, TRANSPOSED)
+            acc += tl.dot(a.to(w.dtype), w, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+    return acc
 
 
 @triton.jit
@@ -339,7 +366,8 @@ def rnn_forward_cooperative_kernel(
     counter_ptr += direction
     col_tiles = tl.cdiv(H, BLOCK_N)
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
-    if W_ON_CHIP:  # wt[k, n] = W_hh[n, k] for this program's columns, the same in every tile
+    wt_chip = 0.0  # W_hh^T's columns of this program when on chip (unused when streamed)
+    if W_ON_CHIP:
         wt_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, True)
     arrivals = 0
     if HAS_H0:  # h0 into the half that step 0 reads, in the state's precision
@@ -357,7 +385,7 @@ def rnn_forward_cooperative_kernel(
             rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
             in_b = rb < B
             in_n = rn < H
-            # Loads that do not need h_{t-1} first: their latency overlaps the K loop.
+            # Loads that do not need h_{t-1} first: their latency overlaps the product.
             active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
             z = _load_rows(xp_ptr, rows, active, rn, H, H).to(ACC_DTYPE)
             if HAS_BIAS:
@@ -367,22 +395,10 @@ def rnn_forward_cooperative_kernel(
                 if i > 0 or HAS_H0:
                     h_old = _load_rows(h_prev_ptr, rb, in_b, rn, H, H)
             if i > 0 or HAS_H0:
-                if W_ON_CHIP:  # all of h_{t-1} for these rows in one load, one product
-                    h = _load_rows(h_prev_ptr, rb, in_b, tl.arange(0, BLOCK_H), H, H)
-                    z += tl.dot(h.to(wt_chip.dtype), wt_chip, input_precision=DOT_PRECISION,
-                                out_dtype=ACC_DTYPE)  # fmt: skip
-                else:  # W_hh's columns streamed from L2, BLOCK_K rows at a time
-                    for k0 in range(0, H, BLOCK_K):
-                        rk = k0 + tl.arange(0, BLOCK_K)
-                        in_k = rk < H
-                        h = _load_rows(h_prev_ptr, rb, in_b, rk, H, H)
-                        wt = tl.load(
-                            w_ptr + rn[None, :] * H + rk[:, None],
-                            mask=in_k[:, None] & in_n[None, :],
-                            other=0.0,
-                        )
-                        z += tl.dot(h.to(wt.dtype), wt, input_precision=DOT_PRECISION,
-                                    out_dtype=ACC_DTYPE)  # fmt: skip
+                z = _times_columns(
+                    z, h_prev_ptr, rb, in_b, H, H, w_ptr, wt_chip, rn, True,
+                    W_ON_CHIP, BLOCK_H, BLOCK_K, DOT_PRECISION, ACC_DTYPE,
+                )  # fmt: skip
             y = _activation(z, RELU)
             _store_rows(y_ptr, rows, active, rn, stride_y, H, y)
             h_new = tl.where(active[:, None], y, h_old)
@@ -429,7 +445,8 @@ def rnn_backward_cooperative_kernel(
     counter_ptr += direction
     col_tiles = tl.cdiv(H, BLOCK_N)
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
-    if W_ON_CHIP:  # w[k, n] = W_hh[k, n] for this program's columns, the same in every tile
+    w_chip = 0.0  # W_hh's columns of this program when on chip (unused when streamed)
+    if W_ON_CHIP:
         w_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, False)
     # Reverse order of processing: direction 0 runs t = T - 1, ..., 0, direction 1 0, ...
     t_first = (1 - direction) * (T - 1)
@@ -450,9 +467,8 @@ def rnn_backward_cooperative_kernel(
         for tile in range(tl.program_id(0), tiles, programs):
             rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
             in_b = rb < B
-            in_n = rn < H
             active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
-            # Loads that do not need dz_t first: their latency overlaps the K loop.
+            # Loads that do not need dz_t first: their latency overlaps the product.
             dh_old = _load_rows(state_ptr, rb, in_b, rn, H, H)  # this program's own tile
             _, active_next, rows_next = _next_step_rows(
                 batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
@@ -461,22 +477,10 @@ def rnn_backward_cooperative_kernel(
             y_next = _load_rows(y_ptr, rows_next, active_next, rn, stride_y, H)
             # dh[:, n] = sum_k dz_t[:, k] W_hh[k, n], every column of dz_t stored already.
             acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
-            if W_ON_CHIP:  # all of dz_t for these rows in one load, one product
-                dz_all = _load_rows(dz_ptr, rows, active, tl.arange(0, BLOCK_H), stride_y, H)
-                acc += tl.dot(dz_all.to(w_chip.dtype), w_chip, input_precision=DOT_PRECISION,
-                              out_dtype=ACC_DTYPE)  # fmt: skip
-            else:  # W_hh's columns streamed from L2, BLOCK_K rows at a time
-                for k0 in range(0, H, BLOCK_K):
-                    rk = k0 + tl.arange(0, BLOCK_K)
-                    in_k = rk < H
-                    dz_k = _load_rows(dz_ptr, rows, active, rk, stride_y, H)
-                    w = tl.load(
-                        w_ptr + rk[:, None] * H + rn[None, :],
-                        mask=in_k[:, None] & in_n[None, :],
-                        other=0.0,
-                    )
-                    acc += tl.dot(dz_k.to(w.dtype), w, input_precision=DOT_PRECISION,
-                                  out_dtype=ACC_DTYPE)  # fmt: skip
+            acc = _times_columns(
+                acc, dz_ptr, rows, active, stride_y, H, w_ptr, w_chip, rn, False,
+                W_ON_CHIP, BLOCK_H, BLOCK_K, DOT_PRECISION, ACC_DTYPE,
+            )  # fmt: skip
             dh = tl.where(active[:, None], acc, dh_old)
             if i < T - 1:
                 dz = _activation_grad(dy_next.to(ACC_DTYPE) + dh, y_next.to(ACC_DTYPE), RELU)
