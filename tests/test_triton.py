@@ -223,6 +223,45 @@ def test_plan_holds_cooperative_w_hh_on_chip_where_it_fits():
     assert not launch.plan(2048, torch.float32, "ieee", hopper).w_on_chip
 
 
+class DeviceOps(TorchDispatchMode):
+    """Records the ATen ops that run on tensor data (each a kernel launch on a GPU) and
+    the Triton kernels launched (in `ops`; their grids and keyword arguments in
+    `launches`), leaving out what the interpreter runs inside those."""
+
+    NO_KERNEL = {"empty", "new_empty", "view", "reshape", "t", "slice", "select", "_unsafe_view"}
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+        self.launches = []
+        self.in_kernel = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.in_kernel and func.overloadpacket.__name__ not in self.NO_KERNEL:
+            self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+    def watch(self, monkeypatch, name):
+        """Record each launch of launch.kernels.<name>."""
+        kernel = getattr(launch.kernels, name)
+        mode = self
+
+        class Watched:
+            def __getitem__(self, grid):
+                def run(*args, **kwargs):
+                    mode.ops.append(name)
+                    mode.launches.append((grid, kwargs))
+                    mode.in_kernel = True
+                    try:
+                        return kernel[grid](*args, **kwargs)
+                    finally:
+                        mode.in_kernel = False
+
+                return run
+
+        monkeypatch.setattr(launch.kernels, name, Watched())
+
+
 @pytest.mark.parametrize(("programs", "launched"), [(4, 4), (3, 2)])
 def test_cooperative_w_on_chip_with_several_programs(programs, launched, monkeypatch,
                                                       triton_kernels):  # fmt: skip
@@ -234,18 +273,8 @@ def test_cooperative_w_on_chip_with_several_programs(programs, launched, monkeyp
     and the rest of the tile logic, not the columns on chip."""
     force_tier(monkeypatch, "cooperative")
     monkeypatch.setattr(launch, "FORCE_PROGRAMS", programs)
-    kernel = launch.kernels.rnn_forward_cooperative_kernel
-    launches = []
-
-    class Recorded:
-        def __getitem__(self, grid):
-            def run(*args, **kwargs):
-                launches.append((grid, kwargs["W_ON_CHIP"]))
-                return kernel[grid](*args, **kwargs)
-
-            return run
-
-    monkeypatch.setattr(launch.kernels, "rnn_forward_cooperative_kernel", Recorded())
+    device_ops = DeviceOps()
+    device_ops.watch(monkeypatch, "rnn_forward_cooperative_kernel")
     reference, fast = paired_rnns(5, 70, torch.float64)
     reference, fast = reference.to(DEVICE), fast.to(DEVICE)
     steps = 3 if DEVICE.type == "cuda" else 1
@@ -255,7 +284,7 @@ def test_cooperative_w_on_chip_with_several_programs(programs, launched, monkeyp
     with torch.no_grad():
         out, h_n = fast(x, h0)
         out_ref, h_ref = reference(x, h0)
-    assert launches == [((launched, 1), True)]
+    assert [(grid, kw["W_ON_CHIP"]) for grid, kw in device_ops.launches] == [((launched, 1), True)]
     assert_close(out, out_ref, torch.float64, "output")
     assert_close(h_n, h_ref, torch.float64, "h_n")
 
@@ -276,41 +305,6 @@ def test_every_kernel_configuration_compiles_for_sm80_and_sm90_within_shared_mem
     assert len(rows) >= 2 * 20, result.stdout  # every configuration, both targets
 
 
-class DeviceOps(TorchDispatchMode):
-    """Records the ATen ops that run on tensor data (each a kernel launch on a GPU) and
-    the Triton kernels launched, leaving out what the interpreter runs inside those."""
-
-    NO_KERNEL = {"empty", "new_empty", "view", "reshape", "t", "slice", "select", "_unsafe_view"}
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-        self.in_kernel = False
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if not self.in_kernel and func.overloadpacket.__name__ not in self.NO_KERNEL:
-            self.ops.append(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
-
-    def count(self, monkeypatch, module, name):
-        kernel = getattr(module, name)
-        mode = self
-
-        class Counted:
-            def __getitem__(self, grid):
-                def run(*args, **kwargs):
-                    mode.ops.append(name)
-                    mode.in_kernel = True
-                    try:
-                        return kernel[grid](*args, **kwargs)
-                    finally:
-                        mode.in_kernel = False
-
-                return run
-
-        monkeypatch.setattr(module, name, Counted())
-
-
 @pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
 def test_one_recurrence_launch_per_layer_for_both_directions(tier, monkeypatch):
     """An inference call of a 2-layer bidirectional RNN: per layer one input GEMM per
@@ -320,7 +314,7 @@ def test_one_recurrence_launch_per_layer_for_both_directions(tier, monkeypatch):
     device_ops = DeviceOps()
     for name in ("forward_persistent", "forward_cooperative", "backward_persistent",
                  "backward_cooperative"):  # fmt: skip
-        device_ops.count(monkeypatch, launch.kernels, f"rnn_{name}_kernel")
+        device_ops.watch(monkeypatch, f"rnn_{name}_kernel")
     reference, _ = paired_rnns(3, 5, torch.float64, num_layers=2, bidirectional=True)
     reference = reference.to(DEVICE)
     weights = [w.detach() for w in reference._flat_weights]

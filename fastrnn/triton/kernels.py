@@ -110,6 +110,17 @@ def _backward_operands(direction, dy_ptr, y_ptr, dz_ptr, dhn_ptr, dh0_ptr, w_ptr
 
 
 @triton.jit
+def _time_order(direction, T, BACKWARD: tl.constexpr):
+    """(first step, increment) of t for this direction's pass: forward, direction 0 runs
+    t = 0, 1, ... and direction 1 t = T - 1, T - 2, ...; the backward pass runs each in
+    reverse."""
+    backwards_in_time = direction
+    if BACKWARD:
+        backwards_in_time = 1 - direction
+    return backwards_in_time * (T - 1), 1 - 2 * backwards_in_time
+
+
+@triton.jit
 def _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED: tl.constexpr):
     """(active, rows): which of the rows rb take part in step t, and their row indices."""
     if PADDED:
@@ -240,19 +251,14 @@ def rnn_forward_persistent_kernel(
     rh = tl.arange(0, BLOCK_H)
     in_b = rb < B
     in_h = rh < H
-    # W_hh^T held on chip for the whole sequence: wt[k, n] = W_hh[n, k].
-    wt = tl.load(
-        w_ptr + rh[None, :] * H + rh[:, None], mask=in_h[:, None] & in_h[None, :], other=0.0
-    )
+    wt = _weight_block(w_ptr, rh, rh, H, True)  # W_hh^T, on chip for the whole sequence
     bias = tl.zeros((BLOCK_H,), dtype=ACC_DTYPE)
     if HAS_BIAS:
         bias = tl.load(b_ptr + rh, mask=in_h, other=0.0).to(ACC_DTYPE)
     h = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
     if HAS_H0:
         h = _load_rows(h0_ptr, rb, in_b, rh, H, H).to(ACC_DTYPE)
-    # Direction 0 runs t = 0, 1, ..., direction 1 t = T - 1, T - 2, ...
-    t = direction * (T - 1)
-    step = 1 - 2 * direction
+    t, step = _time_order(direction, T, False)
     active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
     xp = _load_rows(xp_ptr, rows, active, rh, H, H)
     for _ in range(T):
@@ -299,13 +305,9 @@ def rnn_backward_persistent_kernel(
     rh = tl.arange(0, BLOCK_H)
     in_b = rb < B
     in_h = rh < H
-    w = tl.load(
-        w_ptr + rh[:, None] * H + rh[None, :], mask=in_h[:, None] & in_h[None, :], other=0.0
-    )
+    w = _weight_block(w_ptr, rh, rh, H, False)
     dh = _load_rows(dhn_ptr, rb, in_b, rh, H, H).to(ACC_DTYPE)
-    # Reverse order of processing: direction 0 runs t = T - 1, ..., 0, direction 1 0, ...
-    t = (1 - direction) * (T - 1)
-    step = 2 * direction - 1
+    t, step = _time_order(direction, T, True)
     active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
     dy = _load_rows(dy_ptr, rows, active, rh, stride_y, H)
     y = _load_rows(y_ptr, rows, active, rh, stride_y, H)
@@ -377,8 +379,9 @@ def rnn_forward_cooperative_kernel(
             _store_rows(state_ptr + state_size, rb, rb < B, rn, H, H, h0.to(ACC_DTYPE))
         arrivals = programs
         _grid_barrier(counter_ptr, arrivals)
+    t_first, step = _time_order(direction, T, False)
     for i in range(T):
-        t = i + direction * (T - 1 - 2 * i)  # direction 1 runs backwards in time
+        t = t_first + i * step
         h_prev_ptr = state_ptr + ((i + 1) % 2) * state_size
         h_next_ptr = state_ptr + (i % 2) * state_size
         for tile in range(tl.program_id(0), tiles, programs):
@@ -448,9 +451,7 @@ def rnn_backward_cooperative_kernel(
     w_chip = 0.0  # W_hh's columns of this program when on chip (unused when streamed)
     if W_ON_CHIP:
         w_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, False)
-    # Reverse order of processing: direction 0 runs t = T - 1, ..., 0, direction 1 0, ...
-    t_first = (1 - direction) * (T - 1)
-    step = 2 * direction - 1
+    t_first, step = _time_order(direction, T, True)
     # dz of the first step processed, from dh_n.
     for tile in range(tl.program_id(0), tiles, programs):
         rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)

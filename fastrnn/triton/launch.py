@@ -52,11 +52,12 @@ def _cdiv(a: int, b: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Which tier and tiles run hidden size H in dtype."""
+    """Which tier and tiles run hidden size H in dtype, with which dot precision."""
 
     tier: str  # "persistent" or "cooperative"
     block_h: int
     num_warps: int
+    precision: str  # tl.dot's input_precision, which the shared-memory sizing assumed
     w_on_chip: bool = False  # cooperative: a program's W_hh columns fit its shared memory
 
 
@@ -98,11 +99,11 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
         # 8 warps at the larger tiles, the configuration measured on a GPU; 4 also
         # compile without spills with Triton 3.9 (docs/performance.md).
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
-        return Plan("persistent", block_h, 8 if wide else 4)
+        return Plan("persistent", block_h, 8 if wide else 4, precision)
     on_chip = shared_memory is None or (
         cooperative_shared_memory(block_h, dtype, precision, block_n) <= shared_memory
     )
-    return Plan("cooperative", block_h, 4, on_chip)
+    return Plan("cooperative", block_h, 4, precision, on_chip)
 
 
 @functools.cache
@@ -176,11 +177,6 @@ def make_steps(input: Tensor, batch_sizes: Tensor | None, batch: int) -> Steps:
                  as_tensor(layout.batch_sizes), as_tensor(layout.offsets))  # fmt: skip
 
 
-def _common(steps: Steps, w_hh: Tensor, relu: bool) -> dict:
-    return dict(PADDED=steps.padded, RELU=relu, BLOCK_B=BLOCK_B, ACC_DTYPE=ACC_DTYPE[w_hh.dtype],
-                DOT_PRECISION=dot_precision(w_hh.dtype))  # fmt: skip
-
-
 def barrier_counters(weights: list[Tensor], cells: int) -> Tensor | None:  # [cells] int32
     """Zeroed grid-barrier counters, one per (layer, direction), for an op call whose
     recurrences run on the cooperative tier (None for the persistent tier): one fill
@@ -192,13 +188,15 @@ def barrier_counters(weights: list[Tensor], cells: int) -> Tensor | None:  # [ce
 
 
 def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape, pointers,
-            scalars, meta):  # fmt: skip
+            scalars, relu: bool, **constexprs):  # fmt: skip
     """Runs (persistent, cooperative) kernel_pair's kernel for the tier plan() picks, one
     program column per direction (len(w_hh)); the cooperative kernel also takes a state
     workspace of state_shape per direction and the directions' barrier counters."""
     directions, hidden = len(w_hh), w_hh[0].shape[0]
     p = plan_for(w_hh[0])
     persistent, cooperative = kernel_pair
+    meta = dict(constexprs, PADDED=steps.padded, RELU=relu, BLOCK_B=BLOCK_B,
+                ACC_DTYPE=ACC_DTYPE[w_hh[0].dtype], DOT_PRECISION=p.precision)  # fmt: skip
     if p.tier == "persistent":
         grid = (_cdiv(steps.batch, BLOCK_B), directions)
         persistent[grid](*pointers, *scalars, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta)
@@ -243,11 +241,10 @@ def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, counters, steps: Steps, relu:
     pointers = (xp, *_both(b_hh if b_hh is not None else [xp]), y,
                 h0 if h0 is not None else xp, h_n, *_both(w_hh), *steps.tables(xp))  # fmt: skip
     scalars = (y.stride(0), steps.steps, steps.rows, steps.batch, w_hh[0].shape[0])
-    meta = dict(HAS_BIAS=b_hh is not None, HAS_H0=h0 is not None,
-                **_common(steps, w_hh[0], relu))  # fmt: skip
     kernel_pair = (kernels.rnn_forward_persistent_kernel, kernels.rnn_forward_cooperative_kernel)
     state_shape = (2, steps.batch, w_hh[0].shape[0])
-    _launch(kernel_pair, steps, w_hh, counters, state_shape, pointers, scalars, meta)
+    _launch(kernel_pair, steps, w_hh, counters, state_shape, pointers, scalars, relu,
+            HAS_BIAS=b_hh is not None, HAS_H0=h0 is not None)  # fmt: skip
 
 
 def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, counters, steps: Steps, relu: bool):
@@ -265,8 +262,7 @@ def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, counters, steps: Steps, relu
     scalars = (y.stride(0), steps.steps, steps.batch, w_hh[0].shape[0])
     kernel_pair = (kernels.rnn_backward_persistent_kernel, kernels.rnn_backward_cooperative_kernel)
     state_shape = (steps.batch, w_hh[0].shape[0])
-    meta = _common(steps, w_hh[0], relu)
-    _launch(kernel_pair, steps, w_hh, counters, state_shape, pointers, scalars, meta)
+    _launch(kernel_pair, steps, w_hh, counters, state_shape, pointers, scalars, relu)
 
 
 def previous_rows(steps: Steps, reverse: bool) -> Tensor:  # [N] int64
