@@ -1,0 +1,111 @@
+"""Where an inference call's time goes at small shapes, on a GPU: each layer of the
+chain timed alone, back to back without a sync (host time per call when the GPU keeps
+up), beside the GPU time of the same call replayed from a CUDA graph, and nn.RNN.
+
+    python tools/gpu_call_profile.py --json gpu-results/calls.json
+
+Layers: the module (fastrnn.RNN), the op (torch.ops.fastrnn.rnn_forward) and the launch
+function (rnn_forward_triton, no dispatcher or autograd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+import fastrnn
+from fastrnn.bench.report import machine_line
+from fastrnn.triton import launch
+
+SHAPES = {"hello": (5, 1, 4, 8), "single-step": (1, 1, 64, 128), "small": (100, 32, 64, 128)}
+
+
+def host_us(fn, calls: int = 200, repeats: int = 7) -> float:
+    """Median over repeats of the wall time per call of `calls` calls, then a sync."""
+    for _ in range(20):
+        fn()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+        samples.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(samples)
+
+
+def graph_us(fn, replays: int = 200) -> float:
+    """GPU time per call from CUDA-graph replays (no host launch cost)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    graph.replay()
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / replays * 1e3
+
+
+def profile(name: str, dtype: torch.dtype) -> dict:
+    steps, batch, inputs, hidden = SHAPES[name]
+    torch.manual_seed(0)
+    rnn = fastrnn.RNN(inputs, hidden, device="cuda", dtype=dtype)
+    ref = torch.nn.RNN(inputs, hidden, device="cuda", dtype=dtype)
+    ref.load_state_dict(rnn.state_dict())
+    x = torch.randn(steps, batch, inputs, device="cuda", dtype=dtype)
+    weights = list(rnn._flat_weights)
+    op = torch.ops.fastrnn.rnn_forward.default
+    row = {"shape": name, "dtype": str(dtype).removeprefix("torch.")}
+    with torch.no_grad(), fastrnn.use_backend("triton"):
+        row["nn.RNN"] = host_us(lambda: ref(x))
+        row["module"] = host_us(lambda: rnn(x))
+        row["op"] = host_us(lambda: op(x, None, weights, None, 1, False, False))
+        row["launch fn"] = host_us(
+            lambda: launch.rnn_forward_triton(x, None, weights, None, 1, False, False)
+        )
+        for column, fn in (("gpu (graph)", lambda: rnn(x)), ("nn.RNN gpu (graph)", lambda: ref(x))):
+            try:
+                row[column] = graph_us(fn)
+            except RuntimeError as error:  # a failed capture is a result too
+                print(f"{name} {dtype} {column}: capture failed: {error}")
+                row[column] = float("nan")
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    print(machine_line(torch.device("cuda"), torch.float32))
+    columns = ["nn.RNN", "module", "op", "launch fn", "gpu (graph)", "nn.RNN gpu (graph)"]
+    print("| shape | dtype | " + " | ".join(f"{c} µs" for c in columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
+    rows = []
+    for dtype in (torch.float32, torch.float16):
+        for name in SHAPES:
+            row = profile(name, dtype)
+            rows.append(row)
+            cells = " | ".join(f"{row[c]:.1f}" for c in columns)
+            print(f"| {name} | {row['dtype']} | {cells} |")
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
