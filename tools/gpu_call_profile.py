@@ -3,6 +3,7 @@ chain timed alone, back to back without a sync (host time per call when the GPU 
 up), beside the GPU time of the same call replayed from a CUDA graph, and nn.RNN.
 
     python tools/gpu_call_profile.py --json gpu-results/calls.json
+    python tools/gpu_call_profile.py --cprofile     (the host functions that take the time)
 
 Layers: the module (fastrnn.RNN), the op (torch.ops.fastrnn.rnn_forward) and the launch
 function (rnn_forward_triton, no dispatcher or autograd).
@@ -11,7 +12,9 @@ function (rnn_forward_triton, no dispatcher or autograd).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import statistics
 import time
 
@@ -86,10 +89,43 @@ def profile(name: str, dtype: torch.dtype) -> dict:
     return row
 
 
+def cprofile_calls(name: str = "hello", dtype: torch.dtype = torch.float32) -> None:
+    """cProfile of fastrnn inference calls and training steps: the top host functions."""
+    steps, batch, inputs, hidden = SHAPES[name]
+    rnn = fastrnn.RNN(inputs, hidden, device="cuda", dtype=dtype)
+    x = torch.randn(steps, batch, inputs, device="cuda", dtype=dtype)
+
+    def inference():
+        with torch.no_grad():
+            rnn(x)
+
+    def training():
+        out, h_n = rnn(x)
+        (out.sum() + h_n.sum()).backward()
+
+    with fastrnn.use_backend("triton"):
+        for label, fn, calls in (("inference", inference, 500), ("training", training, 200)):
+            for _ in range(20):
+                fn()
+            torch.cuda.synchronize()
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(calls):
+                fn()
+            torch.cuda.synchronize()
+            profiler.disable()
+            print(f"== {name} {dtype} {label}: {calls} calls")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(22)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", default=None)
+    parser.add_argument("--cprofile", action="store_true")
     args = parser.parse_args()
+    if args.cprofile:
+        cprofile_calls()
+        return 0
     print(machine_line(torch.device("cuda"), torch.float32))
     columns = ["nn.RNN", "module", "op", "launch fn", "gpu (graph)", "nn.RNN gpu (graph)"]
     print("| shape | dtype | " + " | ".join(f"{c} µs" for c in columns) + " |")

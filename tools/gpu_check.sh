@@ -4,7 +4,8 @@
 # calls.json, checks.log), since a device call brings back 8 files at most.
 #     OUT=gpu-results bash tools/gpu_check.sh                 (make gpu-check)
 #     OUT=gpu-results bash tools/gpu_check.sh tests tiers bench32
-# Steps: tests kernels calls tiers bench32 bench16 bench16bf sanitize.
+# Steps: tests kernels calls cprofile tiers bench32 bench16 bench16bf sanitize
+# (TIER_CASES=float16/large,... and TIER_LIMIT=seconds narrow the tier A/B).
 # Builds against the torch and triton already installed (no package registry needed).
 # Each step has a time limit, about 480 s in all plus the build (about a minute), so the
 # whole stays within a device call's 10 minutes.
@@ -54,7 +55,9 @@ for step in "${STEPS[@]}"; do
            gpu_tests 110 "matches_nn_rnn or error_at_most_twice" ;;
     kernels) timeout 30 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20 ;;
     calls) timeout 40 python3 tools/gpu_call_profile.py --json "$OUT/calls.json" 2>&1 | tail -9 ;;
-    tiers) timeout 75 python3 tools/gpu_tier_ab.py --json "$OUT/tiers.json" 2>&1 | tail -18 ;;
+    cprofile) timeout 60 python3 tools/gpu_call_profile.py --cprofile 2>&1 | grep -v "^$" | cut -c1-150 ;;
+    tiers) timeout "${TIER_LIMIT:-75}" python3 tools/gpu_tier_ab.py --json "$OUT/tiers.json" \
+             ${TIER_CASES:+--cases "$TIER_CASES"} 2>&1 | tail -60 ;;
     bench32) bench float32 fastrnn,nn.RNN,naive 100 ;;
     bench16) bench float16 fastrnn,nn.RNN 55 ;;
     bench16bf) bench bfloat16 fastrnn,nn.RNN 45 ;;

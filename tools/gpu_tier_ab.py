@@ -14,14 +14,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 
 import torch
+import triton
 
 from fastrnn.bench.contenders import make_contenders
 from fastrnn.bench.measure import ValidationError, time_contenders, validate
 from fastrnn.bench.report import machine_line
 from fastrnn.bench.shapes import Shape
-from fastrnn.triton import launch
+from fastrnn.triton import kernels, launch
 
 # (dtype, shape, variants): at the tier boundary (fp32 at H=128, the persistent tier's
 # largest; fp16 at H=256, where both tiers compile within the GPU's limits), and where
@@ -37,6 +39,13 @@ CASES = [
     (torch.float16, Shape("bigbatch", 100, 1024, 128, 256), BOUNDARY),
     (torch.float32, Shape("medium", 100, 64, 256, 256), WIDTH),
     (torch.float32, Shape("fastrnns", 100, 64, 512, 512), WIDTH),
+    (torch.float32, Shape("wide", 50, 16, 128, 512), WIDTH),
+    (torch.float32, Shape("large", 50, 128, 512, 1024), WIDTH),
+    (torch.float32, Shape("H2048", 100, 64, 2048, 2048), WIDTH),
+    (torch.float16, Shape("fastrnns", 100, 64, 512, 512), WIDTH),
+    (torch.float16, Shape("wide", 50, 16, 128, 512), WIDTH),
+    (torch.float16, Shape("large", 50, 128, 512, 1024), WIDTH),
+    (torch.float16, Shape("H2048", 100, 64, 2048, 2048), WIDTH),
 ]
 DEFAULT_BLOCK_N = launch.COOP_BLOCK_N
 
@@ -66,6 +75,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument(
+        "--cases",
+        default=None,
+        help="comma-separated dtype/shape, e.g. float16/large (default: all)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     rows = []
@@ -80,7 +94,10 @@ def main(argv=None) -> int:
 
     print("| dtype | shape | mode | ms per call |")
     print("|---|---|---|---|")
+    wanted = set(args.cases.split(",")) if args.cases else None
     for dtype, shape, variants in CASES:
+        if wanted and f"{str(dtype).removeprefix('torch.')}/{shape.name}" not in wanted:
+            continue
         for mode in ("inference", "training"):
             fast, cudnn = make_contenders(shape, device, dtype, ["fastrnn", "nn.RNN"])
             contenders = [variant(fast, name) for name in variants] + [cudnn]
@@ -97,7 +114,29 @@ def main(argv=None) -> int:
             ms = [f"{c.name} {timings[c.name]['median_s'] * 1e3:.3f}" for c in contenders]
             print(f"| {dtype} | {shape.name} | {mode} | {', '.join(ms)} |", flush=True)
             record(row)
+    if device.type == "cuda":
+        print_kernel_resources()
     return 0
+
+
+def print_kernel_resources() -> None:
+    """Registers, spills and shared memory of every kernel this run compiled, as the
+    installed Triton built them, with the constexprs that distinguish them."""
+    print("| kernel | constexprs | warps | registers | spilled | shared B |")
+    print("|---|---|---|---|---|---|")
+    for name in dir(kernels):
+        function = getattr(kernels, name)
+        if not isinstance(function, triton.runtime.JITFunction):
+            continue
+        for caches in function.device_caches.values():
+            for key, compiled in caches[0].items():
+                compiled = compiled.result() if hasattr(compiled, "result") else compiled
+                compiled._init_handles()
+                constexprs = ",".join(re.findall(r"\('constexpr', ([^)]*)\)", str(key)))
+                print(
+                    f"| {name} | {constexprs} | {compiled.metadata.num_warps} | "
+                    f"{compiled.n_regs} | {compiled.n_spills} | {compiled.metadata.shared} |"
+                )
 
 
 if __name__ == "__main__":
