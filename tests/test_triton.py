@@ -65,9 +65,9 @@ CASES = [
     (17, 33, 1, 2, False, False, "relu", True, None),
     (3, 16, 7, 2, True, True, "relu", False, None),
     # The cooperative tier (what large H uses), forced on small shapes: several batch
-    # and column tiles (H=70: two 64-wide column tiles; B=17: two batch tiles).  Under
+    # and column tiles (H=70: three 32-wide column tiles; B=17: two batch tiles).  Under
     # the interpreter one program runs all tiles, so W_hh's columns stay on chip only
-    # where there is one column tile (H <= 64).
+    # where there is one column tile (H <= 32).
     (3, 33, 7, 2, True, False, "tanh", True, "cooperative"),
     (17, 16, 7, 1, True, True, "relu", False, "cooperative"),
     (1, 1, 1, 1, False, False, "tanh", True, "cooperative"),
@@ -203,7 +203,8 @@ def test_plan_by_hidden_size_dtype_and_the_devices_shared_memory():
     assert launch.plan(128, torch.float32).tier == "persistent"
     assert launch.plan(129, torch.float32).tier == "cooperative"
     assert launch.plan(128, torch.bfloat16).tier == "persistent"
-    assert launch.plan(512, torch.float16).tier == "cooperative"
+    assert launch.plan(256, torch.float16).tier == "persistent"
+    assert launch.plan(257, torch.bfloat16).tier == "cooperative"
     assert launch.plan(64, torch.float64).tier == "persistent"
     # Opt-in shared memory per block: consumer Ampere/Ada GPUs, H100/H200.
     consumer, hopper = 101_376, 232_448
@@ -212,15 +213,20 @@ def test_plan_by_hidden_size_dtype_and_the_devices_shared_memory():
     assert launch.plan(128, torch.float32, "ieee", consumer).tier == "persistent"
     assert launch.plan(64, torch.float32, "tf32x3", consumer).tier == "persistent"
     assert launch.plan(128, torch.float16, "ieee", consumer).tier == "persistent"
+    assert launch.plan(256, torch.float16, "ieee", consumer).tier == "cooperative"
+    # Cooperative tiles: 32 columns up to padded H=512, 64 above.
+    assert launch.plan(512, torch.float16).block_n == 32
+    assert launch.plan(513, torch.float32).block_n == 64
 
 
 def test_plan_holds_cooperative_w_hh_on_chip_where_it_fits():
     a100, hopper = 166_912, 232_448  # opt-in shared memory per block
     assert launch.plan(512, torch.float16, "ieee", hopper).w_on_chip
     assert not launch.plan(1024, torch.float16, "ieee", hopper).w_on_chip
-    assert launch.plan(256, torch.float32, "tf32x3", hopper).w_on_chip
-    assert not launch.plan(256, torch.float32, "tf32x3", a100).w_on_chip
-    assert not launch.plan(2048, torch.float32, "ieee", hopper).w_on_chip
+    assert launch.plan(256, torch.float32, "tf32x3", a100).w_on_chip
+    assert not launch.plan(512, torch.float32, "tf32x3", hopper).w_on_chip
+    assert launch.plan(512, torch.float32, "ieee", a100).w_on_chip
+    assert not launch.plan(1024, torch.float32, "ieee", hopper).w_on_chip
 
 
 class DeviceOps(TorchDispatchMode):
@@ -265,13 +271,14 @@ class DeviceOps(TorchDispatchMode):
 @pytest.mark.parametrize(("programs", "launched"), [(4, 4), (3, 2)])
 def test_cooperative_w_on_chip_with_several_programs(programs, launched, monkeypatch,
                                                       triton_kernels):  # fmt: skip
-    """B=17, H=70: 2 batch x 2 column tiles.  Each program holds its W_hh columns on
-    chip, so a program's tiles must share them: 4 programs for 4 tiles, and 3 rounded
-    down to 2.  On a GPU: 3 steps from h0.  Under the interpreter, which runs one
+    """B=17, H=70 in 64-column tiles: 2 batch x 2 column tiles.  Each program holds its
+    W_hh columns on chip, so a program's tiles must share them: 4 programs for 4 tiles,
+    and 3 rounded down to 2.  On a GPU: 3 steps from h0.  Under the interpreter, which runs one
     program after another, only what needs no grid barrier: T=1 without h0, where the
     product with W_hh is skipped (h_prev = 0), so there this checks the program count
     and the rest of the tile logic, not the columns on chip."""
     force_tier(monkeypatch, "cooperative")
+    monkeypatch.setattr(launch, "COOP_BLOCK_N", 64)
     monkeypatch.setattr(launch, "FORCE_PROGRAMS", programs)
     device_ops = DeviceOps()
     device_ops.watch(monkeypatch, "rnn_forward_cooperative_kernel")

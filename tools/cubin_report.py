@@ -45,6 +45,7 @@ class Config:
     block_h: int
     num_warps: int
     precision: str = "ieee"  # tl.dot's input_precision (fp32 also runs "tf32x3")
+    block_n: int = 0  # cooperative: hidden columns per tile
 
     def describe(self) -> str:
         dtype = TRITON_DTYPE[self.dtype] + (
@@ -52,6 +53,7 @@ class Config:
         )
         if self.kernel.endswith("cooperative"):
             tile = f"W on chip H<={self.block_h}" if self.block_h else "W streamed"
+            tile += f" N={self.block_n}"
         else:
             tile = f"H<={self.block_h}"
         return f"{self.kernel} {dtype} {tile} warps={self.num_warps}"
@@ -64,16 +66,15 @@ def configurations(capability: int) -> list[Config]:
     for dtype in TRITON_DTYPE:
         precisions = ("ieee", "tf32x3") if dtype == torch.float32 else ("ieee",)
         for precision in precisions:
-            block_h = 16
-            while True:  # every padded H, until the cooperative tier streams W_hh
+            # Every padded H up to 2048; above that the streamed kernels repeat.
+            for block_h in (16 << i for i in range(8)):
                 p = launch.plan(block_h, dtype, precision, SHARED_MEMORY_LIMIT[capability])
                 tile = p.block_h if p.tier == "persistent" or p.w_on_chip else 0
                 for direction in ("forward", "backward"):
                     kernel = f"{direction}_{p.tier}"
-                    configs.append(Config(kernel, dtype, tile, p.num_warps, precision))
-                if tile == 0:
-                    break
-                block_h *= 2
+                    config = Config(kernel, dtype, tile, p.num_warps, precision, p.block_n)
+                    if config not in configs:
+                        configs.append(config)
     return configs
 
 
@@ -88,7 +89,7 @@ def compile_config(config: Config, capability: int, padded: bool = False):
     if tier == "persistent":
         constexprs = {**common, "BLOCK_H": config.block_h}
     else:  # block_h: the padded H with W_hh's columns on chip, 0 with them streamed
-        constexprs = {**common, "BLOCK_N": launch.COOP_BLOCK_N, "BLOCK_K": launch.COOP_BLOCK_K,
+        constexprs = {**common, "BLOCK_N": config.block_n, "BLOCK_K": launch.COOP_BLOCK_K,
                       "W_ON_CHIP": config.block_h > 0, "BLOCK_H": config.block_h}  # fmt: skip
     if direction == "forward":
         constexprs.update(HAS_BIAS=True, HAS_H0=True)
@@ -157,12 +158,11 @@ def main() -> int:
                 if shared > SHARED_MEMORY_LIMIT[capability]:
                     over.append(f"over the target's shared memory: {where}")
                 if config.block_h:  # plan() chose it by this bound: it must hold
-                    bound_of = (
-                        launch.persistent_shared_memory
-                        if config.kernel.endswith("persistent")
-                        else launch.cooperative_shared_memory
-                    )
-                    bound = bound_of(config.block_h, config.dtype, config.precision)
+                    if config.kernel.endswith("persistent"):
+                        bound_of, extra = launch.persistent_shared_memory, ()
+                    else:
+                        bound_of, extra = launch.cooperative_shared_memory, (config.block_n,)
+                    bound = bound_of(config.block_h, config.dtype, config.precision, *extra)
                     if shared > bound:
                         over.append(f"over launch.{bound_of.__name__} ({bound}): {where}")
     for line in over:

@@ -28,7 +28,7 @@ from fastrnn.triton import kernels, launch
 # (dtype, shape, variants): at the tier boundary (fp32 at H=128, the persistent tier's
 # largest; fp16 at H=256, where both tiers compile within the GPU's limits), and where
 # only the cooperative tier runs, its tile width and W_hh on chip or streamed.
-BOUNDARY = ("persistent", "cooperative-64", "cooperative-streamed")
+BOUNDARY = ("persistent", "cooperative", "cooperative-streamed")
 WIDTH = ("cooperative-64", "cooperative-32", "cooperative-streamed")
 CASES = [
     (torch.float32, Shape("single-step", 1, 1, 64, 128), BOUNDARY),
@@ -47,25 +47,26 @@ CASES = [
     (torch.float16, Shape("large", 50, 128, 512, 1024), WIDTH),
     (torch.float16, Shape("H2048", 100, 64, 2048, 2048), WIDTH),
 ]
-DEFAULT_BLOCK_N = launch.COOP_BLOCK_N
+
+
+def use_variant(name: str | None) -> None:
+    """Every launch from now on runs on variant `name` (None: the plan's own choices): a
+    tier, and for the cooperative tier its tile width ("cooperative-32") or W_hh
+    streamed from L2 ("cooperative-streamed").  Set for the forward and the backward
+    of a training step alike."""
+    tier, _, option = (name or "").partition("-")
+    launch.FORCE_TIER = tier or None
+    launch.COOP_BLOCK_N = int(option) if option.isdigit() else None
+    launch.COOP_W_ON_CHIP = option != "streamed"
 
 
 def variant(contender, name: str):
-    """The fastrnn contender with every call on variant `name`: a tier, and for the
-    cooperative tier its tile width ("cooperative-32") or W_hh streamed from L2
-    ("cooperative-streamed", 64-column tiles)."""
-    tier, _, option = name.partition("-")
+    """The fastrnn contender with every call, and the backward that follows it, on
+    variant `name` (use_variant)."""
 
     def run(x, module=contender.module):
-        launch.FORCE_TIER = tier
-        launch.COOP_BLOCK_N = int(option) if option.isdigit() else DEFAULT_BLOCK_N
-        launch.COOP_W_ON_CHIP = option != "streamed"
-        try:
-            return module(x)
-        finally:
-            launch.FORCE_TIER, launch.COOP_BLOCK_N, launch.COOP_W_ON_CHIP = (
-                None, DEFAULT_BLOCK_N, True,
-            )  # fmt: skip
+        use_variant(name)
+        return module(x)
 
     return dataclasses.replace(contender, name=name, run=run)
 
@@ -105,11 +106,13 @@ def main(argv=None) -> int:
             try:
                 validate(contenders, shape, mode, device, dtype)
             except ValidationError as error:
+                use_variant(None)
                 row["error"] = str(error)
                 print(f"| {dtype} | {shape.name} | {mode} | ABORTED: {error} |", flush=True)
                 record(row)
                 continue
             timings = time_contenders(contenders, shape, mode, device, dtype, args.repeats, 0.02)
+            use_variant(None)
             row["timings"] = timings
             ms = [f"{c.name} {timings[c.name]['median_s'] * 1e3:.3f}" for c in contenders]
             print(f"| {dtype} | {shape.name} | {mode} | {', '.join(ms)} |", flush=True)

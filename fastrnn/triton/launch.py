@@ -20,13 +20,14 @@ from fastrnn.layout import step_layout
 from fastrnn.triton import kernels
 
 # Largest padded H of the persistent tier, per dtype.  Each compiles for sm_80 and sm_90
-# within shared memory and with no local memory (python tools/cubin_report.py); fp16/bf16
-# at 256 would too, but the choice between the tiers there is unmeasured
-# (tools/gpu_tier_ab.py measures it; docs/performance.md).
-MAX_PERSISTENT_H = {torch.float32: 128, torch.float64: 64, torch.float16: 128, torch.bfloat16: 128}
-# Cooperative tier tiles: 64-wide hidden tiles; a program's W_hh columns held on chip
+# within shared memory and with no local memory (python tools/cubin_report.py); at
+# fp16/bf16 H=256 it beat the cooperative tier on an H200 (docs/performance.md).
+MAX_PERSISTENT_H = {torch.float32: 128, torch.float64: 64, torch.float16: 256, torch.bfloat16: 256}
+# Cooperative tier tiles: 32 hidden columns per tile up to padded H=512 (more programs
+# share the work; at fp32 H=256 64-wide tiles spilled), 64 above (fewer passes over h),
+# as measured on an H200 (docs/performance.md); a program's W_hh columns held on chip
 # where they fit (cooperative_shared_memory), else streamed from L2 32 rows at a time.
-COOP_BLOCK_N = 64
+COOP_BLOCK_N: int | None = None  # overrides the choice by H (tools/gpu_tier_ab.py, tests)
 COOP_BLOCK_K = 32
 COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed kernels
 # Batch rows per program: tl.dot needs at least 16.
@@ -58,6 +59,7 @@ class Plan:
     block_h: int
     num_warps: int
     precision: str  # tl.dot's input_precision, which the shared-memory sizing assumed
+    block_n: int = 0  # cooperative: hidden columns per tile
     w_on_chip: bool = False  # cooperative: a program's W_hh columns fit its shared memory
 
 
@@ -72,7 +74,7 @@ def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str) -
 
 
 def cooperative_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
-                              block_n: int = COOP_BLOCK_N) -> int:  # fmt: skip
+                              block_n: int) -> int:  # fmt: skip
     """Bytes of shared memory a cooperative-tier kernel needs at most with its W_hh
     columns on chip: [block_h, block_n] of W_hh and two [BLOCK_B, block_h] operand
     tiles (all twice for tf32x3) and 8 KB of Triton's own scratch; checked as above."""
@@ -85,10 +87,11 @@ def cooperative_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
 @functools.cache
 def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
          shared_memory: int | None = None, force_tier: str | None = None,
-         block_n: int = COOP_BLOCK_N) -> Plan:  # fmt: skip
+         block_n: int | None = None) -> Plan:  # fmt: skip
     """The persistent tier up to MAX_PERSISTENT_H where its kernel fits shared_memory
     (bytes per block; None: no limit, as in the interpreter), else the cooperative one
-    with block_n-column tiles, their W_hh columns on chip where they fit."""
+    with block_n-column tiles (None: chosen by H, see COOP_BLOCK_N), their W_hh columns
+    on chip where they fit."""
     block_h = max(16, 1 << (hidden - 1).bit_length())  # the next power of two
     fits = block_h <= MAX_PERSISTENT_H[dtype] and (
         shared_memory is None
@@ -100,10 +103,11 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
         # compile without spills with Triton 3.9 (docs/performance.md).
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
         return Plan("persistent", block_h, 8 if wide else 4, precision)
+    block_n = block_n or (32 if block_h <= 512 else 64)
     on_chip = shared_memory is None or (
         cooperative_shared_memory(block_h, dtype, precision, block_n) <= shared_memory
     )
-    return Plan("cooperative", block_h, 4, precision, on_chip)
+    return Plan("cooperative", block_h, 4, precision, block_n, on_chip)
 
 
 @functools.cache
@@ -201,7 +205,7 @@ def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape
         grid = (_cdiv(steps.batch, BLOCK_B), directions)
         persistent[grid](*pointers, *scalars, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta)
         return
-    col_tiles = _cdiv(hidden, COOP_BLOCK_N)
+    col_tiles = _cdiv(hidden, p.block_n)
     tiles = _cdiv(steps.batch, BLOCK_B) * col_tiles
     programs = cooperative_programs(tiles, directions, w_hh[0].device)
     on_chip = COOP_W_ON_CHIP and p.w_on_chip
@@ -213,7 +217,7 @@ def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape
     launch_options = {} if interpreting(w_hh[0]) else {"launch_cooperative_grid": True}
     cooperative[(programs, directions)](
         *pointers, state, counters, *scalars,
-        BLOCK_N=COOP_BLOCK_N, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
+        BLOCK_N=p.block_n, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
         BLOCK_H=p.block_h if on_chip else 0, num_warps=4, **meta, **launch_options,
     )  # fmt: skip
 
