@@ -214,6 +214,12 @@ def test_plan_by_hidden_size_dtype_and_the_devices_shared_memory():
     assert launch.plan(64, torch.float32, "tf32x3", consumer).tier == "persistent"
     assert launch.plan(128, torch.float16, "ieee", consumer).tier == "persistent"
     assert launch.plan(256, torch.float16, "ieee", consumer).tier == "cooperative"
+    # Persistent programs under 16 batch rows: FMA products where [rows, H, H] is small.
+    assert launch.persistent_rows(1, 128) == 1
+    assert launch.persistent_rows(3, 64) == 4
+    assert launch.persistent_rows(8, 64) == 8
+    assert launch.persistent_rows(3, 128) == 16  # 4 x 128 x 128 products: tl.dot
+    assert launch.persistent_rows(17, 16) == 16
     # Cooperative tiles: 32 columns up to padded H=512, 64 above.
     assert launch.plan(512, torch.float16).block_n == 32
     assert launch.plan(513, torch.float32).block_n == 64

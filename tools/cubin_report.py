@@ -46,6 +46,7 @@ class Config:
     num_warps: int
     precision: str = "ieee"  # tl.dot's input_precision (fp32 also runs "tf32x3")
     block_n: int = 0  # cooperative: hidden columns per tile
+    block_b: int = launch.BLOCK_B  # batch rows per program (persistent: fewer for FMAs)
 
     def describe(self) -> str:
         dtype = TRITON_DTYPE[self.dtype] + (
@@ -56,6 +57,8 @@ class Config:
             tile += f" N={self.block_n}"
         else:
             tile = f"H<={self.block_h}"
+            if self.block_b < launch.BLOCK_B:
+                tile += f" rows={self.block_b} (FMA)"
         return f"{self.kernel} {dtype} {tile} warps={self.num_warps}"
 
 
@@ -75,13 +78,18 @@ def configurations(capability: int) -> list[Config]:
                     config = Config(kernel, dtype, tile, p.num_warps, precision, p.block_n)
                     if config not in configs:
                         configs.append(config)
+                    # A small batch's FMA product, at its most rows (most registers).
+                    fma_rows = [launch.persistent_rows(r, block_h) for r in (1, 2, 4, 8)]
+                    rows = max((r for r in fma_rows if r < launch.BLOCK_B), default=None)
+                    if p.tier == "persistent" and rows:
+                        configs.append(dataclasses.replace(config, block_b=rows))
     return configs
 
 
 def compile_config(config: Config, capability: int, padded: bool = False):
     dt = TRITON_DTYPE[config.dtype]
     acc = launch.ACC_DTYPE[config.dtype]
-    common = {"RELU": False, "BLOCK_B": launch.BLOCK_B, "ACC_DTYPE": acc,
+    common = {"RELU": False, "BLOCK_B": config.block_b, "ACC_DTYPE": acc,
               "DOT_PRECISION": config.precision,
               "PADDED": padded}  # fmt: skip
     direction, tier = config.kernel.split("_")

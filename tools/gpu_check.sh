@@ -4,11 +4,12 @@
 # calls.json, checks.log), since a device call brings back 8 files at most.
 #     OUT=gpu-results bash tools/gpu_check.sh                 (make gpu-check)
 #     OUT=gpu-results bash tools/gpu_check.sh tests tiers bench32
-# Steps: tests kernels calls cprofile tiers bench32 bench16 bench16bf sanitize
-# (TIER_CASES=float16/large,... and TIER_LIMIT=seconds narrow the tier A/B).
+# Steps: tests bench32 bench16 bench16bf tiers kernels sanitize (the default), and
+# calls cprofile (host time per call); TIER_CASES=float16/large,... and TIER_LIMIT=seconds
+# narrow the tier A/B.
 # Builds against the torch and triton already installed (no package registry needed).
-# Each step has a time limit, about 480 s in all plus the build (about a minute), so the
-# whole stays within a device call's 10 minutes.
+# Each step has a time limit, about 500 s for the default steps plus the build (30-60 s),
+# so the whole stays within a device call's 10 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-results}
@@ -39,14 +40,16 @@ gpu_tests() {  # time limit (s), pytest -k expression; in parallel where pytest-
 }
 sanitize() {
   for tool in racecheck memcheck; do
-    timeout 30 compute-sanitizer --tool $tool --print-limit 5 python3 tools/sanitize_cooperative.py \
+    timeout 25 compute-sanitizer --tool $tool --print-limit 5 python3 tools/sanitize_cooperative.py \
       > /tmp/fastrnn-sanitizer.log 2>&1; echo "$tool: exit $?" | tee -a "$CHECKS"
     tail -3 /tmp/fastrnn-sanitizer.log | tee -a "$CHECKS"
   done
 }
 
 STEPS=("$@")
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests kernels calls tiers bench32 bench16 bench16bf sanitize)
+# By default the correctness checks, then the tables, then the rest: a call cut short
+# loses the least.
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests bench32 bench16 bench16bf tiers kernels sanitize)
 for step in "${STEPS[@]}"; do
   echo "== $step ($(date +%T))"
   case $step in

@@ -1,7 +1,8 @@
-"""The tier boundary and the cooperative tier's options on a GPU: fastrnn forced onto
-the persistent tier, onto the cooperative tier with 64- or 32-column tiles, or with
-W_hh's columns streamed from L2 instead of held on chip; and nn.RNN (cuDNN).  So
-launch.MAX_PERSISTENT_H, COOP_BLOCK_N and COOP_W_ON_CHIP are set from measurement.
+"""The tier boundary and the tiers' options on a GPU: fastrnn forced onto the persistent
+tier (a batch under 16 with FMA products or with tl.dot), onto the cooperative tier
+with 64- or 32-column tiles, or with W_hh's columns streamed from L2 instead of held on
+chip; and nn.RNN (cuDNN).  So launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS,
+COOP_BLOCK_N and COOP_W_ON_CHIP are set from measurement.
 Each contender is validated against float64 nn.RNN first (fastrnn.bench.measure.validate),
 then timed with the contenders alternated.  Prints a markdown table; --json writes every
 number (after each row, so a run cut short keeps what it measured).
@@ -30,7 +31,13 @@ from fastrnn.triton import kernels, launch
 # only the cooperative tier runs, its tile width and W_hh on chip or streamed.
 BOUNDARY = ("persistent", "cooperative", "cooperative-streamed")
 WIDTH = ("cooperative-64", "cooperative-32", "cooperative-streamed")
+FMA = ("persistent", "persistent-dot")  # a batch under 16: FMA products or tl.dot
 CASES = [
+    (torch.float32, Shape("long-B1", 1000, 1, 64, 128), FMA),
+    (torch.float32, Shape("long", 1000, 8, 32, 64), FMA),
+    (torch.float32, Shape("pattern25", 25, 1, 4, 128), FMA),
+    (torch.float16, Shape("long-B1", 1000, 1, 64, 128), FMA),
+    (torch.float16, Shape("long", 1000, 8, 32, 64), FMA),
     (torch.float32, Shape("single-step", 1, 1, 64, 128), BOUNDARY),
     (torch.float32, Shape("small", 100, 32, 64, 128), BOUNDARY),
     (torch.float32, Shape("long-B1", 1000, 1, 64, 128), BOUNDARY),
@@ -47,17 +54,20 @@ CASES = [
     (torch.float16, Shape("large", 50, 128, 512, 1024), WIDTH),
     (torch.float16, Shape("H2048", 100, 64, 2048, 2048), WIDTH),
 ]
+DEFAULT_FMA_PRODUCT_ELEMENTS = launch.FMA_PRODUCT_ELEMENTS
 
 
 def use_variant(name: str | None) -> None:
     """Every launch from now on runs on variant `name` (None: the plan's own choices): a
-    tier, and for the cooperative tier its tile width ("cooperative-32") or W_hh
-    streamed from L2 ("cooperative-streamed").  Set for the forward and the backward
-    of a training step alike."""
+    tier, for the persistent tier tl.dot at any batch ("persistent-dot"), for the
+    cooperative tier its tile width ("cooperative-32") or W_hh streamed from L2
+    ("cooperative-streamed").  Set for the forward and the backward of a training step
+    alike."""
     tier, _, option = (name or "").partition("-")
     launch.FORCE_TIER = tier or None
     launch.COOP_BLOCK_N = int(option) if option.isdigit() else None
     launch.COOP_W_ON_CHIP = option != "streamed"
+    launch.FMA_PRODUCT_ELEMENTS = 0 if option == "dot" else DEFAULT_FMA_PRODUCT_ELEMENTS
 
 
 def variant(contender, name: str):

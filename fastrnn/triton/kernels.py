@@ -208,6 +208,16 @@ def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_chip, rn,
 
 
 @triton.jit
+def _product(a, m, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """a @ m in ACC_DTYPE for the persistent tier: tl.dot on tensor cores for 16 rows of
+    a or more; for fewer, a broadcast product summed over k in ACC_DTYPE FMAs, with m
+    (already in ACC_DTYPE) held in registers."""
+    if a.shape[0] >= 16:
+        return tl.dot(a.to(m.dtype), m, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+    return tl.sum(a.to(ACC_DTYPE)[:, :, None] * m[None, :, :], axis=1)
+
+
+@triton.jit
 def _grid_barrier(counter_ptr, target):
     """Wait until `target` arrivals (this one included) are counted at counter_ptr."""
     tl.debug_barrier()  # this program's stores all happen before its arrival
@@ -252,6 +262,8 @@ def rnn_forward_persistent_kernel(
     in_b = rb < B
     in_h = rh < H
     wt = _weight_block(w_ptr, rh, rh, H, True)  # W_hh^T, on chip for the whole sequence
+    if BLOCK_B < 16:
+        wt = wt.to(ACC_DTYPE)  # FMA products (_product)
     bias = tl.zeros((BLOCK_H,), dtype=ACC_DTYPE)
     if HAS_BIAS:
         bias = tl.load(b_ptr + rh, mask=in_h, other=0.0).to(ACC_DTYPE)
@@ -267,7 +279,7 @@ def rnn_forward_persistent_kernel(
             batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
         )
         xp_next = _load_rows(xp_ptr, rows_next, active_next, rh, H, H)
-        z = tl.dot(h.to(wt.dtype), wt, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+        z = _product(h, wt, DOT_PRECISION, ACC_DTYPE)
         y = _activation(z + xp.to(ACC_DTYPE) + bias[None, :], RELU)
         _store_rows(y_ptr, rows, active, rh, stride_y, H, y)
         h = tl.where(active[:, None], y, h)
@@ -306,6 +318,8 @@ def rnn_backward_persistent_kernel(
     in_b = rb < B
     in_h = rh < H
     w = _weight_block(w_ptr, rh, rh, H, False)
+    if BLOCK_B < 16:
+        w = w.to(ACC_DTYPE)  # FMA products (_product)
     dh = _load_rows(dhn_ptr, rb, in_b, rh, H, H).to(ACC_DTYPE)
     t, step = _time_order(direction, T, True)
     active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
@@ -321,7 +335,7 @@ def rnn_backward_persistent_kernel(
         dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
         dz = tl.where(active[:, None] & in_h[None, :], dz, 0.0)
         _store_rows(dz_ptr, rows, active, rh, stride_y, H, dz)
-        dh_prev = tl.dot(dz.to(w.dtype), w, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+        dh_prev = _product(dz, w, DOT_PRECISION, ACC_DTYPE)
         dh = tl.where(active[:, None], dh_prev, dh)
         active, rows, dy, y = active_next, rows_next, dy_next, y_next
     _store_rows(dh0_ptr, rb, in_b, rh, H, H, dh)

@@ -30,8 +30,11 @@ MAX_PERSISTENT_H = {torch.float32: 128, torch.float64: 64, torch.float16: 256, t
 COOP_BLOCK_N: int | None = None  # overrides the choice by H (tools/gpu_tier_ab.py, tests)
 COOP_BLOCK_K = 32
 COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed kernels
-# Batch rows per program: tl.dot needs at least 16.
+# Batch rows per program: tl.dot needs at least 16.  A persistent program with a
+# smaller batch takes fewer rows (a power of two) and multiplies with FMAs instead,
+# where that [rows, H, H] product stays small enough for registers.
 BLOCK_B = 16
+FMA_PRODUCT_ELEMENTS = 8 * 64 * 64
 
 ACC_DTYPE = {
     torch.float64: triton.language.float64,
@@ -123,6 +126,14 @@ def device_sms(device: torch.device) -> int:  # a CUDA device's streaming multip
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def persistent_rows(batch: int, block_h: int) -> int:
+    """Batch rows per persistent program (BLOCK_B, or fewer for FMA products)."""
+    rows = 1 << max(batch - 1, 0).bit_length()  # the next power of two
+    if rows < BLOCK_B and rows * block_h * block_h <= FMA_PRODUCT_ELEMENTS:
+        return rows
+    return BLOCK_B
+
+
 def plan_for(w_hh: Tensor) -> Plan:  # w_hh [H, H]
     """plan() for this recurrence: its dtype, dot precision and device."""
     return plan(w_hh.shape[0], w_hh.dtype, dot_precision(w_hh.dtype),
@@ -199,11 +210,13 @@ def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape
     directions, hidden = len(w_hh), w_hh[0].shape[0]
     p = plan_for(w_hh[0])
     persistent, cooperative = kernel_pair
-    meta = dict(constexprs, PADDED=steps.padded, RELU=relu, BLOCK_B=BLOCK_B,
+    meta = dict(constexprs, PADDED=steps.padded, RELU=relu,
                 ACC_DTYPE=ACC_DTYPE[w_hh[0].dtype], DOT_PRECISION=p.precision)  # fmt: skip
     if p.tier == "persistent":
-        grid = (_cdiv(steps.batch, BLOCK_B), directions)
-        persistent[grid](*pointers, *scalars, BLOCK_H=p.block_h, num_warps=p.num_warps, **meta)
+        rows = persistent_rows(steps.batch, p.block_h)
+        grid = (_cdiv(steps.batch, rows), directions)
+        persistent[grid](*pointers, *scalars, BLOCK_B=rows, BLOCK_H=p.block_h,
+                         num_warps=p.num_warps, **meta)  # fmt: skip
         return
     col_tiles = _cdiv(hidden, p.block_n)
     tiles = _cdiv(steps.batch, BLOCK_B) * col_tiles
@@ -217,7 +230,7 @@ def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape
     launch_options = {} if interpreting(w_hh[0]) else {"launch_cooperative_grid": True}
     cooperative[(programs, directions)](
         *pointers, state, counters, *scalars,
-        BLOCK_N=p.block_n, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
+        BLOCK_B=BLOCK_B, BLOCK_N=p.block_n, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
         BLOCK_H=p.block_h if on_chip else 0, num_warps=4, **meta, **launch_options,
     )  # fmt: skip
 
