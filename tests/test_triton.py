@@ -75,6 +75,10 @@ CASES = [
     (17, 70, 5, 2, True, True, "tanh", True, "cooperative"),
     (17, 70, 6, 1, False, False, "relu", True, "cooperative"),
     (5, 33, 1, 2, True, True, "relu", True, "cooperative"),
+    # The persistent tier on tl.dot (16 rows per program) where it would use FMAs.
+    (17, 33, 5, 2, True, True, "tanh", True, "persistent-dot"),
+    (3, 16, 7, 1, False, False, "relu", False, "persistent-dot"),
+    (1, 40, 4, 1, True, False, "tanh", True, "persistent-dot"),
     # W_hh's columns streamed from L2 (on a GPU they would fit on chip at these sizes).
     (17, 33, 5, 2, True, True, "tanh", True, "cooperative-streamed"),
     (3, 70, 4, 1, False, False, "relu", False, "cooperative-streamed"),
@@ -90,11 +94,14 @@ def case_id(case):
 
 
 def force_tier(monkeypatch, name: str | None) -> None:
-    """Run on tier `name` (None: the plan's choice); "cooperative-streamed": the
+    """Run on tier `name` (None: the plan's choice); "persistent-dot": the persistent
+    tier on tl.dot where it would use FMA products; "cooperative-streamed": the
     cooperative tier with W_hh streamed from L2 even where it would fit on chip."""
     tier, _, variant = (name or "").partition("-")
     monkeypatch.setattr(launch, "FORCE_TIER", tier or None)
     monkeypatch.setattr(launch, "COOP_W_ON_CHIP", variant != "streamed")
+    if variant == "dot":
+        monkeypatch.setattr(launch, "FMA_PRODUCT_ELEMENTS", 0)
 
 
 @pytest.fixture
@@ -214,12 +221,15 @@ def test_plan_by_hidden_size_dtype_and_the_devices_shared_memory():
     assert launch.plan(64, torch.float32, "tf32x3", consumer).tier == "persistent"
     assert launch.plan(128, torch.float16, "ieee", consumer).tier == "persistent"
     assert launch.plan(256, torch.float16, "ieee", consumer).tier == "cooperative"
-    # Persistent programs under 16 batch rows: FMA products where [rows, H, H] is small.
-    assert launch.persistent_rows(1, 128) == 1
-    assert launch.persistent_rows(3, 64) == 4
-    assert launch.persistent_rows(8, 64) == 8
-    assert launch.persistent_rows(3, 128) == 16  # 4 x 128 x 128 products: tl.dot
-    assert launch.persistent_rows(17, 16) == 16
+    # Persistent programs: one batch row each with FMA products, more rows where the
+    # grid would pass the SMs, tl.dot on 16 rows where [rows, H, H] would not fit.
+    assert launch.persistent_rows(1, 128, 132) == 1
+    assert launch.persistent_rows(70, 128, 132) == 1
+    assert launch.persistent_rows(1024, 64, 66) == 16  # 16 x 64 x 64 products: tl.dot
+    assert launch.persistent_rows(500, 64, 132) == 4
+    assert launch.persistent_rows(133, 128, 132) == 2
+    assert launch.persistent_rows(300, 128, 132) == 16
+    assert launch.persistent_rows(3, 256) == 16
     # Cooperative tiles: 32 columns up to padded H=512, 64 above.
     assert launch.plan(512, torch.float16).block_n == 32
     assert launch.plan(513, torch.float32).block_n == 64

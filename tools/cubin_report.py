@@ -78,9 +78,10 @@ def configurations(capability: int) -> list[Config]:
                     config = Config(kernel, dtype, tile, p.num_warps, precision, p.block_n)
                     if config not in configs:
                         configs.append(config)
-                    # A small batch's FMA product, at its most rows (most registers).
-                    fma_rows = [launch.persistent_rows(r, block_h) for r in (1, 2, 4, 8)]
-                    rows = max((r for r in fma_rows if r < launch.BLOCK_B), default=None)
+                    # FMA products, at the most rows per program (most registers).
+                    fits = (1, 2, 4, 8)
+                    fits = [r for r in fits if r * block_h**2 <= launch.FMA_PRODUCT_ELEMENTS]
+                    rows = max(fits, default=None)
                     if p.tier == "persistent" and rows:
                         configs.append(dataclasses.replace(config, block_b=rows))
     return configs

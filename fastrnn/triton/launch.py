@@ -30,9 +30,9 @@ MAX_PERSISTENT_H = {torch.float32: 128, torch.float64: 64, torch.float16: 256, t
 COOP_BLOCK_N: int | None = None  # overrides the choice by H (tools/gpu_tier_ab.py, tests)
 COOP_BLOCK_K = 32
 COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed kernels
-# Batch rows per program: tl.dot needs at least 16.  A persistent program with a
-# smaller batch takes fewer rows (a power of two) and multiplies with FMAs instead,
-# where that [rows, H, H] product stays small enough for registers.
+# Batch rows per program: tl.dot needs at least 16.  A persistent program may instead
+# take fewer rows and multiply with FMAs, W_hh in registers, where that [rows, H, H]
+# product stays within FMA_PRODUCT_ELEMENTS (persistent_rows).
 BLOCK_B = 16
 FMA_PRODUCT_ELEMENTS = 8 * 64 * 64
 
@@ -126,9 +126,14 @@ def device_sms(device: torch.device) -> int:  # a CUDA device's streaming multip
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def persistent_rows(batch: int, block_h: int) -> int:
-    """Batch rows per persistent program (BLOCK_B, or fewer for FMA products)."""
-    rows = 1 << max(batch - 1, 0).bit_length()  # the next power of two
+def persistent_rows(batch: int, block_h: int, programs: int | None = None) -> int:
+    """Batch rows per persistent program: for FMA products the fewest (a power of two)
+    that keep the grid within `programs` (one per SM; None: no limit), since a step's
+    latency grows with a program's rows; BLOCK_B rows for tl.dot where that product
+    would not fit registers."""
+    rows = 1
+    while programs is not None and rows < BLOCK_B and _cdiv(batch, rows) > programs:
+        rows *= 2
     if rows < BLOCK_B and rows * block_h * block_h <= FMA_PRODUCT_ELEMENTS:
         return rows
     return BLOCK_B
@@ -213,7 +218,8 @@ def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape
     meta = dict(constexprs, PADDED=steps.padded, RELU=relu,
                 ACC_DTYPE=ACC_DTYPE[w_hh[0].dtype], DOT_PRECISION=p.precision)  # fmt: skip
     if p.tier == "persistent":
-        rows = persistent_rows(steps.batch, p.block_h)
+        sms = None if interpreting(w_hh[0]) else device_sms(w_hh[0].device)
+        rows = persistent_rows(steps.batch, p.block_h, sms and max(1, sms // directions))
         grid = (_cdiv(steps.batch, rows), directions)
         persistent[grid](*pointers, *scalars, BLOCK_B=rows, BLOCK_H=p.block_h,
                          num_warps=p.num_warps, **meta)  # fmt: skip
