@@ -31,13 +31,14 @@ from fastrnn.triton import kernels, launch
 # only the cooperative tier runs, its tile width and W_hh on chip or streamed.
 BOUNDARY = ("persistent", "cooperative", "cooperative-streamed")
 WIDTH = ("cooperative-64", "cooperative-32", "cooperative-streamed")
-FMA = ("persistent", "persistent-dot")  # a batch under 16: FMA products or tl.dot
+FMA = ("persistent", "persistent-dot")  # FMA products on few rows, or tl.dot on 16
 CASES = [
     (torch.float32, Shape("long-B1", 1000, 1, 64, 128), FMA),
     (torch.float32, Shape("long", 1000, 8, 32, 64), FMA),
-    (torch.float32, Shape("pattern25", 25, 1, 4, 128), FMA),
+    (torch.float32, Shape("small", 100, 32, 64, 128), FMA),
+    (torch.float16, Shape("small", 100, 32, 64, 128), FMA),
     (torch.float16, Shape("long-B1", 1000, 1, 64, 128), FMA),
-    (torch.float16, Shape("long", 1000, 8, 32, 64), FMA),
+    (torch.bfloat16, Shape("long", 1000, 8, 32, 64), FMA),
     (torch.float32, Shape("single-step", 1, 1, 64, 128), BOUNDARY),
     (torch.float32, Shape("small", 100, 32, 64, 128), BOUNDARY),
     (torch.float32, Shape("long-B1", 1000, 1, 64, 128), BOUNDARY),
