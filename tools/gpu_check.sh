@@ -20,7 +20,6 @@ python3 -m pip install -q --no-build-isolation --no-deps -e . > /tmp/fastrnn-bui
   || { tail -30 /tmp/fastrnn-build.log; exit 1; }
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-  git log -1 --format='commit %h %s' 2>/dev/null | cut -c1-100
 } | tee -a "$CHECKS"
 
 bench() {  # dtype, contenders, time limit (s)

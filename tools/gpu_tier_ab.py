@@ -136,7 +136,7 @@ def main(argv=None) -> int:
 def print_kernel_resources() -> None:
     """Registers, spills and shared memory of every kernel this run compiled, as the
     installed Triton built them, with the constexprs that distinguish them."""
-    print("| kernel | constexprs | warps | registers | spilled | shared B |")
+    print("| kernel | constexprs | warps | registers | spilled 4-byte words | shared B |")
     print("|---|---|---|---|---|---|")
     for name in dir(kernels):
         function = getattr(kernels, name)

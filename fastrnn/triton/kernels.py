@@ -10,10 +10,14 @@ whole layer in one launch, the time loop inside the kernel; grid axis 1 is the d
 run side by side:
 
 * persistent: each program owns BLOCK_B batch rows and the whole hidden dimension, keeps
-  W_hh on chip (Triton stages the dot operand in shared memory) and its rows' state h in
-  registers for the whole sequence.  Programs never read each other's state, so no
-  barrier.  Used while W_hh fits one program (launch.MAX_PERSISTENT_H; python
-  tools/cubin_report.py shows shared memory, registers and spills).
+  W_hh on chip and its rows' state h in registers for the whole sequence.  Programs
+  never read each other's state, so no barrier.  With 16 rows the product is a tl.dot
+  on tensor cores (Triton stages W_hh in shared memory); with fewer rows
+  (launch.persistent_rows: one per program while the grid fits the SMs) it is a
+  broadcast product summed with FMAs in ACC_DTYPE, W_hh in registers (_product), whose
+  step is far shorter than a chain of tensor-core products.  Used while W_hh fits one
+  program (launch.MAX_PERSISTENT_H; python tools/cubin_report.py shows shared memory,
+  registers and spills).
 * cooperative: any H.  The state is split in (batch tile, column tile) pieces, each
   owned by one program at a time (a program loops over the tiles id, id + G, ...); per
   step a program reads all of h_{t-1} for its rows from a global (L2) workspace,
