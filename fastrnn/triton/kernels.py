@@ -14,8 +14,8 @@ run side by side:
   never read each other's state, so no barrier.  With 16 rows the product is a tl.dot
   on tensor cores (Triton stages W_hh in shared memory); with fewer rows
   (launch.persistent_rows: one per program while the grid fits the SMs) it is a
-  broadcast product summed with FMAs in ACC_DTYPE, W_hh in registers (_product), whose
-  step is far shorter than a chain of tensor-core products.  Used while W_hh fits one
+  broadcast product summed with FMAs in ACC_DTYPE (_product), whose step is far
+  shorter than a chain of tensor-core products.  Used while W_hh fits one
   program (launch.MAX_PERSISTENT_H; python tools/cubin_report.py shows shared memory,
   registers and spills).
 * cooperative: any H.  The state is split in (batch tile, column tile) pieces, each
@@ -214,8 +214,8 @@ def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_chip, rn,
 @triton.jit
 def _product(a, m, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
     """a @ m in ACC_DTYPE for the persistent tier: tl.dot on tensor cores for 16 rows of
-    a or more; for fewer, a broadcast product summed over k in ACC_DTYPE FMAs, with m
-    (already in ACC_DTYPE) held in registers."""
+    a or more; for fewer, a broadcast product summed over k with FMAs (m already in
+    ACC_DTYPE)."""
     if a.shape[0] >= 16:
         return tl.dot(a.to(m.dtype), m, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
     return tl.sum(a.to(ACC_DTYPE)[:, :, None] * m[None, :, :], axis=1)

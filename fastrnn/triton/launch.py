@@ -21,7 +21,8 @@ from fastrnn.triton import kernels
 
 # Largest padded H of the persistent tier, per dtype.  Each compiles for sm_80 and sm_90
 # within shared memory and with no local memory (python tools/cubin_report.py); at
-# fp16/bf16 H=256 it beat the cooperative tier on an H200 (docs/performance.md).
+# fp16/bf16 H=256 it beat the cooperative tier's inference on an H200 and tied its
+# training (docs/performance.md).
 MAX_PERSISTENT_H = {torch.float32: 128, torch.float64: 64, torch.float16: 256, torch.bfloat16: 256}
 # Cooperative tier tiles: 32 hidden columns per tile up to padded H=512 (more programs
 # share the work; at fp32 H=256 64-wide tiles spilled), 64 above (fewer passes over h),
@@ -219,8 +220,9 @@ def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape
     meta = dict(constexprs, PADDED=steps.padded, RELU=relu,
                 ACC_DTYPE=ACC_DTYPE[w_hh[0].dtype], DOT_PRECISION=p.precision)  # fmt: skip
     if p.tier == "persistent":
-        sms = None if interpreting(w_hh[0]) else device_sms(w_hh[0].device)
-        rows = persistent_rows(steps.batch, p.block_h, sms and max(1, sms // directions))
+        device = w_hh[0].device
+        programs = None if interpreting(w_hh[0]) else max(1, device_sms(device) // directions)
+        rows = persistent_rows(steps.batch, p.block_h, programs)
         grid = (_cdiv(steps.batch, rows), directions)
         persistent[grid](*pointers, *scalars, BLOCK_B=rows, BLOCK_H=p.block_h,
                          num_warps=p.num_warps, **meta)  # fmt: skip
