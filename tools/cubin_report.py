@@ -79,9 +79,8 @@ def configurations(capability: int) -> list[Config]:
                     if config not in configs:
                         configs.append(config)
                     # FMA products, at the most rows per program (most registers).
-                    fits = (1, 2, 4, 8)
-                    fits = [r for r in fits if r * block_h**2 <= launch.FMA_PRODUCT_ELEMENTS]
-                    rows = max(fits, default=None)
+                    limit = launch.FMA_PRODUCT_ELEMENTS
+                    rows = max((r for r in (1, 2, 4, 8) if r * block_h**2 <= limit), default=None)
                     if p.tier == "persistent" and rows:
                         configs.append(dataclasses.replace(config, block_b=rows))
     return configs

@@ -212,6 +212,17 @@ def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_chip, rn,
 
 
 @triton.jit
+def _product_operand(w_ptr, rh, H, TRANSPOSED: tl.constexpr, BLOCK_B: tl.constexpr,
+                     ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """The persistent tier's M (_weight_block), loaded once: as stored for tl.dot, in
+    ACC_DTYPE for the FMA products of fewer than 16 rows (_product)."""
+    m = _weight_block(w_ptr, rh, rh, H, TRANSPOSED)
+    if BLOCK_B < 16:
+        m = m.to(ACC_DTYPE)
+    return m
+
+
+@triton.jit
 def _product(a, m, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
     """a @ m in ACC_DTYPE for the persistent tier: tl.dot on tensor cores for 16 rows of
     a or more; for fewer, a broadcast product summed over k with FMAs (m already in
@@ -265,9 +276,7 @@ def rnn_forward_persistent_kernel(
     rh = tl.arange(0, BLOCK_H)
     in_b = rb < B
     in_h = rh < H
-    wt = _weight_block(w_ptr, rh, rh, H, True)  # W_hh^T, on chip for the whole sequence
-    if BLOCK_B < 16:
-        wt = wt.to(ACC_DTYPE)  # FMA products (_product)
+    wt = _product_operand(w_ptr, rh, H, True, BLOCK_B, ACC_DTYPE)  # W_hh^T, for all steps
     bias = tl.zeros((BLOCK_H,), dtype=ACC_DTYPE)
     if HAS_BIAS:
         bias = tl.load(b_ptr + rh, mask=in_h, other=0.0).to(ACC_DTYPE)
@@ -321,9 +330,7 @@ def rnn_backward_persistent_kernel(
     rh = tl.arange(0, BLOCK_H)
     in_b = rb < B
     in_h = rh < H
-    w = _weight_block(w_ptr, rh, rh, H, False)
-    if BLOCK_B < 16:
-        w = w.to(ACC_DTYPE)  # FMA products (_product)
+    w = _product_operand(w_ptr, rh, H, False, BLOCK_B, ACC_DTYPE)
     dh = _load_rows(dhn_ptr, rb, in_b, rh, H, H).to(ACC_DTYPE)
     t, step = _time_order(direction, T, True)
     active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)

@@ -33,8 +33,8 @@ COOP_BLOCK_K = 32
 COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed kernels
 # Batch rows per program: tl.dot needs at least 16.  A persistent program may instead
 # take fewer rows and multiply with FMAs, where that [rows, H, H] product stays within
-# FMA_PRODUCT_ELEMENTS (persistent_rows); at long-B1 fp32 that was 6x faster per step
-# than tf32x3 tl.dot on an H200 (docs/performance.md).
+# FMA_PRODUCT_ELEMENTS (persistent_rows): a shorter step than tl.dot's, as measured on
+# an H200 (docs/performance.md).
 BLOCK_B = 16
 FMA_PRODUCT_ELEMENTS = 8 * 64 * 64
 
@@ -73,7 +73,7 @@ def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str) -
     tf32x3, its high and low parts), a [BLOCK_B, block_h] operand tile and 1 KB of
     Triton's own scratch.  An upper bound of what Triton allocates;
     tools/cubin_report.py checks it on every kernel."""
-    element = torch.empty((), dtype=dtype).element_size()
+    element = dtype.itemsize
     copies = 2 if precision == "tf32x3" else 1
     return copies * (block_h * block_h * element + BLOCK_B * block_h * max(element, 4)) + 1024
 
@@ -83,7 +83,7 @@ def cooperative_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
     """Bytes of shared memory a cooperative-tier kernel needs at most with its W_hh
     columns on chip: [block_h, block_n] of W_hh and two [BLOCK_B, block_h] operand
     tiles (all twice for tf32x3) and 8 KB of Triton's own scratch; checked as above."""
-    element = torch.empty((), dtype=dtype).element_size()
+    element = dtype.itemsize
     copies = 2 if precision == "tf32x3" else 1
     per_row = block_n * element + 2 * BLOCK_B * max(element, 4)
     return copies * block_h * per_row + 8192
