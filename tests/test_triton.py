@@ -425,3 +425,46 @@ def test_forward_and_backward_capture_in_a_cuda_graph(tier, triton_kernels):
     torch.testing.assert_close(x.grad, eager_dx)
     for got, want in zip([p.grad for p in rnn.parameters()], eager_dw, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_kept_kernels_are_keyed_by_what_triton_specialises_on():
+    """launch_kernel reuses a compiled kernel only for arguments Triton would specialise
+    alike: tensor dtype and 16-byte alignment; integers equal to 1, multiples of 16 and
+    their width."""
+    spec = launch._specialization
+    aligned = torch.zeros(8)
+    assert spec(aligned) == spec(torch.ones(8)) != spec(aligned[1:])
+    assert spec(aligned) != spec(aligned.double())
+    assert spec(32) == spec(48) != spec(33) == spec(35) != spec(1)
+    assert spec(33) != spec(2**31 + 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
+def test_kept_kernels_launch_directly_and_match_jit_launches(tier, triton_kernels,
+                                                             monkeypatch):  # fmt: skip
+    """After a specialisation's first launch, launch_kernel runs the kept compiled kernel
+    without JITFunction.run, and forward and gradients equal JITFunction.run's."""
+    import triton
+
+    case = (17, 33, 7, 2, True, False, "tanh", True, None)
+    monkeypatch.setattr(launch, "DIRECT_LAUNCH", False)
+    jit_results, _ = run_case(case, torch.float64)
+    monkeypatch.setattr(launch, "DIRECT_LAUNCH", True)
+    monkeypatch.setattr(launch, "_COMPILED", {})
+    run_case(case, torch.float64)  # first launches: compiled kernels kept
+    kept = dict(launch._COMPILED)
+    jit_runs = []
+    jit_run = triton.runtime.JITFunction.run
+
+    def counted_run(self, *args, **kwargs):
+        jit_runs.append(self)
+        return jit_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(triton.runtime.JITFunction, "run", counted_run)
+    direct_results, _ = run_case(case, torch.float64)
+    assert len(kept) >= 2 and launch._COMPILED == kept  # forward and backward kernels
+    assert jit_runs == []
+    for got, want in zip(direct_results, jit_results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -6,12 +6,16 @@ up), beside the GPU time of the same call replayed from a CUDA graph, and nn.RNN
     python tools/gpu_call_profile.py --cprofile     (the host functions that take the time)
 
 Layers: the module (fastrnn.RNN), the op (torch.ops.fastrnn.rnn_forward) and the launch
-function (rnn_forward_triton, no dispatcher or autograd).
+function (rnn_forward_triton, no dispatcher or autograd); the module again with every
+kernel launched through JITFunction.run (launch.DIRECT_LAUNCH off); training steps
+(forward, sum, backward) of nn.RNN and the module, both ways.  Then the host cost of
+single operations the launch functions make.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
 import pstats
@@ -76,6 +80,8 @@ def profile(name: str, dtype: torch.dtype) -> dict:
     with torch.no_grad(), fastrnn.use_backend("triton"):
         row["nn.RNN"] = host_us(lambda: ref(x))
         row["module"] = host_us(lambda: rnn(x))
+        with jit_launches():
+            row["module (JIT)"] = host_us(lambda: rnn(x))
         row["op"] = host_us(lambda: op(x, None, weights, None, 1, False, False))
         row["launch fn"] = host_us(
             lambda: launch.rnn_forward_triton(x, None, weights, None, 1, False, False)
@@ -86,7 +92,52 @@ def profile(name: str, dtype: torch.dtype) -> dict:
             except RuntimeError as error:  # a failed capture is a result too
                 print(f"{name} {dtype} {column}: capture failed: {error}")
                 row[column] = float("nan")
+    x_grad = x.clone().requires_grad_()
+
+    def train(module):
+        out, h_n = module(x_grad)
+        (out.sum() + h_n.sum()).backward()
+
+    with fastrnn.use_backend("triton"):
+        row["train nn.RNN"] = host_us(lambda: train(ref), calls=50)
+        row["train module"] = host_us(lambda: train(rnn), calls=50)
+        with jit_launches():
+            row["train module (JIT)"] = host_us(lambda: train(rnn), calls=50)
     return row
+
+
+@contextlib.contextmanager
+def jit_launches():
+    launch.DIRECT_LAUNCH = False
+    try:
+        yield
+    finally:
+        launch.DIRECT_LAUNCH = True
+
+
+def op_costs() -> None:
+    """Host µs of single operations at hello's size (fp32), back to back."""
+    x = torch.randn(5, 4, device="cuda")
+    w, b = torch.randn(8, 4, device="cuda"), torch.randn(8, device="cuda")
+    rnn = fastrnn.RNN(4, 8, device="cuda")
+    weights = [p.detach() for p in rnn._flat_weights]
+    xp = torch.addmm(b, x, w.t())
+    y, h_n = torch.empty(5, 8, device="cuda"), torch.empty(1, 1, 8, device="cuda")
+    steps = launch.make_steps(x.view(5, 1, 4), None, 1)
+
+    def recurrence():
+        launch.recurrence_forward(xp, [weights[3]], y, None, h_n, [weights[1]], None, steps, False)
+
+    costs = {
+        "torch.empty": lambda: torch.empty(5, 8, device="cuda"),
+        "addmm": lambda: torch.addmm(b, x, w.t()),
+        "sum(0)": lambda: xp.sum(0),
+        "recurrence launch (direct)": recurrence,
+    }
+    for label, fn in costs.items():
+        print(f"{label}: {host_us(fn):.1f} µs")
+    with jit_launches():
+        print(f"recurrence launch (JIT): {host_us(recurrence):.1f} µs")
 
 
 def cprofile_calls(name: str = "hello", dtype: torch.dtype = torch.float32) -> None:
@@ -127,7 +178,11 @@ def main() -> int:
         cprofile_calls()
         return 0
     print(machine_line(torch.device("cuda"), torch.float32))
-    columns = ["nn.RNN", "module", "op", "launch fn", "gpu (graph)", "nn.RNN gpu (graph)"]
+    op_costs()
+    columns = [
+        "nn.RNN", "module", "module (JIT)", "op", "launch fn", "gpu (graph)",
+        "nn.RNN gpu (graph)", "train nn.RNN", "train module", "train module (JIT)",
+    ]  # fmt: skip
     print("| shape | dtype | " + " | ".join(f"{c} µs" for c in columns) + " |")
     print("|---|---|" + "---|" * len(columns))
     rows = []

@@ -5,8 +5,8 @@
 #     OUT=gpu-results bash tools/gpu_check.sh                 (make gpu-check)
 #     OUT=gpu-results bash tools/gpu_check.sh tests tiers bench32
 # Steps: tests bench32 bench16 bench16bf tiers kernels sanitize (the default), and
-# calls cprofile (host time per call); TIER_CASES=float16/large,... and TIER_LIMIT=seconds
-# narrow the tier A/B.
+# single-tests (tests without the case grids), calls cprofile (host time per call);
+# TIER_CASES=float16/large,... and TIER_LIMIT=seconds narrow the tier A/B.
 # Builds against the torch and triton already installed (no package registry needed).
 # Each step has a time limit, about 500 s for the default steps plus the build (30-60 s),
 # so the whole stays within a device call's 10 minutes.
@@ -55,8 +55,9 @@ for step in "${STEPS[@]}"; do
     # The single tests first (graph capture, opcheck, launch counts), then the case grids.
     tests) gpu_tests 40 "not matches_nn_rnn and not error_at_most_twice"
            gpu_tests 90 "matches_nn_rnn or error_at_most_twice" ;;
+    single-tests) gpu_tests 40 "not matches_nn_rnn and not error_at_most_twice" ;;
     kernels) timeout 30 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20 ;;
-    calls) timeout 40 python3 tools/gpu_call_profile.py --json "$OUT/calls.json" 2>&1 | tail -9 ;;
+    calls) timeout 90 python3 tools/gpu_call_profile.py --json "$OUT/calls.json" 2>&1 | tail -16 ;;
     cprofile) timeout 60 python3 tools/gpu_call_profile.py --cprofile 2>&1 | grep -v "^$" | cut -c1-150 ;;
     tiers) timeout "${TIER_LIMIT:-75}" python3 tools/gpu_tier_ab.py --json "$OUT/tiers.json" \
              ${TIER_CASES:+--cases "$TIER_CASES"} 2>&1 | tail -60 ;;

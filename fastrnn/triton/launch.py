@@ -15,6 +15,7 @@ import functools
 import torch
 import triton
 from torch import Tensor
+from triton import knobs
 
 from fastrnn.layout import step_layout
 from fastrnn.triton import kernels
@@ -49,6 +50,13 @@ STATE_DTYPE = {torch.float64: torch.float64}  # else float32
 # Tests set these: the tier regardless of H, and the cooperative grid's size.
 FORCE_TIER: str | None = None
 FORCE_PROGRAMS: int | None = None
+
+
+# On a GPU each kernel is launched from its compiled form, kept per specialisation
+# (launch_kernel); False: every launch goes through JITFunction.run, as the tools' A/B
+# runs time it.
+DIRECT_LAUNCH = True
+_COMPILED: dict[tuple, tuple] = {}
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -170,6 +178,47 @@ def cooperative_programs(tiles: int, directions: int, device: torch.device) -> i
     return min(tiles, max(1, device_sms(device) // directions))
 
 
+def _specialization(arg) -> tuple:
+    """What Triton specialises a runtime argument on (or more): a tensor's dtype and
+    16-byte alignment; an integer's being 1, a multiple of 16 and within int32."""
+    if isinstance(arg, Tensor):
+        return arg.dtype, arg.data_ptr() % 16 == 0
+    return arg == 1, arg % 16 == 0, -(2**31) <= arg < 2**31
+
+
+def launch_kernel(kernel, grid: tuple[int, int], args: tuple, meta: dict) -> None:
+    """kernel[grid](*args, **meta); args: the runtime arguments in signature order, meta:
+    the constexprs and launch options.  On a GPU the compiled kernel of each
+    specialisation is kept and handed straight to its launcher, skipping the argument
+    binding, cache-key building and option parsing JITFunction.run does on every call,
+    a large part of a small call's host time (docs/performance.md).  The first launch
+    of a specialisation, the interpreter, wrapped kernels and registered launch hooks
+    take JITFunction.run."""
+    hooks = knobs.runtime
+    if (
+        not DIRECT_LAUNCH
+        or not isinstance(kernel, triton.runtime.JITFunction)
+        or interpreting(args[0])
+        or hooks.launch_enter_hook.calls
+        or hooks.launch_exit_hook.calls
+    ):
+        kernel[grid](*args, **meta)
+        return
+    device = torch.cuda.current_device()  # where Triton compiles and launches
+    key = (kernel, device, *meta.items(), *map(_specialization, args))
+    entry = _COMPILED.get(key)
+    if entry is None:
+        compiled = kernel[grid](*args, **meta)
+        # The launcher takes every parameter, constexprs too (it ignores their values).
+        constexprs = tuple(meta[name] for name in kernel.arg_names[len(args) :])
+        _COMPILED[key] = (compiled.run, compiled.function, compiled.packed_metadata, constexprs)
+        return
+    run, function, packed_metadata, constexprs = entry
+    stream = torch._C._cuda_getCurrentRawStream(device)
+    run(grid[0], grid[1], 1, stream, function, packed_metadata, None, None, None,
+        *args, *constexprs)  # fmt: skip
+
+
 @dataclasses.dataclass
 class Steps:
     """The rows of each step, as the kernels take them (fastrnn.layout)."""
@@ -224,8 +273,8 @@ def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape
         programs = None if interpreting(w_hh[0]) else max(1, device_sms(device) // directions)
         rows = persistent_rows(steps.batch, p.block_h, programs)
         grid = (_cdiv(steps.batch, rows), directions)
-        persistent[grid](*pointers, *scalars, BLOCK_B=rows, BLOCK_H=p.block_h,
-                         num_warps=p.num_warps, **meta)  # fmt: skip
+        meta.update(BLOCK_B=rows, BLOCK_H=p.block_h, num_warps=p.num_warps)
+        launch_kernel(persistent, grid, (*pointers, *scalars), meta)
         return
     col_tiles = _cdiv(hidden, p.block_n)
     tiles = _cdiv(steps.batch, BLOCK_B) * col_tiles
@@ -236,12 +285,11 @@ def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape
     on_chip = on_chip and programs % col_tiles == 0
     state = w_hh[0].new_empty((directions, *state_shape),
                               dtype=STATE_DTYPE.get(w_hh[0].dtype, torch.float32))  # fmt: skip
-    launch_options = {} if interpreting(w_hh[0]) else {"launch_cooperative_grid": True}
-    cooperative[(programs, directions)](
-        *pointers, state, counters, *scalars,
-        BLOCK_B=BLOCK_B, BLOCK_N=p.block_n, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
-        BLOCK_H=p.block_h if on_chip else 0, num_warps=4, **meta, **launch_options,
-    )  # fmt: skip
+    meta.update(BLOCK_B=BLOCK_B, BLOCK_N=p.block_n, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
+                BLOCK_H=p.block_h if on_chip else 0, num_warps=4)  # fmt: skip
+    if not interpreting(w_hh[0]):
+        meta["launch_cooperative_grid"] = True
+    launch_kernel(cooperative, (programs, directions), (*pointers, state, counters, *scalars), meta)
 
 
 def _both(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -332,6 +380,24 @@ def layer_cells(weights: list[Tensor], layer: int, directions: int, per_cell: in
     ]
 
 
+def input_projections(layer_input: Tensor, layer_weights) -> Tensor:  # [D, N, H]
+    """layer_input @ W_ih^T + b_ih for each direction (b_hh joins the recurrence kernel);
+    one direction: [N, H], the same memory, from a GEMM that allocates it."""
+    if len(layer_weights) == 1:
+        w_ih, _, *biases = layer_weights[0]
+        if biases:
+            return torch.addmm(biases[0], layer_input, w_ih.t())
+        return torch.mm(layer_input, w_ih.t())
+    hidden = layer_weights[0][1].shape[0]
+    xp = layer_input.new_empty((len(layer_weights), layer_input.shape[0], hidden))
+    for d, (w_ih, _, *biases) in enumerate(layer_weights):
+        if biases:
+            torch.addmm(biases[0], layer_input, w_ih.t(), out=xp[d])
+        else:
+            torch.mm(layer_input, w_ih.t(), out=xp[d])
+    return xp
+
+
 def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
     """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros."""
     directions = 2 if bidirectional else 1
@@ -350,12 +416,7 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
         target = output if layer == num_layers - 1 else layer_outputs[layer]
         y_all = target.view(steps.rows, directions * hidden)
         cells, layer_weights = layer_cells(weights, layer, directions, per_cell)
-        xp = layer_input.new_empty((directions, steps.rows, hidden))
-        for d, (w_ih, _, *biases) in enumerate(layer_weights):
-            if biases:  # b_ih joins the input GEMM, b_hh the recurrence kernel
-                torch.addmm(biases[0], layer_input, w_ih.t(), out=xp[d])
-            else:
-                torch.mm(layer_input, w_ih.t(), out=xp[d])
+        xp = input_projections(layer_input, layer_weights)
         recurrence_forward(
             xp,
             [w[3].contiguous() for w in layer_weights] if per_cell == 4 else None,
@@ -385,11 +446,10 @@ def rnn_backward_triton(
     h0 = hx.contiguous() if hx is not None else None
     grad_hn = grad_h_n.contiguous()
     grad_hx = torch.empty_like(grad_hn)
-    grad_weights: list[Tensor] = [x.new_empty(0)] * len(weights)
+    grad_weights: list[Tensor] = [None] * len(weights)  # each filled below
     grad_y = grad_output.reshape(steps.rows, directions * hidden).contiguous()
     dz = x.new_empty((steps.rows, directions * hidden))  # laid out as the layer's output
     counters = barrier_counters(weights, num_layers * directions)
-    accumulate = torch.float64 if dz.dtype == torch.float64 else torch.float32
     for layer in reversed(range(num_layers)):
         layer_in = x if layer == 0 else layer_outputs[layer - 1].reshape(steps.rows, -1)
         saved = output if layer == num_layers - 1 else layer_outputs[layer]
@@ -413,7 +473,7 @@ def rnn_backward_triton(
                 h0[cell] if h0 is not None else None, steps, d == 1,
             )  # fmt: skip
             if per_cell == 4:
-                grad_weights[base + 2] = dz_cell.sum(0, dtype=accumulate).to(dz.dtype)
+                grad_weights[base + 2] = dz_cell.sum(0)  # accumulates in fp32 for fp16/bf16
                 grad_weights[base + 3] = grad_weights[base + 2].clone()
             if need_below:
                 if grad_below is None:
