@@ -431,7 +431,10 @@ def test_kept_kernels_are_keyed_by_what_triton_specialises_on():
     """launch_kernel reuses a compiled kernel only for arguments Triton would specialise
     alike: tensor dtype and 16-byte alignment; integers equal to 1, multiples of 16 and
     their width."""
-    spec = launch._specialization
+
+    def spec(arg):
+        return launch._specialization(*(((arg,), ()) if torch.is_tensor(arg) else ((), (arg,))))
+
     aligned = torch.zeros(8)
     assert spec(aligned) == spec(torch.ones(8)) != spec(aligned[1:])
     assert spec(aligned) != spec(aligned.double())

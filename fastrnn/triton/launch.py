@@ -178,45 +178,49 @@ def cooperative_programs(tiles: int, directions: int, device: torch.device) -> i
     return min(tiles, max(1, device_sms(device) // directions))
 
 
-def _specialization(arg) -> tuple:
-    """What Triton specialises a runtime argument on (or more): a tensor's dtype and
-    16-byte alignment; an integer's being 1, a multiple of 16 and within int32."""
-    if isinstance(arg, Tensor):
-        return arg.dtype, arg.data_ptr() % 16 == 0
-    return arg == 1, arg % 16 == 0, -(2**31) <= arg < 2**31
+def _specialization(pointers: tuple[Tensor, ...], scalars: tuple[int, ...]) -> tuple:
+    """What Triton specialises runtime arguments on, or more: a tensor's dtype and 16-byte
+    alignment; an integer's being 1, a multiple of 16 and its width."""
+    return (
+        *[p.dtype for p in pointers],
+        *[p.data_ptr() & 15 == 0 for p in pointers],
+        *[(s == 1, s & 15 == 0, s >> 31) for s in scalars],
+    )
 
 
-def launch_kernel(kernel, grid: tuple[int, int], args: tuple, meta: dict) -> None:
-    """kernel[grid](*args, **meta); args: the runtime arguments in signature order, meta:
-    the constexprs and launch options.  On a GPU the compiled kernel of each
-    specialisation is kept and handed straight to its launcher, skipping the argument
-    binding, cache-key building and option parsing JITFunction.run does on every call,
-    a large part of a small call's host time (docs/performance.md).  The first launch
-    of a specialisation, the interpreter, wrapped kernels and registered launch hooks
-    take JITFunction.run."""
+def launch_kernel(kernel, grid: tuple[int, int], pointers: tuple[Tensor, ...],
+                  scalars: tuple[int, ...], meta: dict) -> None:  # fmt: skip
+    """kernel[grid](*pointers, *scalars, **meta): the kernel's tensor arguments, then its
+    integer ones, in signature order; meta: its constexprs and launch options.  On a GPU
+    the compiled kernel of each specialisation is kept and handed straight to its
+    launcher, skipping the argument binding, cache-key building and option parsing that
+    JITFunction.run does on every call (docs/performance.md).  The first launch of a
+    specialisation, the interpreter, wrapped kernels and registered launch hooks take
+    JITFunction.run."""
     hooks = knobs.runtime
     if (
         not DIRECT_LAUNCH
         or not isinstance(kernel, triton.runtime.JITFunction)
-        or interpreting(args[0])
+        or interpreting(pointers[0])
         or hooks.launch_enter_hook.calls
         or hooks.launch_exit_hook.calls
     ):
-        kernel[grid](*args, **meta)
+        kernel[grid](*pointers, *scalars, **meta)
         return
     device = torch.cuda.current_device()  # where Triton compiles and launches
-    key = (kernel, device, *meta.items(), *map(_specialization, args))
+    # id(kernel): kernels live as long as the module; a JITFunction's hash takes a lock.
+    key = (id(kernel), device, *meta.items(), *_specialization(pointers, scalars))
     entry = _COMPILED.get(key)
     if entry is None:
-        compiled = kernel[grid](*args, **meta)
+        compiled = kernel[grid](*pointers, *scalars, **meta)
         # The launcher takes every parameter, constexprs too (it ignores their values).
-        constexprs = tuple(meta[name] for name in kernel.arg_names[len(args) :])
+        constexprs = [meta[name] for name in kernel.arg_names[len(pointers) + len(scalars) :]]
         _COMPILED[key] = (compiled.run, compiled.function, compiled.packed_metadata, constexprs)
         return
     run, function, packed_metadata, constexprs = entry
     stream = torch._C._cuda_getCurrentRawStream(device)
     run(grid[0], grid[1], 1, stream, function, packed_metadata, None, None, None,
-        *args, *constexprs)  # fmt: skip
+        *pointers, *scalars, *constexprs)  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -274,7 +278,7 @@ def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape
         rows = persistent_rows(steps.batch, p.block_h, programs)
         grid = (_cdiv(steps.batch, rows), directions)
         meta.update(BLOCK_B=rows, BLOCK_H=p.block_h, num_warps=p.num_warps)
-        launch_kernel(persistent, grid, (*pointers, *scalars), meta)
+        launch_kernel(persistent, grid, pointers, scalars, meta)
         return
     col_tiles = _cdiv(hidden, p.block_n)
     tiles = _cdiv(steps.batch, BLOCK_B) * col_tiles
@@ -289,7 +293,8 @@ def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape
                 BLOCK_H=p.block_h if on_chip else 0, num_warps=4)  # fmt: skip
     if not interpreting(w_hh[0]):
         meta["launch_cooperative_grid"] = True
-    launch_kernel(cooperative, (programs, directions), (*pointers, state, counters, *scalars), meta)
+    launch_kernel(cooperative, (programs, directions), (*pointers, state, counters), scalars,
+                  meta)  # fmt: skip
 
 
 def _both(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
