@@ -306,8 +306,9 @@ def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, counters, steps: Steps, relu:
     """One layer, every direction in one launch: y[rows, direction d's columns] =
     act(xp[d] + b_hh[d] + h_prev @ W_hh[d]^T) for every step, direction 1 running
     backwards in time; h_n = final states.
-    xp: [D, N, H]; b_hh: D tensors [H] or None; y: [N, D*H] (row stride y.stride(0));
-    h0: [D, B, H] or None for zeros; h_n: [D, B, H]; w_hh: D tensors [H, H];
+    xp: [D, N, H] (one direction: [N, H]); b_hh: D tensors [H] or None;
+    y: [N, D*H] (row stride y.stride(0)); h0: [D, B, H] or None for zeros;
+    h_n: [D, B, H]; w_hh: D tensors [H, H];
     counters: [D] barrier counters (barrier_counters) or None."""
     if steps.batch == 0:
         return
