@@ -75,6 +75,11 @@ CASES = [
     (17, 70, 5, 2, True, True, "tanh", True, "cooperative"),
     (17, 70, 6, 1, False, False, "relu", True, "cooperative"),
     (5, 33, 1, 2, True, True, "relu", True, "cooperative"),
+    # The persistent tier reading a GEMM's input projections (FMA programs of short
+    # sequences project their input in the kernel: every persistent case above).
+    (17, 33, 5, 2, True, True, "tanh", True, "persistent-xp"),
+    (1, 16, 7, 1, False, False, "relu", False, "persistent-xp"),
+    (3, 1, 4, 2, True, False, "tanh", True, "persistent-xp"),
     # The persistent tier on tl.dot (16 rows per program) where it would use FMAs.
     (17, 33, 5, 2, True, True, "tanh", True, "persistent-dot"),
     (3, 16, 7, 1, False, False, "relu", False, "persistent-dot"),
@@ -95,13 +100,17 @@ def case_id(case):
 
 def force_tier(monkeypatch, name: str | None) -> None:
     """Run on tier `name` (None: the plan's choice); "persistent-dot": the persistent
-    tier on tl.dot where it would use FMA products; "cooperative-streamed": the
-    cooperative tier with W_hh streamed from L2 even where it would fit on chip."""
+    tier on tl.dot where it would use FMA products; "persistent-xp": the persistent
+    tier reading input projections from a GEMM where it would project the input
+    itself; "cooperative-streamed": the cooperative tier with W_hh streamed from L2
+    even where it would fit on chip."""
     tier, _, variant = (name or "").partition("-")
     monkeypatch.setattr(launch, "FORCE_TIER", tier or None)
     monkeypatch.setattr(launch, "COOP_W_ON_CHIP", variant != "streamed")
     if variant == "dot":
         monkeypatch.setattr(launch, "FMA_PRODUCT_ELEMENTS", 0)
+    if variant == "xp":
+        monkeypatch.setattr(launch, "PROJECT_INPUT_MAX_STEPS", 0)
 
 
 @pytest.fixture
@@ -328,12 +337,14 @@ def test_every_kernel_configuration_compiles_for_sm80_and_sm90_within_shared_mem
     assert len(rows) >= 2 * 20, result.stdout  # every configuration, both targets
 
 
-@pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
+@pytest.mark.parametrize("tier", ["persistent", "persistent-xp", "cooperative"], indirect=True)
 def test_one_recurrence_launch_per_layer_for_both_directions(tier, monkeypatch):
-    """An inference call of a 2-layer bidirectional RNN: per layer one input GEMM per
-    direction and one recurrence launch; one zero-fill of the barrier counters on the
+    """An inference call of a 2-layer bidirectional RNN: per layer one recurrence launch,
+    which projects the input itself on the persistent tier (a short sequence), else
+    after one input GEMM per direction; one zero-fill of the barrier counters on the
     cooperative tier; nothing else (cuDNN takes 9 kernels for this on a GPU).  Its
     backward: one recurrence launch per layer too."""
+    tier = tier.removesuffix("-xp")
     device_ops = DeviceOps()
     for name in ("forward_persistent", "forward_cooperative", "backward_persistent",
                  "backward_cooperative"):  # fmt: skip
@@ -346,6 +357,8 @@ def test_one_recurrence_launch_per_layer_for_both_directions(tier, monkeypatch):
         output, _, layer_outputs = launch.rnn_forward_triton(x, None, weights, None, 2, True,
                                                              False)  # fmt: skip
     layer = ["addmm", "addmm", f"rnn_forward_{tier}_kernel"]
+    if launch.PROJECT_INPUT_MAX_STEPS and tier == "persistent":
+        layer = layer[2:]
     assert device_ops.ops == (["zeros"] if tier == "cooperative" else []) + layer * 2
     device_ops.ops.clear()
     with device_ops:
@@ -425,6 +438,27 @@ def test_forward_and_backward_capture_in_a_cuda_graph(tier, triton_kernels):
     torch.testing.assert_close(x.grad, eager_dx)
     for got, want in zip([p.grad for p in rnn.parameters()], eager_dw, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_input_projected_in_the_kernel_for_short_sequences_on_fma_programs(monkeypatch):
+    """input_block: the persistent forward projects the input itself (BLOCK_I, the input
+    size padded to a power of two, at least 16) up to PROJECT_INPUT_MAX_STEPS steps where
+    its FMA product fits PROJECT_INPUT_ELEMENTS; a GEMM does it otherwise (0)."""
+    w_hh = torch.zeros(16, 16)
+
+    def block(steps, input_size, batch=3):
+        layout = launch.make_steps(torch.zeros(steps, batch, input_size), None, batch)
+        return launch.input_block(layout, w_hh, input_size, 1)
+
+    assert block(5, 4) == 16 and block(1, 40) == 64
+    assert block(launch.PROJECT_INPUT_MAX_STEPS, 512) == 512
+    assert block(launch.PROJECT_INPUT_MAX_STEPS + 1, 4) == 0  # long: a GEMM is cheaper
+    assert block(5, 513) == 0  # 1 row x 1024 x 16 is over PROJECT_INPUT_ELEMENTS
+    monkeypatch.setattr(launch, "FMA_PRODUCT_ELEMENTS", 0)  # 16-row tl.dot programs
+    assert block(5, 4) == 0
+    monkeypatch.setattr(launch, "FMA_PRODUCT_ELEMENTS", 8 * 64 * 64)
+    monkeypatch.setattr(launch, "FORCE_TIER", "cooperative")
+    assert block(5, 4) == 0
 
 
 def test_kept_kernels_are_keyed_by_what_triton_specialises_on():

@@ -47,6 +47,7 @@ class Config:
     precision: str = "ieee"  # tl.dot's input_precision (fp32 also runs "tf32x3")
     block_n: int = 0  # cooperative: hidden columns per tile
     block_b: int = launch.BLOCK_B  # batch rows per program (persistent: fewer for FMAs)
+    block_i: int = 0  # persistent forward: padded input size it projects itself (0: none)
 
     def describe(self) -> str:
         dtype = TRITON_DTYPE[self.dtype] + (
@@ -59,6 +60,8 @@ class Config:
             tile = f"H<={self.block_h}"
             if self.block_b < launch.BLOCK_B:
                 tile += f" rows={self.block_b} (FMA)"
+            if self.block_i:
+                tile += f" projecting I<={self.block_i}"
         return f"{self.kernel} {dtype} {tile} warps={self.num_warps}"
 
 
@@ -83,6 +86,12 @@ def configurations(capability: int) -> list[Config]:
                     rows = max((r for r in (1, 2, 4, 8) if r * block_h**2 <= limit), default=None)
                     if p.tier == "persistent" and rows:
                         configs.append(dataclasses.replace(config, block_b=rows))
+                        # Projecting its input itself (launch.input_block): one row,
+                        # the largest input (the most registers for W_ih).
+                        block_i = launch.PROJECT_INPUT_ELEMENTS // block_h
+                        if direction == "forward" and block_i >= 16:
+                            configs.append(dataclasses.replace(config, block_b=1,
+                                                               block_i=block_i))  # fmt: skip
     return configs
 
 
@@ -101,6 +110,8 @@ def compile_config(config: Config, capability: int, padded: bool = False):
                       "W_ON_CHIP": config.block_h > 0, "BLOCK_H": config.block_h}  # fmt: skip
     if direction == "forward":
         constexprs.update(HAS_BIAS=True, HAS_H0=True)
+    if config.kernel == "forward_persistent":
+        constexprs.update(PROJECT_INPUT=config.block_i > 0, BLOCK_I=config.block_i or 16)
     signature = {}
     for name in fn.arg_names:
         if name in constexprs:
@@ -167,7 +178,7 @@ def main() -> int:
                     over.append(f"over the target's shared memory: {where}")
                 if config.block_h:  # plan() chose it by this bound: it must hold
                     if config.kernel.endswith("persistent"):
-                        bound_of, extra = launch.persistent_shared_memory, ()
+                        bound_of, extra = launch.persistent_shared_memory, (config.block_i,)
                     else:
                         bound_of, extra = launch.cooperative_shared_memory, (config.block_n,)
                     bound = bound_of(config.block_h, config.dtype, config.precision, *extra)

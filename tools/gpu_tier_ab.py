@@ -1,8 +1,9 @@
 """The tier boundary and the tiers' options on a GPU: fastrnn forced onto the persistent
-tier (a batch under 16 with FMA products or with tl.dot), onto the cooperative tier
+tier (a batch under 16 with FMA products or with tl.dot; a short sequence's input
+projected in the kernel or by a GEMM), onto the cooperative tier
 with 64- or 32-column tiles, or with W_hh's columns streamed from L2 instead of held on
 chip; and nn.RNN (cuDNN).  So launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS,
-COOP_BLOCK_N and COOP_W_ON_CHIP are set from measurement.
+COOP_BLOCK_N, COOP_W_ON_CHIP and PROJECT_INPUT_MAX_STEPS are set from measurement.
 Each contender is validated against float64 nn.RNN first (fastrnn.bench.measure.validate),
 then timed with the contenders alternated.  Prints a markdown table; --json writes every
 number (after each row, so a run cut short keeps what it measured).
@@ -32,7 +33,18 @@ from fastrnn.triton import kernels, launch
 BOUNDARY = ("persistent", "cooperative", "cooperative-streamed")
 WIDTH = ("cooperative-64", "cooperative-32", "cooperative-streamed")
 FMA = ("persistent", "persistent-dot")  # FMA products on few rows, or tl.dot on 16
+PROJECT = ("persistent", "persistent-xp")  # input projected in the kernel, or by a GEMM
 CASES = [
+    *[
+        (dtype, shape, PROJECT)
+        for dtype in (torch.float32, torch.float16)
+        for shape in (
+            Shape("hello", 5, 1, 4, 8),
+            Shape("pattern25", 25, 1, 4, 128),
+            Shape("regression2L", 10, 32, 5, 20, layers=2),
+            Shape("single-step", 1, 1, 64, 128),
+        )
+    ],
     (torch.float32, Shape("long-B1", 1000, 1, 64, 128), FMA),
     (torch.float32, Shape("long", 1000, 8, 32, 64), FMA),
     (torch.float32, Shape("small", 100, 32, 64, 128), FMA),
@@ -56,19 +68,21 @@ CASES = [
     (torch.float16, Shape("H2048", 100, 64, 2048, 2048), WIDTH),
 ]
 DEFAULT_FMA_PRODUCT_ELEMENTS = launch.FMA_PRODUCT_ELEMENTS
+DEFAULT_PROJECT_INPUT_MAX_STEPS = launch.PROJECT_INPUT_MAX_STEPS
 
 
 def use_variant(name: str | None) -> None:
     """Every launch from now on runs on variant `name` (None: the plan's own choices): a
-    tier, for the persistent tier tl.dot at any batch ("persistent-dot"), for the
-    cooperative tier its tile width ("cooperative-32") or W_hh streamed from L2
-    ("cooperative-streamed").  Set for the forward and the backward of a training step
-    alike."""
+    tier, for the persistent tier tl.dot at any batch ("persistent-dot") or input
+    projections from a GEMM at any length ("persistent-xp"), for the cooperative tier
+    its tile width ("cooperative-32") or W_hh streamed from L2 ("cooperative-streamed").
+    Set for the forward and the backward of a training step alike."""
     tier, _, option = (name or "").partition("-")
     launch.FORCE_TIER = tier or None
     launch.COOP_BLOCK_N = int(option) if option.isdigit() else None
     launch.COOP_W_ON_CHIP = option != "streamed"
     launch.FMA_PRODUCT_ELEMENTS = 0 if option == "dot" else DEFAULT_FMA_PRODUCT_ELEMENTS
+    launch.PROJECT_INPUT_MAX_STEPS = 0 if option == "xp" else DEFAULT_PROJECT_INPUT_MAX_STEPS
 
 
 def variant(contender, name: str):

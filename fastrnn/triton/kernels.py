@@ -4,7 +4,10 @@ Design
 ------
 The input projection of every step, X @ W_ih^T + b_ih, is one large GEMM (cuBLAS) before
 the recurrence, and the weight gradients are large GEMMs after it; only the sequential
-part, h_t = act(xp_t + b_hh + h_{t-1} W_hh^T), needs custom kernels.  Both tiers run a
+part, h_t = act(xp_t + b_hh + h_{t-1} W_hh^T), needs custom kernels.  The exception is
+a short sequence on the persistent tier's FMA programs (launch.input_block): there the
+kernel projects each step's input itself (PROJECT_INPUT), since such a call is bound by
+host time, of which the GEMM's launch is a large part.  Both tiers run a
 whole layer in one launch, the time loop inside the kernel; grid axis 1 is the direction
 (0 forward in time, 1 reverse), so a bidirectional layer's two independent recurrences
 run side by side:
@@ -223,6 +226,29 @@ def _product_operand(w_ptr, rh, H, TRANSPOSED: tl.constexpr, BLOCK_B: tl.constex
 
 
 @triton.jit
+def _input_operand(w_ih_ptr, ri, rh, IN, H, BLOCK_B: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """W_ih^T as [len(ri), len(rh)] (0 outside IN x H), loaded once for the persistent
+    tier's projection of the input in the kernel, in the form _product_operand gives."""
+    mask = (ri < IN)[:, None] & (rh < H)[None, :]
+    m = tl.load(w_ih_ptr + rh[None, :] * IN + ri[:, None], mask=mask, other=0.0)
+    if BLOCK_B < 16:
+        m = m.to(ACC_DTYPE)
+    return m
+
+
+@triton.jit
+def _step_input(xp_ptr, x_ptr, stride_x, rows, active, rh, ri, H, IN,
+                PROJECT_INPUT: tl.constexpr):  # fmt: skip
+    """A step's rows of input to the persistent forward: x (PROJECT_INPUT: projected
+    with W_ih in the kernel) or xp."""
+    if PROJECT_INPUT:
+        step_input = _load_rows(x_ptr, rows, active, ri, stride_x, IN)
+    else:
+        step_input = _load_rows(xp_ptr, rows, active, rh, H, H)
+    return step_input
+
+
+@triton.jit
 def _product(a, m, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
     """a @ m in ACC_DTYPE for the persistent tier: tl.dot on tensor cores for 16 rows of
     a or more; for fewer, a broadcast product summed over k with FMAs (m already in
@@ -254,11 +280,18 @@ def rnn_forward_persistent_kernel(
     w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
     batch_sizes_ptr,  # [T] int64 (packed only)
     offsets_ptr,  # [T] int64, first row of each step (packed only)
+    x_ptr,  # [N, IN] layer input, row stride stride_x (PROJECT_INPUT only)
+    w_ih_ptr,  # W_ih [H, IN] of direction 0 (PROJECT_INPUT only)
+    w_ih_rev_ptr,  # W_ih [H, IN] of direction 1 (bidirectional)
+    b_ih_ptr,  # [H] b_ih of direction 0 (PROJECT_INPUT with HAS_BIAS only)
+    b_ih_rev_ptr,  # [H] b_ih of direction 1 (bidirectional)
     stride_y,
     T,
     N,
     B,
     H,
+    stride_x,
+    IN,  # input features (PROJECT_INPUT only)
     PADDED: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_H0: tl.constexpr,
@@ -267,6 +300,8 @@ def rnn_forward_persistent_kernel(
     BLOCK_H: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    PROJECT_INPUT: tl.constexpr,  # x_t W_ih^T + b_ih here, not read from xp
+    BLOCK_I: tl.constexpr,  # PROJECT_INPUT: IN padded to a power of two
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     direction = tl.program_id(1)
@@ -280,20 +315,33 @@ def rnn_forward_persistent_kernel(
     bias = tl.zeros((BLOCK_H,), dtype=ACC_DTYPE)
     if HAS_BIAS:
         bias = tl.load(b_ptr + rh, mask=in_h, other=0.0).to(ACC_DTYPE)
+    ri = tl.arange(0, BLOCK_I)
+    wt_ih = 0.0  # W_ih^T, for all steps (PROJECT_INPUT)
+    if PROJECT_INPUT:
+        wt_ih = _input_operand(_of_direction(direction, w_ih_ptr, w_ih_rev_ptr), ri, rh, IN, H,
+                               BLOCK_B, ACC_DTYPE)  # fmt: skip
+        if HAS_BIAS:
+            b_ih_ptr = _of_direction(direction, b_ih_ptr, b_ih_rev_ptr)
+            bias += tl.load(b_ih_ptr + rh, mask=in_h, other=0.0).to(ACC_DTYPE)
     h = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
     if HAS_H0:
         h = _load_rows(h0_ptr, rb, in_b, rh, H, H).to(ACC_DTYPE)
     t, step = _time_order(direction, T, False)
     active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
-    xp = _load_rows(xp_ptr, rows, active, rh, H, H)
+    xp = _step_input(xp_ptr, x_ptr, stride_x, rows, active, rh, ri, H, IN, PROJECT_INPUT)
     for _ in range(T):
-        # The next step's projection loads while this step computes.
+        # The next step's input loads while this step computes.
         t, active_next, rows_next = _next_step_rows(
             batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
         )
-        xp_next = _load_rows(xp_ptr, rows_next, active_next, rh, H, H)
+        xp_next = _step_input(xp_ptr, x_ptr, stride_x, rows_next, active_next, rh, ri, H, IN,
+                              PROJECT_INPUT)  # fmt: skip
         z = _product(h, wt, DOT_PRECISION, ACC_DTYPE)
-        y = _activation(z + xp.to(ACC_DTYPE) + bias[None, :], RELU)
+        if PROJECT_INPUT:
+            z += _product(xp, wt_ih, DOT_PRECISION, ACC_DTYPE)
+        else:
+            z += xp.to(ACC_DTYPE)
+        y = _activation(z + bias[None, :], RELU)
         _store_rows(y_ptr, rows, active, rh, stride_y, H, y)
         h = tl.where(active[:, None], y, h)
         active, rows, xp = active_next, rows_next, xp_next

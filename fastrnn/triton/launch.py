@@ -38,6 +38,12 @@ COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed 
 # an H200 (docs/performance.md).
 BLOCK_B = 16
 FMA_PRODUCT_ELEMENTS = 8 * 64 * 64
+# A short sequence's call is host-bound, and the input projection's GEMM is a large part
+# of its host time: up to PROJECT_INPUT_MAX_STEPS steps the persistent forward projects
+# each step's input itself, on FMA programs whose [rows, I, H] product is within
+# PROJECT_INPUT_ELEMENTS (input_block; docs/performance.md).
+PROJECT_INPUT_MAX_STEPS = 32
+PROJECT_INPUT_ELEMENTS = 64 * 128
 
 ACC_DTYPE = {
     torch.float64: triton.language.float64,
@@ -76,14 +82,17 @@ class Plan:
     w_on_chip: bool = False  # cooperative: a program's W_hh columns fit its shared memory
 
 
-def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str) -> int:
+def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
+                             block_i: int = 0) -> int:  # fmt: skip
     """Bytes of shared memory a persistent-tier kernel needs at most: W_hh (twice for
-    tf32x3, its high and low parts), a [BLOCK_B, block_h] operand tile and 1 KB of
-    Triton's own scratch.  An upper bound of what Triton allocates;
-    tools/cubin_report.py checks it on every kernel."""
+    tf32x3, its high and low parts), a [BLOCK_B, block_h] operand tile, 1 KB of
+    Triton's own scratch, and for a forward projecting an input of block_i (padded)
+    features a [block_i, block_h] accumulator-precision reduction scratch.  An upper
+    bound of what Triton allocates; tools/cubin_report.py checks it on every kernel."""
     element = dtype.itemsize
     copies = 2 if precision == "tf32x3" else 1
-    return copies * (block_h * block_h * element + BLOCK_B * block_h * max(element, 4)) + 1024
+    recurrence = copies * (block_h * block_h * element + BLOCK_B * block_h * max(element, 4))
+    return recurrence + block_i * block_h * max(element, 4) + 1024
 
 
 def cooperative_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
@@ -262,23 +271,46 @@ def barrier_counters(weights: list[Tensor], cells: int) -> Tensor | None:  # [ce
     return torch.zeros(cells, dtype=torch.int32, device=w_hh.device)
 
 
+def persistent_grid(steps: Steps, p: Plan, w_hh: Tensor, directions: int):
+    """(batch rows per program, grid) of the persistent tier for this recurrence."""
+    programs = None if interpreting(w_hh) else max(1, device_sms(w_hh.device) // directions)
+    rows = persistent_rows(steps.batch, p.block_h, programs)
+    return rows, (_cdiv(steps.batch, rows), directions)
+
+
+def input_block(steps: Steps, w_hh: Tensor, input_size: int, directions: int) -> int:
+    """BLOCK_I where the persistent forward projects the layer's input itself, else 0:
+    at most PROJECT_INPUT_MAX_STEPS steps, on FMA programs (fewer than BLOCK_B rows)
+    whose [rows, BLOCK_I, BLOCK_H] product is within PROJECT_INPUT_ELEMENTS."""
+    p = plan_for(w_hh)
+    if p.tier != "persistent" or steps.steps > PROJECT_INPUT_MAX_STEPS:
+        return 0
+    rows, _ = persistent_grid(steps, p, w_hh, directions)
+    block_i = max(16, 1 << (input_size - 1).bit_length())
+    if rows >= BLOCK_B or rows * block_i * p.block_h > PROJECT_INPUT_ELEMENTS:
+        return 0
+    shared = device_shared_memory(w_hh.device)
+    needed = persistent_shared_memory(p.block_h, w_hh.dtype, p.precision, block_i)
+    return block_i if shared is None or needed <= shared else 0
+
+
 def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape, pointers,
-            scalars, relu: bool, **constexprs):  # fmt: skip
+            scalars, relu: bool, persistent_extra=((), (), {}), **constexprs):  # fmt: skip
     """Runs (persistent, cooperative) kernel_pair's kernel for the tier plan() picks, one
     program column per direction (len(w_hh)); the cooperative kernel also takes a state
-    workspace of state_shape per direction and the directions' barrier counters."""
+    workspace of state_shape per direction and the directions' barrier counters, the
+    persistent one persistent_extra's (pointers, scalars, constexprs)."""
     directions, hidden = len(w_hh), w_hh[0].shape[0]
     p = plan_for(w_hh[0])
     persistent, cooperative = kernel_pair
     meta = dict(constexprs, PADDED=steps.padded, RELU=relu,
                 ACC_DTYPE=ACC_DTYPE[w_hh[0].dtype], DOT_PRECISION=p.precision)  # fmt: skip
     if p.tier == "persistent":
-        device = w_hh[0].device
-        programs = None if interpreting(w_hh[0]) else max(1, device_sms(device) // directions)
-        rows = persistent_rows(steps.batch, p.block_h, programs)
-        grid = (_cdiv(steps.batch, rows), directions)
-        meta.update(BLOCK_B=rows, BLOCK_H=p.block_h, num_warps=p.num_warps)
-        launch_kernel(persistent, grid, pointers, scalars, meta)
+        rows, grid = persistent_grid(steps, p, w_hh[0], directions)
+        extra_pointers, extra_scalars, extra_constexprs = persistent_extra
+        meta.update(extra_constexprs, BLOCK_B=rows, BLOCK_H=p.block_h, num_warps=p.num_warps)
+        launch_kernel(persistent, grid, (*pointers, *extra_pointers),
+                      (*scalars, *extra_scalars), meta)  # fmt: skip
         return
     col_tiles = _cdiv(hidden, p.block_n)
     tiles = _cdiv(steps.batch, BLOCK_B) * col_tiles
@@ -302,14 +334,18 @@ def _both(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
     return tensors[0], tensors[-1]
 
 
-def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, counters, steps: Steps, relu: bool):
+def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, counters, steps: Steps, relu: bool,
+                       projection=None):  # fmt: skip
     """One layer, every direction in one launch: y[rows, direction d's columns] =
     act(xp[d] + b_hh[d] + h_prev @ W_hh[d]^T) for every step, direction 1 running
     backwards in time; h_n = final states.
     xp: [D, N, H] (one direction: [N, H]); b_hh: D tensors [H] or None;
     y: [N, D*H] (row stride y.stride(0)); h0: [D, B, H] or None for zeros;
     h_n: [D, B, H]; w_hh: D tensors [H, H];
-    counters: [D] barrier counters (barrier_counters) or None."""
+    counters: [D] barrier counters (barrier_counters) or None;
+    projection: (x [N, I] with unit column stride, W_ih: D tensors [H, I], b_ih: D
+    tensors [H] or None, BLOCK_I from input_block) where the persistent kernel computes
+    xp = x W_ih^T + b_ih itself; xp is then None."""
     if steps.batch == 0:
         return
     if steps.steps == 0:
@@ -318,13 +354,20 @@ def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, counters, steps: Steps, relu:
         else:
             h_n.zero_()
         return
+    x, w_ih, b_ih, block_i = projection or (xp, [xp], None, 16)
+    xp = x if xp is None else xp  # a placeholder where the kernel projects x itself
     pointers = (xp, *_both(b_hh if b_hh is not None else [xp]), y,
                 h0 if h0 is not None else xp, h_n, *_both(w_hh), *steps.tables(xp))  # fmt: skip
     scalars = (y.stride(0), steps.steps, steps.rows, steps.batch, w_hh[0].shape[0])
+    persistent_extra = (
+        (x, *_both(w_ih), *_both(b_ih if b_ih is not None else [x])),
+        (x.stride(0), x.shape[1]),
+        {"PROJECT_INPUT": projection is not None, "BLOCK_I": block_i},
+    )
     kernel_pair = (kernels.rnn_forward_persistent_kernel, kernels.rnn_forward_cooperative_kernel)
     state_shape = (2, steps.batch, w_hh[0].shape[0])
     _launch(kernel_pair, steps, w_hh, counters, state_shape, pointers, scalars, relu,
-            HAS_BIAS=b_hh is not None, HAS_H0=h0 is not None)  # fmt: skip
+            persistent_extra, HAS_BIAS=b_hh is not None, HAS_H0=h0 is not None)  # fmt: skip
 
 
 def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, counters, steps: Steps, relu: bool):
@@ -422,7 +465,17 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
         target = output if layer == num_layers - 1 else layer_outputs[layer]
         y_all = target.view(steps.rows, directions * hidden)
         cells, layer_weights = layer_cells(weights, layer, directions, per_cell)
-        xp = input_projections(layer_input, layer_weights)
+        block_i = input_block(steps, weights[1], layer_input.shape[1], directions)
+        xp, projection = None, None
+        if block_i:  # the recurrence kernel projects the input: no separate GEMM
+            projection = (
+                layer_input if layer_input.stride(1) == 1 else layer_input.contiguous(),
+                [w[0].contiguous() for w in layer_weights],
+                [w[2].contiguous() for w in layer_weights] if per_cell == 4 else None,
+                block_i,
+            )
+        else:
+            xp = input_projections(layer_input, layer_weights)
         recurrence_forward(
             xp,
             [w[3].contiguous() for w in layer_weights] if per_cell == 4 else None,
@@ -433,6 +486,7 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
             counters[cells] if counters is not None else None,
             steps,
             relu,
+            projection,
         )
         layer_input = y_all
     return output, h_n, layer_outputs
