@@ -172,13 +172,14 @@ def _tile(tile, col_tiles, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _weight_block(w_ptr, rk, rn, H, TRANSPOSED: tl.constexpr):
-    """[len(rk), len(rn)] of M = W_hh^T (TRANSPOSED) or W_hh: M[k, n], 0 outside H x H."""
-    mask = (rk < H)[:, None] & (rn < H)[None, :]
+def _weight_block(w_ptr, rk, rn, K, N, TRANSPOSED: tl.constexpr):
+    """[len(rk), len(rn)] of M[k, n], 0 outside K x N, for a row-major W: M = W^T of a
+    W [N, K] (TRANSPOSED: W_hh^T, W_ih^T) or M = W of a W [K, N] (W_hh)."""
+    mask = (rk < K)[:, None] & (rn < N)[None, :]
     if TRANSPOSED:
-        offsets = rn[None, :] * H + rk[:, None]
+        offsets = rn[None, :] * K + rk[:, None]
     else:
-        offsets = rk[:, None] * H + rn[None, :]
+        offsets = rk[:, None] * N + rn[None, :]
     return tl.load(w_ptr + offsets, mask=mask, other=0.0)
 
 
@@ -189,7 +190,7 @@ def _own_columns(w_ptr, col_tiles, H, BLOCK_N: tl.constexpr, BLOCK_H: tl.constex
     BLOCK_N], in a grid whose program count is a multiple of col_tiles (a program's
     tiles then share their columns)."""
     rn = (tl.program_id(0) % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
-    return _weight_block(w_ptr, tl.arange(0, BLOCK_H), rn, H, TRANSPOSED)
+    return _weight_block(w_ptr, tl.arange(0, BLOCK_H), rn, H, H, TRANSPOSED)
 
 
 @triton.jit
@@ -209,28 +210,17 @@ def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_chip, rn,
         for k0 in range(0, H, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
             a = _load_rows(a_ptr, rows, active, rk, stride, H)
-            w = _weight_block(w_ptr, rk, rn, H, TRANSPOSED)
+            w = _weight_block(w_ptr, rk, rn, H, H, TRANSPOSED)
             acc += tl.dot(a.to(w.dtype), w, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
     return acc
 
 
 @triton.jit
-def _product_operand(w_ptr, rh, H, TRANSPOSED: tl.constexpr, BLOCK_B: tl.constexpr,
+def _product_operand(w_ptr, rk, rn, K, N, TRANSPOSED: tl.constexpr, BLOCK_B: tl.constexpr,
                      ACC_DTYPE: tl.constexpr):  # fmt: skip
     """The persistent tier's M (_weight_block), loaded once: as stored for tl.dot, in
     ACC_DTYPE for the FMA products of fewer than 16 rows (_product)."""
-    m = _weight_block(w_ptr, rh, rh, H, TRANSPOSED)
-    if BLOCK_B < 16:
-        m = m.to(ACC_DTYPE)
-    return m
-
-
-@triton.jit
-def _input_operand(w_ih_ptr, ri, rh, IN, H, BLOCK_B: tl.constexpr, ACC_DTYPE: tl.constexpr):
-    """W_ih^T as [len(ri), len(rh)] (0 outside IN x H), loaded once for the persistent
-    tier's projection of the input in the kernel, in the form _product_operand gives."""
-    mask = (ri < IN)[:, None] & (rh < H)[None, :]
-    m = tl.load(w_ih_ptr + rh[None, :] * IN + ri[:, None], mask=mask, other=0.0)
+    m = _weight_block(w_ptr, rk, rn, K, N, TRANSPOSED)
     if BLOCK_B < 16:
         m = m.to(ACC_DTYPE)
     return m
@@ -311,15 +301,15 @@ def rnn_forward_persistent_kernel(
     rh = tl.arange(0, BLOCK_H)
     in_b = rb < B
     in_h = rh < H
-    wt = _product_operand(w_ptr, rh, H, True, BLOCK_B, ACC_DTYPE)  # W_hh^T, for all steps
+    wt = _product_operand(w_ptr, rh, rh, H, H, True, BLOCK_B, ACC_DTYPE)  # W_hh^T, all steps
     bias = tl.zeros((BLOCK_H,), dtype=ACC_DTYPE)
     if HAS_BIAS:
         bias = tl.load(b_ptr + rh, mask=in_h, other=0.0).to(ACC_DTYPE)
     ri = tl.arange(0, BLOCK_I)
     wt_ih = 0.0  # W_ih^T, for all steps (PROJECT_INPUT)
     if PROJECT_INPUT:
-        wt_ih = _input_operand(_of_direction(direction, w_ih_ptr, w_ih_rev_ptr), ri, rh, IN, H,
-                               BLOCK_B, ACC_DTYPE)  # fmt: skip
+        w_ih_ptr = _of_direction(direction, w_ih_ptr, w_ih_rev_ptr)
+        wt_ih = _product_operand(w_ih_ptr, ri, rh, IN, H, True, BLOCK_B, ACC_DTYPE)
         if HAS_BIAS:
             b_ih_ptr = _of_direction(direction, b_ih_ptr, b_ih_rev_ptr)
             bias += tl.load(b_ih_ptr + rh, mask=in_h, other=0.0).to(ACC_DTYPE)
@@ -378,7 +368,7 @@ def rnn_backward_persistent_kernel(
     rh = tl.arange(0, BLOCK_H)
     in_b = rb < B
     in_h = rh < H
-    w = _product_operand(w_ptr, rh, H, False, BLOCK_B, ACC_DTYPE)
+    w = _product_operand(w_ptr, rh, rh, H, H, False, BLOCK_B, ACC_DTYPE)
     dh = _load_rows(dhn_ptr, rb, in_b, rh, H, H).to(ACC_DTYPE)
     t, step = _time_order(direction, T, True)
     active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)

@@ -70,6 +70,11 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _block(size: int) -> int:
+    """A kernel's block for `size` elements: the next power of two, at least 16 (tl.dot)."""
+    return max(16, 1 << (size - 1).bit_length())
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """Which tier and tiles run hidden size H in dtype, with which dot precision."""
@@ -114,7 +119,7 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
     (bytes per block; None: no limit, as in the interpreter), else the cooperative one
     with block_n-column tiles (None: chosen by H, see COOP_BLOCK_N), their W_hh columns
     on chip where they fit."""
-    block_h = max(16, 1 << (hidden - 1).bit_length())  # the next power of two
+    block_h = _block(hidden)
     fits = block_h <= MAX_PERSISTENT_H[dtype] and (
         shared_memory is None
         or persistent_shared_memory(block_h, dtype, precision) <= shared_memory
@@ -286,7 +291,7 @@ def input_block(steps: Steps, w_hh: Tensor, input_size: int, directions: int) ->
     if p.tier != "persistent" or steps.steps > PROJECT_INPUT_MAX_STEPS:
         return 0
     rows, _ = persistent_grid(steps, p, w_hh, directions)
-    block_i = max(16, 1 << (input_size - 1).bit_length())
+    block_i = _block(input_size)
     if rows >= BLOCK_B or rows * block_i * p.block_h > PROJECT_INPUT_ELEMENTS:
         return 0
     shared = device_shared_memory(w_hh.device)
