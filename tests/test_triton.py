@@ -444,11 +444,12 @@ def test_input_projected_in_the_kernel_for_short_sequences_on_fma_programs(monke
     """input_block: the persistent forward projects the input itself (BLOCK_I, the input
     size padded to a power of two, at least 16) up to PROJECT_INPUT_MAX_STEPS steps where
     its FMA product fits PROJECT_INPUT_ELEMENTS; a GEMM does it otherwise (0)."""
-    w_hh = torch.zeros(16, 16)
 
     def block(steps, input_size, batch=3):
-        layout = launch.make_steps(torch.zeros(steps, batch, input_size), None, batch)
-        return launch.input_block(layout, w_hh, input_size, 1)
+        x = torch.zeros(steps, batch, input_size)
+        call = launch.call_key((x, None), [torch.zeros(16, input_size), torch.zeros(16, 16)])
+        return launch.forward_launch(call, 16, 1, steps, batch, steps * batch, True, input_size,
+                                     input_size, 16, False, False, False).block_i  # fmt: skip
 
     assert block(5, 4) == 16 and block(1, 40) == 64
     assert block(launch.PROJECT_INPUT_MAX_STEPS, 512) == 512
@@ -474,6 +475,28 @@ def test_kept_kernels_are_keyed_by_what_triton_specialises_on():
     assert spec(aligned) != spec(aligned.double())
     assert spec(32) == spec(48) != spec(33) == spec(35) != spec(1)
     assert spec(33) != spec(2**31 + 1)
+
+
+def test_a_layer_launch_reuses_its_kept_kernel_only_for_aligned_pointers_on_its_device(
+    monkeypatch,
+):
+    """KernelLaunch skips launch_kernel's lookup only where launch_kernel would pick the
+    same kept kernel: 16-byte aligned pointers, the device it was kept on.  (On CPU,
+    with launch_kernel and the kept kernel's launcher recorded rather than run.)"""
+    calls = []
+    monkeypatch.setattr(launch, "_launches_directly", lambda kernel, tensor: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: device[0])
+    monkeypatch.setattr(launch, "launch_kernel", lambda *args: calls.append("lookup") or (0,))
+    monkeypatch.setattr(launch, "_run_kept", lambda *args: calls.append("kept"))
+    device = [0]
+    layer = launch.KernelLaunch("rnn_backward_persistent_kernel", (1, 1), (3,), {})
+    aligned = torch.zeros(8)
+    layer((aligned, aligned))
+    layer((aligned, aligned))
+    layer((aligned, aligned[1:]))  # 4 bytes off: Triton specialises it apart
+    device[0] = 1
+    layer((aligned, aligned))
+    assert calls == ["lookup", "kept", "lookup", "lookup"]
 
 
 @pytest.mark.gpu

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
+from typing import NamedTuple
 
 import torch
 import triton
@@ -63,6 +65,8 @@ FORCE_PROGRAMS: int | None = None
 # runs time it.
 DIRECT_LAUNCH = True
 _COMPILED: dict[tuple, tuple] = {}
+# forward_launch / backward_launch entries kept: one per layer shape a program runs.
+LAUNCHES_CACHED = 1024
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -163,12 +167,6 @@ def persistent_rows(batch: int, block_h: int, programs: int | None = None) -> in
     return BLOCK_B
 
 
-def plan_for(w_hh: Tensor) -> Plan:  # w_hh [H, H]
-    """plan() for this recurrence: its dtype, dot precision and device."""
-    return plan(w_hh.shape[0], w_hh.dtype, dot_precision(w_hh.dtype),
-                device_shared_memory(w_hh.device), FORCE_TIER, COOP_BLOCK_N)  # fmt: skip
-
-
 def dot_precision(dtype: torch.dtype) -> str:
     """fp32 follows nn.RNN's flag on a GPU: tensor cores when cuDNN may use TF32, else
     IEEE FMA.  tf32x3 (three TF32 products) rather than plain TF32: over many steps
@@ -202,39 +200,196 @@ def _specialization(pointers: tuple[Tensor, ...], scalars: tuple[int, ...]) -> t
     )
 
 
+def _launches_directly(kernel, tensor: Tensor) -> bool:
+    """Whether kernel launches from its kept compiled form (launch_kernel): on a GPU,
+    with DIRECT_LAUNCH, a plain JITFunction and no launch hooks registered."""
+    hooks = knobs.runtime
+    return (
+        DIRECT_LAUNCH
+        and isinstance(kernel, triton.runtime.JITFunction)
+        and not interpreting(tensor)
+        and not hooks.launch_enter_hook.calls
+        and not hooks.launch_exit_hook.calls
+    )
+
+
+def _run_kept(kept: tuple, grid: tuple[int, int], pointers: tuple[Tensor, ...],
+              scalars: tuple[int, ...]) -> None:  # fmt: skip
+    device, run, function, packed_metadata, constexprs = kept
+    stream = torch._C._cuda_getCurrentRawStream(device)
+    run(grid[0], grid[1], 1, stream, function, packed_metadata, None, None, None,
+        *pointers, *scalars, *constexprs)  # fmt: skip
+
+
 def launch_kernel(kernel, grid: tuple[int, int], pointers: tuple[Tensor, ...],
-                  scalars: tuple[int, ...], meta: dict) -> None:  # fmt: skip
+                  scalars: tuple[int, ...], meta: dict) -> tuple | None:  # fmt: skip
     """kernel[grid](*pointers, *scalars, **meta): the kernel's tensor arguments, then its
     integer ones, in signature order; meta: its constexprs and launch options.  On a GPU
     the compiled kernel of each specialisation is kept and handed straight to its
     launcher, skipping the argument binding, cache-key building and option parsing that
     JITFunction.run does on every call (docs/performance.md).  The first launch of a
     specialisation, the interpreter, wrapped kernels and registered launch hooks take
-    JITFunction.run."""
-    hooks = knobs.runtime
-    if (
-        not DIRECT_LAUNCH
-        or not isinstance(kernel, triton.runtime.JITFunction)
-        or interpreting(pointers[0])
-        or hooks.launch_enter_hook.calls
-        or hooks.launch_exit_hook.calls
-    ):
+    JITFunction.run.  Returns the kept kernel it launched or kept (None: none)."""
+    if not _launches_directly(kernel, pointers[0]):
         kernel[grid](*pointers, *scalars, **meta)
-        return
+        return None
     device = torch.cuda.current_device()  # where Triton compiles and launches
     # id(kernel): kernels live as long as the module; a JITFunction's hash takes a lock.
     key = (id(kernel), device, *meta.items(), *_specialization(pointers, scalars))
-    entry = _COMPILED.get(key)
-    if entry is None:
+    kept = _COMPILED.get(key)
+    if kept is None:
         compiled = kernel[grid](*pointers, *scalars, **meta)
         # The launcher takes every parameter, constexprs too (it ignores their values).
         constexprs = [meta[name] for name in kernel.arg_names[len(pointers) + len(scalars) :]]
-        _COMPILED[key] = (compiled.run, compiled.function, compiled.packed_metadata, constexprs)
-        return
-    run, function, packed_metadata, constexprs = entry
-    stream = torch._C._cuda_getCurrentRawStream(device)
-    run(grid[0], grid[1], 1, stream, function, packed_metadata, None, None, None,
-        *pointers, *scalars, *constexprs)  # fmt: skip
+        kept = (device, compiled.run, compiled.function, compiled.packed_metadata, constexprs)
+        _COMPILED[key] = kept
+        return kept
+    _run_kept(kept, grid, pointers, scalars)
+    return kept
+
+
+@dataclasses.dataclass(eq=False)
+class KernelLaunch:
+    """One recurrence kernel's launch with everything but its tensors fixed by the call's
+    shapes, dtypes and settings (forward_launch, backward_launch), so that a call
+    computes none of it again."""
+
+    kernel_name: str  # in kernels.py, looked up at launch (tests watch the kernels there)
+    grid: tuple[int, int]
+    scalars: tuple[int, ...]  # the kernel's integer arguments, after its tensors
+    meta: dict  # its constexprs and launch options
+    state: tuple | None = None  # cooperative: (shape, dtype) of a direction's state workspace
+    block_i: int = 0  # forward: BLOCK_I where the kernel projects the input (input_block)
+    kept: tuple | None = None  # launch_kernel's kept kernel for 16-byte aligned pointers
+
+    def __call__(self, pointers: tuple[Tensor, ...]) -> None:
+        kernel = getattr(kernels, self.kernel_name)
+        aligned = not functools.reduce(operator.or_, map(Tensor.data_ptr, pointers)) & 15
+        kept = self.kept
+        if (
+            aligned
+            and kept is not None
+            and _launches_directly(kernel, pointers[0])
+            and kept[0] == torch.cuda.current_device()
+        ):
+            _run_kept(kept, self.grid, pointers, self.scalars)
+            return
+        kept = launch_kernel(kernel, self.grid, pointers, self.scalars, self.meta)
+        if aligned:
+            self.kept = kept
+
+    def workspace(self, like: Tensor, directions: int) -> Tensor:
+        """The cooperative kernel's state workspace, one per direction."""
+        shape, dtype = self.state
+        return like.new_empty((directions, *shape), dtype=dtype)
+
+
+class CallKey(NamedTuple):
+    """What every launch of an op call depends on besides its shapes."""
+
+    device: torch.device
+    dtype: torch.dtype  # W_hh's: the plan's
+    dtypes: tuple  # of every tensor argument: the kernels specialise on them
+    precision: str  # dot_precision(dtype)
+    settings: tuple  # this module's settings, which tests and tools change
+
+
+def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
+    """The CallKey of an op call on tensors (None for an absent optional one) and weights."""
+    dtype = weights[1].dtype
+    dtypes = (*[t.dtype if t is not None else None for t in tensors], *[w.dtype for w in weights])
+    settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_W_ON_CHIP,
+                FMA_PRODUCT_ELEMENTS, PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS)  # fmt: skip
+    return CallKey(weights[1].device, dtype, dtypes, dot_precision(dtype), settings)
+
+
+def _plan(call: CallKey, hidden: int) -> Plan:
+    return plan(hidden, call.dtype, call.precision, device_shared_memory(call.device),
+                FORCE_TIER, COOP_BLOCK_N)  # fmt: skip
+
+
+def _persistent_grid(call: CallKey, p: Plan, batch: int, directions: int):
+    """(batch rows per program, grid) of the persistent tier."""
+    device = call.device
+    programs = None if device.type != "cuda" else max(1, device_sms(device) // directions)
+    rows = persistent_rows(batch, p.block_h, programs)
+    return rows, (_cdiv(batch, rows), directions)
+
+
+def input_block(call: CallKey, p: Plan, rows: int, steps: int, input_size: int) -> int:
+    """BLOCK_I where the persistent forward of `steps` steps on programs of `rows` batch
+    rows projects the layer's input itself, else 0: at most PROJECT_INPUT_MAX_STEPS
+    steps, on FMA programs (fewer than BLOCK_B rows) whose [rows, BLOCK_I, BLOCK_H]
+    product is within PROJECT_INPUT_ELEMENTS."""
+    block_i = _block(input_size)
+    if (
+        p.tier != "persistent"
+        or steps > PROJECT_INPUT_MAX_STEPS
+        or rows >= BLOCK_B
+        or rows * block_i * p.block_h > PROJECT_INPUT_ELEMENTS
+    ):
+        return 0
+    shared = device_shared_memory(call.device)
+    needed = persistent_shared_memory(p.block_h, call.dtype, p.precision, block_i)
+    return block_i if shared is None or needed <= shared else 0
+
+
+def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hidden: int,
+                        directions: int, scalars: tuple, meta: dict,
+                        state_shape: tuple) -> KernelLaunch:  # fmt: skip
+    """The cooperative tier's launch: the grid within one program per SM, each program's
+    tiles sharing their W_hh columns where those stay on chip."""
+    col_tiles = _cdiv(hidden, p.block_n)
+    tiles = _cdiv(batch, BLOCK_B) * col_tiles
+    programs = cooperative_programs(tiles, directions, call.device)
+    on_chip = COOP_W_ON_CHIP and p.w_on_chip
+    if on_chip and programs < tiles and programs >= col_tiles:
+        programs -= programs % col_tiles  # so each program's tiles share their columns
+    on_chip = on_chip and programs % col_tiles == 0
+    meta.update(BLOCK_B=BLOCK_B, BLOCK_N=p.block_n, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
+                BLOCK_H=p.block_h if on_chip else 0, num_warps=4)  # fmt: skip
+    if call.device.type == "cuda":
+        meta["launch_cooperative_grid"] = True
+    state = (state_shape, STATE_DTYPE.get(call.dtype, torch.float32))
+    return KernelLaunch(kernel_name, (programs, directions), scalars, meta, state)
+
+
+@functools.lru_cache(maxsize=LAUNCHES_CACHED)
+def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batch: int,
+                   rows: int, padded: bool, input_size: int, x_stride: int, y_stride: int,
+                   relu: bool, has_bias: bool, has_h0: bool) -> KernelLaunch:  # fmt: skip
+    """A layer's forward recurrence launch (recurrence_forward): the persistent tier's,
+    which projects the input itself where input_block says so, or the cooperative
+    tier's, as plan() picks."""
+    p = _plan(call, hidden)
+    meta = dict(PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
+                DOT_PRECISION=p.precision, HAS_BIAS=has_bias, HAS_H0=has_h0)  # fmt: skip
+    if p.tier == "persistent":
+        rows_per_program, grid = _persistent_grid(call, p, batch, directions)
+        block_i = input_block(call, p, rows_per_program, steps, input_size)
+        meta.update(PROJECT_INPUT=block_i > 0, BLOCK_I=block_i or 16, BLOCK_B=rows_per_program,
+                    BLOCK_H=p.block_h, num_warps=p.num_warps)  # fmt: skip
+        scalars = (y_stride, steps, rows, batch, hidden, x_stride, input_size)
+        return KernelLaunch("rnn_forward_persistent_kernel", grid, scalars, meta, None, block_i)
+    scalars = (y_stride, steps, rows, batch, hidden)
+    return _cooperative_launch(call, p, "rnn_forward_cooperative_kernel", batch, hidden,
+                               directions, scalars, meta, (2, batch, hidden))  # fmt: skip
+
+
+@functools.lru_cache(maxsize=LAUNCHES_CACHED)
+def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, batch: int,
+                    padded: bool, y_stride: int, relu: bool) -> KernelLaunch:  # fmt: skip
+    """A layer's backward recurrence launch (recurrence_backward), on plan()'s tier."""
+    p = _plan(call, hidden)
+    meta = dict(PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
+                DOT_PRECISION=p.precision)  # fmt: skip
+    scalars = (y_stride, steps, batch, hidden)
+    if p.tier == "persistent":
+        rows_per_program, grid = _persistent_grid(call, p, batch, directions)
+        meta.update(BLOCK_B=rows_per_program, BLOCK_H=p.block_h, num_warps=p.num_warps)
+        return KernelLaunch("rnn_backward_persistent_kernel", grid, scalars, meta)
+    return _cooperative_launch(call, p, "rnn_backward_cooperative_kernel", batch, hidden,
+                               directions, scalars, meta, (batch, hidden))  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -266,72 +421,14 @@ def make_steps(input: Tensor, batch_sizes: Tensor | None, batch: int) -> Steps:
                  as_tensor(layout.batch_sizes), as_tensor(layout.offsets))  # fmt: skip
 
 
-def barrier_counters(weights: list[Tensor], cells: int) -> Tensor | None:  # [cells] int32
-    """Zeroed grid-barrier counters, one per (layer, direction), for an op call whose
-    recurrences run on the cooperative tier (None for the persistent tier): one fill
-    kernel per call rather than one per launch."""
-    w_hh = weights[1]
-    if plan_for(w_hh).tier != "cooperative":
-        return None
-    return torch.zeros(cells, dtype=torch.int32, device=w_hh.device)
-
-
-def persistent_grid(steps: Steps, p: Plan, w_hh: Tensor, directions: int):
-    """(batch rows per program, grid) of the persistent tier for this recurrence."""
-    programs = None if interpreting(w_hh) else max(1, device_sms(w_hh.device) // directions)
-    rows = persistent_rows(steps.batch, p.block_h, programs)
-    return rows, (_cdiv(steps.batch, rows), directions)
-
-
-def input_block(steps: Steps, w_hh: Tensor, input_size: int, directions: int) -> int:
-    """BLOCK_I where the persistent forward projects the layer's input itself, else 0:
-    at most PROJECT_INPUT_MAX_STEPS steps, on FMA programs (fewer than BLOCK_B rows)
-    whose [rows, BLOCK_I, BLOCK_H] product is within PROJECT_INPUT_ELEMENTS."""
-    p = plan_for(w_hh)
-    if p.tier != "persistent" or steps.steps > PROJECT_INPUT_MAX_STEPS:
-        return 0
-    rows, _ = persistent_grid(steps, p, w_hh, directions)
-    block_i = _block(input_size)
-    if rows >= BLOCK_B or rows * block_i * p.block_h > PROJECT_INPUT_ELEMENTS:
-        return 0
-    shared = device_shared_memory(w_hh.device)
-    needed = persistent_shared_memory(p.block_h, w_hh.dtype, p.precision, block_i)
-    return block_i if shared is None or needed <= shared else 0
-
-
-def _launch(kernel_pair, steps: Steps, w_hh: list[Tensor], counters, state_shape, pointers,
-            scalars, relu: bool, persistent_extra=((), (), {}), **constexprs):  # fmt: skip
-    """Runs (persistent, cooperative) kernel_pair's kernel for the tier plan() picks, one
-    program column per direction (len(w_hh)); the cooperative kernel also takes a state
-    workspace of state_shape per direction and the directions' barrier counters, the
-    persistent one persistent_extra's (pointers, scalars, constexprs)."""
-    directions, hidden = len(w_hh), w_hh[0].shape[0]
-    p = plan_for(w_hh[0])
-    persistent, cooperative = kernel_pair
-    meta = dict(constexprs, PADDED=steps.padded, RELU=relu,
-                ACC_DTYPE=ACC_DTYPE[w_hh[0].dtype], DOT_PRECISION=p.precision)  # fmt: skip
-    if p.tier == "persistent":
-        rows, grid = persistent_grid(steps, p, w_hh[0], directions)
-        extra_pointers, extra_scalars, extra_constexprs = persistent_extra
-        meta.update(extra_constexprs, BLOCK_B=rows, BLOCK_H=p.block_h, num_warps=p.num_warps)
-        launch_kernel(persistent, grid, (*pointers, *extra_pointers),
-                      (*scalars, *extra_scalars), meta)  # fmt: skip
-        return
-    col_tiles = _cdiv(hidden, p.block_n)
-    tiles = _cdiv(steps.batch, BLOCK_B) * col_tiles
-    programs = cooperative_programs(tiles, directions, w_hh[0].device)
-    on_chip = COOP_W_ON_CHIP and p.w_on_chip
-    if on_chip and programs < tiles and programs >= col_tiles:
-        programs -= programs % col_tiles  # so each program's tiles share their columns
-    on_chip = on_chip and programs % col_tiles == 0
-    state = w_hh[0].new_empty((directions, *state_shape),
-                              dtype=STATE_DTYPE.get(w_hh[0].dtype, torch.float32))  # fmt: skip
-    meta.update(BLOCK_B=BLOCK_B, BLOCK_N=p.block_n, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
-                BLOCK_H=p.block_h if on_chip else 0, num_warps=4)  # fmt: skip
-    if not interpreting(w_hh[0]):
-        meta["launch_cooperative_grid"] = True
-    launch_kernel(cooperative, (programs, directions), (*pointers, state, counters), scalars,
-                  meta)  # fmt: skip
+def barrier_counters(counters: Tensor | None, launch: KernelLaunch, like: Tensor,
+                     cells: int) -> Tensor | None:  # fmt: skip  # [cells] int32
+    """The call's grid-barrier counters, one per (layer, direction), zeroed when its first
+    cooperative launch needs them: one fill kernel per call rather than one per launch
+    (None while every launch is persistent)."""
+    if counters is None and launch.state is not None:
+        return torch.zeros(cells, dtype=torch.int32, device=like.device)
+    return counters
 
 
 def _both(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -339,18 +436,15 @@ def _both(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
     return tensors[0], tensors[-1]
 
 
-def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, counters, steps: Steps, relu: bool,
-                       projection=None):  # fmt: skip
-    """One layer, every direction in one launch: y[rows, direction d's columns] =
-    act(xp[d] + b_hh[d] + h_prev @ W_hh[d]^T) for every step, direction 1 running
-    backwards in time; h_n = final states.
-    xp: [D, N, H] (one direction: [N, H]); b_hh: D tensors [H] or None;
-    y: [N, D*H] (row stride y.stride(0)); h0: [D, B, H] or None for zeros;
-    h_n: [D, B, H]; w_hh: D tensors [H, H];
-    counters: [D] barrier counters (barrier_counters) or None;
-    projection: (x [N, I] with unit column stride, W_ih: D tensors [H, I], b_ih: D
-    tensors [H] or None, BLOCK_I from input_block) where the persistent kernel computes
-    xp = x W_ih^T + b_ih itself; xp is then None."""
+def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, counters,
+                       steps: Steps):  # fmt: skip
+    """One layer, every direction in one launch (forward_launch): y[rows, direction d's
+    columns] = act(xp[d] + b_hh[d] + h_prev @ W_hh[d]^T) for every step, direction 1
+    running backwards in time; h_n = final states.  xp: [D, N, H] (one direction:
+    [N, H]), or None where the kernel computes it from x [N, I] (unit column stride):
+    x W_ih^T + b_ih; layer_weights: each direction's [w_ih, w_hh(, b_ih, b_hh)];
+    y: [N, D*H]; h0: [D, B, H] or None for zeros; h_n: [D, B, H];
+    counters: [D] barrier counters (barrier_counters) or None."""
     if steps.batch == 0:
         return
     if steps.steps == 0:
@@ -359,27 +453,34 @@ def recurrence_forward(xp, b_hh, y, h0, h_n, w_hh, counters, steps: Steps, relu:
         else:
             h_n.zero_()
         return
-    x, w_ih, b_ih, block_i = projection or (xp, [xp], None, 16)
     xp = x if xp is None else xp  # a placeholder where the kernel projects x itself
-    pointers = (xp, *_both(b_hh if b_hh is not None else [xp]), y,
-                h0 if h0 is not None else xp, h_n, *_both(w_hh), *steps.tables(xp))  # fmt: skip
-    scalars = (y.stride(0), steps.steps, steps.rows, steps.batch, w_hh[0].shape[0])
-    persistent_extra = (
-        (x, *_both(w_ih), *_both(b_ih if b_ih is not None else [x])),
-        (x.stride(0), x.shape[1]),
-        {"PROJECT_INPUT": projection is not None, "BLOCK_I": block_i},
+    has_bias = len(layer_weights[0]) == 4
+    pointers = (
+        xp,
+        *_both([w[3].contiguous() for w in layer_weights] if has_bias else [xp]),
+        y,
+        h0 if h0 is not None else xp,
+        h_n,
+        *_both([w[1].contiguous() for w in layer_weights]),
+        *steps.tables(xp),
     )
-    kernel_pair = (kernels.rnn_forward_persistent_kernel, kernels.rnn_forward_cooperative_kernel)
-    state_shape = (2, steps.batch, w_hh[0].shape[0])
-    _launch(kernel_pair, steps, w_hh, counters, state_shape, pointers, scalars, relu,
-            persistent_extra, HAS_BIAS=b_hh is not None, HAS_H0=h0 is not None)  # fmt: skip
+    if launch.state is not None:
+        launch((*pointers, launch.workspace(xp, len(layer_weights)), counters))
+        return
+    launch((
+        *pointers,
+        x,
+        *_both([w[0].contiguous() for w in layer_weights]),
+        *_both([w[2].contiguous() for w in layer_weights] if has_bias else [x]),
+    ))  # fmt: skip
 
 
-def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, counters, steps: Steps, relu: bool):
-    """One layer, every direction in one launch: dz[rows] = (dy + dh) * act'(y),
-    dh = dz @ W_hh, through time in reverse order of processing; dh0 receives the
-    gradient of the initial state.  dy, y, dz: [N, D*H], one row stride; dh_n, dh0:
-    [D, B, H]; w_hh: D tensors [H, H]."""
+def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, w_hh, counters,
+                        steps: Steps):  # fmt: skip
+    """One layer, every direction in one launch (backward_launch): dz[rows] =
+    (dy + dh) * act'(y), dh = dz @ W_hh, through time in reverse order of processing;
+    dh0 receives the gradient of the initial state.  dy, y, dz: [N, D*H], one row
+    stride; dh_n, dh0: [D, B, H]; w_hh: D tensors [H, H]."""
     if steps.batch == 0:
         return
     if steps.steps == 0:
@@ -387,10 +488,9 @@ def recurrence_backward(dy, y, dz, dh_n, dh0, w_hh, counters, steps: Steps, relu
         return
     assert dy.stride(0) == y.stride(0) == dz.stride(0), "dy, y and dz share one row stride"
     pointers = (dy, y, dz, dh_n, dh0, *_both(w_hh), *steps.tables(dz))
-    scalars = (y.stride(0), steps.steps, steps.batch, w_hh[0].shape[0])
-    kernel_pair = (kernels.rnn_backward_persistent_kernel, kernels.rnn_backward_cooperative_kernel)
-    state_shape = (steps.batch, w_hh[0].shape[0])
-    _launch(kernel_pair, steps, w_hh, counters, state_shape, pointers, scalars, relu)
+    if launch.state is not None:
+        pointers = (*pointers, launch.workspace(dz, len(w_hh)), counters)
+    launch(pointers)
 
 
 def previous_rows(steps: Steps, reverse: bool) -> Tensor:  # [N] int64
@@ -452,6 +552,22 @@ def input_projections(layer_input: Tensor, layer_weights) -> Tensor:  # [D, N, H
     return xp
 
 
+def _cells(tensor: Tensor | None, cells: slice) -> Tensor | None:
+    """tensor[cells] of a per-(layer, direction) tensor; all of it, not a view, where the
+    slice covers it (one layer)."""
+    if tensor is None or cells.stop - cells.start == tensor.shape[0]:
+        return tensor
+    return tensor[cells]
+
+
+def _columns(rows: Tensor, direction: int, directions: int) -> Tensor:  # [N, H]
+    """Direction `direction`'s columns of a layer's [N, D*H] rows."""
+    if directions == 1:
+        return rows
+    hidden = rows.shape[1] // directions
+    return rows[:, direction * hidden : (direction + 1) * hidden]
+
+
 def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
     """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros."""
     directions = 2 if bidirectional else 1
@@ -465,34 +581,22 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
     h_n = input.new_empty((num_layers * directions, batch, hidden))
     h0 = hx.contiguous() if hx is not None else None
     layer_input = input.reshape(steps.rows, input.shape[-1])
-    counters = barrier_counters(weights, num_layers * directions)
+    if layer_input.stride(1) != 1:  # the kernels read rows of unit column stride
+        layer_input = layer_input.contiguous()
+    call = call_key((input, hx), weights)
+    counters = None
     for layer in range(num_layers):
         target = output if layer == num_layers - 1 else layer_outputs[layer]
         y_all = target.view(steps.rows, directions * hidden)
         cells, layer_weights = layer_cells(weights, layer, directions, per_cell)
-        block_i = input_block(steps, weights[1], layer_input.shape[1], directions)
-        xp, projection = None, None
-        if block_i:  # the recurrence kernel projects the input: no separate GEMM
-            projection = (
-                layer_input if layer_input.stride(1) == 1 else layer_input.contiguous(),
-                [w[0].contiguous() for w in layer_weights],
-                [w[2].contiguous() for w in layer_weights] if per_cell == 4 else None,
-                block_i,
-            )
-        else:
-            xp = input_projections(layer_input, layer_weights)
-        recurrence_forward(
-            xp,
-            [w[3].contiguous() for w in layer_weights] if per_cell == 4 else None,
-            y_all,
-            h0[cells] if h0 is not None else None,
-            h_n[cells],
-            [w[1].contiguous() for w in layer_weights],
-            counters[cells] if counters is not None else None,
-            steps,
-            relu,
-            projection,
-        )
+        launch = forward_launch(call, hidden, directions, steps.steps, steps.batch, steps.rows,
+                                steps.padded, layer_input.shape[1], layer_input.stride(0),
+                                y_all.stride(0), relu, per_cell == 4, h0 is not None)  # fmt: skip
+        counters = barrier_counters(counters, launch, input, num_layers * directions)
+        # No GEMM where the recurrence kernel projects the input itself.
+        xp = None if launch.block_i else input_projections(layer_input, layer_weights)
+        recurrence_forward(launch, xp, layer_input, layer_weights, y_all, _cells(h0, cells),
+                           _cells(h_n, cells), _cells(counters, cells), steps)  # fmt: skip
         layer_input = y_all
     return output, h_n, layer_outputs
 
@@ -514,27 +618,31 @@ def rnn_backward_triton(
     grad_weights: list[Tensor] = [None] * len(weights)  # each filled below
     grad_y = grad_output.reshape(steps.rows, directions * hidden).contiguous()
     dz = x.new_empty((steps.rows, directions * hidden))  # laid out as the layer's output
-    counters = barrier_counters(weights, num_layers * directions)
+    call = call_key((grad_output, grad_h_n, input, hx, output), weights)
+    counters = None
     for layer in reversed(range(num_layers)):
         layer_in = x if layer == 0 else layer_outputs[layer - 1].reshape(steps.rows, -1)
         saved = output if layer == num_layers - 1 else layer_outputs[layer]
         y_all = saved.reshape(steps.rows, directions * hidden)
         cells, layer_weights = layer_cells(weights, layer, directions, per_cell)
         w_hh = [w[1].contiguous() for w in layer_weights]
-        counter = counters[cells] if counters is not None else None
-        recurrence_backward(grad_y, y_all, dz, grad_hn[cells], grad_hx[cells], w_hh, counter,
-                            steps, relu)  # fmt: skip
+        launch = backward_launch(call, hidden, directions, steps.steps, steps.batch,
+                                 steps.padded, y_all.stride(0), relu)  # fmt: skip
+        counters = barrier_counters(counters, launch, dz, num_layers * directions)
+        recurrence_backward(launch, grad_y, y_all, dz, _cells(grad_hn, cells),
+                            _cells(grad_hx, cells), w_hh, _cells(counters, cells),
+                            steps)  # fmt: skip
         # Layer 0's input gradient is one more GEMM; skipped when nothing needs it.
         need_below = layer > 0 or need_input_grad
         grad_below = None
         # Per direction: gradients of distinct parameters must not share storage.
         for d, (w_ih, *_) in enumerate(layer_weights):
             cell = cells.start + d
-            dz_cell = dz[:, d * hidden : (d + 1) * hidden]  # [N, H], row stride D*H
+            dz_cell = _columns(dz, d, directions)  # [N, H], row stride D*H
             base = cell * per_cell
             grad_weights[base] = dz_cell.t() @ layer_in
             grad_weights[base + 1] = recurrent_weight_grad(
-                dz_cell, y_all[:, d * hidden : (d + 1) * hidden],
+                dz_cell, _columns(y_all, d, directions),
                 h0[cell] if h0 is not None else None, steps, d == 1,
             )  # fmt: skip
             if per_cell == 4:
