@@ -1,0 +1,115 @@
+"""The Triton path's host cost per call, measured without a GPU: the module, the op
+(dispatcher and C++ autograd) and the launch functions run on CPU tensors exactly as
+they would on CUDA ones, with every kernel launch taken as if from its kept compiled
+kernel and then skipped.  What it times is the Python and ATen work around the
+kernels, on this machine's CPU (torch ops on CPU tensors, not CUDA ones: a CUDA
+allocation or GEMM costs its host more); a GPU run (tools/gpu_call_profile.py) times
+the real thing.
+
+    python tools/host_cost_cpu.py [--threads N] [--json host-cost.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import warnings
+
+import torch
+
+import fastrnn
+from fastrnn.bench.report import machine_line
+from fastrnn.triton import launch, registration
+
+# name: (T, B, I, H, layers, bidirectional), the tutorial sizes of the GPU grid and two
+# multi-layer ones.
+SHAPES = {
+    "hello": (5, 1, 4, 8, 1, False),
+    "single-step": (1, 1, 64, 128, 1, False),
+    "regression2L": (10, 32, 5, 20, 2, False),
+    "bi2L-tiny": (3, 4, 8, 16, 2, True),
+}
+
+
+def skip_kernels() -> None:
+    """Every launch as a kept kernel's on device 0, whose launcher does nothing."""
+    kept = (0, None, None, None, [])
+    launch._launches_directly = lambda kernel, tensor: True
+    launch.launch_kernel = lambda *args: kept
+    launch._run_kept = lambda *args: None
+    torch.cuda.current_device = lambda: 0
+    lib = torch.library.Library("fastrnn", "IMPL")  # the launch functions for CPU tensors
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
+        registration.register("cpu", lib)
+    skip_kernels.library = lib  # alive as long as the process
+
+
+def host_us(fn, calls: int, repeats: int = 7) -> float:
+    """Median over repeats of the wall time per call of `calls` calls."""
+    for _ in range(calls // 10 + 10):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(samples)
+
+
+def measure(name: str) -> dict:
+    steps, batch, inputs, hidden, layers, bidirectional = SHAPES[name]
+    torch.manual_seed(0)
+    rnn = fastrnn.RNN(inputs, hidden, num_layers=layers, bidirectional=bidirectional)
+    x = torch.randn(steps, batch, inputs)
+    weights = list(rnn._flat_weights)
+    args = (weights, None, layers, bidirectional, False)
+    row = {"shape": name}
+    with torch.no_grad():
+        row["module"] = host_us(lambda: rnn(x), 3000)
+        op = torch.ops.fastrnn.rnn_forward.default
+        row["op"] = host_us(lambda: op(x, None, *args), 3000)
+        row["forward launch fn"] = host_us(lambda: launch.rnn_forward_triton(x, None, *args), 3000)
+        output, h_n, layer_outputs = launch.rnn_forward_triton(x, None, *args)
+    grad_output, grad_h_n = torch.randn_like(output), torch.randn_like(h_n)
+    row["backward launch fn"] = host_us(
+        lambda: launch.rnn_backward_triton(grad_output, grad_h_n, x, None, weights, None, output,
+                                           layer_outputs, layers, bidirectional, False, False),
+        1000,
+    )  # fmt: skip
+
+    def train():
+        out, h = rnn(x)
+        (out.sum() + h.sum()).backward()
+
+    row["training step"] = host_us(train, 1000)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    skip_kernels()
+    machine = machine_line(torch.device("cpu"), torch.float32)
+    print(machine)
+    print("Triton launch functions on CPU tensors, kernel launches skipped")
+    rows = [measure(name) for name in SHAPES]
+    columns = [c for c in rows[0] if c != "shape"]
+    print("| shape | " + " | ".join(f"{c} µs" for c in columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for row in rows:
+        print(f"| {row['shape']} | " + " | ".join(f"{row[c]:.1f}" for c in columns) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
