@@ -10,6 +10,7 @@ Python, one after another, so cooperative grids run as one program there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -475,6 +476,41 @@ def test_kept_kernels_are_keyed_by_what_triton_specialises_on():
     assert spec(aligned) != spec(aligned.double())
     assert spec(32) == spec(48) != spec(33) == spec(35) != spec(1)
     assert spec(33) != spec(2**31 + 1)
+
+
+def test_launch_functions_make_the_tensors_cuda_device_current(monkeypatch):
+    """Triton launches on the current CUDA device and the dispatcher sets none for a
+    custom op, so the launch functions switch to the input's device where it is another
+    one (on CPU: the rule, from a tensor's device alone)."""
+
+    class On:  # what on_device_of reads of a tensor
+        def __init__(self, device):
+            self.device = torch.device(device)
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    switch = registration.on_device_of(On("cuda:0"))
+    assert isinstance(switch, torch.cuda.device) and switch.idx == 0
+    assert isinstance(registration.on_device_of(On("cuda:1")), contextlib.nullcontext)
+    assert isinstance(registration.on_device_of(On("cpu")), contextlib.nullcontext)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_triton_on_a_gpu_that_is_not_the_current_one(triton_kernels):
+    """fastrnn on cuda:1 while cuda:0 is current, forward and gradients, as nn.RNN."""
+    device = torch.device("cuda:1")
+    reference, fast = paired_rnns(5, 33, torch.float64, num_layers=2)
+    reference, fast = reference.to(device), fast.to(device)
+    x = torch.randn(7, 3, 5, dtype=torch.float64, device=device)
+    with torch.cuda.device(0):
+        out, h_n = fast(x)
+        grads = torch.autograd.grad(out.sum() + h_n.sum(), list(fast.parameters()))
+    out_ref, hn_ref = reference(x)
+    grads_ref = torch.autograd.grad(out_ref.sum() + hn_ref.sum(), list(reference.parameters()))
+    names = ["output", "h_n", *[f"grad {name}" for name, _ in fast.named_parameters()]]
+    for name, got, want in zip(names, [out, h_n, *grads], [out_ref, hn_ref, *grads_ref],
+                               strict=True):  # fmt: skip
+        assert_close(got, want, torch.float64, name)
 
 
 def test_a_layer_launch_reuses_its_kept_kernel_only_for_aligned_pointers_on_its_device(

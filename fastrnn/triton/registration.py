@@ -8,19 +8,34 @@ through the Triton interpreter.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
-def _rnn_forward(*args):
+def on_device_of(tensor: torch.Tensor):
+    """A context with tensor's CUDA device current, as ATen ops run theirs: Triton
+    compiles for and launches on the current device, and a custom op gets no device
+    guard from the dispatcher.  No context (nothing to switch) for the current device
+    and for CPU tensors."""
+    device = tensor.device
+    if device.type != "cuda" or device.index == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)
+
+
+def _rnn_forward(input, *args):
     from fastrnn.triton.launch import rnn_forward_triton  # imports triton on first use
 
-    return rnn_forward_triton(*args)
+    with on_device_of(input):
+        return rnn_forward_triton(input, *args)
 
 
-def _rnn_backward(*args):
+def _rnn_backward(grad_output, *args):
     from fastrnn.triton.launch import rnn_backward_triton
 
-    return rnn_backward_triton(*args)
+    with on_device_of(grad_output):
+        return rnn_backward_triton(grad_output, *args)
 
 
 def register(device_type: str, lib: torch.library.Library | None = None) -> None:
