@@ -1,7 +1,9 @@
 """Launch functions: the whole multi-layer RNN forward / backward on the kernels of
 kernels.py, with the signatures of the fastrnn::rnn_forward / rnn_backward ops whose CUDA
 kernels they are (registration.py).  The GEMMs outside the recurrence are torch ops
-(cuBLAS on a GPU).
+(cuBLAS on a GPU).  Everything a layer's kernel launch takes besides its tensors (tier,
+grid, integer arguments, constexprs) is worked out once per layer shape and kept
+(forward_launch, backward_launch), since at small shapes a call's host time is its cost.
 
 Nothing here copies between host and device for padded input, so a forward and backward
 on CUDA tensors can be captured in a CUDA graph.
