@@ -242,11 +242,15 @@ def test_ddp_two_processes_train_like_one(tmp_path):
     result = tmp_path / "ddp.pt"
     script = Path(__file__).with_name("ddp_train.py")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-         str(script), str(result)],
-        capture_output=True, text=True, timeout=180, env=env,
-    )  # fmt: skip
+    env["PYTHONFAULTHANDLER"] = "1"  # a rank that aborts prints where
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node=2", str(script), str(result)]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    if run.returncode != 0 and "terminate called without an active exception" in run.stderr:
+        # A rank of this gloo/torchrun pair aborts now and then (2 of 6 full-suite runs
+        # here, none of 34 runs of it alone), before fastrnn's results are compared: one
+        # more go.
+        run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     torch.manual_seed(0)
     model = DdpTagger()
