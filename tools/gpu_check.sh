@@ -5,7 +5,8 @@
 #     OUT=gpu-results bash tools/gpu_check.sh                 (make gpu-check)
 #     OUT=gpu-results bash tools/gpu_check.sh tests tiers bench32
 # Steps: tests bench32 bench16 bench16bf tiers kernels sanitize (the default), and
-# single-tests (tests without the case grids), calls cprofile (host time per call);
+# single-tests (tests without the case grids), calls cprofile (host time per call), ncu
+# (Nsight Compute sections of the recurrence kernels; NCU_CASES="medium/float16 ...");
 # TIER_CASES=float16/large,... and TIER_LIMIT=seconds narrow the tier A/B.
 # Builds against the torch and triton already installed (no package registry needed).
 # Each step has a time limit, about 500 s for the default steps plus the build (30-60 s),
@@ -37,6 +38,28 @@ gpu_tests() {  # time limit (s), pytest -k expression; in parallel where pytest-
     -m "not slow" -k "$2" -p no:cacheprovider >> "$CHECKS" 2>&1
   echo "tests ($2): exit $?"; tail -6 "$CHECKS"
 }
+ncu_calls() {  # Nsight Compute on the recurrence kernels of one call of each NAME/dtype
+  for case in ${NCU_CASES:-medium/float16 medium/float32 fastrnns/float16}; do
+    echo "== ncu $case" >> "$CHECKS"
+    timeout 60 ncu --kernel-name regex:rnn_ --launch-skip 4 --launch-count 2 \
+      --section SpeedOfLight --section WarpStateStats --section LaunchStats \
+      --section Occupancy python3 -c "
+import sys, torch, fastrnn
+from fastrnn.bench.shapes import GPU_SHAPES, SHAPES, make_input
+name, dtype = sys.argv[1].split('/')
+shape = next(s for s in SHAPES + GPU_SHAPES if s.name == name)
+dtype = getattr(torch, dtype)
+rnn = fastrnn.RNN(shape.input_size, shape.hidden, shape.layers,
+                  bidirectional=shape.bidirectional, device='cuda', dtype=dtype)
+x = make_input(shape, 'cuda', dtype).requires_grad_()
+for _ in range(3):  # launches 5 and 6 (after --launch-skip 4): the third step's
+    out, h_n = rnn(x)
+    (out.sum() + h_n.sum()).backward()
+torch.cuda.synchronize()" "$case" 2>&1 | grep -vE "^==PROF==|^\s*$" | cut -c1-140 >> "$CHECKS"
+    echo "ncu $case: exit ${PIPESTATUS[0]}"
+  done
+  grep -iE "^== ncu|rnn_.*kernel|duration|throughput|registers per|achieved occupancy|warp cycles per issued|stall" "$CHECKS" | tail -60
+}
 sanitize() {
   for tool in racecheck memcheck; do
     timeout 20 compute-sanitizer --tool $tool --print-limit 5 python3 tools/sanitize_cooperative.py \
@@ -65,6 +88,7 @@ for step in "${STEPS[@]}"; do
     bench16) bench float16 fastrnn,nn.RNN 55 ;;
     bench16bf) bench bfloat16 fastrnn,nn.RNN 45 ;;
     sanitize) sanitize ;;
+    ncu) ncu_calls ;;
     *) echo "unknown step $step" ;;
   esac
 done
