@@ -441,6 +441,38 @@ def test_forward_and_backward_capture_in_a_cuda_graph(tier, triton_kernels):
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compile_reduce_overhead_replays_training_steps_as_eager(triton_kernels):
+    """torch.compile(mode="reduce-overhead"): forward and backward recorded in CUDA graphs
+    (none skipped) and replayed, with eager's numbers at every step."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    rnn = fastrnn.RNN(8, 48, num_layers=2, bidirectional=True, device=DEVICE)
+    compiled = torch.compile(rnn, mode="reduce-overhead", fullgraph=True)
+
+    def training_step(module, x):
+        out, h_n = module(x)
+        (out.square().sum() + h_n.sum()).backward()
+        results = [out.detach().clone(), h_n.detach().clone(), x.grad.clone()]
+        results += [p.grad.clone() for p in rnn.parameters()]
+        rnn.zero_grad(set_to_none=True)
+        return results
+
+    for _ in range(4):  # warm-up, recording, then replays
+        torch.compiler.cudagraph_mark_step_begin()
+        x = torch.randn(12, 5, 8, device=DEVICE)
+        got = training_step(compiled, x.clone().requires_grad_())
+        want = training_step(rnn, x.clone().requires_grad_())
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w)
+    assert counters["inductor"]["cudagraph_skips"] == 0
+    torch._dynamo.reset()
+
+
 def test_input_projected_in_the_kernel_for_short_sequences_on_fma_programs(monkeypatch):
     """input_block: the persistent forward projects the input itself (BLOCK_I, the input
     size padded to a power of two, at least 16) up to PROJECT_INPUT_MAX_STEPS steps where
