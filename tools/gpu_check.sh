@@ -9,7 +9,7 @@
 # (Nsight Compute sections of the recurrence kernels; NCU_CASES="medium/float16 ...");
 # TIER_CASES=float16/large,... and TIER_LIMIT=seconds narrow the tier A/B.
 # Builds against the torch and triton already installed (no package registry needed).
-# Each step has a time limit, about 500 s for the default steps plus the build (30-60 s),
+# Each step has a time limit, about 510 s for the default steps plus the build (30-60 s),
 # so the whole stays within a device call's 10 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
