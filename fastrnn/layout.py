@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
 from torch import Tensor
 
 
@@ -30,14 +31,20 @@ class StepLayout:
         return slice(self.offsets[t], self.offsets[t] + self.batch_sizes[t])
 
 
+def step_sizes(input: Tensor, batch_sizes: Tensor | None) -> Tensor:  # [T] int64, CPU
+    """Rows of each step: B for a padded [T, B, *] input (batch_sizes None), else
+    batch_sizes (a packed [N, *] input's)."""
+    if batch_sizes is None:
+        return torch.full((input.shape[0],), input.shape[1], dtype=torch.int64)
+    return batch_sizes.to("cpu", torch.int64)
+
+
+def step_offsets(sizes: Tensor) -> Tensor:  # [T] int64
+    """First row of each step: the rows of the steps before it."""
+    return sizes.cumsum(0) - sizes
+
+
 def step_layout(input: Tensor, batch_sizes: Tensor | None) -> StepLayout:
     """The layout of a padded [T, B, *] input (batch_sizes None) or a packed [N, *] one."""
-    if batch_sizes is None:
-        sizes = [input.shape[1]] * input.shape[0]
-    else:
-        sizes = [int(s) for s in batch_sizes.tolist()]
-    offsets, total = [], 0
-    for size in sizes:
-        offsets.append(total)
-        total += size
-    return StepLayout(sizes, offsets)
+    sizes = step_sizes(input, batch_sizes)
+    return StepLayout(sizes.tolist(), step_offsets(sizes).tolist())

@@ -443,6 +443,31 @@ def test_forward_and_backward_capture_in_a_cuda_graph(tier, triton_kernels):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
+def test_a_training_step_never_waits_for_the_device(packed, tier, triton_kernels):
+    """No device-to-host copy, .item() or stream synchronisation in a forward and
+    backward: packed input's tables go to the device in one asynchronous copy."""
+    torch.manual_seed(0)
+    rnn = fastrnn.RNN(8, 48, num_layers=2, bidirectional=True, device=DEVICE)
+    x = torch.randn(12, 5, 8, device=DEVICE, requires_grad=True)
+    batch = pack_padded_sequence(x, [12, 9, 9, 4, 1]) if packed else x
+
+    def training_step():
+        out, h_n = rnn(batch)
+        ((out.data if packed else out).square().sum() + h_n.sum()).backward()
+
+    training_step()  # compiles the kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        training_step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_compile_reduce_overhead_replays_training_steps_as_eager(triton_kernels):
     """torch.compile(mode="reduce-overhead"): forward and backward recorded in CUDA graphs
     (none skipped) and replayed, with eager's numbers at every step."""

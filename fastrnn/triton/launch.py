@@ -6,7 +6,8 @@ grid, integer arguments, constexprs) is worked out once per layer shape and kept
 (forward_launch, backward_launch), since at small shapes a call's host time is its cost.
 
 Nothing here copies between host and device for padded input, so a forward and backward
-on CUDA tensors can be captured in a CUDA graph.
+on CUDA tensors can be captured in a CUDA graph; nothing waits for the device either, for
+packed input too (its tables go to the device in one asynchronous copy).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import triton
 from torch import Tensor
 from triton import knobs
 
-from fastrnn.layout import step_layout
+from fastrnn.layout import step_offsets, step_sizes
 from fastrnn.triton import kernels
 
 # Largest padded H of the persistent tier, per dtype.  Each compiles for sm_80 and sm_90
@@ -404,6 +405,8 @@ class Steps:
     padded: bool
     batch_sizes: Tensor | None  # [T] int64 on the device (packed only)
     offsets: Tensor | None  # [T] int64 on the device (packed only)
+    # Packed backward: per direction, where each row's h_prev lives (previous_rows).
+    previous: tuple[Tensor, ...] = ()  # [N] int64 each, on the device
 
     def tables(self, placeholder: Tensor) -> tuple[Tensor, Tensor]:
         """The kernels' batch-size and offset arguments (padded input: never read; Triton
@@ -413,14 +416,50 @@ class Steps:
         return self.batch_sizes, self.offsets
 
 
-def make_steps(input: Tensor, batch_sizes: Tensor | None, batch: int) -> Steps:
-    if batch_sizes is None:  # padded: no tables, nothing copied to the device
+def previous_rows(sizes: Tensor, offsets: Tensor, rows: int, reverse: bool) -> Tensor:
+    """Packed input (sizes, offsets: [T] int64): where each row's h_prev lives in
+    cat([y, h0]), a y row or N + b; [N] int64 on sizes' device."""
+    steps = sizes.numel()
+    step_of_row = torch.repeat_interleave(torch.arange(steps), sizes)
+    index_in_step = torch.arange(rows) - offsets[step_of_row]
+    from_h0 = rows + index_in_step
+    if not reverse:
+        prev_step = (step_of_row - 1).clamp(min=0)
+        return torch.where(step_of_row > 0, offsets[prev_step] + index_in_step, from_h0)
+    next_step = (step_of_row + 1).clamp(max=steps - 1)
+    next_size = torch.where(step_of_row + 1 < steps, sizes[next_step], 0)
+    return torch.where(index_in_step < next_size, offsets[next_step] + index_in_step, from_h0)
+
+
+def make_steps(input: Tensor, batch_sizes: Tensor | None, batch: int,
+               previous: int = 0) -> Steps:  # fmt: skip
+    """The step layout of a call; packed input: its tables, worked out on the host and
+    copied to the device in one asynchronous piece, with `previous` directions'
+    previous_rows (the backward's).  Padded input: nothing to copy (so a call can be
+    graph-captured)."""
+    if batch_sizes is None:
         steps, batch = input.shape[0], input.shape[1]
         return Steps(steps, batch, steps * batch, True, None, None)
-    layout = step_layout(input, batch_sizes)
-    as_tensor = lambda v: torch.tensor(v, dtype=torch.int64).to(input.device)  # noqa: E731
-    return Steps(layout.steps, batch, layout.rows, False,
-                 as_tensor(layout.batch_sizes), as_tensor(layout.offsets))  # fmt: skip
+    sizes = step_sizes(input, batch_sizes)
+    steps = sizes.numel()
+    offsets = step_offsets(sizes)
+    rows = input.shape[0]  # packed [N, I]: the sizes' sum
+    # One host buffer: sizes and offsets each in an even number of slots, so that the
+    # offsets stay 16-byte aligned on the device, then each direction's previous rows;
+    # pinned, so that its copy neither waits for the device nor makes it wait.
+    span = steps + steps % 2
+    pinned = input.device.type == "cuda"
+    host = torch.empty(2 * span + previous * rows, dtype=torch.int64, pin_memory=pinned)
+    host[:steps] = sizes
+    host[span : span + steps] = offsets
+    for d in range(previous):
+        start = 2 * span + d * rows
+        host[start : start + rows] = previous_rows(sizes, offsets, rows, d == 1)
+    tables = host.to(input.device, non_blocking=True)
+    return Steps(
+        steps, batch, rows, False, tables[:steps], tables[span : span + steps],
+        tuple(tables[2 * span + d * rows : 2 * span + (d + 1) * rows] for d in range(previous)),
+    )  # fmt: skip
 
 
 def barrier_counters(counters: Tensor | None, launch: KernelLaunch, like: Tensor,
@@ -495,20 +534,6 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, w_hh, counte
     launch(pointers)
 
 
-def previous_rows(steps: Steps, reverse: bool) -> Tensor:  # [N] int64
-    """Packed input: where each row's h_prev lives in cat([y, h0]), a y row or N + b."""
-    sizes = steps.batch_sizes
-    step_of_row = torch.repeat_interleave(torch.arange(steps.steps, device=sizes.device), sizes)
-    index_in_step = torch.arange(steps.rows, device=sizes.device) - steps.offsets[step_of_row]
-    from_h0 = steps.rows + index_in_step
-    if not reverse:
-        prev_step = (step_of_row - 1).clamp(min=0)
-        return torch.where(step_of_row > 0, steps.offsets[prev_step] + index_in_step, from_h0)
-    next_step = (step_of_row + 1).clamp(max=steps.steps - 1)
-    next_size = torch.where(step_of_row + 1 < steps.steps, sizes[next_step], 0)
-    return torch.where(index_in_step < next_size, steps.offsets[next_step] + index_in_step, from_h0)
-
-
 def recurrent_weight_grad(dz, y, h0, steps: Steps, reverse: bool) -> Tensor:  # [H, H]
     """dW_hh = dZ^T H_prev, H_prev holding each row's previous state (h0 None: zeros)."""
     hidden = dz.shape[1]
@@ -524,7 +549,7 @@ def recurrent_weight_grad(dz, y, h0, steps: Steps, reverse: bool) -> Tensor:  # 
     if steps.steps == 0:
         return dz.new_zeros(hidden, hidden)
     h0 = h0 if h0 is not None else dz.new_zeros(steps.batch, hidden)
-    h_prev = torch.cat([y, h0]).index_select(0, previous_rows(steps, reverse))
+    h_prev = torch.cat([y, h0]).index_select(0, steps.previous[int(reverse)])
     return dz.t() @ h_prev
 
 
@@ -611,7 +636,7 @@ def rnn_backward_triton(
     [0] when hx is None (zeros are no input)."""
     directions = 2 if bidirectional else 1
     hidden = weights[1].shape[0]
-    steps = make_steps(input, batch_sizes, grad_h_n.shape[1])
+    steps = make_steps(input, batch_sizes, grad_h_n.shape[1], directions)
     per_cell = len(weights) // (num_layers * directions)
     x = input.reshape(steps.rows, input.shape[-1])
     h0 = hx.contiguous() if hx is not None else None
