@@ -468,6 +468,25 @@ def test_a_training_step_never_waits_for_the_device(packed, tier, triton_kernels
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_capturing_a_packed_sequence_says_why_it_cannot(triton_kernels):
+    """Packed input's batch sizes are host data copied per call: capture refuses it
+    rather than record a copy from a host buffer that is reused afterwards."""
+    rnn = fastrnn.RNN(8, 16, device=DEVICE)
+    x = torch.randn(6, 3, 8, device=DEVICE)
+    packed = pack_padded_sequence(x, [6, 4, 2])
+    rnn(packed)  # compiled outside the capture
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        rnn(packed)
+    torch.cuda.current_stream().wait_stream(stream)
+    with pytest.raises(RuntimeError, match="packed sequence cannot be captured"):
+        with torch.cuda.graph(torch.cuda.CUDAGraph()):
+            rnn(packed)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_compile_reduce_overhead_replays_training_steps_as_eager(triton_kernels):
     """torch.compile(mode="reduce-overhead"): forward and backward recorded in CUDA graphs
     (none skipped) and replayed, with eager's numbers at every step."""

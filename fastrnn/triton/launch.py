@@ -416,6 +416,13 @@ class Steps:
         return self.batch_sizes, self.offsets
 
 
+PACKED_CAPTURE_ERROR = (
+    "fastrnn: a packed sequence cannot be captured in a CUDA graph: its batch sizes are "
+    "host data, copied to the device on every call; capture padded input instead "
+    "(torch.nn.utils.rnn.pad_packed_sequence)"
+)
+
+
 def previous_rows(sizes: Tensor, offsets: Tensor, rows: int, reverse: bool) -> Tensor:
     """Packed input (sizes, offsets: [T] int64): where each row's h_prev lives in
     cat([y, h0]), a y row or N + b; [N] int64 on sizes' device."""
@@ -449,6 +456,9 @@ def make_steps(input: Tensor, batch_sizes: Tensor | None, batch: int,
     # pinned, so that its copy neither waits for the device nor makes it wait.
     span = steps + steps % 2
     pinned = input.device.type == "cuda"
+    if pinned and torch.cuda.is_current_stream_capturing():
+        # A captured copy would replay from a host buffer that is reused after the call.
+        raise RuntimeError(PACKED_CAPTURE_ERROR)
     host = torch.empty(2 * span + previous * rows, dtype=torch.int64, pin_memory=pinned)
     host[:steps] = sizes
     host[span : span + steps] = offsets
