@@ -424,8 +424,8 @@ PACKED_CAPTURE_ERROR = (
 
 
 def previous_rows(sizes: Tensor, offsets: Tensor, rows: int, reverse: bool) -> Tensor:
-    """Packed input (sizes, offsets: [T] int64): where each row's h_prev lives in
-    cat([y, h0]), a y row or N + b; [N] int64 on sizes' device."""
+    """Packed input (sizes, offsets: [T] int64 on the host): where each row's h_prev
+    lives in cat([y, h0]), a y row or N + b; [N] int64 on the host."""
     steps = sizes.numel()
     step_of_row = torch.repeat_interleave(torch.arange(steps), sizes)
     index_in_step = torch.arange(rows) - offsets[step_of_row]
