@@ -18,12 +18,13 @@ import time
 import warnings
 
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
 from fastrnn.bench.report import machine_line
 from fastrnn.triton import launch, registration
 
-# name: (T, B, I, H, layers, bidirectional), the tutorial sizes of the GPU grid and two
+# name: (T, B, I, H, layers, bidirectional): the tutorial sizes of the GPU grid and two
 # multi-layer ones.
 SHAPES = {
     "hello": (5, 1, 4, 8, 1, False),
@@ -89,6 +90,38 @@ def measure(name: str) -> dict:
     return row
 
 
+# name: (lengths, I, H, layers, bidirectional): packed sequences, module and training only.
+PACKED_SHAPES = {
+    "packed": ([10, 7, 3, 1], 8, 16, 1, False),
+    "packed bi2L": ([10, 7, 3, 1], 8, 16, 2, True),
+}
+
+
+def measure_packed(name: str) -> dict:
+    lengths, inputs, hidden, layers, bidirectional = PACKED_SHAPES[name]
+    torch.manual_seed(0)
+    rnn = fastrnn.RNN(inputs, hidden, num_layers=layers, bidirectional=bidirectional)
+    x = pack_padded_sequence(torch.randn(lengths[0], len(lengths), inputs), lengths)
+    row = {"shape": name}
+    with torch.no_grad():
+        row["module"] = host_us(lambda: rnn(x), 3000)
+
+    def train():
+        out, h = rnn(x)
+        (out.data.sum() + h.sum()).backward()
+
+    row["training step"] = host_us(train, 1000)
+    return row
+
+
+def print_table(rows: list[dict]) -> None:
+    columns = [c for c in rows[0] if c != "shape"]
+    print("| shape | " + " | ".join(f"{c} µs" for c in columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for row in rows:
+        print(f"| {row['shape']} | " + " | ".join(f"{row[c]:.1f}" for c in columns) + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=1)
@@ -100,14 +133,12 @@ def main() -> int:
     machine += "; Triton launch functions on CPU tensors, kernel launches skipped"
     print(machine)
     rows = [measure(name) for name in SHAPES]
-    columns = [c for c in rows[0] if c != "shape"]
-    print("| shape | " + " | ".join(f"{c} µs" for c in columns) + " |")
-    print("|---" * (len(columns) + 1) + "|")
-    for row in rows:
-        print(f"| {row['shape']} | " + " | ".join(f"{row[c]:.1f}" for c in columns) + " |")
+    print_table(rows)
+    packed_rows = [measure_packed(name) for name in PACKED_SHAPES]
+    print_table(packed_rows)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine, "rows": rows}, f, indent=1)
+            json.dump({"machine": machine, "rows": rows + packed_rows}, f, indent=1)
     return 0
 
 
