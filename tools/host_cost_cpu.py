@@ -48,8 +48,12 @@ def skip_kernels() -> None:
     skip_kernels.library = lib  # alive as long as the process
 
 
+CALLS_SCALE = 1.0  # --smoke: a few calls, to check the tool runs (tests)
+
+
 def host_us(fn, calls: int, repeats: int = 7) -> float:
     """Median over repeats of the wall time per call of `calls` calls."""
+    calls = max(1, int(calls * CALLS_SCALE))
     for _ in range(calls // 10 + 10):
         fn()
     samples = []
@@ -126,7 +130,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--smoke", action="store_true", help="a few calls each (no timing)")
     args = parser.parse_args()
+    global CALLS_SCALE
+    CALLS_SCALE = 0.002 if args.smoke else 1.0
     torch.set_num_threads(args.threads)
     skip_kernels()
     machine = machine_line(torch.device("cpu"), torch.float32).split("; fastrnn backend")[0]
