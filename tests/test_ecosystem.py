@@ -248,7 +248,7 @@ def test_ddp_two_processes_train_like_one(tmp_path):
     run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
     if run.returncode != 0 and "terminate called without an active exception" in run.stderr:
         # A rank of this gloo/torchrun pair aborts now and then (2 of 6 full-suite runs
-        # here, none of 34 runs of it alone), before fastrnn's results are compared: one
+        # here, none of 37 runs of it alone), before fastrnn's results are compared: one
         # more go.
         run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
