@@ -144,10 +144,14 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
     return Plan("cooperative", block_h, 4, precision, block_n, on_chip)
 
 
+def interpreting(device: torch.device) -> bool:
+    return device.type == "cpu"  # CPU tensors reach these kernels only interpreted
+
+
 @functools.cache
 def device_shared_memory(device: torch.device) -> int | None:
     """Shared memory a block may opt in to on a CUDA device (None: the interpreter)."""
-    if device.type != "cuda":
+    if interpreting(device):
         return None
     return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
 
@@ -179,16 +183,12 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
-def interpreting(tensor: Tensor) -> bool:
-    return tensor.device.type == "cpu"  # CPU tensors reach these kernels only interpreted
-
-
 def cooperative_programs(tiles: int, directions: int, device: torch.device) -> int:
     """Programs per direction of a cooperative grid: one per SM at most over all
     directions, so all are resident at once."""
     if FORCE_PROGRAMS is not None:
         return min(tiles, FORCE_PROGRAMS)
-    if device.type != "cuda":
+    if interpreting(device):
         return 1  # the interpreter runs programs one after another: a barrier needs one
     return min(tiles, max(1, device_sms(device) // directions))
 
@@ -210,7 +210,7 @@ def _launches_directly(kernel, tensor: Tensor) -> bool:
     return (
         DIRECT_LAUNCH
         and isinstance(kernel, triton.runtime.JITFunction)
-        and not interpreting(tensor)
+        and not interpreting(tensor.device)
         and not hooks.launch_enter_hook.calls
         and not hooks.launch_exit_hook.calls
     )
@@ -314,7 +314,7 @@ def _plan(call: CallKey, hidden: int) -> Plan:
 def _persistent_grid(call: CallKey, p: Plan, batch: int, directions: int):
     """(batch rows per program, grid) of the persistent tier."""
     device = call.device
-    programs = None if device.type != "cuda" else max(1, device_sms(device) // directions)
+    programs = None if interpreting(device) else max(1, device_sms(device) // directions)
     rows = persistent_rows(batch, p.block_h, programs)
     return rows, (_cdiv(batch, rows), directions)
 
@@ -351,7 +351,7 @@ def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hi
     on_chip = on_chip and programs % col_tiles == 0
     meta.update(BLOCK_B=BLOCK_B, BLOCK_N=p.block_n, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
                 BLOCK_H=p.block_h if on_chip else 0, num_warps=4)  # fmt: skip
-    if call.device.type == "cuda":
+    if not interpreting(call.device):
         meta["launch_cooperative_grid"] = True
     state = (state_shape, STATE_DTYPE.get(call.dtype, torch.float32))
     return KernelLaunch(kernel_name, (programs, directions), scalars, meta, state)
@@ -423,19 +423,22 @@ PACKED_CAPTURE_ERROR = (
 )
 
 
-def previous_rows(sizes: Tensor, offsets: Tensor, rows: int, reverse: bool) -> Tensor:
-    """Packed input (sizes, offsets: [T] int64 on the host): where each row's h_prev
-    lives in cat([y, h0]), a y row or N + b; [N] int64 on the host."""
+def previous_rows(sizes: Tensor, offsets: Tensor, rows: int, directions: int) -> list[Tensor]:
+    """Packed input (sizes, offsets: [T] int64 on the host): for each direction (1: reverse
+    in time), where each row's h_prev lives in cat([y, h0]), a y row or N + b; [N] int64
+    each, on the host."""
     steps = sizes.numel()
     step_of_row = torch.repeat_interleave(torch.arange(steps), sizes)
     index_in_step = torch.arange(rows) - offsets[step_of_row]
     from_h0 = rows + index_in_step
-    if not reverse:
-        prev_step = (step_of_row - 1).clamp(min=0)
-        return torch.where(step_of_row > 0, offsets[prev_step] + index_in_step, from_h0)
+    prev_step = (step_of_row - 1).clamp(min=0)
+    forward = torch.where(step_of_row > 0, offsets[prev_step] + index_in_step, from_h0)
+    if directions == 1:
+        return [forward]
     next_step = (step_of_row + 1).clamp(max=steps - 1)
     next_size = torch.where(step_of_row + 1 < steps, sizes[next_step], 0)
-    return torch.where(index_in_step < next_size, offsets[next_step] + index_in_step, from_h0)
+    reverse = torch.where(index_in_step < next_size, offsets[next_step] + index_in_step, from_h0)
+    return [forward, reverse]
 
 
 def make_steps(input: Tensor, batch_sizes: Tensor | None, batch: int,
@@ -455,16 +458,15 @@ def make_steps(input: Tensor, batch_sizes: Tensor | None, batch: int,
     # offsets stay 16-byte aligned on the device, then each direction's previous rows;
     # pinned, so that its copy neither waits for the device nor makes it wait.
     span = steps + steps % 2
-    pinned = input.device.type == "cuda"
+    pinned = not interpreting(input.device)
     if pinned and torch.cuda.is_current_stream_capturing():
         # A captured copy would replay from a host buffer that is reused after the call.
         raise RuntimeError(PACKED_CAPTURE_ERROR)
     host = torch.empty(2 * span + previous * rows, dtype=torch.int64, pin_memory=pinned)
     host[:steps] = sizes
     host[span : span + steps] = offsets
-    for d in range(previous):
-        start = 2 * span + d * rows
-        host[start : start + rows] = previous_rows(sizes, offsets, rows, d == 1)
+    if previous:
+        host[2 * span :] = torch.cat(previous_rows(sizes, offsets, rows, previous))
     tables = host.to(input.device, non_blocking=True)
     return Steps(
         steps, batch, rows, False, tables[:steps], tables[span : span + steps],
