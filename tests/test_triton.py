@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -605,22 +606,71 @@ def test_a_layer_launch_reuses_its_kept_kernel_only_for_aligned_pointers_on_its_
     monkeypatch,
 ):
     """KernelLaunch skips launch_kernel's lookup only where launch_kernel would pick the
-    same kept kernel: 16-byte aligned pointers, the device it was kept on.  (On CPU,
-    with launch_kernel and the kept kernel's launcher recorded rather than run.)"""
+    same kept kernel: 16-byte aligned pointers, the device it was kept on; it hands the
+    kept kernel's launcher the tensors' addresses.  (On CPU, with launch_kernel and the
+    kept kernel's launcher recorded rather than run.)"""
     calls = []
     monkeypatch.setattr(launch, "_launches_directly", lambda kernel, tensor: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: device[0])
     monkeypatch.setattr(launch, "launch_kernel", lambda *args: calls.append("lookup") or (0,))
-    monkeypatch.setattr(launch, "_run_kept", lambda *args: calls.append("kept"))
+    monkeypatch.setattr(launch, "_run_kept", lambda kept, grid, pointers, scalars:
+                        calls.append(("kept", pointers, scalars)))  # fmt: skip
     device = [0]
     layer = launch.KernelLaunch("rnn_backward_persistent_kernel", (1, 1), (3,), {})
-    aligned = torch.zeros(8)
-    layer((aligned, aligned))
-    layer((aligned, aligned))
+    aligned, other = torch.zeros(8), torch.ones(4)
+    layer((aligned, other))
+    layer((aligned, other))
     layer((aligned, aligned[1:]))  # 4 bytes off: Triton specialises it apart
     device[0] = 1
-    layer((aligned, aligned))
-    assert calls == ["lookup", "kept", "lookup", "lookup"]
+    layer((aligned, other))
+    kept = ("kept", (aligned.data_ptr(), other.data_ptr()), (3,))
+    assert calls == ["lookup", kept, "lookup", "lookup"]
+    assert all(type(address) is int for address in kept[1])
+
+
+def test_triton_path_refuses_tensors_on_another_device_with_nn_rnns_error():
+    """Every tensor of a Triton call on the input's device, else nn.RNN's own message (the
+    kept kernels take addresses, so host memory must never reach them).  On CPU, meta
+    tensors stand for the other device; the launch functions are called directly."""
+    x = torch.randn(5, 2, 4)
+    output, h_n = torch.zeros(5, 2, 8), torch.zeros(1, 2, 8)
+
+    def backward(grad_output, hx, weights):
+        return launch.rnn_backward_triton(grad_output, h_n, x, hx, weights, None, output,
+                                          torch.zeros(0), 1, False, False, False)  # fmt: skip
+
+    for hx_device, weight_device in [("meta", "cpu"), ("cpu", "meta")]:
+        reference = torch.nn.RNN(4, 8, device=weight_device)
+        hx = torch.zeros(1, 2, 8, device=hx_device)
+        weights = list(reference._flat_weights)
+        with pytest.raises(RuntimeError) as expected:
+            reference(x, hx)
+        with pytest.raises(RuntimeError) as got:
+            launch.rnn_forward_triton(x, hx, weights, None, 1, False, False)
+        assert "not at the same device" in str(got.value)
+        assert str(got.value) == str(expected.value)
+        with pytest.raises(RuntimeError, match=re.escape(str(expected.value))):
+            backward(output, hx, weights)
+    weights = list(torch.nn.RNN(4, 8)._flat_weights)
+    with pytest.raises(RuntimeError, match="Input and gradient tensors are not at the same"):
+        backward(output.to("meta"), None, weights)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_model_left_on_the_cpu_gets_nn_rnns_error():
+    """The common slip (model, input or hx not moved to the GPU), on the default backend:
+    nn.RNN's message, word for word."""
+    x = torch.randn(5, 2, 4)
+    for module_device, x_device, hx_device in [("cpu", "cuda", "cuda"), ("cuda", "cpu", "cpu"),
+                                               ("cuda", "cuda", "cpu")]:  # fmt: skip
+        reference = torch.nn.RNN(4, 8, device=module_device)
+        fast = fastrnn.RNN(4, 8, device=module_device)
+        args = (x.to(x_device), torch.zeros(1, 2, 8, device=hx_device))
+        with pytest.raises(RuntimeError) as expected:
+            reference(*args)
+        with pytest.raises(RuntimeError, match=re.escape(str(expected.value))):
+            fast(*args)
 
 
 @pytest.mark.gpu

@@ -216,8 +216,9 @@ def _launches_directly(kernel, tensor: Tensor) -> bool:
     )
 
 
-def _run_kept(kept: tuple, grid: tuple[int, int], pointers: tuple[Tensor, ...],
+def _run_kept(kept: tuple, grid: tuple[int, int], pointers: tuple[Tensor | int, ...],
               scalars: tuple[int, ...]) -> None:  # fmt: skip
+    """Launch a kept compiled kernel; pointers: tensors, or their addresses."""
     device, run, function, packed_metadata, constexprs = kept
     stream = torch._C._cuda_getCurrentRawStream(device)
     run(grid[0], grid[1], 1, stream, function, packed_metadata, None, None, None,
@@ -267,7 +268,8 @@ class KernelLaunch:
 
     def __call__(self, pointers: tuple[Tensor, ...]) -> None:
         kernel = getattr(kernels, self.kernel_name)
-        aligned = not functools.reduce(operator.or_, map(Tensor.data_ptr, pointers)) & 15
+        addresses = tuple(map(Tensor.data_ptr, pointers))
+        aligned = not functools.reduce(operator.or_, addresses) & 15
         kept = self.kept
         if (
             aligned
@@ -275,7 +277,10 @@ class KernelLaunch:
             and _launches_directly(kernel, pointers[0])
             and kept[0] == torch.cuda.current_device()
         ):
-            _run_kept(kept, self.grid, pointers, self.scalars)
+            # Addresses, not tensors: Triton's launcher then skips a data_ptr() call and a
+            # cuPointerGetAttribute per pointer (docs/performance.md); check_devices has
+            # made sure that they are the device's memory.
+            _run_kept(kept, self.grid, addresses, self.scalars)
             return
         kept = launch_kernel(kernel, self.grid, pointers, self.scalars, self.meta)
         if aligned:
@@ -484,6 +489,19 @@ def barrier_counters(counters: Tensor | None, launch: KernelLaunch, like: Tensor
     return counters
 
 
+def check_devices(input: Tensor, others: dict[str, list[Tensor | None]]) -> None:
+    """Every tensor of others (name: tensors, None for an absent one) on input's device,
+    else nn.RNN's error (ATen's check_attributes), by name: "hidden", "parameter"."""
+    device = input.device
+    for name, tensors in others.items():
+        for tensor in tensors:
+            if tensor is not None and tensor.device != device:
+                raise RuntimeError(
+                    f"Input and {name} tensors are not at the same device, found input tensor "
+                    f"at {device} and {name} tensor at {tensor.device}"
+                )
+
+
 def _both(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
     """The kernels' (direction 0, direction 1) arguments; one direction: the same twice."""
     return tensors[0], tensors[-1]
@@ -609,6 +627,7 @@ def _columns(rows: Tensor, direction: int, directions: int) -> Tensor:  # [N, H]
 
 def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
     """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros."""
+    check_devices(input, {"hidden": [hx], "parameter": weights})
     directions = 2 if bidirectional else 1
     hidden = weights[1].shape[0]
     batch = hx.shape[1] if hx is not None else input.shape[1]
@@ -646,6 +665,8 @@ def rnn_backward_triton(
 ):  # fmt: skip
     """fastrnn::rnn_backward on Triton: (grad_input, grad_hx, grad_weights); grad_hx is
     [0] when hx is None (zeros are no input)."""
+    check_devices(input, {"hidden": [hx], "parameter": weights,
+                          "gradient": [grad_output, grad_h_n]})  # fmt: skip
     directions = 2 if bidirectional else 1
     hidden = weights[1].shape[0]
     steps = make_steps(input, batch_sizes, grad_h_n.shape[1], directions)
