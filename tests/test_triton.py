@@ -82,6 +82,9 @@ CASES = [
     (17, 33, 5, 2, True, True, "tanh", True, "persistent-xp"),
     (1, 16, 7, 1, False, False, "relu", False, "persistent-xp"),
     (3, 1, 4, 2, True, False, "tanh", True, "persistent-xp"),
+    # The persistent backward's weight gradients from GEMMs where it would compute them.
+    (1, 16, 7, 1, False, False, "tanh", True, "persistent-gemm"),
+    (3, 33, 5, 2, True, True, "relu", True, "persistent-gemm"),
     # The persistent tier on tl.dot (16 rows per program) where it would use FMAs.
     (17, 33, 5, 2, True, True, "tanh", True, "persistent-dot"),
     (3, 16, 7, 1, False, False, "relu", False, "persistent-dot"),
@@ -104,8 +107,9 @@ def force_tier(monkeypatch, name: str | None) -> None:
     """Run on tier `name` (None: the plan's choice); "persistent-dot": the persistent
     tier on tl.dot where it would use FMA products; "persistent-xp": the persistent
     tier reading input projections from a GEMM where it would project the input
-    itself; "cooperative-streamed": the cooperative tier with W_hh streamed from L2
-    even where it would fit on chip."""
+    itself; "persistent-gemm": the persistent backward leaving the weight gradients to
+    GEMMs where it would compute them; "cooperative-streamed": the cooperative tier with
+    W_hh streamed from L2 even where it would fit on chip."""
     tier, _, variant = (name or "").partition("-")
     monkeypatch.setattr(launch, "FORCE_TIER", tier or None)
     monkeypatch.setattr(launch, "COOP_W_ON_CHIP", variant != "streamed")
@@ -113,6 +117,8 @@ def force_tier(monkeypatch, name: str | None) -> None:
         monkeypatch.setattr(launch, "FMA_PRODUCT_ELEMENTS", 0)
     if variant == "xp":
         monkeypatch.setattr(launch, "PROJECT_INPUT_MAX_STEPS", 0)
+    if variant == "gemm":
+        monkeypatch.setattr(launch, "WEIGHT_GRADS_MAX_STEPS", 0)
 
 
 @pytest.fixture
@@ -381,6 +387,13 @@ def test_one_recurrence_launch_per_layer_for_both_directions(tier, monkeypatch):
                                    False, True)  # fmt: skip
     assert device_ops.ops.count(f"rnn_backward_{tier}_kernel") == 2
     assert device_ops.ops.count("zeros") == (1 if tier == "cooperative" else 0)
+    # A short sequence's persistent backward computes the weight gradients itself: then
+    # the only GEMMs are each layer's input gradient, one per direction.
+    gemms = [op for op in device_ops.ops if op in ("mm", "addmm_", "addmm", "sum", "clone")]
+    if tier == "persistent":
+        assert gemms == ["mm", "addmm_"] * 2
+    else:
+        assert len(gemms) > 4
     assert_close(output, reference(x)[0], torch.float64, "output")
 
 

@@ -48,6 +48,7 @@ class Config:
     block_n: int = 0  # cooperative: hidden columns per tile
     block_b: int = launch.BLOCK_B  # batch rows per program (persistent: fewer for FMAs)
     block_i: int = 0  # persistent forward: padded input size it projects itself (0: none)
+    weight_grads: bool = False  # persistent backward: computing the weight gradients too
 
     def describe(self) -> str:
         dtype = TRITON_DTYPE[self.dtype] + (
@@ -62,6 +63,8 @@ class Config:
                 tile += f" rows={self.block_b} (FMA)"
             if self.block_i:
                 tile += f" projecting I<={self.block_i}"
+            if self.weight_grads:
+                tile += " with weight gradients"
         return f"{self.kernel} {dtype} {tile} warps={self.num_warps}"
 
 
@@ -84,6 +87,13 @@ def configurations(capability: int) -> list[Config]:
                     # FMA products, at the most rows per program (most registers).
                     limit = launch.FMA_PRODUCT_ELEMENTS
                     rows = max((r for r in (1, 2, 4, 8) if r * block_h**2 <= limit), default=None)
+                    if p.tier == "persistent" and direction == "backward":
+                        # One program computing the weight gradients too (launch.
+                        # weight_grads_rows): on tl.dot's rows, and on FMA rows.
+                        configs.append(dataclasses.replace(config, weight_grads=True))
+                        if rows:
+                            configs.append(dataclasses.replace(config, block_b=rows,
+                                                               weight_grads=True))  # fmt: skip
                     if p.tier == "persistent" and rows:
                         configs.append(dataclasses.replace(config, block_b=rows))
                         # Projecting its input itself (launch.input_block): one row,
@@ -108,15 +118,17 @@ def compile_config(config: Config, capability: int, padded: bool = False):
     else:  # block_h: the padded H with W_hh's columns on chip, 0 with them streamed
         constexprs = {**common, "BLOCK_N": config.block_n, "BLOCK_K": launch.COOP_BLOCK_K,
                       "W_ON_CHIP": config.block_h > 0, "BLOCK_H": config.block_h}  # fmt: skip
-    if direction == "forward":
+    if direction == "forward" or config.kernel == "backward_persistent":
         constexprs.update(HAS_BIAS=True, HAS_H0=True)
+    if config.kernel == "backward_persistent":
+        constexprs.update(WEIGHT_GRADS=config.weight_grads)
     if config.kernel == "forward_persistent":
         constexprs.update(PROJECT_INPUT=config.block_i > 0, BLOCK_I=config.block_i or 16)
     signature = {}
     for name in fn.arg_names:
         if name in constexprs:
             signature[name] = "constexpr"
-        elif name in ("batch_sizes_ptr", "offsets_ptr"):
+        elif name in ("batch_sizes_ptr", "offsets_ptr", "previous_ptr", "previous_rev_ptr"):
             signature[name] = "*i64"
         elif name == "counter_ptr":
             signature[name] = "*i32"
@@ -178,7 +190,8 @@ def main() -> int:
                     over.append(f"over the target's shared memory: {where}")
                 if config.block_h:  # plan() chose it by this bound: it must hold
                     if config.kernel.endswith("persistent"):
-                        bound_of, extra = launch.persistent_shared_memory, (config.block_i,)
+                        bound_of = launch.persistent_shared_memory
+                        extra = (config.block_i, config.weight_grads)
                     else:
                         bound_of, extra = launch.cooperative_shared_memory, (config.block_n,)
                     bound = bound_of(config.block_h, config.dtype, config.precision, *extra)

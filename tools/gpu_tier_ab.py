@@ -1,9 +1,10 @@
 """The tier boundary and the tiers' options on a GPU: fastrnn forced onto the persistent
 tier (a batch under 16 with FMA products or with tl.dot; a short sequence's input
-projected in the kernel or by a GEMM), onto the cooperative tier
-with 64- or 32-column tiles, or with W_hh's columns streamed from L2 instead of held on
-chip; and nn.RNN (cuDNN).  So launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS,
-COOP_BLOCK_N, COOP_W_ON_CHIP and PROJECT_INPUT_MAX_STEPS are set from measurement.
+projected in the kernel or by a GEMM, its weight gradients computed by the backward
+kernel or by GEMMs), onto the cooperative tier with 64- or 32-column tiles, or with
+W_hh's columns streamed from L2 instead of held on chip; and nn.RNN (cuDNN).  So launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS,
+COOP_BLOCK_N, COOP_W_ON_CHIP, PROJECT_INPUT_MAX_STEPS and WEIGHT_GRADS_MAX_STEPS are set
+from measurement.
 Each contender is validated against float64 nn.RNN first (fastrnn.bench.measure.validate),
 then timed with the contenders alternated.  Prints a markdown table; --json writes every
 number (after each row, so a run cut short keeps what it measured).
@@ -33,7 +34,8 @@ from fastrnn.triton import kernels, launch
 BOUNDARY = ("persistent", "cooperative", "cooperative-streamed")
 WIDTH = ("cooperative-64", "cooperative-32", "cooperative-streamed")
 FMA = ("persistent", "persistent-dot")  # FMA products on few rows, or tl.dot on 16
-PROJECT = ("persistent", "persistent-xp")  # input projected in the kernel, or by a GEMM
+# Input projected in the kernel or by a GEMM; weight gradients in the kernel or by GEMMs.
+PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
 CASES = [
     *[
         (dtype, shape, PROJECT)
@@ -69,13 +71,15 @@ CASES = [
 ]
 DEFAULT_FMA_PRODUCT_ELEMENTS = launch.FMA_PRODUCT_ELEMENTS
 DEFAULT_PROJECT_INPUT_MAX_STEPS = launch.PROJECT_INPUT_MAX_STEPS
+DEFAULT_WEIGHT_GRADS_MAX_STEPS = launch.WEIGHT_GRADS_MAX_STEPS
 
 
 def use_variant(name: str | None) -> None:
     """Every launch from now on runs on variant `name` (None: the plan's own choices): a
-    tier, for the persistent tier tl.dot at any batch ("persistent-dot") or input
-    projections from a GEMM at any length ("persistent-xp"), for the cooperative tier
-    its tile width ("cooperative-32") or W_hh streamed from L2 ("cooperative-streamed").
+    tier, for the persistent tier tl.dot at any batch ("persistent-dot"), input
+    projections from a GEMM ("persistent-xp") or weight gradients from GEMMs
+    ("persistent-gemm") at any length, for the cooperative tier its tile width
+    ("cooperative-32") or W_hh streamed from L2 ("cooperative-streamed").
     Set for the forward and the backward of a training step alike."""
     tier, _, option = (name or "").partition("-")
     launch.FORCE_TIER = tier or None
@@ -83,6 +87,7 @@ def use_variant(name: str | None) -> None:
     launch.COOP_W_ON_CHIP = option != "streamed"
     launch.FMA_PRODUCT_ELEMENTS = 0 if option == "dot" else DEFAULT_FMA_PRODUCT_ELEMENTS
     launch.PROJECT_INPUT_MAX_STEPS = 0 if option == "xp" else DEFAULT_PROJECT_INPUT_MAX_STEPS
+    launch.WEIGHT_GRADS_MAX_STEPS = 0 if option == "gemm" else DEFAULT_WEIGHT_GRADS_MAX_STEPS
 
 
 def variant(contender, name: str):

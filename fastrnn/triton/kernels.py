@@ -7,7 +7,10 @@ the recurrence, and the weight gradients are large GEMMs after it; only the sequ
 part, h_t = act(xp_t + b_hh + h_{t-1} W_hh^T), needs custom kernels.  The exception is
 a short sequence on the persistent tier's FMA programs (launch.input_block): there the
 kernel projects each step's input itself (PROJECT_INPUT), since such a call is bound by
-host time, of which the GEMM's launch is a large part.  Both tiers run a
+host time, of which the GEMM's launch is a large part; likewise a short sequence's
+persistent backward on one program per direction (launch.weight_grads_rows) computes
+the layer's weight gradients after its time loop, from the dz it stored
+(WEIGHT_GRADS).  Both tiers run a
 whole layer in one launch, the time loop inside the kernel; grid axis 1 is the direction
 (0 forward in time, 1 reverse), so a bidirectional layer's two independent recurrences
 run side by side:
@@ -338,7 +341,88 @@ def rnn_forward_persistent_kernel(
     _store_rows(hn_ptr, rb, in_b, rh, H, H, h)
 
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit
+def _previous_rows(previous_ptr, r, direction, N, B, PADDED: tl.constexpr):
+    """(from_y, row) of rows r (all < N): each row's h_prev is y's row `row` where from_y,
+    else h0's row `row` (the row's first step in this direction's processing order).
+    Padded: one step is B rows, direction 0 runs forwards in time; packed: a table."""
+    if PADDED:
+        forward = r >= B
+        reverse = r < N - B
+        from_y = tl.where(direction == 0, forward, reverse)
+        row = tl.where(from_y, r + tl.where(direction == 0, -B, B), r % B)
+    else:
+        index = tl.load(previous_ptr + r)  # a row of cat([y, h0])
+        from_y = index < N
+        row = tl.where(from_y, index, index - N)
+    return from_y, row
+
+
+@triton.jit
+def _gradient_block(dz_ptr, a_ptr, h0_ptr, previous_ptr, direction, rh, cols, stride_y,
+                    stride_a, N, B, H, K, PREVIOUS: tl.constexpr, PADDED: tl.constexpr,
+                    HAS_H0: tl.constexpr, BLOCK_R: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                    ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """[BLOCK_H, len(cols)] block dZ^T A[:, cols] of a weight gradient, over all N rows
+    BLOCK_R at a time: A = the layer input (K columns, row stride stride_a), or where
+    PREVIOUS each row's h_prev (_previous_rows; K = H)."""
+    acc = tl.zeros((rh.shape[0], cols.shape[0]), dtype=ACC_DTYPE)
+    for r0 in range(0, N, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        in_r = r < N
+        dz = _load_rows(dz_ptr, r, in_r, rh, stride_y, H)
+        if PREVIOUS:
+            from_y, row = _previous_rows(previous_ptr, tl.where(in_r, r, 0), direction, N, B,
+                                         PADDED)  # fmt: skip
+            a = _load_rows(a_ptr, row, in_r & from_y, cols, stride_a, K)
+            if HAS_H0:
+                a += _load_rows(h0_ptr, row, in_r & ~from_y, cols, K, K)
+        else:
+            a = _load_rows(a_ptr, r, in_r, cols, stride_a, K)
+        acc += tl.dot(tl.trans(dz), a.to(dz.dtype), input_precision=DOT_PRECISION,
+                      out_dtype=ACC_DTYPE)  # fmt: skip
+    return acc
+
+
+@triton.jit
+def _store_block(ptr, rh, cols, H, K, value):
+    """value into [len(rh), len(cols)] of a row-major [H, K] matrix, within its bounds."""
+    mask = (rh < H)[:, None] & (cols < K)[None, :]
+    tl.store(ptr + rh[:, None] * K + cols[None, :], value.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _weight_gradients(dz_ptr, y_ptr, x_ptr, h0_ptr, previous_ptr, dw_ih_ptr, dw_hh_ptr,
+                      db_ih_ptr, db_hh_ptr, direction, stride_y, stride_x, N, B, H, IN,
+                      PADDED: tl.constexpr, HAS_H0: tl.constexpr, HAS_BIAS: tl.constexpr,
+                      BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr,
+                      DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """This direction's dW_hh = dZ^T H_prev, dW_ih = dZ^T X and (HAS_BIAS) db_ih = db_hh =
+    the column sums of dZ, from every row of dz this program stored; BLOCK_R-column
+    blocks, so that the accumulators stay small at any H and input size."""
+    rh = tl.arange(0, BLOCK_H)
+    for n0 in range(0, H, BLOCK_R):
+        cols = n0 + tl.arange(0, BLOCK_R)
+        block = _gradient_block(dz_ptr, y_ptr, h0_ptr, previous_ptr, direction, rh, cols,
+                                stride_y, stride_y, N, B, H, H, True, PADDED, HAS_H0, BLOCK_R,
+                                DOT_PRECISION, ACC_DTYPE)  # fmt: skip
+        _store_block(dw_hh_ptr, rh, cols, H, H, block)
+    for i0 in range(0, IN, BLOCK_R):
+        cols = i0 + tl.arange(0, BLOCK_R)
+        block = _gradient_block(dz_ptr, x_ptr, h0_ptr, previous_ptr, direction, rh, cols,
+                                stride_y, stride_x, N, B, H, IN, False, PADDED, HAS_H0, BLOCK_R,
+                                DOT_PRECISION, ACC_DTYPE)  # fmt: skip
+        _store_block(dw_ih_ptr, rh, cols, H, IN, block)
+    if HAS_BIAS:
+        db = tl.zeros((BLOCK_H,), dtype=ACC_DTYPE)
+        for r0 in range(0, N, BLOCK_R):
+            r = r0 + tl.arange(0, BLOCK_R)
+            db += tl.sum(_load_rows(dz_ptr, r, r < N, rh, stride_y, H).to(ACC_DTYPE), axis=0)
+        tl.store(db_ih_ptr + rh, db.to(db_ih_ptr.dtype.element_ty), mask=rh < H)
+        tl.store(db_hh_ptr + rh, db.to(db_hh_ptr.dtype.element_ty), mask=rh < H)
+
+
+@triton.jit(do_not_specialize=["T", "N"])
 def rnn_backward_persistent_kernel(
     dy_ptr,  # [N, D*H] gradient of the layer output, row stride stride_y (columns as y)
     y_ptr,  # [N, D*H] saved layer output; direction d owns columns d*H + [0, H)
@@ -349,16 +433,34 @@ def rnn_backward_persistent_kernel(
     w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
     batch_sizes_ptr,
     offsets_ptr,
+    x_ptr,  # [N, IN] layer input, row stride stride_x (WEIGHT_GRADS only)
+    h0_ptr,  # [D, B, H] (WEIGHT_GRADS with HAS_H0 only)
+    previous_ptr,  # [N] int64: each row's h_prev in cat([y, h0]), direction 0 (packed)
+    previous_rev_ptr,  # the same of direction 1 (bidirectional)
+    dw_ih_ptr,  # out: [H, IN] gradient of W_ih of direction 0 (WEIGHT_GRADS only)
+    dw_ih_rev_ptr,  # of direction 1 (bidirectional)
+    dw_hh_ptr,  # out: [H, H] gradient of W_hh of direction 0 (WEIGHT_GRADS only)
+    dw_hh_rev_ptr,
+    db_ih_ptr,  # out: [H] gradient of b_ih of direction 0 (WEIGHT_GRADS with HAS_BIAS)
+    db_ih_rev_ptr,
+    db_hh_ptr,  # out: [H] gradient of b_hh of direction 0 (WEIGHT_GRADS with HAS_BIAS)
+    db_hh_rev_ptr,
     stride_y,
     T,
     B,
     H,
+    N,
+    stride_x,
+    IN,  # input features (WEIGHT_GRADS only)
     PADDED: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    WEIGHT_GRADS: tl.constexpr,  # one program per direction: the weight gradients here too
+    HAS_H0: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     direction = tl.program_id(1)
@@ -388,6 +490,17 @@ def rnn_backward_persistent_kernel(
         dh = tl.where(active[:, None], dh_prev, dh)
         active, rows, dy, y = active_next, rows_next, dy_next, y_next
     _store_rows(dh0_ptr, rb, in_b, rh, H, H, dh)
+    if WEIGHT_GRADS:
+        tl.debug_barrier()  # every thread's dz stores before any thread reads them back
+        d = direction
+        _weight_gradients(
+            dz_ptr, y_ptr, x_ptr, h0_ptr + d.to(tl.int64) * B * H,
+            _of_direction(d, previous_ptr, previous_rev_ptr),
+            _of_direction(d, dw_ih_ptr, dw_ih_rev_ptr), _of_direction(d, dw_hh_ptr, dw_hh_rev_ptr),
+            _of_direction(d, db_ih_ptr, db_ih_rev_ptr), _of_direction(d, db_hh_ptr, db_hh_rev_ptr),
+            d, stride_y, stride_x, N, B, H, IN, PADDED, HAS_H0, HAS_BIAS, BLOCK_H, 16,
+            DOT_PRECISION, ACC_DTYPE,
+        )  # fmt: skip
 
 
 @triton.jit(do_not_specialize=["T", "N"])

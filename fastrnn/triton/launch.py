@@ -1,7 +1,8 @@
 """Launch functions: the whole multi-layer RNN forward / backward on the kernels of
 kernels.py, with the signatures of the fastrnn::rnn_forward / rnn_backward ops whose CUDA
 kernels they are (registration.py).  The GEMMs outside the recurrence are torch ops
-(cuBLAS on a GPU).  Everything a layer's kernel launch takes besides its tensors (tier,
+(cuBLAS on a GPU), except where a short sequence's kernels do them (input_block,
+weight_grads_rows).  Everything a layer's kernel launch takes besides its tensors (tier,
 grid, integer arguments, constexprs) is worked out once per layer shape and kept
 (forward_launch, backward_launch), since at small shapes a call's host time is its cost.
 
@@ -49,6 +50,10 @@ FMA_PRODUCT_ELEMENTS = 8 * 64 * 64
 # PROJECT_INPUT_ELEMENTS (input_block; docs/performance.md).
 PROJECT_INPUT_MAX_STEPS = 32
 PROJECT_INPUT_ELEMENTS = 64 * 128
+# Likewise the backward of up to WEIGHT_GRADS_MAX_STEPS steps with at most BLOCK_B batch
+# rows runs one program per direction, which also computes the layer's weight gradients
+# (weight_grads_rows): no GEMMs, reduction or copy after the recurrence.
+WEIGHT_GRADS_MAX_STEPS = 32
 
 ACC_DTYPE = {
     torch.float64: triton.language.float64,
@@ -95,16 +100,19 @@ class Plan:
 
 
 def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
-                             block_i: int = 0) -> int:  # fmt: skip
+                             block_i: int = 0, weight_grads: bool = False) -> int:  # fmt: skip
     """Bytes of shared memory a persistent-tier kernel needs at most: W_hh (twice for
     tf32x3, its high and low parts), a [BLOCK_B, block_h] operand tile, 1 KB of
-    Triton's own scratch, and for a forward projecting an input of block_i (padded)
-    features a [block_i, block_h] accumulator-precision reduction scratch.  An upper
-    bound of what Triton allocates; tools/cubin_report.py checks it on every kernel."""
+    Triton's own scratch; for a forward projecting an input of block_i (padded)
+    features a [block_i, block_h] accumulator-precision reduction scratch; for a
+    backward computing the weight gradients, two tiles of its [block_h + 16, 16]
+    operands.  An upper bound of what Triton allocates; tools/cubin_report.py checks it
+    on every kernel."""
     element = dtype.itemsize
     copies = 2 if precision == "tf32x3" else 1
     recurrence = copies * (block_h * block_h * element + BLOCK_B * block_h * max(element, 4))
-    return recurrence + block_i * block_h * max(element, 4) + 1024
+    gradients = 2 * (block_h + 16) * 16 * max(element, 4) if weight_grads else 0
+    return recurrence + block_i * block_h * max(element, 4) + gradients + 1024
 
 
 def cooperative_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
@@ -264,6 +272,7 @@ class KernelLaunch:
     meta: dict  # its constexprs and launch options
     state: tuple | None = None  # cooperative: (shape, dtype) of a direction's state workspace
     block_i: int = 0  # forward: BLOCK_I where the kernel projects the input (input_block)
+    weight_grads: bool = False  # backward: the kernel computes the weight gradients
     kept: tuple | None = None  # launch_kernel's kept kernel for 16-byte aligned pointers
 
     def __call__(self, pointers: tuple[Tensor, ...]) -> None:
@@ -307,7 +316,8 @@ def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
     dtype = weights[1].dtype
     dtypes = (*[t.dtype if t is not None else None for t in tensors], *[w.dtype for w in weights])
     settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_W_ON_CHIP,
-                FMA_PRODUCT_ELEMENTS, PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS)  # fmt: skip
+                FMA_PRODUCT_ELEMENTS, PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS,
+                WEIGHT_GRADS_MAX_STEPS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dtypes, dot_precision(dtype), settings)
 
 
@@ -340,6 +350,24 @@ def input_block(call: CallKey, p: Plan, rows: int, steps: int, input_size: int) 
     shared = device_shared_memory(call.device)
     needed = persistent_shared_memory(p.block_h, call.dtype, p.precision, block_i)
     return block_i if shared is None or needed <= shared else 0
+
+
+def weight_grads_rows(call: CallKey, p: Plan, steps: int, batch: int) -> int:
+    """Batch rows of the one persistent backward program per direction that computes the
+    layer's weight gradients itself, else 0: at most WEIGHT_GRADS_MAX_STEPS steps and
+    BLOCK_B rows (FMA products where they fit, as persistent_rows), within the device's
+    shared memory."""
+    if (
+        p.tier != "persistent"
+        or not 0 < steps <= WEIGHT_GRADS_MAX_STEPS
+        or not 0 < batch <= BLOCK_B
+    ):
+        return 0
+    shared = device_shared_memory(call.device)
+    needed = persistent_shared_memory(p.block_h, call.dtype, p.precision, weight_grads=True)
+    if shared is not None and needed > shared:
+        return 0
+    return persistent_rows(batch, p.block_h, programs=1)
 
 
 def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hidden: int,
@@ -386,16 +414,27 @@ def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batc
 
 @functools.lru_cache(maxsize=LAUNCHES_CACHED)
 def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, batch: int,
-                    padded: bool, y_stride: int, relu: bool) -> KernelLaunch:  # fmt: skip
-    """A layer's backward recurrence launch (recurrence_backward), on plan()'s tier."""
+                    rows: int, padded: bool, input_size: int, x_stride: int, y_stride: int,
+                    relu: bool, has_bias: bool, has_h0: bool) -> KernelLaunch:  # fmt: skip
+    """A layer's backward recurrence launch (recurrence_backward), on plan()'s tier; on
+    the persistent one it computes the weight gradients too where weight_grads_rows
+    says so."""
     p = _plan(call, hidden)
     meta = dict(PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
                 DOT_PRECISION=p.precision)  # fmt: skip
-    scalars = (y_stride, steps, batch, hidden)
     if p.tier == "persistent":
-        rows_per_program, grid = _persistent_grid(call, p, batch, directions)
-        meta.update(BLOCK_B=rows_per_program, BLOCK_H=p.block_h, num_warps=p.num_warps)
-        return KernelLaunch("rnn_backward_persistent_kernel", grid, scalars, meta)
+        rows_per_program = weight_grads_rows(call, p, steps, batch)
+        weight_grads = rows_per_program > 0
+        grid = (1, directions)
+        if not weight_grads:
+            rows_per_program, grid = _persistent_grid(call, p, batch, directions)
+        meta.update(BLOCK_B=rows_per_program, BLOCK_H=p.block_h, num_warps=p.num_warps,
+                    WEIGHT_GRADS=weight_grads, HAS_H0=weight_grads and has_h0,
+                    HAS_BIAS=weight_grads and has_bias)  # fmt: skip
+        scalars = (y_stride, steps, batch, hidden, rows, x_stride, input_size)
+        return KernelLaunch("rnn_backward_persistent_kernel", grid, scalars, meta,
+                            weight_grads=weight_grads)  # fmt: skip
+    scalars = (y_stride, steps, batch, hidden)
     return _cooperative_launch(call, p, "rnn_backward_cooperative_kernel", batch, hidden,
                                directions, scalars, meta, (batch, hidden))  # fmt: skip
 
@@ -547,11 +586,13 @@ def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, c
 
 
 def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, w_hh, counters,
-                        steps: Steps):  # fmt: skip
+                        steps: Steps, x, h0, weight_grads):  # fmt: skip
     """One layer, every direction in one launch (backward_launch): dz[rows] =
     (dy + dh) * act'(y), dh = dz @ W_hh, through time in reverse order of processing;
     dh0 receives the gradient of the initial state.  dy, y, dz: [N, D*H], one row
-    stride; dh_n, dh0: [D, B, H]; w_hh: D tensors [H, H]."""
+    stride; dh_n, dh0: [D, B, H]; w_hh: D tensors [H, H].  Where launch.weight_grads,
+    also each direction's [dW_ih, dW_hh(, db_ih, db_hh)] into weight_grads, from the
+    layer input x [N, I] (unit column stride) and h0 [D, B, H] (None: zeros)."""
     if steps.batch == 0:
         return
     if steps.steps == 0:
@@ -560,8 +601,19 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, w_hh, counte
     assert dy.stride(0) == y.stride(0) == dz.stride(0), "dy, y and dz share one row stride"
     pointers = (dy, y, dz, dh_n, dh0, *_both(w_hh), *steps.tables(dz))
     if launch.state is not None:
-        pointers = (*pointers, launch.workspace(dz, len(w_hh)), counters)
-    launch(pointers)
+        launch((*pointers, launch.workspace(dz, len(w_hh)), counters))
+        return
+    if not launch.weight_grads:
+        launch((*pointers, *[dz] * 12))  # placeholders of the weight gradients' arguments
+        return
+    grads = [g + [dz] * (4 - len(g)) for g in weight_grads]  # placeholders for no biases
+    launch((
+        *pointers,
+        x,
+        h0 if h0 is not None else dz,
+        *_both(steps.previous or [dz]),
+        *[tensor for i in range(4) for tensor in _both([g[i] for g in grads])],
+    ))  # fmt: skip
 
 
 def recurrent_weight_grad(dz, y, h0, steps: Steps, reverse: bool) -> Tensor:  # [H, H]
@@ -686,28 +738,37 @@ def rnn_backward_triton(
         y_all = saved.reshape(steps.rows, directions * hidden)
         cells, layer_weights = layer_cells(weights, layer, directions, per_cell)
         w_hh = [w[1].contiguous() for w in layer_weights]
-        launch = backward_launch(call, hidden, directions, steps.steps, steps.batch,
-                                 steps.padded, y_all.stride(0), relu)  # fmt: skip
+        if layer_in.stride(1) != 1:  # the kernels read rows of unit column stride
+            layer_in = layer_in.contiguous()
+        launch = backward_launch(call, hidden, directions, steps.steps, steps.batch, steps.rows,
+                                 steps.padded, layer_in.shape[1], layer_in.stride(0),
+                                 y_all.stride(0), relu, per_cell == 4, h0 is not None)  # fmt: skip
         counters = barrier_counters(counters, launch, dz, num_layers * directions)
+        # Per cell: gradients of distinct parameters must not share storage.
+        kernel_grads = None
+        if launch.weight_grads:
+            kernel_grads = [[w.new_empty(w.shape) for w in cell] for cell in layer_weights]
         recurrence_backward(launch, grad_y, y_all, dz, _cells(grad_hn, cells),
-                            _cells(grad_hx, cells), w_hh, _cells(counters, cells),
-                            steps)  # fmt: skip
+                            _cells(grad_hx, cells), w_hh, _cells(counters, cells), steps,
+                            layer_in, _cells(h0, cells), kernel_grads)  # fmt: skip
         # Layer 0's input gradient is one more GEMM; skipped when nothing needs it.
         need_below = layer > 0 or need_input_grad
         grad_below = None
-        # Per direction: gradients of distinct parameters must not share storage.
         for d, (w_ih, *_) in enumerate(layer_weights):
             cell = cells.start + d
             dz_cell = _columns(dz, d, directions)  # [N, H], row stride D*H
             base = cell * per_cell
-            grad_weights[base] = dz_cell.t() @ layer_in
-            grad_weights[base + 1] = recurrent_weight_grad(
-                dz_cell, _columns(y_all, d, directions),
-                h0[cell] if h0 is not None else None, steps, d == 1,
-            )  # fmt: skip
-            if per_cell == 4:
-                grad_weights[base + 2] = dz_cell.sum(0)  # accumulates in fp32 for fp16/bf16
-                grad_weights[base + 3] = grad_weights[base + 2].clone()
+            if launch.weight_grads:
+                grad_weights[base : base + per_cell] = kernel_grads[d]
+            else:
+                grad_weights[base] = dz_cell.t() @ layer_in
+                grad_weights[base + 1] = recurrent_weight_grad(
+                    dz_cell, _columns(y_all, d, directions),
+                    h0[cell] if h0 is not None else None, steps, d == 1,
+                )  # fmt: skip
+                if per_cell == 4:
+                    grad_weights[base + 2] = dz_cell.sum(0)  # accumulates in fp32 (fp16/bf16)
+                    grad_weights[base + 3] = grad_weights[base + 2].clone()
             if need_below:
                 if grad_below is None:
                     grad_below = dz_cell @ w_ih
