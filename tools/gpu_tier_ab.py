@@ -2,9 +2,9 @@
 tier (a batch under 16 with FMA products or with tl.dot; a short sequence's input
 projected in the kernel or by a GEMM, its weight gradients computed by the backward
 kernel or by GEMMs), onto the cooperative tier with 64- or 32-column tiles, or with
-W_hh's columns streamed from L2 instead of held on chip; and nn.RNN (cuDNN).  So launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS,
-COOP_BLOCK_N, COOP_W_ON_CHIP, PROJECT_INPUT_MAX_STEPS and WEIGHT_GRADS_MAX_STEPS are set
-from measurement.
+W_hh's columns streamed from L2 instead of held on chip; and nn.RNN (cuDNN).  So
+launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, COOP_BLOCK_N, COOP_W_ON_CHIP,
+PROJECT_INPUT_MAX_STEPS and WEIGHT_GRADS_MAX_STEPS are set from measurement.
 Each contender is validated against float64 nn.RNN first (fastrnn.bench.measure.validate),
 then timed with the contenders alternated.  Prints a markdown table; --json writes every
 number (after each row, so a run cut short keeps what it measured).
