@@ -85,7 +85,11 @@ CASES = [
     # The persistent backward's weight gradients from GEMMs where it would compute them.
     (1, 16, 7, 1, False, False, "tanh", True, "persistent-gemm"),
     (3, 33, 5, 2, True, True, "relu", True, "persistent-gemm"),
+    # Over launch.WEIGHT_GRADS_MAX_BATCH rows: several persistent programs (FMA products),
+    # weight gradients from GEMMs.
+    (40, 16, 3, 1, False, True, "tanh", True, None),
     # The persistent tier on tl.dot (16 rows per program) where it would use FMAs.
+    (40, 16, 3, 2, True, False, "relu", True, "persistent-dot"),
     (17, 33, 5, 2, True, True, "tanh", True, "persistent-dot"),
     (3, 16, 7, 1, False, False, "relu", False, "persistent-dot"),
     (1, 40, 4, 1, True, False, "tanh", True, "persistent-dot"),

@@ -59,8 +59,8 @@ class Config:
             tile += f" N={self.block_n}"
         else:
             tile = f"H<={self.block_h}"
-            if self.block_b < launch.BLOCK_B:
-                tile += f" rows={self.block_b} (FMA)"
+            if self.block_b != launch.BLOCK_B:
+                tile += f" rows={self.block_b}" + (" (FMA)" if self.block_b < 16 else "")
             if self.block_i:
                 tile += f" projecting I<={self.block_i}"
             if self.weight_grads:
@@ -89,8 +89,11 @@ def configurations(capability: int) -> list[Config]:
                     rows = max((r for r in (1, 2, 4, 8) if r * block_h**2 <= limit), default=None)
                     if p.tier == "persistent" and direction == "backward":
                         # One program computing the weight gradients too (launch.
-                        # weight_grads_rows): on tl.dot's rows, and on FMA rows.
-                        configs.append(dataclasses.replace(config, weight_grads=True))
+                        # weight_grads_rows): on tl.dot's rows (16, and the most), and on
+                        # FMA rows.
+                        for block_b in (launch.BLOCK_B, launch.WEIGHT_GRADS_MAX_BATCH):
+                            configs.append(dataclasses.replace(config, block_b=block_b,
+                                                               weight_grads=True))  # fmt: skip
                         if rows:
                             configs.append(dataclasses.replace(config, block_b=rows,
                                                                weight_grads=True))  # fmt: skip

@@ -246,9 +246,13 @@ def _product(a, m, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
     """a @ m in ACC_DTYPE for the persistent tier: tl.dot on tensor cores for 16 rows of
     a or more; for fewer, a broadcast product summed over k with FMAs (m already in
     ACC_DTYPE)."""
+    # if/else, not an early return: Triton would build the code after it too, and the
+    # broadcast product of 32 rows at H=256 is over its largest tensor.
     if a.shape[0] >= 16:
-        return tl.dot(a.to(m.dtype), m, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
-    return tl.sum(a.to(ACC_DTYPE)[:, :, None] * m[None, :, :], axis=1)
+        product = tl.dot(a.to(m.dtype), m, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+    else:
+        product = tl.sum(a.to(ACC_DTYPE)[:, :, None] * m[None, :, :], axis=1)
+    return product
 
 
 @triton.jit

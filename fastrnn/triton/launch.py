@@ -50,10 +50,11 @@ FMA_PRODUCT_ELEMENTS = 8 * 64 * 64
 # PROJECT_INPUT_ELEMENTS (input_block; docs/performance.md).
 PROJECT_INPUT_MAX_STEPS = 32
 PROJECT_INPUT_ELEMENTS = 64 * 128
-# Likewise the backward of up to WEIGHT_GRADS_MAX_STEPS steps with at most BLOCK_B batch
-# rows runs one program per direction, which also computes the layer's weight gradients
-# (weight_grads_rows): no GEMMs, reduction or copy after the recurrence.
+# Likewise the backward of up to WEIGHT_GRADS_MAX_STEPS steps and WEIGHT_GRADS_MAX_BATCH
+# batch rows runs one program per direction, which also computes the layer's weight
+# gradients (weight_grads_rows): no GEMMs, reduction or copy after the recurrence.
 WEIGHT_GRADS_MAX_STEPS = 32
+WEIGHT_GRADS_MAX_BATCH = 2 * BLOCK_B
 
 ACC_DTYPE = {
     torch.float64: triton.language.float64,
@@ -105,12 +106,14 @@ def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
     tf32x3, its high and low parts), a [BLOCK_B, block_h] operand tile, 1 KB of
     Triton's own scratch; for a forward projecting an input of block_i (padded)
     features a [block_i, block_h] accumulator-precision reduction scratch; for a
-    backward computing the weight gradients, two tiles of its [block_h + 16, 16]
-    operands.  An upper bound of what Triton allocates; tools/cubin_report.py checks it
-    on every kernel."""
+    backward computing the weight gradients, an operand tile of up to
+    WEIGHT_GRADS_MAX_BATCH rows and two tiles of its [block_h + 16, 16] operands.  An
+    upper bound of what Triton allocates; tools/cubin_report.py checks it on every
+    kernel."""
     element = dtype.itemsize
     copies = 2 if precision == "tf32x3" else 1
-    recurrence = copies * (block_h * block_h * element + BLOCK_B * block_h * max(element, 4))
+    rows = WEIGHT_GRADS_MAX_BATCH if weight_grads else BLOCK_B
+    recurrence = copies * (block_h * block_h * element + rows * block_h * max(element, 4))
     gradients = 2 * (block_h + 16) * 16 * max(element, 4) if weight_grads else 0
     return recurrence + block_i * block_h * max(element, 4) + gradients + 1024
 
@@ -355,19 +358,22 @@ def input_block(call: CallKey, p: Plan, rows: int, steps: int, input_size: int) 
 def weight_grads_rows(call: CallKey, p: Plan, steps: int, batch: int) -> int:
     """Batch rows of the one persistent backward program per direction that computes the
     layer's weight gradients itself, else 0: at most WEIGHT_GRADS_MAX_STEPS steps and
-    BLOCK_B rows (FMA products where they fit, as persistent_rows), within the device's
-    shared memory."""
+    WEIGHT_GRADS_MAX_BATCH rows, within the device's shared memory; the whole batch, a
+    power of two, with FMA products where they fit (as persistent_rows), else tl.dot."""
     if (
         p.tier != "persistent"
         or not 0 < steps <= WEIGHT_GRADS_MAX_STEPS
-        or not 0 < batch <= BLOCK_B
+        or not 0 < batch <= WEIGHT_GRADS_MAX_BATCH
     ):
         return 0
     shared = device_shared_memory(call.device)
     needed = persistent_shared_memory(p.block_h, call.dtype, p.precision, weight_grads=True)
     if shared is not None and needed > shared:
         return 0
-    return persistent_rows(batch, p.block_h, programs=1)
+    rows = 1 << (batch - 1).bit_length()
+    if rows < BLOCK_B and rows * p.block_h * p.block_h <= FMA_PRODUCT_ELEMENTS:
+        return rows
+    return max(rows, BLOCK_B)
 
 
 def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hidden: int,
