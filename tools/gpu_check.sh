@@ -62,7 +62,7 @@ torch.cuda.synchronize()" "$case" 2>&1 | grep -vE "^==PROF==|^\s*$" | cut -c1-14
 }
 sanitize() {
   for tool in racecheck memcheck; do
-    timeout 20 compute-sanitizer --tool $tool --print-limit 5 python3 tools/sanitize_cooperative.py \
+    timeout 30 compute-sanitizer --tool $tool --print-limit 5 python3 tools/sanitize_kernels.py \
       > /tmp/fastrnn-sanitizer.log 2>&1; echo "$tool: exit $?" | tee -a "$CHECKS"
     tail -3 /tmp/fastrnn-sanitizer.log | tee -a "$CHECKS"
   done
@@ -82,7 +82,7 @@ for step in "${STEPS[@]}"; do
     kernels) timeout 30 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20 ;;
     calls) timeout 90 python3 tools/gpu_call_profile.py --json "$OUT/calls.json" 2>&1 | tail -16 ;;
     cprofile) timeout 60 python3 tools/gpu_call_profile.py --cprofile 2>&1 | grep -v "^$" | cut -c1-150 ;;
-    tiers) timeout "${TIER_LIMIT:-75}" python3 tools/gpu_tier_ab.py --json "$OUT/tiers.json" \
+    tiers) timeout "${TIER_LIMIT:-55}" python3 tools/gpu_tier_ab.py --json "$OUT/tiers.json" \
              ${TIER_CASES:+--cases "$TIER_CASES"} 2>&1 | tail -60 ;;
     bench32) bench float32 fastrnn,nn.RNN,naive 100 ;;
     bench16) bench float16 fastrnn,nn.RNN 55 ;;
