@@ -569,6 +569,31 @@ def test_input_projected_in_the_kernel_for_short_sequences_on_fma_programs(monke
     assert block(5, 4) == 0
 
 
+def test_previous_rows_of_packed_input_by_their_definition():
+    """launch.previous_rows against a row-by-row construction: forwards in time step
+    t-1's row of the same sequence (h0's row N + b at the first step), in reverse step
+    t+1's where that step has the sequence, else h0's."""
+    gen = torch.Generator().manual_seed(0)
+    layouts = [[1], [3, 3, 3], [4, 3, 3, 2, 2, 1]]
+    layouts += [sorted(torch.randint(1, 9, (steps,), generator=gen).tolist(), reverse=True)
+                for steps in (2, 7, 30)]  # fmt: skip
+    for sizes in layouts:
+        rows = sum(sizes)
+        offsets = [sum(sizes[:t]) for t in range(len(sizes))]
+        forward, reverse = [], []
+        for t, size in enumerate(sizes):
+            for b in range(size):
+                forward.append(offsets[t - 1] + b if t > 0 else rows + b)
+                has_next = t + 1 < len(sizes) and b < sizes[t + 1]
+                reverse.append(offsets[t + 1] + b if has_next else rows + b)
+        got = launch.previous_rows(torch.tensor(sizes), torch.tensor(offsets), rows, 2)
+        assert got[0].tolist() == forward and got[1].tolist() == reverse, sizes
+        assert (
+            launch.previous_rows(torch.tensor(sizes), torch.tensor(offsets), rows, 1)[0].tolist()
+            == forward
+        )
+
+
 def test_kept_kernels_are_keyed_by_what_triton_specialises_on():
     """launch_kernel reuses a compiled kernel only for arguments Triton would specialise
     alike: tensor dtype and 16-byte alignment; integers equal to 1, multiples of 16 and

@@ -363,36 +363,35 @@ def _previous_rows(previous_ptr, r, direction, N, B, PADDED: tl.constexpr):
 
 
 @triton.jit
-def _gradient_block(dz_ptr, a_ptr, h0_ptr, previous_ptr, direction, rh, cols, stride_y,
-                    stride_a, N, B, H, K, PREVIOUS: tl.constexpr, PADDED: tl.constexpr,
-                    HAS_H0: tl.constexpr, BLOCK_R: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                    ACC_DTYPE: tl.constexpr):  # fmt: skip
-    """[BLOCK_H, len(cols)] block dZ^T A[:, cols] of a weight gradient, over all N rows
-    BLOCK_R at a time: A = the layer input (K columns, row stride stride_a), or where
-    PREVIOUS each row's h_prev (_previous_rows; K = H)."""
-    acc = tl.zeros((rh.shape[0], cols.shape[0]), dtype=ACC_DTYPE)
-    for r0 in range(0, N, BLOCK_R):
-        r = r0 + tl.arange(0, BLOCK_R)
-        in_r = r < N
-        dz = _load_rows(dz_ptr, r, in_r, rh, stride_y, H)
-        if PREVIOUS:
-            from_y, row = _previous_rows(previous_ptr, tl.where(in_r, r, 0), direction, N, B,
-                                         PADDED)  # fmt: skip
-            a = _load_rows(a_ptr, row, in_r & from_y, cols, stride_a, K)
-            if HAS_H0:
-                a += _load_rows(h0_ptr, row, in_r & ~from_y, cols, K, K)
-        else:
-            a = _load_rows(a_ptr, r, in_r, cols, stride_a, K)
-        acc += tl.dot(tl.trans(dz), a.to(dz.dtype), input_precision=DOT_PRECISION,
-                      out_dtype=ACC_DTYPE)  # fmt: skip
-    return acc
-
-
-@triton.jit
-def _store_block(ptr, rh, cols, H, K, value):
-    """value into [len(rh), len(cols)] of a row-major [H, K] matrix, within its bounds."""
-    mask = (rh < H)[:, None] & (cols < K)[None, :]
-    tl.store(ptr + rh[:, None] * K + cols[None, :], value.to(ptr.dtype.element_ty), mask=mask)
+def _weight_gradient(out_ptr, dz_ptr, a_ptr, h0_ptr, previous_ptr, direction, stride_y,
+                     stride_a, N, B, H, K, PREVIOUS: tl.constexpr, PADDED: tl.constexpr,
+                     HAS_H0: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr,
+                     DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """out [H, K] (row-major) = dZ^T A over all N rows, in [BLOCK_H, BLOCK_R] blocks (so
+    the accumulator stays small at any H and K), BLOCK_R rows at a time: A = the layer
+    input (row stride stride_a), or where PREVIOUS each row's h_prev (_previous_rows;
+    K = H)."""
+    rh = tl.arange(0, BLOCK_H)
+    for k0 in range(0, K, BLOCK_R):
+        cols = k0 + tl.arange(0, BLOCK_R)
+        acc = tl.zeros((BLOCK_H, BLOCK_R), dtype=ACC_DTYPE)
+        for r0 in range(0, N, BLOCK_R):
+            r = r0 + tl.arange(0, BLOCK_R)
+            in_r = r < N
+            dz = _load_rows(dz_ptr, r, in_r, rh, stride_y, H)
+            if PREVIOUS:
+                from_y, row = _previous_rows(previous_ptr, tl.where(in_r, r, 0), direction, N,
+                                             B, PADDED)  # fmt: skip
+                a = _load_rows(a_ptr, row, in_r & from_y, cols, stride_a, K)
+                if HAS_H0:
+                    a += _load_rows(h0_ptr, row, in_r & ~from_y, cols, K, K)
+            else:
+                a = _load_rows(a_ptr, r, in_r, cols, stride_a, K)
+            acc += tl.dot(tl.trans(dz), a.to(dz.dtype), input_precision=DOT_PRECISION,
+                          out_dtype=ACC_DTYPE)  # fmt: skip
+        mask = (rh < H)[:, None] & (cols < K)[None, :]
+        tl.store(out_ptr + rh[:, None] * K + cols[None, :], acc.to(out_ptr.dtype.element_ty),
+                 mask=mask)  # fmt: skip
 
 
 @triton.jit
@@ -402,22 +401,15 @@ def _weight_gradients(dz_ptr, y_ptr, x_ptr, h0_ptr, previous_ptr, dw_ih_ptr, dw_
                       BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr,
                       DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):  # fmt: skip
     """This direction's dW_hh = dZ^T H_prev, dW_ih = dZ^T X and (HAS_BIAS) db_ih = db_hh =
-    the column sums of dZ, from every row of dz this program stored; BLOCK_R-column
-    blocks, so that the accumulators stay small at any H and input size."""
-    rh = tl.arange(0, BLOCK_H)
-    for n0 in range(0, H, BLOCK_R):
-        cols = n0 + tl.arange(0, BLOCK_R)
-        block = _gradient_block(dz_ptr, y_ptr, h0_ptr, previous_ptr, direction, rh, cols,
-                                stride_y, stride_y, N, B, H, H, True, PADDED, HAS_H0, BLOCK_R,
-                                DOT_PRECISION, ACC_DTYPE)  # fmt: skip
-        _store_block(dw_hh_ptr, rh, cols, H, H, block)
-    for i0 in range(0, IN, BLOCK_R):
-        cols = i0 + tl.arange(0, BLOCK_R)
-        block = _gradient_block(dz_ptr, x_ptr, h0_ptr, previous_ptr, direction, rh, cols,
-                                stride_y, stride_x, N, B, H, IN, False, PADDED, HAS_H0, BLOCK_R,
-                                DOT_PRECISION, ACC_DTYPE)  # fmt: skip
-        _store_block(dw_ih_ptr, rh, cols, H, IN, block)
+    the column sums of dZ, from every row of dz this program stored."""
+    _weight_gradient(dw_hh_ptr, dz_ptr, y_ptr, h0_ptr, previous_ptr, direction, stride_y,
+                     stride_y, N, B, H, H, True, PADDED, HAS_H0, BLOCK_H, BLOCK_R,
+                     DOT_PRECISION, ACC_DTYPE)  # fmt: skip
+    _weight_gradient(dw_ih_ptr, dz_ptr, x_ptr, h0_ptr, previous_ptr, direction, stride_y,
+                     stride_x, N, B, H, IN, False, PADDED, HAS_H0, BLOCK_H, BLOCK_R,
+                     DOT_PRECISION, ACC_DTYPE)  # fmt: skip
     if HAS_BIAS:
+        rh = tl.arange(0, BLOCK_H)
         db = tl.zeros((BLOCK_H,), dtype=ACC_DTYPE)
         for r0 in range(0, N, BLOCK_R):
             r = r0 + tl.arange(0, BLOCK_R)

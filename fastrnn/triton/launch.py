@@ -476,18 +476,20 @@ PACKED_CAPTURE_ERROR = (
 def previous_rows(sizes: Tensor, offsets: Tensor, rows: int, directions: int) -> list[Tensor]:
     """Packed input (sizes, offsets: [T] int64 on the host): for each direction (1: reverse
     in time), where each row's h_prev lives in cat([y, h0]), a y row or N + b; [N] int64
-    each, on the host."""
-    steps = sizes.numel()
-    step_of_row = torch.repeat_interleave(torch.arange(steps), sizes)
-    index_in_step = torch.arange(rows) - offsets[step_of_row]
-    from_h0 = rows + index_in_step
-    prev_step = (step_of_row - 1).clamp(min=0)
-    forward = torch.where(step_of_row > 0, offsets[prev_step] + index_in_step, from_h0)
+    each, on the host.  Row r = offsets[t] + b of step t: forwards, step t-1's row
+    r - sizes[t-1] (h0's N + b at t = 0); in reverse, step t+1's row r + sizes[t] where
+    that step has row b, else N + b."""
+    previous_size = torch.cat([sizes.new_tensor([-rows]), sizes[:-1]])  # -N: r + N at t = 0
+    next_size = torch.cat([sizes[1:], sizes.new_zeros(1)])
+    # One repeat for every per-step value a row needs (each op costs microseconds here).
+    per_step = torch.stack([previous_size, offsets, sizes, next_size], 1)
+    per_row = torch.repeat_interleave(per_step, sizes, dim=0, output_size=rows)  # [N, 4]
+    row = torch.arange(rows)
+    forward = row - per_row[:, 0]
     if directions == 1:
         return [forward]
-    next_step = (step_of_row + 1).clamp(max=steps - 1)
-    next_size = torch.where(step_of_row + 1 < steps, sizes[next_step], 0)
-    reverse = torch.where(index_in_step < next_size, offsets[next_step] + index_in_step, from_h0)
+    index_in_step = row - per_row[:, 1]
+    reverse = torch.where(index_in_step < per_row[:, 3], row + per_row[:, 2], rows + index_in_step)
     return [forward, reverse]
 
 
