@@ -594,6 +594,35 @@ def test_previous_rows_of_packed_input_by_their_definition():
         )
 
 
+def test_weight_gradients_in_the_backward_kernel_for_short_small_layers(monkeypatch):
+    """weight_grads_rows: one persistent backward program per direction, holding the whole
+    batch (FMA rows where they fit, else 16 or 32 tl.dot rows), computes the weight
+    gradients up to WEIGHT_GRADS_MAX_STEPS steps, WEIGHT_GRADS_MAX_BATCH rows and
+    WEIGHT_GRADS_ELEMENTS multiply-adds; GEMMs do it otherwise (several programs)."""
+
+    def plan(steps, batch, hidden=16, input_size=4):
+        x = torch.zeros(steps, batch, input_size)
+        weights = [torch.zeros(hidden, input_size), torch.zeros(hidden, hidden)]
+        call = launch.call_key((x, None, x, None, x), weights)
+        rows = steps * batch
+        layer = launch.backward_launch(call, hidden, 1, steps, batch, rows, True, input_size,
+                                       input_size, hidden, False, True, False)  # fmt: skip
+        return layer.weight_grads, layer.grid[0], layer.meta["BLOCK_B"]
+
+    assert plan(5, 1) == (True, 1, 1)
+    assert plan(5, 5) == (True, 1, 8)  # 8 x 16 x 16 FMA products
+    assert plan(5, 5, hidden=128) == (True, 1, 16)  # 8 x 128 x 128 would not fit: tl.dot
+    assert plan(10, 32) == (True, 1, 32)
+    assert plan(10, 33)[:2] == (False, 33)  # one FMA row per program
+    assert plan(launch.WEIGHT_GRADS_MAX_STEPS + 1, 1)[0] is False
+    assert plan(32, 32, hidden=64, input_size=4096)[0] is False  # over WEIGHT_GRADS_ELEMENTS
+    monkeypatch.setattr(launch, "WEIGHT_GRADS_MAX_STEPS", 0)
+    assert plan(5, 1)[0] is False
+    monkeypatch.setattr(launch, "WEIGHT_GRADS_MAX_STEPS", 32)
+    monkeypatch.setattr(launch, "FORCE_TIER", "cooperative")
+    assert plan(5, 1)[0] is False
+
+
 def test_kept_kernels_are_keyed_by_what_triton_specialises_on():
     """launch_kernel reuses a compiled kernel only for arguments Triton would specialise
     alike: tensor dtype and 16-byte alignment; integers equal to 1, multiples of 16 and

@@ -52,9 +52,11 @@ PROJECT_INPUT_MAX_STEPS = 32
 PROJECT_INPUT_ELEMENTS = 64 * 128
 # Likewise the backward of up to WEIGHT_GRADS_MAX_STEPS steps and WEIGHT_GRADS_MAX_BATCH
 # batch rows runs one program per direction, which also computes the layer's weight
-# gradients (weight_grads_rows): no GEMMs, reduction or copy after the recurrence.
+# gradients (weight_grads_rows): no GEMMs, reduction or copy after the recurrence.  One
+# program does the GEMMs' work, so at most WEIGHT_GRADS_ELEMENTS multiply-adds of it.
 WEIGHT_GRADS_MAX_STEPS = 32
 WEIGHT_GRADS_MAX_BATCH = 2 * BLOCK_B
+WEIGHT_GRADS_ELEMENTS = 1 << 22
 
 ACC_DTYPE = {
     torch.float64: triton.language.float64,
@@ -320,7 +322,7 @@ def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
     dtypes = (*[t.dtype if t is not None else None for t in tensors], *[w.dtype for w in weights])
     settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_W_ON_CHIP,
                 FMA_PRODUCT_ELEMENTS, PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS,
-                WEIGHT_GRADS_MAX_STEPS)  # fmt: skip
+                WEIGHT_GRADS_MAX_STEPS, WEIGHT_GRADS_ELEMENTS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dtypes, dot_precision(dtype), settings)
 
 
@@ -355,15 +357,18 @@ def input_block(call: CallKey, p: Plan, rows: int, steps: int, input_size: int) 
     return block_i if shared is None or needed <= shared else 0
 
 
-def weight_grads_rows(call: CallKey, p: Plan, steps: int, batch: int) -> int:
+def weight_grads_rows(call: CallKey, p: Plan, steps: int, batch: int, rows: int,
+                      input_size: int) -> int:  # fmt: skip
     """Batch rows of the one persistent backward program per direction that computes the
-    layer's weight gradients itself, else 0: at most WEIGHT_GRADS_MAX_STEPS steps and
-    WEIGHT_GRADS_MAX_BATCH rows, within the device's shared memory; the whole batch, a
-    power of two, with FMA products where they fit (as persistent_rows), else tl.dot."""
+    layer's weight gradients itself, else 0: at most WEIGHT_GRADS_MAX_STEPS steps,
+    WEIGHT_GRADS_MAX_BATCH rows and WEIGHT_GRADS_ELEMENTS multiply-adds (its `rows` rows
+    times [H, H + I]), within the device's shared memory; the whole batch, a power of
+    two, with FMA products where they fit (as persistent_rows), else tl.dot."""
     if (
         p.tier != "persistent"
         or not 0 < steps <= WEIGHT_GRADS_MAX_STEPS
         or not 0 < batch <= WEIGHT_GRADS_MAX_BATCH
+        or rows * p.block_h * (p.block_h + input_size) > WEIGHT_GRADS_ELEMENTS
     ):
         return 0
     shared = device_shared_memory(call.device)
@@ -429,7 +434,7 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
     meta = dict(PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
                 DOT_PRECISION=p.precision)  # fmt: skip
     if p.tier == "persistent":
-        rows_per_program = weight_grads_rows(call, p, steps, batch)
+        rows_per_program = weight_grads_rows(call, p, steps, batch, rows, input_size)
         weight_grads = rows_per_program > 0
         grid = (1, directions)
         if not weight_grads:
