@@ -4,16 +4,15 @@ Design
 ------
 The input projection of every step, X @ W_ih^T + b_ih, is one large GEMM (cuBLAS) before
 the recurrence, and the weight gradients are large GEMMs after it; only the sequential
-part, h_t = act(xp_t + b_hh + h_{t-1} W_hh^T), needs custom kernels.  The exception is
-a short sequence on the persistent tier's FMA programs (launch.input_block): there the
-kernel projects each step's input itself (PROJECT_INPUT), since such a call is bound by
-host time, of which the GEMM's launch is a large part; likewise a short sequence's
-persistent backward on one program per direction (launch.weight_grads_rows) computes
-the layer's weight gradients after its time loop, from the dz it stored
-(WEIGHT_GRADS).  Both tiers run a
-whole layer in one launch, the time loop inside the kernel; grid axis 1 is the direction
-(0 forward in time, 1 reverse), so a bidirectional layer's two independent recurrences
-run side by side:
+part, h_t = act(xp_t + b_hh + h_{t-1} W_hh^T), needs custom kernels.  The exceptions are
+short sequences, whose calls are bound by host time, of which the GEMMs' launches are a
+large part: on the persistent tier's FMA programs the forward projects each step's
+input itself (PROJECT_INPUT, launch.input_block), and a backward on one program per
+direction computes the layer's weight gradients after its time loop, from the dz it
+stored (WEIGHT_GRADS, launch.weight_grads_rows).  Both tiers run a whole layer in one
+launch, the time loop inside the kernel; grid axis 1 is the direction (0 forward in
+time, 1 reverse), so a bidirectional layer's two independent recurrences run side by
+side:
 
 * persistent: each program owns BLOCK_B batch rows and the whole hidden dimension, keeps
   W_hh on chip and its rows' state h in registers for the whole sequence.  Programs

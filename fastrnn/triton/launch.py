@@ -375,10 +375,10 @@ def weight_grads_rows(call: CallKey, p: Plan, steps: int, batch: int, rows: int,
     needed = persistent_shared_memory(p.block_h, call.dtype, p.precision, weight_grads=True)
     if shared is not None and needed > shared:
         return 0
-    rows = 1 << (batch - 1).bit_length()
-    if rows < BLOCK_B and rows * p.block_h * p.block_h <= FMA_PRODUCT_ELEMENTS:
-        return rows
-    return max(rows, BLOCK_B)
+    whole_batch = 1 << (batch - 1).bit_length()
+    if whole_batch < BLOCK_B and whole_batch * p.block_h * p.block_h <= FMA_PRODUCT_ELEMENTS:
+        return whole_batch
+    return max(whole_batch, BLOCK_B)
 
 
 def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hidden: int,
@@ -543,7 +543,7 @@ def barrier_counters(counters: Tensor | None, launch: KernelLaunch, like: Tensor
 
 def check_devices(input: Tensor, others: dict[str, list[Tensor | None]]) -> None:
     """Every tensor of others (name: tensors, None for an absent one) on input's device,
-    else nn.RNN's error (ATen's check_attributes), by name: "hidden", "parameter"."""
+    else nn.RNN's error (ATen's check_attributes) naming them ("hidden", "parameter")."""
     device = input.device
     for name, tensors in others.items():
         for tensor in tensors:
