@@ -271,7 +271,17 @@ class DeviceOps(TorchDispatchMode):
     the Triton kernels launched (in `ops`; their grids and keyword arguments in
     `launches`), leaving out what the interpreter runs inside those."""
 
-    NO_KERNEL = {"empty", "new_empty", "view", "reshape", "t", "slice", "select", "_unsafe_view"}
+    NO_KERNEL = {
+        "empty",
+        "empty_like",
+        "new_empty",
+        "view",
+        "reshape",
+        "t",
+        "slice",
+        "select",
+        "_unsafe_view",
+    }
 
     def __init__(self):
         super().__init__()
@@ -392,12 +402,39 @@ def test_one_recurrence_launch_per_layer_for_both_directions(tier, monkeypatch):
     assert device_ops.ops.count(f"rnn_backward_{tier}_kernel") == 2
     assert device_ops.ops.count("zeros") == (1 if tier == "cooperative" else 0)
     # A short sequence's persistent backward computes the weight gradients itself: then
-    # the only GEMMs are each layer's input gradient, one per direction.
+    # the only GEMMs are each bidirectional layer's input gradient, one per direction.
     gemms = [op for op in device_ops.ops if op in ("mm", "addmm_", "addmm", "sum", "clone")]
     if tier == "persistent":
         assert gemms == ["mm", "addmm_"] * 2
     else:
         assert len(gemms) > 4
+
+
+def test_a_short_one_direction_backward_is_its_kernels_alone(monkeypatch):
+    """A 2-layer one-direction backward of a short sequence: per layer one recurrence
+    launch that computes the weight gradients and the input gradient too; no other op
+    but allocations and views."""
+    device_ops = DeviceOps()
+    device_ops.watch(monkeypatch, "rnn_backward_persistent_kernel")
+    reference, _ = paired_rnns(3, 5, torch.float64, num_layers=2)
+    reference = reference.to(DEVICE)
+    weights = [w.detach() for w in reference._flat_weights]
+    x = torch.randn(4, 2, 3, dtype=torch.float64, device=DEVICE)
+    output, h_n, layer_outputs = launch.rnn_forward_triton(x, None, weights, None, 2, False,
+                                                           False)  # fmt: skip
+    grad_out, grad_h = torch.randn_like(output), torch.randn_like(h_n)
+    with device_ops:
+        grad_input, _, grad_weights = launch.rnn_backward_triton(
+            grad_out, grad_h, x, None, weights, None, output, layer_outputs, 2, False, False, True
+        )  # fmt: skip
+    assert device_ops.ops == ["rnn_backward_persistent_kernel"] * 2
+    x_ref = x.clone().requires_grad_()
+    out_ref, h_ref = reference(x_ref)
+    expected = torch.autograd.grad(
+        (out_ref * grad_out).sum() + (h_ref * grad_h).sum(), [x_ref, *reference._flat_weights]
+    )
+    for got, want in zip([grad_input, *grad_weights], expected, strict=True):
+        assert_close(got, want, torch.float64, "gradient")
     assert_close(output, reference(x)[0], torch.float64, "output")
 
 
@@ -606,7 +643,7 @@ def test_weight_gradients_in_the_backward_kernel_for_short_small_layers(monkeypa
         call = launch.call_key((x, None, x, None, x), weights)
         rows = steps * batch
         layer = launch.backward_launch(call, hidden, 1, steps, batch, rows, True, input_size,
-                                       input_size, hidden, False, True, False)  # fmt: skip
+                                       input_size, hidden, False, True, False, True)  # fmt: skip
         return layer.weight_grads, layer.grid[0], layer.meta["BLOCK_B"]
 
     assert plan(5, 1) == (True, 1, 1)
@@ -615,7 +652,7 @@ def test_weight_gradients_in_the_backward_kernel_for_short_small_layers(monkeypa
     assert plan(10, 32) == (True, 1, 32)
     assert plan(10, 33)[:2] == (False, 33)  # one FMA row per program
     assert plan(launch.WEIGHT_GRADS_MAX_STEPS + 1, 1)[0] is False
-    assert plan(32, 32, hidden=64, input_size=4096)[0] is False  # over WEIGHT_GRADS_ELEMENTS
+    assert plan(32, 32, hidden=64, input_size=2048)[0] is False  # over WEIGHT_GRADS_ELEMENTS
     monkeypatch.setattr(launch, "WEIGHT_GRADS_MAX_STEPS", 0)
     assert plan(5, 1)[0] is False
     monkeypatch.setattr(launch, "WEIGHT_GRADS_MAX_STEPS", 32)

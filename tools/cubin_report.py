@@ -48,7 +48,8 @@ class Config:
     block_n: int = 0  # cooperative: hidden columns per tile
     block_b: int = launch.BLOCK_B  # batch rows per program (persistent: fewer for FMAs)
     block_i: int = 0  # persistent forward: padded input size it projects itself (0: none)
-    weight_grads: bool = False  # persistent backward: computing the weight gradients too
+    # persistent backward: computing the weight gradients and the input gradient too
+    weight_grads: bool = False
 
     def describe(self) -> str:
         dtype = TRITON_DTYPE[self.dtype] + (
@@ -124,7 +125,7 @@ def compile_config(config: Config, capability: int, padded: bool = False):
     if direction == "forward" or config.kernel == "backward_persistent":
         constexprs.update(HAS_BIAS=True, HAS_H0=True)
     if config.kernel == "backward_persistent":
-        constexprs.update(WEIGHT_GRADS=config.weight_grads)
+        constexprs.update(WEIGHT_GRADS=config.weight_grads, INPUT_GRAD=config.weight_grads)
     if config.kernel == "forward_persistent":
         constexprs.update(PROJECT_INPUT=config.block_i > 0, BLOCK_I=config.block_i or 16)
     signature = {}

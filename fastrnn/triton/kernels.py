@@ -9,7 +9,8 @@ short sequences, whose calls are bound by host time, of which the GEMMs' launche
 large part: on the persistent tier's FMA programs the forward projects each step's
 input itself (PROJECT_INPUT, launch.input_block), and a backward on one program per
 direction computes the layer's weight gradients after its time loop, from the dz it
-stored (WEIGHT_GRADS, launch.weight_grads_rows).  Both tiers run a whole layer in one
+stored (WEIGHT_GRADS, launch.weight_grads_rows), and for one direction the input
+gradient too (INPUT_GRAD).  Both tiers run a whole layer in one
 launch, the time loop inside the kernel; grid axis 1 is the direction (0 forward in
 time, 1 reverse), so a bidirectional layer's two independent recurrences run side by
 side:
@@ -417,6 +418,24 @@ def _weight_gradients(dz_ptr, y_ptr, x_ptr, h0_ptr, previous_ptr, dw_ih_ptr, dw_
         tl.store(db_hh_ptr + rh, db.to(db_hh_ptr.dtype.element_ty), mask=rh < H)
 
 
+@triton.jit
+def _input_gradient(dx_ptr, dz_ptr, w_ih_ptr, stride_y, N, H, IN, BLOCK_H: tl.constexpr,
+                    BLOCK_R: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                    ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """dx [N, IN] (row-major) = dZ W_ih of a one-direction layer, in [BLOCK_R, BLOCK_R]
+    blocks."""
+    rh = tl.arange(0, BLOCK_H)
+    for r0 in range(0, N, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        in_r = r < N
+        dz = _load_rows(dz_ptr, r, in_r, rh, stride_y, H)
+        for i0 in range(0, IN, BLOCK_R):
+            cols = i0 + tl.arange(0, BLOCK_R)
+            w = _weight_block(w_ih_ptr, rh, cols, H, IN, False)
+            dx = tl.dot(dz, w.to(dz.dtype), input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+            _store_rows(dx_ptr, r, in_r, cols, IN, IN, dx)
+
+
 @triton.jit(do_not_specialize=["T", "N"])
 def rnn_backward_persistent_kernel(
     dy_ptr,  # [N, D*H] gradient of the layer output, row stride stride_y (columns as y)
@@ -440,6 +459,8 @@ def rnn_backward_persistent_kernel(
     db_ih_rev_ptr,
     db_hh_ptr,  # out: [H] gradient of b_hh of direction 0 (WEIGHT_GRADS with HAS_BIAS)
     db_hh_rev_ptr,
+    w_ih_ptr,  # W_ih [H, IN] (INPUT_GRAD only)
+    dx_ptr,  # out: [N, IN] gradient of the layer input (INPUT_GRAD only)
     stride_y,
     T,
     B,
@@ -456,6 +477,7 @@ def rnn_backward_persistent_kernel(
     WEIGHT_GRADS: tl.constexpr,  # one program per direction: the weight gradients here too
     HAS_H0: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    INPUT_GRAD: tl.constexpr,  # WEIGHT_GRADS of one direction: the input gradient too
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     direction = tl.program_id(1)
@@ -496,6 +518,9 @@ def rnn_backward_persistent_kernel(
             d, stride_y, stride_x, N, B, H, IN, PADDED, HAS_H0, HAS_BIAS, BLOCK_H, 16,
             DOT_PRECISION, ACC_DTYPE,
         )  # fmt: skip
+        if INPUT_GRAD:
+            _input_gradient(dx_ptr, dz_ptr, w_ih_ptr, stride_y, N, H, IN, BLOCK_H, 16,
+                            DOT_PRECISION, ACC_DTYPE)  # fmt: skip
 
 
 @triton.jit(do_not_specialize=["T", "N"])

@@ -52,8 +52,9 @@ PROJECT_INPUT_MAX_STEPS = 32
 PROJECT_INPUT_ELEMENTS = 64 * 128
 # Likewise the backward of up to WEIGHT_GRADS_MAX_STEPS steps and WEIGHT_GRADS_MAX_BATCH
 # batch rows runs one program per direction, which also computes the layer's weight
-# gradients (weight_grads_rows): no GEMMs, reduction or copy after the recurrence.  One
-# program does the GEMMs' work, so at most WEIGHT_GRADS_ELEMENTS multiply-adds of it.
+# gradients (weight_grads_rows), and for one direction the input gradient: no GEMMs,
+# reduction or copy after the recurrence.  One program does the GEMMs' work, so at most
+# WEIGHT_GRADS_ELEMENTS multiply-adds of it.
 WEIGHT_GRADS_MAX_STEPS = 32
 WEIGHT_GRADS_MAX_BATCH = 2 * BLOCK_B
 WEIGHT_GRADS_ELEMENTS = 1 << 22
@@ -278,6 +279,7 @@ class KernelLaunch:
     state: tuple | None = None  # cooperative: (shape, dtype) of a direction's state workspace
     block_i: int = 0  # forward: BLOCK_I where the kernel projects the input (input_block)
     weight_grads: bool = False  # backward: the kernel computes the weight gradients
+    input_grad: bool = False  # backward with weight_grads: and the input gradient
     kept: tuple | None = None  # launch_kernel's kept kernel for 16-byte aligned pointers
 
     def __call__(self, pointers: tuple[Tensor, ...]) -> None:
@@ -362,13 +364,14 @@ def weight_grads_rows(call: CallKey, p: Plan, steps: int, batch: int, rows: int,
     """Batch rows of the one persistent backward program per direction that computes the
     layer's weight gradients itself, else 0: at most WEIGHT_GRADS_MAX_STEPS steps,
     WEIGHT_GRADS_MAX_BATCH rows and WEIGHT_GRADS_ELEMENTS multiply-adds (its `rows` rows
-    times [H, H + I]), within the device's shared memory; the whole batch, a power of
-    two, with FMA products where they fit (as persistent_rows), else tl.dot."""
+    times [H, H + 2 I], the input gradient's included), within the device's shared
+    memory; the whole batch, a power of two, with FMA products where they fit (as
+    persistent_rows), else tl.dot."""
     if (
         p.tier != "persistent"
         or not 0 < steps <= WEIGHT_GRADS_MAX_STEPS
         or not 0 < batch <= WEIGHT_GRADS_MAX_BATCH
-        or rows * p.block_h * (p.block_h + input_size) > WEIGHT_GRADS_ELEMENTS
+        or rows * p.block_h * (p.block_h + 2 * input_size) > WEIGHT_GRADS_ELEMENTS
     ):
         return 0
     shared = device_shared_memory(call.device)
@@ -426,10 +429,11 @@ def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batc
 @functools.lru_cache(maxsize=LAUNCHES_CACHED)
 def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, batch: int,
                     rows: int, padded: bool, input_size: int, x_stride: int, y_stride: int,
-                    relu: bool, has_bias: bool, has_h0: bool) -> KernelLaunch:  # fmt: skip
+                    relu: bool, has_bias: bool, has_h0: bool,
+                    need_input_grad: bool) -> KernelLaunch:  # fmt: skip
     """A layer's backward recurrence launch (recurrence_backward), on plan()'s tier; on
     the persistent one it computes the weight gradients too where weight_grads_rows
-    says so."""
+    says so, and then for one direction the input gradient where needed."""
     p = _plan(call, hidden)
     meta = dict(PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
                 DOT_PRECISION=p.precision)  # fmt: skip
@@ -439,12 +443,13 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
         grid = (1, directions)
         if not weight_grads:
             rows_per_program, grid = _persistent_grid(call, p, batch, directions)
+        input_grad = weight_grads and need_input_grad and directions == 1
         meta.update(BLOCK_B=rows_per_program, BLOCK_H=p.block_h, num_warps=p.num_warps,
                     WEIGHT_GRADS=weight_grads, HAS_H0=weight_grads and has_h0,
-                    HAS_BIAS=weight_grads and has_bias)  # fmt: skip
+                    HAS_BIAS=weight_grads and has_bias, INPUT_GRAD=input_grad)  # fmt: skip
         scalars = (y_stride, steps, batch, hidden, rows, x_stride, input_size)
         return KernelLaunch("rnn_backward_persistent_kernel", grid, scalars, meta,
-                            weight_grads=weight_grads)  # fmt: skip
+                            weight_grads=weight_grads, input_grad=input_grad)  # fmt: skip
     scalars = (y_stride, steps, batch, hidden)
     return _cooperative_launch(call, p, "rnn_backward_cooperative_kernel", batch, hidden,
                                directions, scalars, meta, (batch, hidden))  # fmt: skip
@@ -598,26 +603,28 @@ def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, c
     ))  # fmt: skip
 
 
-def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, w_hh, counters,
-                        steps: Steps, x, h0, weight_grads):  # fmt: skip
+def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weights, counters,
+                        steps: Steps, x, h0, weight_grads, dx):  # fmt: skip
     """One layer, every direction in one launch (backward_launch): dz[rows] =
     (dy + dh) * act'(y), dh = dz @ W_hh, through time in reverse order of processing;
     dh0 receives the gradient of the initial state.  dy, y, dz: [N, D*H], one row
-    stride; dh_n, dh0: [D, B, H]; w_hh: D tensors [H, H].  Where launch.weight_grads,
-    also each direction's [dW_ih, dW_hh(, db_ih, db_hh)] into weight_grads, from the
-    layer input x [N, I] (unit column stride) and h0 [D, B, H] (None: zeros)."""
+    stride; dh_n, dh0: [D, B, H]; layer_weights: each direction's [w_ih, w_hh(, b_ih,
+    b_hh)].  Where launch.weight_grads, also each direction's [dW_ih, dW_hh(, db_ih,
+    db_hh)] into weight_grads, from the layer input x [N, I] (unit column stride) and h0
+    [D, B, H] (None: zeros); where launch.input_grad, dx [N, I] = dz W_ih."""
     if steps.batch == 0:
         return
     if steps.steps == 0:
         dh0.copy_(dh_n)
         return
     assert dy.stride(0) == y.stride(0) == dz.stride(0), "dy, y and dz share one row stride"
+    w_hh = [w[1].contiguous() for w in layer_weights]
     pointers = (dy, y, dz, dh_n, dh0, *_both(w_hh), *steps.tables(dz))
     if launch.state is not None:
         launch((*pointers, launch.workspace(dz, len(w_hh)), counters))
         return
     if not launch.weight_grads:
-        launch((*pointers, *[dz] * 12))  # placeholders of the weight gradients' arguments
+        launch((*pointers, *[dz] * 14))  # placeholders of the weight gradients' arguments
         return
     grads = [g + [dz] * (4 - len(g)) for g in weight_grads]  # placeholders for no biases
     launch((
@@ -626,6 +633,7 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, w_hh, counte
         h0 if h0 is not None else dz,
         *_both(steps.previous or [dz]),
         *[tensor for i in range(4) for tensor in _both([g[i] for g in grads])],
+        *((layer_weights[0][0].contiguous(), dx) if launch.input_grad else (dz, dz)),
     ))  # fmt: skip
 
 
@@ -750,23 +758,25 @@ def rnn_backward_triton(
         saved = output if layer == num_layers - 1 else layer_outputs[layer]
         y_all = saved.reshape(steps.rows, directions * hidden)
         cells, layer_weights = layer_cells(weights, layer, directions, per_cell)
-        w_hh = [w[1].contiguous() for w in layer_weights]
         if layer_in.stride(1) != 1:  # the kernels read rows of unit column stride
             layer_in = layer_in.contiguous()
-        launch = backward_launch(call, hidden, directions, steps.steps, steps.batch, steps.rows,
-                                 steps.padded, layer_in.shape[1], layer_in.stride(0),
-                                 y_all.stride(0), relu, per_cell == 4, h0 is not None)  # fmt: skip
-        counters = barrier_counters(counters, launch, dz, num_layers * directions)
-        # Per cell: gradients of distinct parameters must not share storage.
-        kernel_grads = None
-        if launch.weight_grads:
-            kernel_grads = [[w.new_empty(w.shape) for w in cell] for cell in layer_weights]
-        recurrence_backward(launch, grad_y, y_all, dz, _cells(grad_hn, cells),
-                            _cells(grad_hx, cells), w_hh, _cells(counters, cells), steps,
-                            layer_in, _cells(h0, cells), kernel_grads)  # fmt: skip
         # Layer 0's input gradient is one more GEMM; skipped when nothing needs it.
         need_below = layer > 0 or need_input_grad
-        grad_below = None
+        launch = backward_launch(call, hidden, directions, steps.steps, steps.batch, steps.rows,
+                                 steps.padded, layer_in.shape[1], layer_in.stride(0),
+                                 y_all.stride(0), relu, per_cell == 4, h0 is not None,
+                                 need_below)  # fmt: skip
+        counters = barrier_counters(counters, launch, dz, num_layers * directions)
+        # Per cell: gradients of distinct parameters must not share storage.
+        kernel_grads = grad_below = None
+        if launch.weight_grads:
+            kernel_grads = [[w.new_empty(w.shape) for w in cell] for cell in layer_weights]
+        if launch.input_grad:
+            grad_below = layer_in.new_empty(layer_in.shape)
+        recurrence_backward(launch, grad_y, y_all, dz, _cells(grad_hn, cells),
+                            _cells(grad_hx, cells), layer_weights, _cells(counters, cells),
+                            steps, layer_in, _cells(h0, cells), kernel_grads,
+                            grad_below)  # fmt: skip
         for d, (w_ih, *_) in enumerate(layer_weights):
             cell = cells.start + d
             dz_cell = _columns(dz, d, directions)  # [N, H], row stride D*H
@@ -782,7 +792,7 @@ def rnn_backward_triton(
                 if per_cell == 4:
                     grad_weights[base + 2] = dz_cell.sum(0)  # accumulates in fp32 (fp16/bf16)
                     grad_weights[base + 3] = grad_weights[base + 2].clone()
-            if need_below:
+            if need_below and not launch.input_grad:
                 if grad_below is None:
                     grad_below = dz_cell @ w_ih
                 else:
