@@ -106,17 +106,17 @@ class Plan:
 def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
                              block_i: int = 0, weight_grads: bool = False) -> int:  # fmt: skip
     """Bytes of shared memory a persistent-tier kernel needs at most: W_hh (twice for
-    tf32x3, its high and low parts), a [BLOCK_B, block_h] operand tile, 1 KB of
-    Triton's own scratch; for a forward projecting an input of block_i (padded)
-    features a [block_i, block_h] accumulator-precision reduction scratch; for a
-    backward computing the weight gradients, an operand tile of up to
-    WEIGHT_GRADS_MAX_BATCH rows and two tiles of its [block_h + 16, 16] operands.  An
-    upper bound of what Triton allocates; tools/cubin_report.py checks it on every
-    kernel."""
+    tf32x3, its high and low parts), two [BLOCK_B, block_h] operand tiles (Triton 3.6
+    stages two for the backward's IEEE tl.dot), 1 KB of Triton's own scratch; for a
+    forward projecting an input of block_i (padded) features a [block_i, block_h]
+    accumulator-precision reduction scratch; for a backward computing the weight
+    gradients, operand tiles of up to WEIGHT_GRADS_MAX_BATCH rows and two tiles of its
+    [block_h + 16, 16] operands.  An upper bound of what Triton (3.6 and 3.9) allocates;
+    tools/cubin_report.py checks it on every kernel."""
     element = dtype.itemsize
     copies = 2 if precision == "tf32x3" else 1
     rows = WEIGHT_GRADS_MAX_BATCH if weight_grads else BLOCK_B
-    recurrence = copies * (block_h * block_h * element + rows * block_h * max(element, 4))
+    recurrence = copies * (block_h * block_h * element + 2 * rows * block_h * max(element, 4))
     gradients = 2 * (block_h + 16) * 16 * max(element, 4) if weight_grads else 0
     return recurrence + block_i * block_h * max(element, 4) + gradients + 1024
 
