@@ -86,8 +86,8 @@ def configurations(capability: int) -> list[Config]:
                     if config not in configs:
                         configs.append(config)
                     # FMA products, at the most rows per program (most registers).
-                    limit = launch.FMA_PRODUCT_ELEMENTS
-                    rows = max((r for r in (1, 2, 4, 8) if r * block_h**2 <= limit), default=None)
+                    fma = [r for r in (1, 2, 4, 8) if launch.fma_rows(r, block_h)]
+                    rows = max(fma, default=None)
                     if p.tier == "persistent" and direction == "backward":
                         # One program computing the weight gradients too (launch.
                         # weight_grads_rows): on tl.dot's rows (16, and the most), and on

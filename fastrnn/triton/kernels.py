@@ -10,10 +10,9 @@ large part: on the persistent tier's FMA programs the forward projects each step
 input itself (PROJECT_INPUT, launch.input_block), and a backward on one program per
 direction computes the layer's weight gradients after its time loop, from the dz it
 stored (WEIGHT_GRADS, launch.weight_grads_rows), and for one direction the input
-gradient too (INPUT_GRAD).  Both tiers run a whole layer in one
-launch, the time loop inside the kernel; grid axis 1 is the direction (0 forward in
-time, 1 reverse), so a bidirectional layer's two independent recurrences run side by
-side:
+gradient too (INPUT_GRAD).  Both tiers run a whole layer in one launch, the time loop
+inside the kernel; grid axis 1 is the direction (0 forward in time, 1 reverse), so a
+bidirectional layer's two independent recurrences run side by side:
 
 * persistent: each program owns BLOCK_B batch rows and the whole hidden dimension, keeps
   W_hh on chip and its rows' state h in registers for the whole sequence.  Programs
@@ -389,9 +388,7 @@ def _weight_gradient(out_ptr, dz_ptr, a_ptr, h0_ptr, previous_ptr, direction, st
                 a = _load_rows(a_ptr, r, in_r, cols, stride_a, K)
             acc += tl.dot(tl.trans(dz), a.to(dz.dtype), input_precision=DOT_PRECISION,
                           out_dtype=ACC_DTYPE)  # fmt: skip
-        mask = (rh < H)[:, None] & (cols < K)[None, :]
-        tl.store(out_ptr + rh[:, None] * K + cols[None, :], acc.to(out_ptr.dtype.element_ty),
-                 mask=mask)  # fmt: skip
+        _store_rows(out_ptr, rh, rh < H, cols, K, K, acc)
 
 
 @triton.jit

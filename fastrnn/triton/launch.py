@@ -175,6 +175,12 @@ def device_sms(device: torch.device) -> int:  # a CUDA device's streaming multip
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def fma_rows(rows: int, block_h: int) -> bool:
+    """Whether a persistent program of `rows` batch rows multiplies with FMAs: fewer
+    than BLOCK_B rows, and its [rows, H, H] product within FMA_PRODUCT_ELEMENTS."""
+    return rows < BLOCK_B and rows * block_h * block_h <= FMA_PRODUCT_ELEMENTS
+
+
 def persistent_rows(batch: int, block_h: int, programs: int | None = None) -> int:
     """Batch rows per persistent program: for FMA products the fewest (a power of two)
     that keep the grid within `programs` (one per SM; None: no limit), since a step's
@@ -183,9 +189,7 @@ def persistent_rows(batch: int, block_h: int, programs: int | None = None) -> in
     rows = 1
     while programs is not None and rows < BLOCK_B and _cdiv(batch, rows) > programs:
         rows *= 2
-    if rows < BLOCK_B and rows * block_h * block_h <= FMA_PRODUCT_ELEMENTS:
-        return rows
-    return BLOCK_B
+    return rows if fma_rows(rows, block_h) else BLOCK_B
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -341,6 +345,12 @@ def _persistent_grid(call: CallKey, p: Plan, batch: int, directions: int):
     return rows, (_cdiv(batch, rows), directions)
 
 
+def _fits_shared_memory(call: CallKey, needed: int) -> bool:
+    """Whether `needed` bytes fit a block's shared memory on the call's device."""
+    shared = device_shared_memory(call.device)
+    return shared is None or needed <= shared
+
+
 def input_block(call: CallKey, p: Plan, rows: int, steps: int, input_size: int) -> int:
     """BLOCK_I where the persistent forward of `steps` steps on programs of `rows` batch
     rows projects the layer's input itself, else 0: at most PROJECT_INPUT_MAX_STEPS
@@ -354,9 +364,8 @@ def input_block(call: CallKey, p: Plan, rows: int, steps: int, input_size: int) 
         or rows * block_i * p.block_h > PROJECT_INPUT_ELEMENTS
     ):
         return 0
-    shared = device_shared_memory(call.device)
     needed = persistent_shared_memory(p.block_h, call.dtype, p.precision, block_i)
-    return block_i if shared is None or needed <= shared else 0
+    return block_i if _fits_shared_memory(call, needed) else 0
 
 
 def weight_grads_rows(call: CallKey, p: Plan, steps: int, batch: int, rows: int,
@@ -374,14 +383,11 @@ def weight_grads_rows(call: CallKey, p: Plan, steps: int, batch: int, rows: int,
         or rows * p.block_h * (p.block_h + 2 * input_size) > WEIGHT_GRADS_ELEMENTS
     ):
         return 0
-    shared = device_shared_memory(call.device)
     needed = persistent_shared_memory(p.block_h, call.dtype, p.precision, weight_grads=True)
-    if shared is not None and needed > shared:
+    if not _fits_shared_memory(call, needed):
         return 0
     whole_batch = 1 << (batch - 1).bit_length()
-    if whole_batch < BLOCK_B and whole_batch * p.block_h * p.block_h <= FMA_PRODUCT_ELEMENTS:
-        return whole_batch
-    return max(whole_batch, BLOCK_B)
+    return whole_batch if fma_rows(whole_batch, p.block_h) else max(whole_batch, BLOCK_B)
 
 
 def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hidden: int,
