@@ -96,6 +96,10 @@ CASES = [
     # W_hh's columns streamed from L2 (on a GPU they would fit on chip at these sizes).
     (17, 33, 5, 2, True, True, "tanh", True, "cooperative-streamed"),
     (3, 70, 4, 1, False, False, "relu", False, "cooperative-streamed"),
+    # One 128-column tile (H=70): W_hh's columns on chip under the interpreter too, so
+    # the product runs in launch.COOP_SPLIT_K parts; and a product in one part.
+    (17, 70, 5, 2, True, True, "tanh", True, "cooperative-wide"),
+    (3, 70, 4, 1, False, False, "relu", True, "cooperative-unsplit"),
 ]
 
 
@@ -113,7 +117,8 @@ def force_tier(monkeypatch, name: str | None) -> None:
     tier reading input projections from a GEMM where it would project the input
     itself; "persistent-gemm": the persistent backward leaving the weight gradients to
     GEMMs where it would compute them; "cooperative-streamed": the cooperative tier with
-    W_hh streamed from L2 even where it would fit on chip."""
+    W_hh streamed from L2 even where it would fit on chip; "cooperative-wide": with
+    128-column tiles; "cooperative-unsplit": with its products in one K part."""
     tier, _, variant = (name or "").partition("-")
     monkeypatch.setattr(launch, "FORCE_TIER", tier or None)
     monkeypatch.setattr(launch, "COOP_W_ON_CHIP", variant != "streamed")
@@ -123,6 +128,10 @@ def force_tier(monkeypatch, name: str | None) -> None:
         monkeypatch.setattr(launch, "PROJECT_INPUT_MAX_STEPS", 0)
     if variant == "gemm":
         monkeypatch.setattr(launch, "WEIGHT_GRADS_MAX_STEPS", 0)
+    if variant == "wide":
+        monkeypatch.setattr(launch, "COOP_BLOCK_N", 128)
+    if variant == "unsplit":
+        monkeypatch.setattr(launch, "COOP_SPLIT_K", 1)
 
 
 @pytest.fixture
@@ -266,6 +275,23 @@ def test_plan_holds_cooperative_w_hh_on_chip_where_it_fits():
     assert not launch.plan(1024, torch.float32, "ieee", hopper).w_on_chip
 
 
+def test_cooperative_tensor_core_products_run_in_k_parts(monkeypatch):
+    """launch.split_k: a product on tensor cores in COOP_SPLIT_K parts of at least 16
+    rows of K (the whole padded H on chip, BLOCK_K rows streamed), an FMA product (fp32
+    IEEE) in one; and the cooperative launch passes it to the kernel."""
+    assert launch.split_k(torch.float32, "tf32x3", 256) == 4
+    assert launch.split_k(torch.float16, "ieee", 512) == 4
+    assert launch.split_k(torch.float64, "ieee", 32) == 2
+    assert launch.split_k(torch.bfloat16, "ieee", 0) == 2  # streamed, 32 rows a chunk
+    assert launch.split_k(torch.float32, "ieee", 256) == 1
+    force_tier(monkeypatch, "cooperative-wide")
+    x = torch.zeros(5, 17, 3, dtype=torch.float64)
+    call = launch.call_key((x, None), [torch.zeros(70, 3, dtype=torch.float64),
+                                       torch.zeros(70, 70, dtype=torch.float64)])  # fmt: skip
+    layer = launch.forward_launch(call, 70, 1, 5, 17, 85, True, 3, 3, 70, False, False, False)
+    assert layer.meta["W_ON_CHIP"] and layer.meta["SPLIT_K"] == 4
+
+
 class DeviceOps(TorchDispatchMode):
     """Records the ATen ops that run on tensor data (each a kernel launch on a GPU) and
     the Triton kernels launched (in `ops`; their grids and keyword arguments in
@@ -364,7 +390,7 @@ def test_every_kernel_configuration_compiles_for_sm80_and_sm90_within_shared_mem
         capture_output=True,
         text=True,
         env=env,
-        timeout=600,
+        timeout=900,  # with a cold Triton cache it compiles every build
     )
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "sm_" in line]

@@ -1,5 +1,8 @@
 """Compile every kernel configuration the dispatcher can choose down to cubin, without a
-GPU, and report shared memory, registers and spills per target.
+GPU, and report shared memory, registers and spills per target.  Each is built for
+padded input as Triton specialises a launch with 16-byte aligned pointers and integers
+that are multiples of 16 (H=64, say), and for packed input with neither (H=70); the
+builds run in parallel over the machine's cores.
 
     python tools/cubin_report.py            # sm_80 and sm_90
 
@@ -13,6 +16,7 @@ bound (launch.persistent_shared_memory, launch.cooperative_shared_memory) within
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import re
@@ -46,6 +50,7 @@ class Config:
     num_warps: int
     precision: str = "ieee"  # tl.dot's input_precision (fp32 also runs "tf32x3")
     block_n: int = 0  # cooperative: hidden columns per tile
+    split_k: int = 1  # cooperative: the product's K parts (launch.split_k)
     block_b: int = launch.BLOCK_B  # batch rows per program (persistent: fewer for FMAs)
     block_i: int = 0  # persistent forward: padded input size it projects itself (0: none)
     # persistent backward: computing the weight gradients and the input gradient too
@@ -57,7 +62,7 @@ class Config:
         )
         if self.kernel.endswith("cooperative"):
             tile = f"W on chip H<={self.block_h}" if self.block_h else "W streamed"
-            tile += f" N={self.block_n}"
+            tile += f" N={self.block_n} K parts={self.split_k}"
         else:
             tile = f"H<={self.block_h}"
             if self.block_b != launch.BLOCK_B:
@@ -80,9 +85,11 @@ def configurations(capability: int) -> list[Config]:
             for block_h in (16 << i for i in range(8)):
                 p = launch.plan(block_h, dtype, precision, SHARED_MEMORY_LIMIT[capability])
                 tile = p.block_h if p.tier == "persistent" or p.w_on_chip else 0
+                split = launch.split_k(dtype, precision, tile) if p.tier == "cooperative" else 1
                 for direction in ("forward", "backward"):
                     kernel = f"{direction}_{p.tier}"
-                    config = Config(kernel, dtype, tile, p.num_warps, precision, p.block_n)
+                    config = Config(kernel, dtype, tile, p.num_warps, precision, p.block_n,
+                                    split)  # fmt: skip
                     if config not in configs:
                         configs.append(config)
                     # FMA products, at the most rows per program (most registers).
@@ -109,7 +116,10 @@ def configurations(capability: int) -> list[Config]:
     return configs
 
 
-def compile_config(config: Config, capability: int, padded: bool = False):
+def compile_config(config: Config, capability: int, padded: bool = False,
+                   aligned: bool = False):  # fmt: skip
+    """The compiled kernel of `config`; aligned: every pointer and every integer Triton
+    specialises on taken as a multiple of 16."""
     dt = TRITON_DTYPE[config.dtype]
     acc = launch.ACC_DTYPE[config.dtype]
     common = {"RELU": False, "BLOCK_B": config.block_b, "ACC_DTYPE": acc,
@@ -121,7 +131,8 @@ def compile_config(config: Config, capability: int, padded: bool = False):
         constexprs = {**common, "BLOCK_H": config.block_h}
     else:  # block_h: the padded H with W_hh's columns on chip, 0 with them streamed
         constexprs = {**common, "BLOCK_N": config.block_n, "BLOCK_K": launch.COOP_BLOCK_K,
-                      "W_ON_CHIP": config.block_h > 0, "BLOCK_H": config.block_h}  # fmt: skip
+                      "W_ON_CHIP": config.block_h > 0, "BLOCK_H": config.block_h,
+                      "SPLIT_K": config.split_k}  # fmt: skip
     if direction == "forward" or config.kernel == "backward_persistent":
         constexprs.update(HAS_BIAS=True, HAS_H0=True)
     if config.kernel == "backward_persistent":
@@ -142,7 +153,13 @@ def compile_config(config: Config, capability: int, padded: bool = False):
             signature[name] = f"*{dt}"
         else:
             signature[name] = "i32"
-    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    unspecialised = {fn.arg_names[i] if isinstance(i, int) else i for i in fn.do_not_specialize}
+    attrs = {
+        (i,): [["tt.divisibility", 16]]
+        for i, name in enumerate(fn.arg_names)
+        if aligned and signature[name] != "constexpr" and name not in unspecialised
+    }
+    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     return triton.compile(
         source,
         target=GPUTarget("cuda", capability, 32),
@@ -169,6 +186,12 @@ def cubin_usage(compiled) -> tuple[int, int]:
     return int(usage.group(1)), int(usage.group(2))
 
 
+def usage(config: Config, capability: int, padded: bool, aligned: bool) -> tuple:
+    """(shared memory bytes, registers per thread, local bytes per thread) of a build."""
+    compiled = compile_config(config, capability, padded, aligned)
+    return (compiled.metadata.shared, *cubin_usage(compiled))
+
+
 def main() -> int:
     """Print the table; exit 1 if any configuration exceeds its target's shared memory,
     or the bound that plan() chose it by."""
@@ -178,29 +201,34 @@ def main() -> int:
         "| local bytes (spills) |"
     )
     print("|---|---|---|---|---|---|---|")
-    for capability in (80, 90):
-        for config in configurations(capability):
-            for padded in (True, False):  # both variants of the step addressing
-                compiled = compile_config(config, capability, padded)
-                regs, local = cubin_usage(compiled)
-                shared = compiled.metadata.shared
-                kind = "padded" if padded else "packed"
-                print(
-                    f"| {config.describe()} | {kind} | sm_{capability} | {shared} | "
-                    f"{SHARED_MEMORY_LIMIT[capability]} | {regs} | {local} |"
-                )
-                where = f"{config.describe()} {kind} on sm_{capability}: {shared} bytes"
-                if shared > SHARED_MEMORY_LIMIT[capability]:
-                    over.append(f"over the target's shared memory: {where}")
-                if config.block_h:  # plan() chose it by this bound: it must hold
-                    if config.kernel.endswith("persistent"):
-                        bound_of = launch.persistent_shared_memory
-                        extra = (config.block_i, config.weight_grads)
-                    else:
-                        bound_of, extra = launch.cooperative_shared_memory, (config.block_n,)
-                    bound = bound_of(config.block_h, config.dtype, config.precision, *extra)
-                    if shared > bound:
-                        over.append(f"over launch.{bound_of.__name__} ({bound}): {where}")
+    builds = [
+        (config, capability, padded, aligned)
+        for capability in (80, 90)
+        for config in configurations(capability)
+        for padded, aligned in ((True, True), (False, False))
+    ]
+    with concurrent.futures.ProcessPoolExecutor(os.cpu_count()) as pool:
+        results = pool.map(usage, *zip(*builds, strict=True))
+        for (config, capability, padded, aligned), (shared, regs, local) in zip(
+            builds, results, strict=True
+        ):
+            kind = ("padded" if padded else "packed") + (", aligned" if aligned else "")
+            print(
+                f"| {config.describe()} | {kind} | sm_{capability} | {shared} | "
+                f"{SHARED_MEMORY_LIMIT[capability]} | {regs} | {local} |"
+            )
+            where = f"{config.describe()} {kind} on sm_{capability}: {shared} bytes"
+            if shared > SHARED_MEMORY_LIMIT[capability]:
+                over.append(f"over the target's shared memory: {where}")
+            if config.block_h:  # plan() chose it by this bound: it must hold
+                if config.kernel.endswith("persistent"):
+                    bound_of = launch.persistent_shared_memory
+                    extra = (config.block_i, config.weight_grads)
+                else:
+                    bound_of, extra = launch.cooperative_shared_memory, (config.block_n,)
+                bound = bound_of(config.block_h, config.dtype, config.precision, *extra)
+                if shared > bound:
+                    over.append(f"over launch.{bound_of.__name__} ({bound}): {where}")
     for line in over:
         print(f"FAILED: {line}")
     return 1 if over else 0

@@ -30,7 +30,10 @@ bidirectional layer's two independent recurrences run side by side:
   fit the program's shared memory (W_ON_CHIP; launch.cooperative_shared_memory) and G
   is a multiple of the column-tile count, so that a program's tiles share columns, they
   are loaded once and stay on chip; otherwise they are streamed from L2 along K every
-  step.  A grid-wide barrier separates the steps, so the grid is launched cooperatively
+  step.  The product runs in SPLIT_K parts of K, one batched tl.dot whose parts are
+  summed (_split_product): one product's tensor-core instructions form a single chain
+  through its accumulator, the parts independent shorter ones (launch.split_k).
+  A grid-wide barrier separates the steps, so the grid is launched cooperatively
   (all programs of both directions resident, or the launch fails instead of
   deadlocking); each direction has its own barrier counter and G programs.  The state
   ping-pongs between two workspace buffers, so one barrier per step is enough: a
@@ -174,47 +177,67 @@ def _tile(tile, col_tiles, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _weight_block(w_ptr, rk, rn, K, N, TRANSPOSED: tl.constexpr):
-    """[len(rk), len(rn)] of M[k, n], 0 outside K x N, for a row-major W: M = W^T of a
-    W [N, K] (TRANSPOSED: W_hh^T, W_ih^T) or M = W of a W [K, N] (W_hh)."""
-    mask = (rk < K)[:, None] & (rn < N)[None, :]
+def _weight_block(w_ptr, k, n, K, N, TRANSPOSED: tl.constexpr):
+    """M[k, n], 0 outside K x N, for index tensors k and n that broadcast to the block's
+    shape (rk[:, None] and rn[None, :] for a [len(rk), len(rn)] block), of a row-major
+    W: M = W^T of a W [N, K] (TRANSPOSED: W_hh^T, W_ih^T) or M = W of a W [K, N] (W_hh)."""
     if TRANSPOSED:
-        offsets = rn[None, :] * K + rk[:, None]
+        offsets = n * K + k
     else:
-        offsets = rk[:, None] * N + rn[None, :]
-    return tl.load(w_ptr + offsets, mask=mask, other=0.0)
+        offsets = k * N + n
+    return tl.load(w_ptr + offsets, mask=(k < K) & (n < N), other=0.0)
+
+
+@triton.jit
+def _split_k(k0, SPLIT_K: tl.constexpr, PART: tl.constexpr):
+    """Indices k0 + [0, SPLIT_K * PART) as [SPLIT_K, PART]: K in SPLIT_K parts."""
+    return k0 + tl.arange(0, SPLIT_K)[:, None] * PART + tl.arange(0, PART)[None, :]
+
+
+@triton.jit
+def _split_product(a_ptr, rows, active, stride, H, k, m, DOT_PRECISION: tl.constexpr,
+                   ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """[SPLIT_K, rows, BLOCK_N]: A[rows, k[s]] @ M[k[s], :] for each part s of k
+    [SPLIT_K, PART] (_split_k), with m [SPLIT_K, PART, BLOCK_N] M's rows in the same
+    parts: one batched tl.dot, whose parts the caller sums (the design notes above)."""
+    mask = active[None, :, None] & (k < H)[:, None, :]
+    a = tl.load(a_ptr + rows[None, :, None] * stride + k[:, None, :], mask=mask, other=0.0)
+    return tl.dot(a.to(m.dtype), m, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
 
 
 @triton.jit
 def _own_columns(w_ptr, col_tiles, H, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-                 TRANSPOSED: tl.constexpr):  # fmt: skip
-    """The cooperative tier's columns of M (_weight_block) for this program, [BLOCK_H,
-    BLOCK_N], in a grid whose program count is a multiple of col_tiles (a program's
-    tiles then share their columns)."""
+                 SPLIT_K: tl.constexpr, TRANSPOSED: tl.constexpr):  # fmt: skip
+    """The cooperative tier's columns of M (_weight_block) for this program, in a grid
+    whose program count is a multiple of col_tiles (a program's tiles then share their
+    columns): [SPLIT_K, BLOCK_H // SPLIT_K, BLOCK_N], its rows in parts (_split_k)."""
     rn = (tl.program_id(0) % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
-    return _weight_block(w_ptr, tl.arange(0, BLOCK_H), rn, H, H, TRANSPOSED)
+    k = _split_k(0, SPLIT_K, BLOCK_H // SPLIT_K)
+    return _weight_block(w_ptr, k[:, :, None], rn[None, None, :], H, H, TRANSPOSED)
 
 
 @triton.jit
 def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_chip, rn,
                    TRANSPOSED: tl.constexpr, W_ON_CHIP: tl.constexpr, BLOCK_H: tl.constexpr,
-                   BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                   SPLIT_K: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
                    ACC_DTYPE: tl.constexpr):  # fmt: skip
     """acc + A[rows, :H] @ M[:, rn], A row-major (row stride `stride`), M as in
-    _weight_block: forward h_{t-1} W_hh^T, backward dz_t W_hh.  M's columns come from
-    w_chip (_own_columns) when W_ON_CHIP, with all of A's row in one load; else they are
-    streamed from L2 BLOCK_K rows at a time."""
+    _weight_block: forward h_{t-1} W_hh^T, backward dz_t W_hh; K in SPLIT_K parts
+    (_split_product).  M's columns come from w_chip (_own_columns) when W_ON_CHIP, with
+    all of A's row in one load; else they are streamed from L2 BLOCK_K rows at a time,
+    each part accumulating across the chunks."""
     if W_ON_CHIP:
-        a = _load_rows(a_ptr, rows, active, tl.arange(0, BLOCK_H), stride, H)
-        acc += tl.dot(a.to(w_chip.dtype), w_chip, input_precision=DOT_PRECISION,
-                      out_dtype=ACC_DTYPE)  # fmt: skip
+        k = _split_k(0, SPLIT_K, BLOCK_H // SPLIT_K)
+        parts = _split_product(a_ptr, rows, active, stride, H, k, w_chip, DOT_PRECISION,
+                               ACC_DTYPE)  # fmt: skip
     else:
+        parts = tl.zeros((SPLIT_K, rows.shape[0], rn.shape[0]), dtype=ACC_DTYPE)
         for k0 in range(0, H, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            a = _load_rows(a_ptr, rows, active, rk, stride, H)
-            w = _weight_block(w_ptr, rk, rn, H, H, TRANSPOSED)
-            acc += tl.dot(a.to(w.dtype), w, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
-    return acc
+            k = _split_k(k0, SPLIT_K, BLOCK_K // SPLIT_K)
+            w = _weight_block(w_ptr, k[:, :, None], rn[None, None, :], H, H, TRANSPOSED)
+            parts += _split_product(a_ptr, rows, active, stride, H, k, w, DOT_PRECISION,
+                                    ACC_DTYPE)  # fmt: skip
+    return acc + tl.sum(parts, axis=0)
 
 
 @triton.jit
@@ -222,7 +245,7 @@ def _product_operand(w_ptr, rk, rn, K, N, TRANSPOSED: tl.constexpr, BLOCK_B: tl.
                      ACC_DTYPE: tl.constexpr):  # fmt: skip
     """The persistent tier's M (_weight_block), loaded once: as stored for tl.dot, in
     ACC_DTYPE for the FMA products of fewer than 16 rows (_product)."""
-    m = _weight_block(w_ptr, rk, rn, K, N, TRANSPOSED)
+    m = _weight_block(w_ptr, rk[:, None], rn[None, :], K, N, TRANSPOSED)
     if BLOCK_B < 16:
         m = m.to(ACC_DTYPE)
     return m
@@ -428,7 +451,7 @@ def _input_gradient(dx_ptr, dz_ptr, w_ih_ptr, stride_y, N, H, IN, BLOCK_H: tl.co
         dz = _load_rows(dz_ptr, r, in_r, rh, stride_y, H)
         for i0 in range(0, IN, BLOCK_R):
             cols = i0 + tl.arange(0, BLOCK_R)
-            w = _weight_block(w_ih_ptr, rh, cols, H, IN, False)
+            w = _weight_block(w_ih_ptr, rh[:, None], cols[None, :], H, IN, False)
             dx = tl.dot(dz, w.to(dz.dtype), input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
             _store_rows(dx_ptr, r, in_r, cols, IN, IN, dx)
 
@@ -548,6 +571,7 @@ def rnn_forward_cooperative_kernel(
     BLOCK_K: tl.constexpr,
     W_ON_CHIP: tl.constexpr,
     BLOCK_H: tl.constexpr,
+    SPLIT_K: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
@@ -563,7 +587,7 @@ def rnn_forward_cooperative_kernel(
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
     wt_chip = 0.0  # W_hh^T's columns of this program when on chip (unused when streamed)
     if W_ON_CHIP:
-        wt_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, True)
+        wt_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K, True)
     arrivals = 0
     if HAS_H0:  # h0 into the half that step 0 reads, in the state's precision
         for tile in range(tl.program_id(0), tiles, programs):
@@ -593,7 +617,7 @@ def rnn_forward_cooperative_kernel(
             if i > 0 or HAS_H0:
                 z = _times_columns(
                     z, h_prev_ptr, rb, in_b, H, H, w_ptr, wt_chip, rn, True,
-                    W_ON_CHIP, BLOCK_H, BLOCK_K, DOT_PRECISION, ACC_DTYPE,
+                    W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K, DOT_PRECISION, ACC_DTYPE,
                 )  # fmt: skip
             y = _activation(z, RELU)
             _store_rows(y_ptr, rows, active, rn, stride_y, H, y)
@@ -629,6 +653,7 @@ def rnn_backward_cooperative_kernel(
     BLOCK_K: tl.constexpr,
     W_ON_CHIP: tl.constexpr,
     BLOCK_H: tl.constexpr,
+    SPLIT_K: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
@@ -643,7 +668,7 @@ def rnn_backward_cooperative_kernel(
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
     w_chip = 0.0  # W_hh's columns of this program when on chip (unused when streamed)
     if W_ON_CHIP:
-        w_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, False)
+        w_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K, False)
     t_first, step = _time_order(direction, T, True)
     # dz of the first step processed, from dh_n.
     for tile in range(tl.program_id(0), tiles, programs):
@@ -673,7 +698,7 @@ def rnn_backward_cooperative_kernel(
             acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
             acc = _times_columns(
                 acc, dz_ptr, rows, active, stride_y, H, w_ptr, w_chip, rn, False,
-                W_ON_CHIP, BLOCK_H, BLOCK_K, DOT_PRECISION, ACC_DTYPE,
+                W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K, DOT_PRECISION, ACC_DTYPE,
             )  # fmt: skip
             dh = tl.where(active[:, None], acc, dh_old)
             if i < T - 1:

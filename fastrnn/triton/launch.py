@@ -38,6 +38,9 @@ MAX_PERSISTENT_H = {torch.float32: 128, torch.float64: 64, torch.float16: 256, t
 COOP_BLOCK_N: int | None = None  # overrides the choice by H (tools/gpu_tier_ab.py, tests)
 COOP_BLOCK_K = 32
 COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed kernels
+# A cooperative program's product in K parts of at least 16 rows (tl.dot), independent
+# chains of tensor-core instructions (kernels.py; offline SASS in docs/performance.md).
+COOP_SPLIT_K = 4
 # Batch rows per program: tl.dot needs at least 16.  A persistent program may instead
 # take fewer rows and multiply with FMAs, where that [rows, H, H] product stays within
 # FMA_PRODUCT_ELEMENTS (persistent_rows): a shorter step than tl.dot's, as measured on
@@ -125,11 +128,14 @@ def cooperative_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
                               block_n: int) -> int:  # fmt: skip
     """Bytes of shared memory a cooperative-tier kernel needs at most with its W_hh
     columns on chip: [block_h, block_n] of W_hh and two [BLOCK_B, block_h] operand
-    tiles (all twice for tf32x3) and 8 KB of Triton's own scratch; checked as above."""
+    tiles (all twice for tf32x3), the [split_k, BLOCK_B, block_n] accumulator-precision
+    products of its K parts (summed across warps; Triton 3.6 stages them) and 8 KB of
+    Triton's own scratch; checked as above."""
     element = dtype.itemsize
     copies = 2 if precision == "tf32x3" else 1
     per_row = block_n * element + 2 * BLOCK_B * max(element, 4)
-    return copies * block_h * per_row + 8192
+    parts = split_k(dtype, precision, block_h) * BLOCK_B * block_n * max(element, 4)
+    return copies * block_h * per_row + parts + 8192
 
 
 @functools.cache
@@ -156,6 +162,15 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
         cooperative_shared_memory(block_h, dtype, precision, block_n) <= shared_memory
     )
     return Plan("cooperative", block_h, 4, precision, block_n, on_chip)
+
+
+def split_k(dtype: torch.dtype, precision: str, block_h: int) -> int:
+    """K parts (COOP_SPLIT_K) of a cooperative program's product with W_hh's columns on
+    chip (block_h: the padded H) or streamed (0: BLOCK_K rows at a time); 1 for FMA
+    products."""
+    if dtype == torch.float32 and precision == "ieee":
+        return 1
+    return min(COOP_SPLIT_K, (block_h or COOP_BLOCK_K) // 16)
 
 
 def interpreting(device: torch.device) -> bool:
@@ -326,7 +341,7 @@ def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
     """The CallKey of an op call on tensors (None for an absent optional one) and weights."""
     dtype = weights[1].dtype
     dtypes = (*[t.dtype if t is not None else None for t in tensors], *[w.dtype for w in weights])
-    settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_W_ON_CHIP,
+    settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_W_ON_CHIP, COOP_SPLIT_K,
                 FMA_PRODUCT_ELEMENTS, PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS,
                 WEIGHT_GRADS_MAX_STEPS, WEIGHT_GRADS_ELEMENTS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dtypes, dot_precision(dtype), settings)
@@ -403,7 +418,8 @@ def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hi
         programs -= programs % col_tiles  # so each program's tiles share their columns
     on_chip = on_chip and programs % col_tiles == 0
     meta.update(BLOCK_B=BLOCK_B, BLOCK_N=p.block_n, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
-                BLOCK_H=p.block_h if on_chip else 0, num_warps=4)  # fmt: skip
+                BLOCK_H=p.block_h if on_chip else 0, num_warps=4,
+                SPLIT_K=split_k(call.dtype, p.precision, p.block_h if on_chip else 0))  # fmt: skip
     if not interpreting(call.device):
         meta["launch_cooperative_grid"] = True
     state = (state_shape, STATE_DTYPE.get(call.dtype, torch.float32))
