@@ -7,7 +7,8 @@
 # Steps: tests bench32 bench16 bench16bf tiers kernels sanitize (the default), and
 # single-tests (tests without the case grids), calls cprofile (host time per call), ncu
 # (Nsight Compute sections of the recurrence kernels; NCU_CASES="medium/float16 ...");
-# TIER_CASES=float16/large,... and TIER_LIMIT=seconds narrow the tier A/B.
+# TIER_CASES=float16/large,..., TIER_VARIANT=fastrnn-ieee and TIER_LIMIT=seconds narrow
+# the tier A/B.
 # Builds against the torch and triton already installed (no package registry needed).
 # Each step has a time limit, about 535 s for the default steps plus the build (30-60 s),
 # so the whole stays within a device call's 10 minutes.
@@ -83,7 +84,8 @@ for step in "${STEPS[@]}"; do
     calls) timeout 90 python3 tools/gpu_call_profile.py --json "$OUT/calls.json" 2>&1 | tail -16 ;;
     cprofile) timeout 60 python3 tools/gpu_call_profile.py --cprofile 2>&1 | grep -v "^$" | cut -c1-150 ;;
     tiers) timeout "${TIER_LIMIT:-55}" python3 tools/gpu_tier_ab.py --json "$OUT/tiers.json" \
-             ${TIER_CASES:+--cases "$TIER_CASES"} 2>&1 | tail -60 ;;
+             ${TIER_CASES:+--cases "$TIER_CASES"} ${TIER_VARIANT:+--variant "$TIER_VARIANT"} \
+             2>&1 | tail -60 ;;
     bench32) bench float32 fastrnn,nn.RNN,naive 100 ;;
     bench16) bench float16 fastrnn,nn.RNN 55 ;;
     bench16bf) bench bfloat16 fastrnn,nn.RNN 45 ;;

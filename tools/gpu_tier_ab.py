@@ -2,9 +2,11 @@
 tier (a batch under 16 with FMA products or with tl.dot; a short sequence's input
 projected in the kernel or by a GEMM, its weight gradients computed by the backward
 kernel or by GEMMs), onto the cooperative tier with 64- or 32-column tiles, or with
-W_hh's columns streamed from L2 instead of held on chip; and nn.RNN (cuDNN).  So
-launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, COOP_BLOCK_N, COOP_W_ON_CHIP,
-PROJECT_INPUT_MAX_STEPS and WEIGHT_GRADS_MAX_STEPS are set from measurement.
+W_hh's columns streamed from L2 instead of held on chip, or its products in one K part;
+fp32 tensor-core products as tf32x3 or IEEE FMA products under nn.RNN's TF32-on
+default; and nn.RNN (cuDNN).  So launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS,
+COOP_BLOCK_N, COOP_W_ON_CHIP, COOP_SPLIT_K, PROJECT_INPUT_MAX_STEPS,
+WEIGHT_GRADS_MAX_STEPS and launch.dot_precision are set from measurement.
 Each contender is validated against float64 nn.RNN first (fastrnn.bench.measure.validate),
 then timed with the contenders alternated.  Prints a markdown table; --json writes every
 number (after each row, so a run cut short keeps what it measured).
@@ -25,7 +27,7 @@ import triton
 from fastrnn.bench.contenders import make_contenders
 from fastrnn.bench.measure import ValidationError, time_contenders, validate
 from fastrnn.bench.report import machine_line
-from fastrnn.bench.shapes import Shape
+from fastrnn.bench.shapes import GPU_SHAPES, SHAPES
 from fastrnn.triton import kernels, launch
 
 # (dtype, shape, variants): at the tier boundary (fp32 at H=128, the persistent tier's
@@ -36,69 +38,72 @@ WIDTH = ("cooperative-64", "cooperative-32", "cooperative-streamed")
 FMA = ("persistent", "persistent-dot")  # FMA products on few rows, or tl.dot on 16
 # Input projected in the kernel or by a GEMM; weight gradients in the kernel or by GEMMs.
 PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
+# fp32 as plan() runs it under TF32-on (tf32x3 tl.dot), or with IEEE products: TF32 is
+# what nn.RNN's flag allows, not what it requires, and IEEE is the more accurate.
+PRECISION = ("fastrnn", "fastrnn-ieee")
+# The cooperative tier's products in launch.COOP_SPLIT_K parts, or in one.
+SPLIT = ("fastrnn", "fastrnn-unsplit")
+GRID = {shape.name: shape for shape in SHAPES + GPU_SHAPES}  # the benchmark's shapes
+
+
+def cases(dtypes, names, variants) -> list:
+    return [(dtype, GRID[name], variants) for dtype in dtypes for name in names]
+
+
+FP32, FP16, BF16 = torch.float32, torch.float16, torch.bfloat16
+# The grid's shapes on the cooperative tier: fp32 above H=128, fp16 above 256.
+COOPERATIVE_16 = ("fastrnns", "wide", "large", "H2048")
+COOPERATIVE_32 = ("medium", *COOPERATIVE_16)
 CASES = [
-    *[
-        (dtype, shape, PROJECT)
-        for dtype in (torch.float32, torch.float16)
-        for shape in (
-            Shape("hello", 5, 1, 4, 8),
-            Shape("pattern25", 25, 1, 4, 128),
-            Shape("regression2L", 10, 32, 5, 20, layers=2),
-            Shape("single-step", 1, 1, 64, 128),
-        )
-    ],
-    (torch.float32, Shape("long-B1", 1000, 1, 64, 128), FMA),
-    (torch.float32, Shape("long", 1000, 8, 32, 64), FMA),
-    (torch.float32, Shape("small", 100, 32, 64, 128), FMA),
-    (torch.float16, Shape("small", 100, 32, 64, 128), FMA),
-    (torch.float16, Shape("long-B1", 1000, 1, 64, 128), FMA),
-    (torch.bfloat16, Shape("long", 1000, 8, 32, 64), FMA),
-    (torch.float32, Shape("single-step", 1, 1, 64, 128), BOUNDARY),
-    (torch.float32, Shape("small", 100, 32, 64, 128), BOUNDARY),
-    (torch.float32, Shape("long-B1", 1000, 1, 64, 128), BOUNDARY),
-    (torch.float16, Shape("medium", 100, 64, 256, 256), BOUNDARY),
-    (torch.float16, Shape("bi2L", 100, 32, 128, 256, layers=2, bidirectional=True), BOUNDARY),
-    (torch.float16, Shape("bigbatch", 100, 1024, 128, 256), BOUNDARY),
-    (torch.float32, Shape("medium", 100, 64, 256, 256), WIDTH),
-    (torch.float32, Shape("fastrnns", 100, 64, 512, 512), WIDTH),
-    (torch.float32, Shape("wide", 50, 16, 128, 512), WIDTH),
-    (torch.float32, Shape("large", 50, 128, 512, 1024), WIDTH),
-    (torch.float32, Shape("H2048", 100, 64, 2048, 2048), WIDTH),
-    (torch.float16, Shape("fastrnns", 100, 64, 512, 512), WIDTH),
-    (torch.float16, Shape("wide", 50, 16, 128, 512), WIDTH),
-    (torch.float16, Shape("large", 50, 128, 512, 1024), WIDTH),
-    (torch.float16, Shape("H2048", 100, 64, 2048, 2048), WIDTH),
+    *cases((FP32, FP16), ("hello", "pattern25", "regression2L", "single-step"), PROJECT),
+    *cases((FP32,), ("long-B1", "long", "small"), FMA),
+    *cases((FP16,), ("small", "long-B1"), FMA),
+    *cases((BF16,), ("long",), FMA),
+    *cases((FP32,), ("single-step", "small", "long-B1"), BOUNDARY),
+    *cases((FP16,), ("medium", "bi2L", "bigbatch"), BOUNDARY),
+    *cases((FP32,), COOPERATIVE_32, WIDTH),
+    *cases((FP16,), COOPERATIVE_16, WIDTH),
+    *cases((FP32,), ("small", *COOPERATIVE_32, "bigbatch"), PRECISION),
+    *cases((FP32,), COOPERATIVE_32, SPLIT),
+    *cases((FP16,), COOPERATIVE_16, SPLIT),
 ]
 DEFAULT_FMA_PRODUCT_ELEMENTS = launch.FMA_PRODUCT_ELEMENTS
 DEFAULT_PROJECT_INPUT_MAX_STEPS = launch.PROJECT_INPUT_MAX_STEPS
 DEFAULT_WEIGHT_GRADS_MAX_STEPS = launch.WEIGHT_GRADS_MAX_STEPS
+DEFAULT_ALLOW_TF32 = torch.backends.cudnn.allow_tf32
+DEFAULT_COOP_SPLIT_K = launch.COOP_SPLIT_K
 
 
 def use_variant(name: str | None) -> None:
-    """Every launch from now on runs on variant `name` (None: the plan's own choices): a
-    tier, for the persistent tier tl.dot at any batch ("persistent-dot"), input
-    projections from a GEMM ("persistent-xp") or weight gradients from GEMMs
+    """Every launch from now on runs on variant `name` (None or "fastrnn": the plan's own
+    choices): a tier, for the persistent tier tl.dot at any batch ("persistent-dot"),
+    input projections from a GEMM ("persistent-xp") or weight gradients from GEMMs
     ("persistent-gemm") at any length, for the cooperative tier its tile width
-    ("cooperative-32") or W_hh streamed from L2 ("cooperative-streamed").
-    Set for the forward and the backward of a training step alike."""
+    ("cooperative-32"), W_hh streamed from L2 ("cooperative-streamed") or its products
+    in one K part ("fastrnn-unsplit"); fp32 products in IEEE fp32 ("fastrnn-ieee":
+    cuDNN's TF32 flag off, which dot_precision reads, so the nn.RNN contender runs
+    use_variant(None) first).  Set for the forward and the backward of a training step
+    alike."""
     tier, _, option = (name or "").partition("-")
-    launch.FORCE_TIER = tier or None
+    launch.FORCE_TIER = tier if tier not in ("", "fastrnn") else None
+    torch.backends.cudnn.allow_tf32 = DEFAULT_ALLOW_TF32 and option != "ieee"
     launch.COOP_BLOCK_N = int(option) if option.isdigit() else None
     launch.COOP_W_ON_CHIP = option != "streamed"
     launch.FMA_PRODUCT_ELEMENTS = 0 if option == "dot" else DEFAULT_FMA_PRODUCT_ELEMENTS
     launch.PROJECT_INPUT_MAX_STEPS = 0 if option == "xp" else DEFAULT_PROJECT_INPUT_MAX_STEPS
     launch.WEIGHT_GRADS_MAX_STEPS = 0 if option == "gemm" else DEFAULT_WEIGHT_GRADS_MAX_STEPS
+    launch.COOP_SPLIT_K = 1 if option == "unsplit" else DEFAULT_COOP_SPLIT_K
 
 
 def variant(contender, name: str):
-    """The fastrnn contender with every call, and the backward that follows it, on
-    variant `name` (use_variant)."""
+    """The contender with every call, and the backward that follows it, on variant
+    `name` (use_variant; None: the defaults, under its own name)."""
 
     def run(x, module=contender.module):
         use_variant(name)
         return module(x)
 
-    return dataclasses.replace(contender, name=name, run=run)
+    return dataclasses.replace(contender, name=name or contender.name, run=run)
 
 
 def main(argv=None) -> int:
@@ -110,6 +115,9 @@ def main(argv=None) -> int:
         "--cases",
         default=None,
         help="comma-separated dtype/shape, e.g. float16/large (default: all)",
+    )
+    parser.add_argument(
+        "--variant", default=None, help="only the cases that time this variant, e.g. fastrnn-ieee"
     )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -129,9 +137,11 @@ def main(argv=None) -> int:
     for dtype, shape, variants in CASES:
         if wanted and f"{str(dtype).removeprefix('torch.')}/{shape.name}" not in wanted:
             continue
+        if args.variant and args.variant not in variants:
+            continue
         for mode in ("inference", "training"):
             fast, cudnn = make_contenders(shape, device, dtype, ["fastrnn", "nn.RNN"])
-            contenders = [variant(fast, name) for name in variants] + [cudnn]
+            contenders = [variant(fast, name) for name in variants] + [variant(cudnn, None)]
             row = {"dtype": str(dtype), "shape": dataclasses.asdict(shape), "mode": mode}
             try:
                 validate(contenders, shape, mode, device, dtype)
