@@ -41,6 +41,7 @@ COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed 
 # A cooperative program's product in K parts of at least 16 rows (tl.dot), independent
 # chains of tensor-core instructions (kernels.py; offline SASS in docs/performance.md).
 COOP_SPLIT_K = 4
+COOP_NUM_WARPS = 4  # tools/gpu_tier_ab.py times 8 (the offline builds: no spills)
 # Batch rows per program: tl.dot needs at least 16.  A persistent program may instead
 # take fewer rows and multiply with FMAs, where that [rows, H, H] product stays within
 # FMA_PRODUCT_ELEMENTS (persistent_rows): a shorter step than tl.dot's, as measured on
@@ -161,7 +162,7 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
     on_chip = shared_memory is None or (
         cooperative_shared_memory(block_h, dtype, precision, block_n) <= shared_memory
     )
-    return Plan("cooperative", block_h, 4, precision, block_n, on_chip)
+    return Plan("cooperative", block_h, COOP_NUM_WARPS, precision, block_n, on_chip)
 
 
 def split_k(dtype: torch.dtype, precision: str, block_h: int) -> int:
@@ -342,6 +343,7 @@ def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
     dtype = weights[1].dtype
     dtypes = (*[t.dtype if t is not None else None for t in tensors], *[w.dtype for w in weights])
     settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_W_ON_CHIP, COOP_SPLIT_K,
+                COOP_NUM_WARPS,
                 FMA_PRODUCT_ELEMENTS, PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS,
                 WEIGHT_GRADS_MAX_STEPS, WEIGHT_GRADS_ELEMENTS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dtypes, dot_precision(dtype), settings)
@@ -418,7 +420,7 @@ def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hi
         programs -= programs % col_tiles  # so each program's tiles share their columns
     on_chip = on_chip and programs % col_tiles == 0
     meta.update(BLOCK_B=BLOCK_B, BLOCK_N=p.block_n, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
-                BLOCK_H=p.block_h if on_chip else 0, num_warps=4,
+                BLOCK_H=p.block_h if on_chip else 0, num_warps=COOP_NUM_WARPS,
                 SPLIT_K=split_k(call.dtype, p.precision, p.block_h if on_chip else 0))  # fmt: skip
     if not interpreting(call.device):
         meta["launch_cooperative_grid"] = True
