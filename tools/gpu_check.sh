@@ -7,8 +7,8 @@
 # Steps: tests bench32 bench16 bench16bf tiers kernels sanitize (the default), and
 # single-tests (tests without the case grids), calls cprofile (host time per call), ncu
 # (Nsight Compute sections of the recurrence kernels; NCU_CASES="medium/float16 ...");
-# TIER_CASES=float16/large,..., TIER_VARIANT=fastrnn-ieee and TIER_LIMIT=seconds narrow
-# the tier A/B.
+# TIER_CASES=float16/large,..., TIER_VARIANT=fastrnn-ieee,... and TIER_LIMIT=seconds
+# narrow the tier A/B.
 # Builds against the torch and triton already installed (no package registry needed).
 # Each step has a time limit, about 535 s for the default steps plus the build (30-60 s),
 # so the whole stays within a device call's 10 minutes.

@@ -120,7 +120,9 @@ def main(argv=None) -> int:
         help="comma-separated dtype/shape, e.g. float16/large (default: all)",
     )
     parser.add_argument(
-        "--variant", default=None, help="only the cases that time this variant, e.g. fastrnn-ieee"
+        "--variant",
+        default=None,
+        help="comma-separated: only the cases that time one of these, e.g. fastrnn-ieee",
     )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
     for dtype, shape, variants in CASES:
         if wanted and f"{str(dtype).removeprefix('torch.')}/{shape.name}" not in wanted:
             continue
-        if args.variant and args.variant not in variants:
+        if args.variant and not set(args.variant.split(",")) & set(variants):
             continue
         for mode in ("inference", "training"):
             fast, cudnn = make_contenders(shape, device, dtype, ["fastrnn", "nn.RNN"])
