@@ -2,11 +2,11 @@
 tier (a batch under 16 with FMA products or with tl.dot; a short sequence's input
 projected in the kernel or by a GEMM, its weight gradients computed by the backward
 kernel or by GEMMs), onto the cooperative tier with 64- or 32-column tiles, or with
-W_hh's columns streamed from L2 instead of held on chip, its products in one K part or
-its programs on 8 warps;
-fp32 tensor-core products as tf32x3 or IEEE FMA products under nn.RNN's TF32-on
-default; and nn.RNN (cuDNN).  So launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS,
-COOP_BLOCK_N, COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS, PROJECT_INPUT_MAX_STEPS,
+W_hh's columns streamed from L2 instead of held on chip, its products in one K part,
+its programs on 8 warps or its streamed W_hh 64 rows a chunk; fp32 tensor-core products
+as tf32x3 or IEEE FMA products under nn.RNN's TF32-on default; and nn.RNN (cuDNN).  So
+launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, COOP_BLOCK_N, COOP_BLOCK_K,
+COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS, PROJECT_INPUT_MAX_STEPS,
 WEIGHT_GRADS_MAX_STEPS and launch.dot_precision are set from measurement.
 Each contender is validated against float64 nn.RNN first (fastrnn.bench.measure.validate),
 then timed with the contenders alternated.  Prints a markdown table; --json writes every
@@ -42,8 +42,9 @@ PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
 # fp32 as plan() runs it under TF32-on (tf32x3 tl.dot), or with IEEE products: TF32 is
 # what nn.RNN's flag allows, not what it requires, and IEEE is the more accurate.
 PRECISION = ("fastrnn", "fastrnn-ieee")
-# The cooperative tier as planned, with its products in one K part, or on 8 warps.
-SPLIT = ("fastrnn", "fastrnn-unsplit", "fastrnn-w8")
+# The cooperative tier as planned, with its products in one K part, on 8 warps, or
+# streaming W_hh 64 rows a chunk (in 4 parts).
+SPLIT = ("fastrnn", "fastrnn-unsplit", "fastrnn-w8", "fastrnn-k64")
 GRID = {shape.name: shape for shape in SHAPES + GPU_SHAPES}  # the benchmark's shapes
 
 
@@ -74,6 +75,7 @@ DEFAULT_WEIGHT_GRADS_MAX_STEPS = launch.WEIGHT_GRADS_MAX_STEPS
 DEFAULT_ALLOW_TF32 = torch.backends.cudnn.allow_tf32
 DEFAULT_COOP_SPLIT_K = launch.COOP_SPLIT_K
 DEFAULT_COOP_NUM_WARPS = launch.COOP_NUM_WARPS
+DEFAULT_COOP_BLOCK_K = launch.COOP_BLOCK_K
 
 
 def use_variant(name: str | None) -> None:
@@ -82,10 +84,11 @@ def use_variant(name: str | None) -> None:
     input projections from a GEMM ("persistent-xp") or weight gradients from GEMMs
     ("persistent-gemm") at any length, for the cooperative tier its tile width
     ("cooperative-32"), W_hh streamed from L2 ("cooperative-streamed"), its products in
-    one K part ("fastrnn-unsplit") or its programs on 8 warps ("fastrnn-w8"); fp32
-    products in IEEE fp32 ("fastrnn-ieee": cuDNN's TF32 flag off, which dot_precision
-    reads, so the nn.RNN contender runs use_variant(None) first).  Set for the forward
-    and the backward of a training step alike."""
+    one K part ("fastrnn-unsplit"), its programs on 8 warps ("fastrnn-w8") or its
+    streamed W_hh 64 rows a chunk ("fastrnn-k64"); fp32 products in IEEE fp32
+    ("fastrnn-ieee": cuDNN's TF32 flag off, which dot_precision reads, so the nn.RNN
+    contender runs use_variant(None) first).  Set for the forward and the backward of a
+    training step alike."""
     tier, _, option = (name or "").partition("-")
     launch.FORCE_TIER = tier if tier not in ("", "fastrnn") else None
     torch.backends.cudnn.allow_tf32 = DEFAULT_ALLOW_TF32 and option != "ieee"
@@ -96,6 +99,7 @@ def use_variant(name: str | None) -> None:
     launch.WEIGHT_GRADS_MAX_STEPS = 0 if option == "gemm" else DEFAULT_WEIGHT_GRADS_MAX_STEPS
     launch.COOP_SPLIT_K = 1 if option == "unsplit" else DEFAULT_COOP_SPLIT_K
     launch.COOP_NUM_WARPS = 8 if option == "w8" else DEFAULT_COOP_NUM_WARPS
+    launch.COOP_BLOCK_K = 64 if option == "k64" else DEFAULT_COOP_BLOCK_K
 
 
 def variant(contender, name: str):

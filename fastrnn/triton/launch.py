@@ -342,10 +342,9 @@ def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
     """The CallKey of an op call on tensors (None for an absent optional one) and weights."""
     dtype = weights[1].dtype
     dtypes = (*[t.dtype if t is not None else None for t in tensors], *[w.dtype for w in weights])
-    settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_W_ON_CHIP, COOP_SPLIT_K,
-                COOP_NUM_WARPS,
-                FMA_PRODUCT_ELEMENTS, PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS,
-                WEIGHT_GRADS_MAX_STEPS, WEIGHT_GRADS_ELEMENTS)  # fmt: skip
+    settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP,
+                COOP_SPLIT_K, COOP_NUM_WARPS, FMA_PRODUCT_ELEMENTS, PROJECT_INPUT_MAX_STEPS,
+                PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS, WEIGHT_GRADS_ELEMENTS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dtypes, dot_precision(dtype), settings)
 
 
