@@ -44,7 +44,7 @@ PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
 PRECISION = ("fastrnn", "fastrnn-ieee")
 # The cooperative tier as planned, with its products in one K part, on 8 warps, or
 # streaming W_hh 64 rows a chunk (in 4 parts).
-SPLIT = ("fastrnn", "fastrnn-unsplit", "fastrnn-w8", "fastrnn-k64")
+COOP_OPTIONS = ("fastrnn", "fastrnn-unsplit", "fastrnn-w8", "fastrnn-k64")
 GRID = {shape.name: shape for shape in SHAPES + GPU_SHAPES}  # the benchmark's shapes
 
 
@@ -66,8 +66,8 @@ CASES = [
     *cases((FP32,), COOPERATIVE_32, WIDTH),
     *cases((FP16,), COOPERATIVE_16, WIDTH),
     *cases((FP32,), ("small", *COOPERATIVE_32, "bigbatch"), PRECISION),
-    *cases((FP32,), COOPERATIVE_32, SPLIT),
-    *cases((FP16,), COOPERATIVE_16, SPLIT),
+    *cases((FP32,), COOPERATIVE_32, COOP_OPTIONS),
+    *cases((FP16,), COOPERATIVE_16, COOP_OPTIONS),
 ]
 DEFAULT_FMA_PRODUCT_ELEMENTS = launch.FMA_PRODUCT_ELEMENTS
 DEFAULT_PROJECT_INPUT_MAX_STEPS = launch.PROJECT_INPUT_MAX_STEPS

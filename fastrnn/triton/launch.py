@@ -142,11 +142,11 @@ def cooperative_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
 @functools.cache
 def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
          shared_memory: int | None = None, force_tier: str | None = None,
-         block_n: int | None = None) -> Plan:  # fmt: skip
+         block_n: int | None = None, cooperative_warps: int = COOP_NUM_WARPS) -> Plan:  # fmt: skip
     """The persistent tier up to MAX_PERSISTENT_H where its kernel fits shared_memory
     (bytes per block; None: no limit, as in the interpreter), else the cooperative one
-    with block_n-column tiles (None: chosen by H, see COOP_BLOCK_N), their W_hh columns
-    on chip where they fit."""
+    on cooperative_warps warps with block_n-column tiles (None: chosen by H, see
+    COOP_BLOCK_N), their W_hh columns on chip where they fit."""
     block_h = _block(hidden)
     fits = block_h <= MAX_PERSISTENT_H[dtype] and (
         shared_memory is None
@@ -162,7 +162,7 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
     on_chip = shared_memory is None or (
         cooperative_shared_memory(block_h, dtype, precision, block_n) <= shared_memory
     )
-    return Plan("cooperative", block_h, COOP_NUM_WARPS, precision, block_n, on_chip)
+    return Plan("cooperative", block_h, cooperative_warps, precision, block_n, on_chip)
 
 
 def split_k(dtype: torch.dtype, precision: str, block_h: int) -> int:
@@ -350,7 +350,7 @@ def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
 
 def _plan(call: CallKey, hidden: int) -> Plan:
     return plan(hidden, call.dtype, call.precision, device_shared_memory(call.device),
-                FORCE_TIER, COOP_BLOCK_N)  # fmt: skip
+                FORCE_TIER, COOP_BLOCK_N, COOP_NUM_WARPS)  # fmt: skip
 
 
 def _persistent_grid(call: CallKey, p: Plan, batch: int, directions: int):
@@ -419,7 +419,7 @@ def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hi
         programs -= programs % col_tiles  # so each program's tiles share their columns
     on_chip = on_chip and programs % col_tiles == 0
     meta.update(BLOCK_B=BLOCK_B, BLOCK_N=p.block_n, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
-                BLOCK_H=p.block_h if on_chip else 0, num_warps=COOP_NUM_WARPS,
+                BLOCK_H=p.block_h if on_chip else 0, num_warps=p.num_warps,
                 SPLIT_K=split_k(call.dtype, p.precision, p.block_h if on_chip else 0))  # fmt: skip
     if not interpreting(call.device):
         meta["launch_cooperative_grid"] = True
