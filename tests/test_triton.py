@@ -82,6 +82,11 @@ CASES = [
     (17, 33, 5, 2, True, True, "tanh", True, "persistent-xp"),
     (1, 16, 7, 1, False, False, "relu", False, "persistent-xp"),
     (3, 1, 4, 2, True, False, "tanh", True, "persistent-xp"),
+    # One-row FMA programs at padded H=128 (sums in 8 parts), and with the plan's warps
+    # and one sum (launch.FMA_WHOLE_COLUMNS off).
+    (3, 100, 5, 1, True, True, "tanh", True, None),
+    (3, 33, 5, 2, True, True, "tanh", True, "persistent-onesum"),
+    (1, 100, 4, 1, False, False, "relu", True, "persistent-onesum"),
     # The persistent backward's weight gradients from GEMMs where it would compute them.
     (1, 16, 7, 1, False, False, "tanh", True, "persistent-gemm"),
     (3, 33, 5, 2, True, True, "relu", True, "persistent-gemm"),
@@ -116,7 +121,8 @@ def force_tier(monkeypatch, name: str | None) -> None:
     tier on tl.dot where it would use FMA products; "persistent-xp": the persistent
     tier reading input projections from a GEMM where it would project the input
     itself; "persistent-gemm": the persistent backward leaving the weight gradients to
-    GEMMs where it would compute them; "cooperative-streamed": the cooperative tier with
+    GEMMs where it would compute them; "persistent-onesum": one-row FMA programs on the
+    plan's warps, summing in one part; "cooperative-streamed": the cooperative tier with
     W_hh streamed from L2 even where it would fit on chip; "cooperative-wide": with
     128-column tiles; "cooperative-unsplit": with its products in one K part."""
     tier, _, variant = (name or "").partition("-")
@@ -128,6 +134,8 @@ def force_tier(monkeypatch, name: str | None) -> None:
         monkeypatch.setattr(launch, "PROJECT_INPUT_MAX_STEPS", 0)
     if variant == "gemm":
         monkeypatch.setattr(launch, "WEIGHT_GRADS_MAX_STEPS", 0)
+    if variant == "onesum":
+        monkeypatch.setattr(launch, "FMA_WHOLE_COLUMNS", False)
     if variant == "wide":
         monkeypatch.setattr(launch, "COOP_BLOCK_N", 128)
     if variant == "unsplit":
@@ -630,6 +638,32 @@ def test_input_projected_in_the_kernel_for_short_sequences_on_fma_programs(monke
     monkeypatch.setattr(launch, "FMA_PRODUCT_ELEMENTS", 8 * 64 * 64)
     monkeypatch.setattr(launch, "FORCE_TIER", "cooperative")
     assert block(5, 4) == 0
+
+
+def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
+    """persistent_program: a one-row persistent program (FMA products) runs one warp per
+    32 padded columns of W_hh, summing in parts (SUM_IN_PARTS), forward and backward;
+    programs of more rows, and every program with FMA_WHOLE_COLUMNS off, the plan's
+    warps and one sum."""
+
+    def programs(hidden, batch=3, steps=40):
+        x = torch.zeros(steps, batch, 4)
+        weights = [torch.zeros(hidden, 4), torch.zeros(hidden, hidden)]
+        args = (hidden, 1, steps, batch, steps * batch, True, 4, 4, hidden, False, False, False)
+        forward = launch.forward_launch(launch.call_key((x, None), weights), *args)
+        backward = launch.backward_launch(launch.call_key((x, None, x, None, x), weights),
+                                          *args, True)  # fmt: skip
+        return [(layer.meta["BLOCK_B"], layer.meta["num_warps"], layer.meta["SUM_IN_PARTS"])
+                for layer in (forward, backward)]  # fmt: skip
+
+    assert programs(100) == [(1, 4, True)] * 2  # padded H=128
+    assert programs(33) == [(1, 2, True)] * 2
+    assert programs(20) == programs(1) == [(1, 1, True)] * 2
+    plan_warps = launch.plan(128, torch.float32).num_warps
+    assert programs(100, batch=1, steps=5)[1] == (1, 4, True)  # computing weight gradients
+    assert programs(100, batch=2, steps=5)[1] == (2, plan_warps, False)
+    monkeypatch.setattr(launch, "FMA_WHOLE_COLUMNS", False)
+    assert programs(100) == [(1, plan_warps, False)] * 2
 
 
 def test_previous_rows_of_packed_input_by_their_definition():

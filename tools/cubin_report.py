@@ -55,6 +55,7 @@ class Config:
     block_i: int = 0  # persistent forward: padded input size it projects itself (0: none)
     # persistent backward: computing the weight gradients and the input gradient too
     weight_grads: bool = False
+    sum_in_parts: bool = False  # persistent, one row: launch.persistent_program's sums
 
     def describe(self) -> str:
         dtype = TRITON_DTYPE[self.dtype] + (
@@ -71,6 +72,8 @@ class Config:
                 tile += f" projecting I<={self.block_i}"
             if self.weight_grads:
                 tile += " with weight gradients"
+            if self.sum_in_parts:
+                tile += " sums in parts"
         return f"{self.kernel} {dtype} {tile} warps={self.num_warps}"
 
 
@@ -92,27 +95,31 @@ def configurations(capability: int) -> list[Config]:
                                     split)  # fmt: skip
                     if config not in configs:
                         configs.append(config)
-                    # FMA products, at the most rows per program (most registers).
-                    fma = [r for r in (1, 2, 4, 8) if launch.fma_rows(r, block_h)]
-                    rows = max(fma, default=None)
-                    if p.tier == "persistent" and direction == "backward":
+                    if p.tier != "persistent":
+                        continue
+                    if direction == "backward":
                         # One program computing the weight gradients too (launch.
-                        # weight_grads_rows): on tl.dot's rows (16, and the most), and on
-                        # FMA rows.
+                        # weight_grads_rows) on tl.dot's rows: 16, and the most.
                         for block_b in (launch.BLOCK_B, launch.WEIGHT_GRADS_MAX_BATCH):
                             configs.append(dataclasses.replace(config, block_b=block_b,
                                                                weight_grads=True))  # fmt: skip
-                        if rows:
-                            configs.append(dataclasses.replace(config, block_b=rows,
-                                                               weight_grads=True))  # fmt: skip
-                    if p.tier == "persistent" and rows:
-                        configs.append(dataclasses.replace(config, block_b=rows))
-                        # Projecting its input itself (launch.input_block): one row,
-                        # the largest input (the most registers for W_ih).
+                    # FMA products: one row (its own warps and sums) and the most rows
+                    # per program (the most registers); each computing the weight
+                    # gradients too, or projecting the largest input (launch.input_block;
+                    # the most registers for W_ih) on one row.
+                    fma = [r for r in (1, 2, 4, 8) if launch.fma_rows(r, block_h)]
+                    for rows in sorted({1, max(fma)}) if fma else ():
+                        program = launch.persistent_program(p, rows)
+                        fma_config = dataclasses.replace(
+                            config, block_b=rows, num_warps=program["num_warps"],
+                            sum_in_parts=program["SUM_IN_PARTS"],
+                        )  # fmt: skip
+                        configs.append(fma_config)
+                        if direction == "backward":
+                            configs.append(dataclasses.replace(fma_config, weight_grads=True))
                         block_i = launch.PROJECT_INPUT_ELEMENTS // block_h
-                        if direction == "forward" and block_i >= 16:
-                            configs.append(dataclasses.replace(config, block_b=1,
-                                                               block_i=block_i))  # fmt: skip
+                        if direction == "forward" and rows == 1 and block_i >= 16:
+                            configs.append(dataclasses.replace(fma_config, block_i=block_i))
     return configs
 
 
@@ -135,6 +142,8 @@ def compile_config(config: Config, capability: int, padded: bool = False,
                       "SPLIT_K": config.split_k}  # fmt: skip
     if direction == "forward" or config.kernel == "backward_persistent":
         constexprs.update(HAS_BIAS=True, HAS_H0=True)
+    if tier == "persistent":
+        constexprs["SUM_IN_PARTS"] = config.sum_in_parts
     if config.kernel == "backward_persistent":
         constexprs.update(WEIGHT_GRADS=config.weight_grads, INPUT_GRAD=config.weight_grads)
     if config.kernel == "forward_persistent":

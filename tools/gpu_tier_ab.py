@@ -1,12 +1,13 @@
 """The tier boundary and the tiers' options on a GPU: fastrnn forced onto the persistent
-tier (a batch under 16 with FMA products or with tl.dot; a short sequence's input
-projected in the kernel or by a GEMM, its weight gradients computed by the backward
-kernel or by GEMMs), onto the cooperative tier with 64- or 32-column tiles, or with
-W_hh's columns streamed from L2 instead of held on chip, its products in one K part,
-its programs on 8 warps or its streamed W_hh 64 rows a chunk; fp32 tensor-core products
-as tf32x3 or IEEE FMA products under nn.RNN's TF32-on default; and nn.RNN (cuDNN).  So
-launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, COOP_BLOCK_N, COOP_BLOCK_K,
-COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS, PROJECT_INPUT_MAX_STEPS,
+tier (a batch under 16 with FMA products or with tl.dot, one-row FMA programs summing
+whole columns or on the plan's warps in one sum; a short sequence's input projected in
+the kernel or by a GEMM, its weight gradients computed by the backward kernel or by
+GEMMs), onto the cooperative tier with 64- or 32-column tiles, or with W_hh's columns
+streamed from L2 instead of held on chip, its products in one K part, its programs on
+8 warps or its streamed W_hh 64 rows a chunk; fp32 tensor-core products as tf32x3 or
+IEEE FMA products under nn.RNN's TF32-on default; and nn.RNN (cuDNN).  So
+launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, COOP_BLOCK_N,
+COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS, PROJECT_INPUT_MAX_STEPS,
 WEIGHT_GRADS_MAX_STEPS and launch.dot_precision are set from measurement.
 Each contender is validated against float64 nn.RNN first (fastrnn.bench.measure.validate),
 then timed with the contenders alternated.  Prints a markdown table; --json writes every
@@ -36,7 +37,9 @@ from fastrnn.triton import kernels, launch
 # only the cooperative tier runs, its tile width and W_hh on chip or streamed.
 BOUNDARY = ("persistent", "cooperative", "cooperative-streamed")
 WIDTH = ("cooperative-64", "cooperative-32", "cooperative-streamed")
-FMA = ("persistent", "persistent-dot")  # FMA products on few rows, or tl.dot on 16
+# FMA products on few rows (one row: threads summing whole columns, or on the plan's
+# warps in one sum), or tl.dot on 16.
+FMA = ("persistent", "persistent-onesum", "persistent-dot")
 # Input projected in the kernel or by a GEMM; weight gradients in the kernel or by GEMMs.
 PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
 # fp32 as plan() runs it under TF32-on (tf32x3 tl.dot), or with IEEE products: TF32 is
@@ -81,6 +84,7 @@ DEFAULT_COOP_BLOCK_K = launch.COOP_BLOCK_K
 def use_variant(name: str | None) -> None:
     """Every launch from now on runs on variant `name` (None or "fastrnn": the plan's own
     choices): a tier, for the persistent tier tl.dot at any batch ("persistent-dot"),
+    one-row FMA programs on the plan's warps in one sum ("persistent-onesum"),
     input projections from a GEMM ("persistent-xp") or weight gradients from GEMMs
     ("persistent-gemm") at any length, for the cooperative tier its tile width
     ("cooperative-32"), W_hh streamed from L2 ("cooperative-streamed"), its products in
@@ -95,6 +99,7 @@ def use_variant(name: str | None) -> None:
     launch.COOP_BLOCK_N = int(option) if option.isdigit() else None
     launch.COOP_W_ON_CHIP = option != "streamed"
     launch.FMA_PRODUCT_ELEMENTS = 0 if option == "dot" else DEFAULT_FMA_PRODUCT_ELEMENTS
+    launch.FMA_WHOLE_COLUMNS = option != "onesum"
     launch.PROJECT_INPUT_MAX_STEPS = 0 if option == "xp" else DEFAULT_PROJECT_INPUT_MAX_STEPS
     launch.WEIGHT_GRADS_MAX_STEPS = 0 if option == "gemm" else DEFAULT_WEIGHT_GRADS_MAX_STEPS
     launch.COOP_SPLIT_K = 1 if option == "unsplit" else DEFAULT_COOP_SPLIT_K

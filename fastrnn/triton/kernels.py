@@ -20,7 +20,9 @@ bidirectional layer's two independent recurrences run side by side:
   on tensor cores (Triton stages W_hh in shared memory); with fewer rows
   (launch.persistent_rows: one per program while the grid fits the SMs) it is a
   broadcast product summed with FMAs in ACC_DTYPE (_product), whose step is far
-  shorter than a chain of tensor-core products.  Used while W_hh fits one
+  shorter than a chain of tensor-core products; a one-row program's threads each sum
+  whole columns (launch.persistent_program), so that h's broadcast is its step's one
+  exchange between threads.  Used while W_hh fits one
   program (launch.MAX_PERSISTENT_H; python tools/cubin_report.py shows shared memory,
   registers and spills).
 * cooperative: any H.  The state is split in (batch tile, column tile) pieces, each
@@ -264,14 +266,23 @@ def _step_input(xp_ptr, x_ptr, stride_x, rows, active, rh, ri, H, IN,
 
 
 @triton.jit
-def _product(a, m, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
+def _product(a, m, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+             SUM_IN_PARTS: tl.constexpr):  # fmt: skip
     """a @ m in ACC_DTYPE for the persistent tier: tl.dot on tensor cores for 16 rows of
     a or more; for fewer, a broadcast product summed over k with FMAs (m already in
-    ACC_DTYPE)."""
+    ACC_DTYPE).  SUM_IN_PARTS (one row, a thread summing whole columns): over k in
+    interleaved parts, then over the parts, so that a thread's sum is independent FMA
+    chains where Triton 3.6 would build one (docs/performance.md)."""
+    K: tl.constexpr = a.shape[1]
+    PARTS: tl.constexpr = 8 if K >= 64 else 4
     # if/else, not an early return: Triton would build the code after it too, and the
     # broadcast product of 32 rows at H=256 is over its largest tensor.
     if a.shape[0] >= 16:
         product = tl.dot(a.to(m.dtype), m, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+    elif SUM_IN_PARTS and K >= 32:
+        terms = a.to(ACC_DTYPE)[:, :, None] * m[None, :, :]  # [rows, K, N]
+        terms = tl.reshape(terms, (a.shape[0], PARTS, K // PARTS, m.shape[1]))
+        product = tl.sum(tl.sum(terms, axis=2), axis=1)
     else:
         product = tl.sum(a.to(ACC_DTYPE)[:, :, None] * m[None, :, :], axis=1)
     return product
@@ -321,6 +332,7 @@ def rnn_forward_persistent_kernel(
     DOT_PRECISION: tl.constexpr,
     PROJECT_INPUT: tl.constexpr,  # x_t W_ih^T + b_ih here, not read from xp
     BLOCK_I: tl.constexpr,  # PROJECT_INPUT: IN padded to a power of two
+    SUM_IN_PARTS: tl.constexpr,  # one row: FMA sums in parts (_product)
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     direction = tl.program_id(1)
@@ -355,9 +367,9 @@ def rnn_forward_persistent_kernel(
         )
         xp_next = _step_input(xp_ptr, x_ptr, stride_x, rows_next, active_next, rh, ri, H, IN,
                               PROJECT_INPUT)  # fmt: skip
-        z = _product(h, wt, DOT_PRECISION, ACC_DTYPE)
+        z = _product(h, wt, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS)
         if PROJECT_INPUT:
-            z += _product(xp, wt_ih, DOT_PRECISION, ACC_DTYPE)
+            z += _product(xp, wt_ih, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS)
         else:
             z += xp.to(ACC_DTYPE)
         y = _activation(z + bias[None, :], RELU)
@@ -498,6 +510,7 @@ def rnn_backward_persistent_kernel(
     HAS_H0: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     INPUT_GRAD: tl.constexpr,  # WEIGHT_GRADS of one direction: the input gradient too
+    SUM_IN_PARTS: tl.constexpr,  # one row: FMA sums in parts (_product)
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     direction = tl.program_id(1)
@@ -523,7 +536,7 @@ def rnn_backward_persistent_kernel(
         dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
         dz = tl.where(active[:, None] & in_h[None, :], dz, 0.0)
         _store_rows(dz_ptr, rows, active, rh, stride_y, H, dz)
-        dh_prev = _product(dz, w, DOT_PRECISION, ACC_DTYPE)
+        dh_prev = _product(dz, w, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS)
         dh = tl.where(active[:, None], dh_prev, dh)
         active, rows, dy, y = active_next, rows_next, dy_next, y_next
     _store_rows(dh0_ptr, rb, in_b, rh, H, H, dh)

@@ -48,6 +48,12 @@ COOP_NUM_WARPS = 4  # tools/gpu_tier_ab.py times 8 (the offline builds: no spill
 # an H200 (docs/performance.md).
 BLOCK_B = 16
 FMA_PRODUCT_ELEMENTS = 8 * 64 * 64
+# A one-row FMA program's threads each sum whole columns of its product: one warp per
+# 32 padded columns, the sums in parts (kernels._product).  h's broadcast is then a
+# step's one exchange through shared memory: 2 barriers a step where the plan's warps,
+# splitting K, need 5-6 (offline SASS, docs/performance.md).  False: the plan's warps,
+# one sum (tools/gpu_tier_ab.py times both).
+FMA_WHOLE_COLUMNS = True
 # A short sequence's call is host-bound, and the input projection's GEMM is a large part
 # of its host time: up to PROJECT_INPUT_MAX_STEPS steps the persistent forward projects
 # each step's input itself, on FMA programs whose [rows, I, H] product is within
@@ -208,6 +214,14 @@ def persistent_rows(batch: int, block_h: int, programs: int | None = None) -> in
     return rows if fma_rows(rows, block_h) else BLOCK_B
 
 
+def persistent_program(p: Plan, rows: int) -> dict:
+    """The warps and sums of a persistent program of `rows` batch rows: a one-row (FMA)
+    program's threads summing whole columns (FMA_WHOLE_COLUMNS), else the plan's warps."""
+    whole_columns = rows == 1 and FMA_WHOLE_COLUMNS
+    warps = max(1, p.block_h // 32) if whole_columns else p.num_warps
+    return {"num_warps": warps, "SUM_IN_PARTS": whole_columns}
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """fp32 follows nn.RNN's flag on a GPU: tensor cores when cuDNN may use TF32, else
     IEEE FMA.  tf32x3 (three TF32 products) rather than plain TF32: over many steps
@@ -343,8 +357,9 @@ def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
     dtype = weights[1].dtype
     dtypes = (*[t.dtype if t is not None else None for t in tensors], *[w.dtype for w in weights])
     settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP,
-                COOP_SPLIT_K, COOP_NUM_WARPS, FMA_PRODUCT_ELEMENTS, PROJECT_INPUT_MAX_STEPS,
-                PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS, WEIGHT_GRADS_ELEMENTS)  # fmt: skip
+                COOP_SPLIT_K, COOP_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS,
+                PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
+                WEIGHT_GRADS_ELEMENTS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dtypes, dot_precision(dtype), settings)
 
 
@@ -441,7 +456,7 @@ def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batc
         rows_per_program, grid = _persistent_grid(call, p, batch, directions)
         block_i = input_block(call, p, rows_per_program, steps, input_size)
         meta.update(PROJECT_INPUT=block_i > 0, BLOCK_I=block_i or 16, BLOCK_B=rows_per_program,
-                    BLOCK_H=p.block_h, num_warps=p.num_warps)  # fmt: skip
+                    BLOCK_H=p.block_h, **persistent_program(p, rows_per_program))  # fmt: skip
         scalars = (y_stride, steps, rows, batch, hidden, x_stride, input_size)
         return KernelLaunch("rnn_forward_persistent_kernel", grid, scalars, meta, None, block_i)
     scalars = (y_stride, steps, rows, batch, hidden)
@@ -467,7 +482,8 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
         if not weight_grads:
             rows_per_program, grid = _persistent_grid(call, p, batch, directions)
         input_grad = weight_grads and need_input_grad and directions == 1
-        meta.update(BLOCK_B=rows_per_program, BLOCK_H=p.block_h, num_warps=p.num_warps,
+        meta.update(BLOCK_B=rows_per_program, BLOCK_H=p.block_h,
+                    **persistent_program(p, rows_per_program),
                     WEIGHT_GRADS=weight_grads, HAS_H0=weight_grads and has_h0,
                     HAS_BIAS=weight_grads and has_bias, INPUT_GRAD=input_grad)  # fmt: skip
         scalars = (y_stride, steps, batch, hidden, rows, x_stride, input_size)
