@@ -8,7 +8,7 @@
 # single-tests (tests without the case grids), calls cprofile (host time per call), ncu
 # (Nsight Compute sections of the recurrence kernels; NCU_CASES="medium/float16 ...");
 # TIER_CASES=float16/large,..., TIER_VARIANT=fastrnn-ieee,... and TIER_LIMIT=seconds
-# narrow the tier A/B.
+# narrow the tier A/B; SANITIZE_LIMIT=seconds per compute-sanitizer tool (30).
 # Builds against the torch and triton already installed (no package registry needed).
 # Each step has a time limit, about 535 s for the default steps plus the build (30-60 s),
 # so the whole stays within a device call's 10 minutes.
@@ -63,8 +63,9 @@ torch.cuda.synchronize()" "$case" 2>&1 | grep -vE "^==PROF==|^\s*$" | cut -c1-14
 }
 sanitize() {
   for tool in racecheck memcheck; do
-    timeout 30 compute-sanitizer --tool $tool --print-limit 5 python3 tools/sanitize_kernels.py \
-      > /tmp/fastrnn-sanitizer.log 2>&1; echo "$tool: exit $?" | tee -a "$CHECKS"
+    timeout "${SANITIZE_LIMIT:-30}" compute-sanitizer --tool $tool --print-limit 5 \
+      python3 tools/sanitize_kernels.py > /tmp/fastrnn-sanitizer.log 2>&1
+    echo "$tool: exit $?" | tee -a "$CHECKS"
     tail -3 /tmp/fastrnn-sanitizer.log | tee -a "$CHECKS"
   done
 }

@@ -1,7 +1,9 @@
 """Small training steps on CUDA for compute-sanitizer, on the kernels that synchronise
 threads beyond a step's own work: the cooperative tier (a grid barrier per step) and
 the persistent backward that computes the weight gradients from the dz its threads
-stored (a block barrier), on 1-row FMA programs and on 32-row tl.dot ones:
+stored (a block barrier), on 8-row FMA programs and on 32-row tl.dot ones; and one-row
+programs (threads summing whole columns, h broadcast through shared memory each step),
+with and without the weight gradients:
 
 compute-sanitizer --tool racecheck python tools/sanitize_kernels.py
 """
@@ -16,6 +18,8 @@ CASES = [  # (tier, T, B, H, packed)
     ("cooperative", 6, 20, 70, False),
     ("persistent", 7, 5, 16, True),
     ("persistent", 6, 20, 70, False),
+    ("persistent", 40, 3, 100, False),
+    ("persistent", 6, 1, 100, False),
 ]
 
 for tier, steps, batch, hidden, packed in CASES:
