@@ -281,6 +281,10 @@ def test_plan_holds_cooperative_w_hh_on_chip_where_it_fits():
     assert not launch.plan(512, torch.float32, "tf32x3", hopper).w_on_chip
     assert launch.plan(512, torch.float32, "ieee", a100).w_on_chip
     assert not launch.plan(1024, torch.float32, "ieee", hopper).w_on_chip
+    # Its K parts' products count (launch.split_k): a limit that fits one part only.
+    one_part = launch.cooperative_shared_memory(512, torch.float16, "ieee", 32, 1)
+    assert launch.plan(512, torch.float16, "ieee", one_part, most_parts=1).w_on_chip
+    assert not launch.plan(512, torch.float16, "ieee", one_part, most_parts=4).w_on_chip
 
 
 def test_cooperative_tensor_core_products_run_in_k_parts(monkeypatch):

@@ -234,7 +234,8 @@ def main() -> int:
                     bound_of = launch.persistent_shared_memory
                     extra = (config.block_i, config.weight_grads)
                 else:
-                    bound_of, extra = launch.cooperative_shared_memory, (config.block_n,)
+                    bound_of = launch.cooperative_shared_memory
+                    extra = (config.block_n, config.split_k)
                 bound = bound_of(config.block_h, config.dtype, config.precision, *extra)
                 if shared > bound:
                     over.append(f"over launch.{bound_of.__name__} ({bound}): {where}")

@@ -132,27 +132,29 @@ def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
 
 
 def cooperative_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
-                              block_n: int) -> int:  # fmt: skip
+                              block_n: int, parts: int) -> int:  # fmt: skip
     """Bytes of shared memory a cooperative-tier kernel needs at most with its W_hh
     columns on chip: [block_h, block_n] of W_hh and two [BLOCK_B, block_h] operand
-    tiles (all twice for tf32x3), the [split_k, BLOCK_B, block_n] accumulator-precision
-    products of its K parts (summed across warps; Triton 3.6 stages them) and 8 KB of
-    Triton's own scratch; checked as above."""
+    tiles (all twice for tf32x3), the [parts, BLOCK_B, block_n] accumulator-precision
+    products of its K parts (split_k; summed across warps, Triton 3.6 stages them) and
+    8 KB of Triton's own scratch; checked as above."""
     element = dtype.itemsize
     copies = 2 if precision == "tf32x3" else 1
     per_row = block_n * element + 2 * BLOCK_B * max(element, 4)
-    parts = split_k(dtype, precision, block_h) * BLOCK_B * block_n * max(element, 4)
-    return copies * block_h * per_row + parts + 8192
+    products = parts * BLOCK_B * block_n * max(element, 4)
+    return copies * block_h * per_row + products + 8192
 
 
 @functools.cache
 def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
          shared_memory: int | None = None, force_tier: str | None = None,
-         block_n: int | None = None, cooperative_warps: int = COOP_NUM_WARPS) -> Plan:  # fmt: skip
+         block_n: int | None = None, cooperative_warps: int = COOP_NUM_WARPS,
+         most_parts: int = COOP_SPLIT_K) -> Plan:  # fmt: skip
     """The persistent tier up to MAX_PERSISTENT_H where its kernel fits shared_memory
     (bytes per block; None: no limit, as in the interpreter), else the cooperative one
     on cooperative_warps warps with block_n-column tiles (None: chosen by H, see
-    COOP_BLOCK_N), their W_hh columns on chip where they fit."""
+    COOP_BLOCK_N), their W_hh columns on chip where they fit with products in at most
+    most_parts K parts (split_k)."""
     block_h = _block(hidden)
     fits = block_h <= MAX_PERSISTENT_H[dtype] and (
         shared_memory is None
@@ -161,23 +163,25 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
     tier = force_tier or ("persistent" if fits else "cooperative")
     if tier == "persistent":
         # 8 warps at the larger tiles, the configuration measured on a GPU; 4 also
-        # compile without spills with Triton 3.9 (docs/performance.md).
+        # compile without spills with Triton 3.9 (docs/performance.md).  One-row
+        # programs take their own (persistent_program).
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
         return Plan("persistent", block_h, 8 if wide else 4, precision)
     block_n = block_n or (32 if block_h <= 512 else 64)
+    parts = split_k(dtype, precision, block_h, most_parts)
     on_chip = shared_memory is None or (
-        cooperative_shared_memory(block_h, dtype, precision, block_n) <= shared_memory
+        cooperative_shared_memory(block_h, dtype, precision, block_n, parts) <= shared_memory
     )
     return Plan("cooperative", block_h, cooperative_warps, precision, block_n, on_chip)
 
 
-def split_k(dtype: torch.dtype, precision: str, block_h: int) -> int:
-    """K parts (COOP_SPLIT_K) of a cooperative program's product with W_hh's columns on
-    chip (block_h: the padded H) or streamed (0: BLOCK_K rows at a time); 1 for FMA
-    products."""
+def split_k(dtype: torch.dtype, precision: str, block_h: int, most: int | None = None) -> int:
+    """K parts (at most `most`, None: COOP_SPLIT_K) of a cooperative program's product
+    with W_hh's columns on chip (block_h: the padded H) or streamed (0: BLOCK_K rows at
+    a time); 1 for FMA products."""
     if dtype == torch.float32 and precision == "ieee":
         return 1
-    return min(COOP_SPLIT_K, (block_h or COOP_BLOCK_K) // 16)
+    return min(COOP_SPLIT_K if most is None else most, (block_h or COOP_BLOCK_K) // 16)
 
 
 def interpreting(device: torch.device) -> bool:
@@ -365,7 +369,7 @@ def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
 
 def _plan(call: CallKey, hidden: int) -> Plan:
     return plan(hidden, call.dtype, call.precision, device_shared_memory(call.device),
-                FORCE_TIER, COOP_BLOCK_N, COOP_NUM_WARPS)  # fmt: skip
+                FORCE_TIER, COOP_BLOCK_N, COOP_NUM_WARPS, COOP_SPLIT_K)  # fmt: skip
 
 
 def _persistent_grid(call: CallKey, p: Plan, batch: int, directions: int):
