@@ -294,7 +294,7 @@ def test_cooperative_tensor_core_products_run_in_k_parts(monkeypatch):
     assert launch.split_k(torch.float32, "tf32x3", 256) == 4
     assert launch.split_k(torch.float16, "ieee", 512) == 4
     assert launch.split_k(torch.float64, "ieee", 32) == 2
-    assert launch.split_k(torch.bfloat16, "ieee", 0) == 2  # streamed, 32 rows a chunk
+    assert launch.split_k(torch.bfloat16, "ieee", 0) == 4  # streamed, 64 rows a chunk
     assert launch.split_k(torch.float32, "ieee", 256) == 1
     force_tier(monkeypatch, "cooperative-wide")
     x = torch.zeros(5, 17, 3, dtype=torch.float64)

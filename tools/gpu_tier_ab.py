@@ -4,7 +4,7 @@ whole columns or on the plan's warps in one sum; a short sequence's input projec
 the kernel or by a GEMM, its weight gradients computed by the backward kernel or by
 GEMMs), onto the cooperative tier with 64- or 32-column tiles, or with W_hh's columns
 streamed from L2 instead of held on chip, its products in one K part, its programs on
-8 warps or its streamed W_hh 64 rows a chunk; fp32 tensor-core products as tf32x3 or
+8 warps or its streamed W_hh 32 rows a chunk; fp32 tensor-core products as tf32x3 or
 IEEE FMA products under nn.RNN's TF32-on default; and nn.RNN (cuDNN).  So
 launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, COOP_BLOCK_N,
 COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS, PROJECT_INPUT_MAX_STEPS,
@@ -46,8 +46,8 @@ PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
 # what nn.RNN's flag allows, not what it requires, and IEEE is the more accurate.
 PRECISION = ("fastrnn", "fastrnn-ieee")
 # The cooperative tier as planned, with its products in one K part, on 8 warps, or
-# streaming W_hh 64 rows a chunk (in 4 parts).
-COOP_OPTIONS = ("fastrnn", "fastrnn-unsplit", "fastrnn-w8", "fastrnn-k64")
+# streaming W_hh 32 rows a chunk (in 2 parts; the default is 64 in 4).
+COOP_OPTIONS = ("fastrnn", "fastrnn-unsplit", "fastrnn-w8", "fastrnn-k32")
 GRID = {shape.name: shape for shape in SHAPES + GPU_SHAPES}  # the benchmark's shapes
 
 
@@ -89,7 +89,7 @@ def use_variant(name: str | None) -> None:
     ("persistent-gemm") at any length, for the cooperative tier its tile width
     ("cooperative-32"), W_hh streamed from L2 ("cooperative-streamed"), its products in
     one K part ("fastrnn-unsplit"), its programs on 8 warps ("fastrnn-w8") or its
-    streamed W_hh 64 rows a chunk ("fastrnn-k64"); fp32 products in IEEE fp32
+    streamed W_hh 32 rows a chunk ("fastrnn-k32"); fp32 products in IEEE fp32
     ("fastrnn-ieee": cuDNN's TF32 flag off, which dot_precision reads, so the nn.RNN
     contender runs use_variant(None) first).  Set for the forward and the backward of a
     training step alike."""
@@ -104,7 +104,7 @@ def use_variant(name: str | None) -> None:
     launch.WEIGHT_GRADS_MAX_STEPS = 0 if option == "gemm" else DEFAULT_WEIGHT_GRADS_MAX_STEPS
     launch.COOP_SPLIT_K = 1 if option == "unsplit" else DEFAULT_COOP_SPLIT_K
     launch.COOP_NUM_WARPS = 8 if option == "w8" else DEFAULT_COOP_NUM_WARPS
-    launch.COOP_BLOCK_K = 64 if option == "k64" else DEFAULT_COOP_BLOCK_K
+    launch.COOP_BLOCK_K = 32 if option == "k32" else DEFAULT_COOP_BLOCK_K
 
 
 def variant(contender, name: str):

@@ -34,9 +34,12 @@ MAX_PERSISTENT_H = {torch.float32: 128, torch.float64: 64, torch.float16: 256, t
 # Cooperative tier tiles: 32 hidden columns per tile up to padded H=512 (more programs
 # share the work; at fp32 H=256 64-wide tiles spilled), 64 above (fewer passes over h),
 # as measured on an H200 (docs/performance.md); a program's W_hh columns held on chip
-# where they fit (cooperative_shared_memory), else streamed from L2 32 rows at a time.
+# where they fit (cooperative_shared_memory), else streamed from L2 COOP_BLOCK_K rows at
+# a time: 64, in 4 parts (split_k), on which Triton 3.6 builds half the tensor-core
+# instructions per row of K that 32 rows in 2 parts take (offline SASS,
+# docs/performance.md; tools/gpu_tier_ab.py times 32).
 COOP_BLOCK_N: int | None = None  # overrides the choice by H (tools/gpu_tier_ab.py, tests)
-COOP_BLOCK_K = 32
+COOP_BLOCK_K = 64
 COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed kernels
 # A cooperative program's product in K parts of at least 16 rows (tl.dot), independent
 # chains of tensor-core instructions (kernels.py; offline SASS in docs/performance.md).
