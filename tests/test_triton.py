@@ -409,6 +409,38 @@ def test_every_kernel_configuration_compiles_for_sm80_and_sm90_within_shared_mem
     assert len(rows) >= 2 * 20, result.stdout  # every configuration, both targets
 
 
+def sass_counts(*args: str) -> dict[str, int]:
+    """tools/sass_report.py's counts of one kernel configuration's time loop."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "sass_report.py"), *args],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    header, _, row = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    names = [cell.strip() for cell in header.strip("|").split("|")][1:]
+    return dict(zip(names, map(int, row.strip("|").split("|")[1:]), strict=True))
+
+
+@pytest.mark.slow
+def test_launch_layouts_in_the_sass():
+    """As built for sm_90: a one-row FMA program on launch.persistent_program's warps,
+    summing whole columns, synchronises its threads less a step than on the plan's warps;
+    a cooperative program's product in K parts is each warp's share of the tile, not
+    the whole tile (which Triton 3.6 built on every warp with one part)."""
+    p = launch.plan(128, torch.float32)
+    one_row = ["forward_persistent", "float32", "--block-h", "128", "--rows", "1"]
+    whole = sass_counts(*one_row, "--sum-in-parts",
+                        "--warps", str(launch.persistent_program(p, 1)["num_warps"]))  # fmt: skip
+    split = sass_counts(*one_row, "--warps", str(p.num_warps))
+    assert whole["BAR"] == 2 < split["BAR"], (whole, split)
+    parts = launch.split_k(torch.float32, "tf32x3", 256)
+    coop = sass_counts("forward_cooperative", "float32", "--precision", "tf32x3", "--block-h",
+                       "256", "--block-n", "32", "--split-k", str(parts))  # fmt: skip
+    tile_products = (16 * 32 * 256) // (16 * 8 * 8) * 3  # tf32x3: 3 m16n8k8 per block
+    assert coop["HMMA"] == tile_products // launch.COOP_NUM_WARPS, coop
+
+
 @pytest.mark.parametrize("tier", ["persistent", "persistent-xp", "cooperative"], indirect=True)
 def test_one_recurrence_launch_per_layer_for_both_directions(tier, monkeypatch):
     """An inference call of a 2-layer bidirectional RNN: per layer one recurrence launch,

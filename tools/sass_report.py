@@ -1,0 +1,136 @@
+"""The SASS of kernel configurations' time loops, without a GPU: per warp and step, the
+instructions, barriers, shuffles, shared-memory and tensor-core instructions, and the
+longest chain of dependent floating-point instructions (a tensor-core instruction's
+accumulator included), as cuobjdump reads the cubins that tools/cubin_report.py builds
+(padded input, aligned pointers).  docs/performance.md's SASS tables come from it.
+
+    python tools/sass_report.py forward_persistent float32 --block-h 128 --rows 1 \\
+        --warps 4 --sum-in-parts
+    python tools/sass_report.py forward_cooperative float32 --precision tf32x3 \\
+        --block-h 256 --block-n 32 --split-k 4
+
+Run it without TRITON_INTERPRET=1, under the Triton to read (the GPU machine has 3.6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import torch
+from triton import knobs
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cubin_report  # noqa: E402  (a sibling tool, not a package)
+
+from fastrnn.triton import launch  # noqa: E402
+
+INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+FLOATING = ("FFMA", "FADD", "FMUL", "DFMA", "DADD", "DMUL", "HMMA", "DMMA")
+COUNTED = ("BAR", "SHFL", "LDS", "STS", "LDSM", "STSM", "HMMA", "DMMA", "MUFU", "LDG", "STG")
+
+
+def sass(compiled) -> list[tuple[int, str]]:
+    """(address, instruction) of a compiled kernel's SASS, predicates kept."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(compiled.asm["cubin"])
+        text = subprocess.run([knobs.nvidia.cuobjdump.path, "-sass", path],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return [(int(address, 16), body) for address, body in INSTRUCTION.findall(text)]
+
+
+def time_loop(code: list[tuple[int, str]]) -> list[str]:
+    """The instructions of the widest backward branch's range: the kernel's time loop."""
+    loops = []
+    for address, body in code:
+        target = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", body)
+        if target and int(target.group(1), 16) <= address:
+            loops.append((int(target.group(1), 16), address))
+    first, last = max(loops, key=lambda loop: loop[1] - loop[0])
+    return [body for address, body in code if first <= address <= last]
+
+
+def opcode(body: str) -> str:
+    return re.sub(r"^@!?U?P\w+\s+", "", body).split()[0]
+
+
+def longest_chain(loop: list[str]) -> int:
+    """The most floating-point instructions in one chain of register dependences, in
+    program order (a load's result starts a chain at 0)."""
+    depth: dict[int, int] = {}
+    longest = 0
+    for body in loop:
+        op = opcode(body)
+        registers = [int(r) for r in re.findall(r"\bR(\d+)\b", body)]
+        if not registers or op.startswith(("ST", "BAR", "BRA", "ISETP", "FSETP", "RED")):
+            continue
+        target, sources = registers[0], registers[1:]
+        if op.split(".")[0] in FLOATING or op.startswith(("MOV", "IMAD.MOV")):
+            step = 1 if op.split(".")[0] in FLOATING else 0
+            depth[target] = max((depth.get(r, 0) for r in sources), default=0) + step
+            longest = max(longest, depth[target])
+        else:  # a load or integer result: as wide as its vector
+            width = 4 if ".128" in op else 2 if ".64" in op else 1
+            for r in range(target, target + width):
+                depth[r] = 0
+    return longest
+
+
+def report(config: cubin_report.Config, capability: int = 90) -> dict:
+    """The time loop's counts of one configuration (see the module docstring)."""
+    compiled = cubin_report.compile_config(config, capability, True, True)
+    loop = time_loop(sass(compiled))
+    kinds = collections.Counter(opcode(body).split(".")[0] for body in loop)
+    registers, local = cubin_report.cubin_usage(compiled)
+    return {"instructions": len(loop), **{kind: kinds[kind] for kind in COUNTED},
+            "chain": longest_chain(loop), "registers": registers, "local": local,
+            "shared": compiled.metadata.shared}  # fmt: skip
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    kernels = [
+        f"{d}_{tier}" for tier in ("persistent", "cooperative") for d in ("forward", "backward")
+    ]
+    parser.add_argument("kernel", choices=kernels)
+    parser.add_argument("dtype", choices=["float32", "float16", "bfloat16", "float64"])
+    parser.add_argument("--precision", default="ieee", choices=["ieee", "tf32x3"])
+    parser.add_argument(
+        "--block-h",
+        type=int,
+        default=128,
+        help="padded H (cooperative: with W on chip; 0: streamed)",
+    )
+    parser.add_argument("--warps", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=launch.BLOCK_B, help="persistent rows")
+    parser.add_argument("--sum-in-parts", action="store_true", help="persistent, one row")
+    parser.add_argument("--block-n", type=int, default=32, help="cooperative columns")
+    parser.add_argument("--split-k", type=int, default=1, help="cooperative K parts")
+    parser.add_argument(
+        "--block-k", type=int, default=launch.COOP_BLOCK_K, help="cooperative streamed rows a chunk"
+    )
+    parser.add_argument("--capability", type=int, default=90)
+    args = parser.parse_args(argv)
+    launch.COOP_BLOCK_K = args.block_k  # compile_config reads it
+    cooperative = args.kernel.endswith("cooperative")
+    config = cubin_report.Config(
+        args.kernel, getattr(torch, args.dtype), args.block_h, args.warps, args.precision,
+        block_n=args.block_n if cooperative else 0, split_k=args.split_k,
+        block_b=launch.BLOCK_B if cooperative else args.rows, sum_in_parts=args.sum_in_parts,
+    )  # fmt: skip
+    counts = report(config, args.capability)
+    print("| configuration | " + " | ".join(counts) + " |")
+    print("|---" * (len(counts) + 1) + "|")
+    print(f"| {config.describe()} | " + " | ".join(str(v) for v in counts.values()) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
