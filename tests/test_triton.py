@@ -82,11 +82,12 @@ CASES = [
     (17, 33, 5, 2, True, True, "tanh", True, "persistent-xp"),
     (1, 16, 7, 1, False, False, "relu", False, "persistent-xp"),
     (3, 1, 4, 2, True, False, "tanh", True, "persistent-xp"),
-    # One-row FMA programs at padded H=128 (sums in 8 parts), and with the plan's warps
-    # and one sum (launch.FMA_WHOLE_COLUMNS off).
-    (3, 100, 5, 1, True, True, "tanh", True, None),
-    (3, 33, 5, 2, True, True, "tanh", True, "persistent-onesum"),
-    (1, 100, 4, 1, False, False, "relu", True, "persistent-onesum"),
+    # One-row FMA programs running the recurrence alone (over 32 steps: no input
+    # projection or weight gradients in the kernel), summing in 8 parts (padded H=64)
+    # and in 4 (H=32); and with the plan's warps and one sum (FMA_WHOLE_COLUMNS off).
+    (3, 50, 40, 1, True, True, "tanh", True, None),
+    (1, 20, 40, 2, False, False, "relu", True, None),
+    (3, 50, 40, 2, True, True, "tanh", True, "persistent-onesum"),
     # The persistent backward's weight gradients from GEMMs where it would compute them.
     (1, 16, 7, 1, False, False, "tanh", True, "persistent-gemm"),
     (3, 33, 5, 2, True, True, "relu", True, "persistent-gemm"),
@@ -677,10 +678,11 @@ def test_input_projected_in_the_kernel_for_short_sequences_on_fma_programs(monke
 
 
 def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
-    """persistent_program: a one-row persistent program (FMA products) runs one warp per
-    32 padded columns of W_hh, summing in parts (SUM_IN_PARTS), forward and backward;
-    programs of more rows, and every program with FMA_WHOLE_COLUMNS off, the plan's
-    warps and one sum."""
+    """persistent_program: a one-row persistent program (FMA products) that runs the
+    recurrence alone runs one warp per 32 padded columns of W_hh, summing in parts
+    (SUM_IN_PARTS), forward and backward; one that also projects its input or computes
+    the weight gradients (short sequences), programs of more rows, and every program
+    with FMA_WHOLE_COLUMNS off, the plan's warps and one sum."""
 
     def programs(hidden, batch=3, steps=40):
         x = torch.zeros(steps, batch, 4)
@@ -695,9 +697,10 @@ def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
     assert programs(100) == [(1, 4, True)] * 2  # padded H=128
     assert programs(33) == [(1, 2, True)] * 2
     assert programs(20) == programs(1) == [(1, 1, True)] * 2
-    plan_warps = launch.plan(128, torch.float32).num_warps
-    assert programs(100, batch=1, steps=5)[1] == (1, 4, True)  # computing weight gradients
-    assert programs(100, batch=2, steps=5)[1] == (2, plan_warps, False)
+    p = launch.plan(128, torch.float32)
+    plan_warps = p.num_warps
+    assert programs(100, batch=1, steps=5) == [(1, plan_warps, False)] * 2  # short: fused
+    assert launch.persistent_program(p, 2) == {"num_warps": plan_warps, "SUM_IN_PARTS": False}
     monkeypatch.setattr(launch, "FMA_WHOLE_COLUMNS", False)
     assert programs(100) == [(1, plan_warps, False)] * 2
 

@@ -1,5 +1,6 @@
 """Compile every kernel configuration the dispatcher can choose down to cubin, without a
-GPU, and report shared memory, registers and spills per target.  Each is built for
+GPU, and report shared memory, registers and spills (the stack frame, where ptxas
+spills registers, and other local memory) per target.  Each is built for
 padded input as Triton specialises a launch with 16-byte aligned pointers and integers
 that are multiples of 16 (H=64, say), and for packed input with neither (H=70); the
 builds run in parallel over the machine's cores.
@@ -103,23 +104,24 @@ def configurations(capability: int) -> list[Config]:
                         for block_b in (launch.BLOCK_B, launch.WEIGHT_GRADS_MAX_BATCH):
                             configs.append(dataclasses.replace(config, block_b=block_b,
                                                                weight_grads=True))  # fmt: skip
-                    # FMA products: one row (its own warps and sums) and the most rows
-                    # per program (the most registers); each computing the weight
-                    # gradients too, or projecting the largest input (launch.input_block;
-                    # the most registers for W_ih) on one row.
+                    # FMA products: one row and the most rows per program (the most
+                    # registers), each with launch.persistent_program's warps and sums;
+                    # computing the weight gradients too, or projecting the largest input
+                    # (launch.input_block; the most registers for W_ih) on one row.
                     fma = [r for r in (1, 2, 4, 8) if launch.fma_rows(r, block_h)]
+                    block_i = launch.PROJECT_INPUT_ELEMENTS // block_h
                     for rows in sorted({1, max(fma)}) if fma else ():
-                        program = launch.persistent_program(p, rows)
-                        fma_config = dataclasses.replace(
-                            config, block_b=rows, num_warps=program["num_warps"],
-                            sum_in_parts=program["SUM_IN_PARTS"],
-                        )  # fmt: skip
-                        configs.append(fma_config)
+                        variants = [{}]
                         if direction == "backward":
-                            configs.append(dataclasses.replace(fma_config, weight_grads=True))
-                        block_i = launch.PROJECT_INPUT_ELEMENTS // block_h
+                            variants.append({"weight_grads": True})
                         if direction == "forward" and rows == 1 and block_i >= 16:
-                            configs.append(dataclasses.replace(fma_config, block_i=block_i))
+                            variants.append({"block_i": block_i})
+                        for variant in variants:
+                            program = launch.persistent_program(p, rows, not variant)
+                            configs.append(dataclasses.replace(
+                                config, block_b=rows, num_warps=program["num_warps"],
+                                sum_in_parts=program["SUM_IN_PARTS"], **variant,
+                            ))  # fmt: skip
     return configs
 
 
@@ -177,8 +179,9 @@ def compile_config(config: Config, capability: int, padded: bool = False,
 
 
 def cubin_usage(compiled) -> tuple[int, int]:
-    """(registers per thread, local-memory bytes per thread: spills and stack) of the
-    cubin Triton built, read back with cuobjdump."""
+    """(registers per thread, local-memory bytes per thread: its stack frame, where
+    ptxas spills registers, and other local memory) of the cubin Triton built, read
+    back with cuobjdump."""
     from triton import knobs
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,8 +194,8 @@ def cubin_usage(compiled) -> tuple[int, int]:
             text=True,
             check=True,
         )
-    usage = re.search(r"REG:(\d+) .*LOCAL:(\d+)", out.stdout)
-    return int(usage.group(1)), int(usage.group(2))
+    usage = re.search(r"REG:(\d+) STACK:(\d+) .*LOCAL:(\d+)", out.stdout)
+    return int(usage.group(1)), int(usage.group(2)) + int(usage.group(3))
 
 
 def usage(config: Config, capability: int, padded: bool, aligned: bool) -> tuple:

@@ -1,9 +1,9 @@
 """Small training steps on CUDA for compute-sanitizer, on the kernels that synchronise
 threads beyond a step's own work: the cooperative tier (a grid barrier per step) and
 the persistent backward that computes the weight gradients from the dz its threads
-stored (a block barrier), on 8-row FMA programs and on 32-row tl.dot ones; and one-row
-programs (threads summing whole columns, h broadcast through shared memory each step),
-with and without the weight gradients:
+stored (a block barrier), on 8-row FMA programs, on 32-row tl.dot ones and on one row;
+and one-row programs running the recurrence alone (threads summing whole columns, h
+broadcast through shared memory each step):
 
 compute-sanitizer --tool racecheck python tools/sanitize_kernels.py
 """

@@ -27,7 +27,7 @@ from fastrnn.layout import step_offsets, step_sizes
 from fastrnn.triton import kernels
 
 # Largest padded H of the persistent tier, per dtype.  Each compiles for sm_80 and sm_90
-# within shared memory and with no local memory (python tools/cubin_report.py); at
+# within shared memory (python tools/cubin_report.py, which also shows spills); at
 # fp16/bf16 H=256 it beat the cooperative tier's inference on an H200 and tied its
 # training (docs/performance.md).
 MAX_PERSISTENT_H = {torch.float32: 128, torch.float64: 64, torch.float16: 256, torch.bfloat16: 256}
@@ -44,7 +44,7 @@ COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed 
 # A cooperative program's product in K parts of at least 16 rows (tl.dot), independent
 # chains of tensor-core instructions (kernels.py; offline SASS in docs/performance.md).
 COOP_SPLIT_K = 4
-COOP_NUM_WARPS = 4  # tools/gpu_tier_ab.py times 8 (the offline builds: no spills)
+COOP_NUM_WARPS = 4  # tools/gpu_tier_ab.py times 8
 # Batch rows per program: tl.dot needs at least 16.  A persistent program may instead
 # take fewer rows and multiply with FMAs, where that [rows, H, H] product stays within
 # FMA_PRODUCT_ELEMENTS (persistent_rows): a shorter step than tl.dot's, as measured on
@@ -54,8 +54,10 @@ FMA_PRODUCT_ELEMENTS = 8 * 64 * 64
 # A one-row FMA program's threads each sum whole columns of its product: one warp per
 # 32 padded columns, the sums in parts (kernels._product).  h's broadcast is then a
 # step's one exchange through shared memory: 2 barriers a step where the plan's warps,
-# splitting K, need 5-6 (offline SASS, docs/performance.md).  False: the plan's warps,
-# one sum (tools/gpu_tier_ab.py times both).
+# splitting K, need 5-6 (offline SASS, docs/performance.md).  Only for the recurrence
+# alone: a program that also projects its input or computes the weight gradients
+# spills registers so (the offline build).  False: the plan's warps, one sum
+# (tools/gpu_tier_ab.py times both).
 FMA_WHOLE_COLUMNS = True
 # A short sequence's call is host-bound, and the input projection's GEMM is a large part
 # of its host time: up to PROJECT_INPUT_MAX_STEPS steps the persistent forward projects
@@ -165,9 +167,8 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
     )
     tier = force_tier or ("persistent" if fits else "cooperative")
     if tier == "persistent":
-        # 8 warps at the larger tiles, the configuration measured on a GPU; 4 also
-        # compile without spills with Triton 3.9 (docs/performance.md).  One-row
-        # programs take their own (persistent_program).
+        # 8 warps at the larger tiles, the configuration measured on a GPU
+        # (docs/performance.md).  One-row programs take their own (persistent_program).
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
         return Plan("persistent", block_h, 8 if wide else 4, precision)
     block_n = block_n or (32 if block_h <= 512 else 64)
@@ -221,10 +222,11 @@ def persistent_rows(batch: int, block_h: int, programs: int | None = None) -> in
     return rows if fma_rows(rows, block_h) else BLOCK_B
 
 
-def persistent_program(p: Plan, rows: int) -> dict:
+def persistent_program(p: Plan, rows: int, recurrence_only: bool = True) -> dict:
     """The warps and sums of a persistent program of `rows` batch rows: a one-row (FMA)
-    program's threads summing whole columns (FMA_WHOLE_COLUMNS), else the plan's warps."""
-    whole_columns = rows == 1 and FMA_WHOLE_COLUMNS
+    program that runs the recurrence alone (no input projection or weight gradients) on
+    threads summing whole columns (FMA_WHOLE_COLUMNS), else the plan's warps."""
+    whole_columns = rows == 1 and recurrence_only and FMA_WHOLE_COLUMNS
     warps = max(1, p.block_h // 32) if whole_columns else p.num_warps
     return {"num_warps": warps, "SUM_IN_PARTS": whole_columns}
 
@@ -463,7 +465,8 @@ def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batc
         rows_per_program, grid = _persistent_grid(call, p, batch, directions)
         block_i = input_block(call, p, rows_per_program, steps, input_size)
         meta.update(PROJECT_INPUT=block_i > 0, BLOCK_I=block_i or 16, BLOCK_B=rows_per_program,
-                    BLOCK_H=p.block_h, **persistent_program(p, rows_per_program))  # fmt: skip
+                    BLOCK_H=p.block_h,
+                    **persistent_program(p, rows_per_program, block_i == 0))  # fmt: skip
         scalars = (y_stride, steps, rows, batch, hidden, x_stride, input_size)
         return KernelLaunch("rnn_forward_persistent_kernel", grid, scalars, meta, None, block_i)
     scalars = (y_stride, steps, rows, batch, hidden)
@@ -490,7 +493,7 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
             rows_per_program, grid = _persistent_grid(call, p, batch, directions)
         input_grad = weight_grads and need_input_grad and directions == 1
         meta.update(BLOCK_B=rows_per_program, BLOCK_H=p.block_h,
-                    **persistent_program(p, rows_per_program),
+                    **persistent_program(p, rows_per_program, not weight_grads),
                     WEIGHT_GRADS=weight_grads, HAS_H0=weight_grads and has_h0,
                     HAS_BIAS=weight_grads and has_bias, INPUT_GRAD=input_grad)  # fmt: skip
         scalars = (y_stride, steps, batch, hidden, rows, x_stride, input_size)
