@@ -20,11 +20,11 @@ bidirectional layer's two independent recurrences run side by side:
   on tensor cores (Triton stages W_hh in shared memory); with fewer rows
   (launch.persistent_rows: one per program while the grid fits the SMs) it is a
   broadcast product summed with FMAs in ACC_DTYPE (_product), whose step is far
-  shorter than a chain of tensor-core products; a one-row program's threads each sum
-  whole columns (launch.persistent_program), so that h's broadcast is its step's one
-  exchange between threads.  Used while W_hh fits one
-  program (launch.MAX_PERSISTENT_H; python tools/cubin_report.py shows shared memory,
-  registers and spills).
+  shorter than a chain of tensor-core products; a one-row program that runs the
+  recurrence alone has its threads each sum whole columns (launch.persistent_program),
+  so that h's broadcast is its step's one exchange between threads.  Used while W_hh
+  fits one program (launch.MAX_PERSISTENT_H; python tools/cubin_report.py shows shared
+  memory, registers and spills).
 * cooperative: any H.  The state is split in (batch tile, column tile) pieces, each
   owned by one program at a time (a program loops over the tiles id, id + G, ...); per
   step a program reads all of h_{t-1} for its rows from a global (L2) workspace,
