@@ -382,43 +382,34 @@ def test_cooperative_w_on_chip_with_several_programs(programs, launched, monkeyp
     assert_close(h_n, h_ref, torch.float64, "h_n")
 
 
+def run_tool(name: str, *args: str, timeout: int = 300) -> str:
+    """What tools/<name> prints, run without the interpreter; it must succeed."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / name), *args],
+                            capture_output=True, text=True, timeout=timeout, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 def test_host_cost_tool_runs_the_triton_chain_on_cpu():
     """tools/host_cost_cpu.py (the docs' host-cost figures) still runs: it replaces
     launch internals, which a rename would break."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "host_cost_cpu.py"), "--smoke"],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "| hello |" in result.stdout and "| packed bi2L |" in result.stdout
+    stdout = run_tool("host_cost_cpu.py", "--smoke")
+    assert "| hello |" in stdout and "| packed bi2L |" in stdout
 
 
 @pytest.mark.slow
 def test_every_kernel_configuration_compiles_for_sm80_and_sm90_within_shared_memory():
     """Builds each configuration the dispatcher can choose to cubin (no GPU needed)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "cubin_report.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,  # with a cold Triton cache it compiles every build
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "sm_" in line]
-    assert len(rows) >= 2 * 20, result.stdout  # every configuration, both targets
+    stdout = run_tool("cubin_report.py", timeout=900)  # cold Triton cache: every build
+    rows = [line for line in stdout.splitlines() if line.startswith("| ") and "sm_" in line]
+    assert len(rows) >= 2 * 20, stdout  # every configuration, both targets
 
 
 def sass_counts(*args: str) -> dict[str, int]:
     """tools/sass_report.py's counts of one kernel configuration's time loop."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "sass_report.py"), *args],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    header, _, row = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    stdout = run_tool("sass_report.py", *args)
+    header, _, row = [line for line in stdout.splitlines() if line.startswith("|")]
     names = [cell.strip() for cell in header.strip("|").split("|")][1:]
     return dict(zip(names, map(int, row.strip("|").split("|")[1:]), strict=True))
 

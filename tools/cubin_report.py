@@ -178,23 +178,23 @@ def compile_config(config: Config, capability: int, padded: bool = False,
     )
 
 
-def cubin_usage(compiled) -> tuple[int, int]:
-    """(registers per thread, local-memory bytes per thread: its stack frame, where
-    ptxas spills registers, and other local memory) of the cubin Triton built, read
-    back with cuobjdump."""
+def cuobjdump(compiled, option: str) -> str:
+    """What cuobjdump prints with `option` for the cubin Triton built."""
     from triton import knobs
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
         with open(path, "wb") as f:
             f.write(compiled.asm["cubin"])
-        out = subprocess.run(
-            [knobs.nvidia.cuobjdump.path, "--dump-resource-usage", path],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    usage = re.search(r"REG:(\d+) STACK:(\d+) .*LOCAL:(\d+)", out.stdout)
+        return subprocess.run([knobs.nvidia.cuobjdump.path, option, path],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+
+def cubin_usage(compiled) -> tuple[int, int]:
+    """(registers per thread, local-memory bytes per thread: its stack frame, where
+    ptxas spills registers, and other local memory) of the cubin Triton built."""
+    usage = re.search(r"REG:(\d+) STACK:(\d+) .*LOCAL:(\d+)",
+                      cuobjdump(compiled, "--dump-resource-usage"))  # fmt: skip
     return int(usage.group(1)), int(usage.group(2)) + int(usage.group(3))
 
 

@@ -18,12 +18,9 @@ import argparse
 import collections
 import os
 import re
-import subprocess
 import sys
-import tempfile
 
 import torch
-from triton import knobs
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cubin_report  # noqa: E402  (a sibling tool, not a package)
@@ -37,12 +34,7 @@ COUNTED = ("BAR", "SHFL", "LDS", "STS", "LDSM", "STSM", "HMMA", "DMMA", "MUFU", 
 
 def sass(compiled) -> list[tuple[int, str]]:
     """(address, instruction) of a compiled kernel's SASS, predicates kept."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "kernel.cubin")
-        with open(path, "wb") as f:
-            f.write(compiled.asm["cubin"])
-        text = subprocess.run([knobs.nvidia.cuobjdump.path, "-sass", path],
-                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    text = cubin_report.cuobjdump(compiled, "-sass")
     return [(int(address, 16), body) for address, body in INSTRUCTION.findall(text)]
 
 

@@ -156,10 +156,16 @@ def _next_step_rows(batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED: tl.
 
 
 @triton.jit
+def _load_block(ptr, rows, active, cols, stride, H):
+    """ptr[rows, cols] of a row-major matrix with H columns in use, 0 where inactive, for
+    index tensors that broadcast to the block's shape (rows and active alike)."""
+    return tl.load(ptr + rows * stride + cols, mask=active & (cols < H), other=0.0)
+
+
+@triton.jit
 def _load_rows(ptr, rows, active, cols, stride, H):
     """ptr[rows, cols] of a row-major matrix with H columns in use; 0 where inactive."""
-    mask = active[:, None] & (cols < H)[None, :]
-    return tl.load(ptr + rows[:, None] * stride + cols[None, :], mask=mask, other=0.0)
+    return _load_block(ptr, rows[:, None], active[:, None], cols[None, :], stride, H)
 
 
 @triton.jit
@@ -202,8 +208,8 @@ def _split_product(a_ptr, rows, active, stride, H, k, m, DOT_PRECISION: tl.const
     """[SPLIT_K, rows, BLOCK_N]: A[rows, k[s]] @ M[k[s], :] for each part s of k
     [SPLIT_K, PART] (_split_k), with m [SPLIT_K, PART, BLOCK_N] M's rows in the same
     parts: one batched tl.dot, whose parts the caller sums (the design notes above)."""
-    mask = active[None, :, None] & (k < H)[:, None, :]
-    a = tl.load(a_ptr + rows[None, :, None] * stride + k[:, None, :], mask=mask, other=0.0)
+    a = _load_block(a_ptr, rows[None, :, None], active[None, :, None], k[:, None, :], stride,
+                    H)  # fmt: skip
     return tl.dot(a.to(m.dtype), m, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
 
 
@@ -273,18 +279,19 @@ def _product(a, m, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     ACC_DTYPE).  SUM_IN_PARTS (one row, a thread summing whole columns): over k in
     interleaved parts, then over the parts, so that a thread's sum is independent FMA
     chains where Triton 3.6 would build one (docs/performance.md)."""
-    K: tl.constexpr = a.shape[1]
-    PARTS: tl.constexpr = 8 if K >= 64 else 4
     # if/else, not an early return: Triton would build the code after it too, and the
     # broadcast product of 32 rows at H=256 is over its largest tensor.
     if a.shape[0] >= 16:
         product = tl.dot(a.to(m.dtype), m, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
-    elif SUM_IN_PARTS and K >= 32:
-        terms = a.to(ACC_DTYPE)[:, :, None] * m[None, :, :]  # [rows, K, N]
-        terms = tl.reshape(terms, (a.shape[0], PARTS, K // PARTS, m.shape[1]))
-        product = tl.sum(tl.sum(terms, axis=2), axis=1)
     else:
-        product = tl.sum(a.to(ACC_DTYPE)[:, :, None] * m[None, :, :], axis=1)
+        terms = a.to(ACC_DTYPE)[:, :, None] * m[None, :, :]  # [rows, K, N]
+        K: tl.constexpr = a.shape[1]
+        if SUM_IN_PARTS and K >= 32:
+            PARTS: tl.constexpr = 8 if K >= 64 else 4
+            terms = tl.reshape(terms, (a.shape[0], PARTS, K // PARTS, m.shape[1]))
+            product = tl.sum(tl.sum(terms, axis=2), axis=1)
+        else:
+            product = tl.sum(terms, axis=1)
     return product
 
 
