@@ -110,8 +110,8 @@ class RnnBackward : public torch::autograd::Function<RnnBackward> {
     ctx->save_for_backward(saved);
     ctx->saved_data["options"] = to_ivalue({num_layers, bidirectional, relu});
     ctx->mark_non_differentiable({layer_outputs});
-    // backward fills in missing gradients itself; materialising them would also allocate
-    // zeros for layer_outputs on every backward.
+    // A missing gradient reaches the backward op as None (zeros it need not read);
+    // materialising them would fill zeros, layer_outputs' too, on every backward.
     ctx->set_materialize_grads(false);
     return {output, h_n, layer_outputs};
   }
@@ -126,15 +126,13 @@ class RnnBackward : public torch::autograd::Function<RnnBackward> {
     const at::Tensor& output = saved[3];
     const at::Tensor& layer_outputs = saved[4];
     const std::vector<at::Tensor> weights(saved.begin() + 5, saved.end());
-    // An output that did not reach the loss has no gradient: it contributes zeros.
-    const at::Tensor grad_output = grads[0].defined() ? grads[0] : at::zeros_like(output);
-    at::Tensor grad_h_n = grads[1];
-    if (!grad_h_n.defined()) {
-      // [L*D, B, H]; without hx the input is padded, [T, B, *].
-      const int64_t cells = o.num_layers * (o.bidirectional ? 2 : 1);
-      grad_h_n = hx ? at::zeros_like(*hx)
-                    : at::zeros({cells, input.size(1), weights[1].size(0)}, input.options());
-    }
+    // An output that did not reach the loss has no gradient: None, which the kernels take
+    // as zeros without a fill.
+    const auto gradient = [](const at::Tensor& g) {
+      return g.defined() ? std::optional<at::Tensor>(g) : std::nullopt;
+    };
+    const std::optional<at::Tensor> grad_output = gradient(grads[0]);
+    const std::optional<at::Tensor> grad_h_n = gradient(grads[1]);
     // Through the autograd kernel: it records RnnBackwardBackward only when grad mode is
     // on, i.e. under create_graph=True.
     auto [grad_input, grad_hx, grad_weights] =
@@ -182,7 +180,8 @@ RnnForwardResult rnn_forward_autograd(const at::Tensor& input,
 }
 
 RnnBackwardResult rnn_backward_autograd(
-    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input,
+    const std::optional<at::Tensor>& grad_output, const std::optional<at::Tensor>& grad_h_n,
+    const at::Tensor& input,
     const std::optional<at::Tensor>& hx, at::TensorList weights,
     const std::optional<at::Tensor>& batch_sizes, const at::Tensor& output,
     const at::Tensor& layer_outputs, int64_t num_layers, bool bidirectional, bool relu,

@@ -19,11 +19,12 @@ TORCH_LIBRARY(fastrnn, m) {
   m.def(
       "rnn_forward(Tensor input, Tensor? hx, Tensor[] weights, Tensor? batch_sizes, "
       "int num_layers, bool bidirectional, bool relu) -> (Tensor, Tensor, Tensor)");
-  // Returns grad_input (empty [0] unless need_input_grad: the input GEMM of layer 0 is
-  // skipped when nothing needs it), grad_hx ([0] when hx is None) and one gradient per
-  // weight.
+  // grad_output / grad_h_n: None where that output did not reach the loss (zeros, which
+  // the kernels then neither read nor need materialised).  Returns grad_input (empty [0]
+  // unless need_input_grad: the input GEMM of layer 0 is skipped when nothing needs it),
+  // grad_hx ([0] when hx is None) and one gradient per weight.
   m.def(
-      "rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor? hx, "
+      "rnn_backward(Tensor? grad_output, Tensor? grad_h_n, Tensor input, Tensor? hx, "
       "Tensor[] weights, Tensor? batch_sizes, Tensor output, Tensor layer_outputs, "
       "int num_layers, bool bidirectional, bool relu, bool need_input_grad) "
       "-> (Tensor, Tensor, Tensor[])");

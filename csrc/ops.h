@@ -32,7 +32,8 @@ using RnnForwardFn = RnnForwardResult(
     bool relu);
 
 using RnnBackwardFn = RnnBackwardResult(
-    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input,
+    const std::optional<at::Tensor>& grad_output, const std::optional<at::Tensor>& grad_h_n,
+    const at::Tensor& input,
     const std::optional<at::Tensor>& hx, at::TensorList weights,
     const std::optional<at::Tensor>& batch_sizes, const at::Tensor& output,
     const at::Tensor& layer_outputs, int64_t num_layers, bool bidirectional, bool relu,

@@ -85,7 +85,8 @@ RnnForwardResult rnn_forward_cpu(const at::Tensor& input, const std::optional<at
   return {output, h_n, layer_outputs};
 }
 
-RnnBackwardResult rnn_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
+                                   const std::optional<at::Tensor>& grad_h_n,
                                    const at::Tensor& input, const std::optional<at::Tensor>& hx,
                                    at::TensorList weights,
                                    const std::optional<at::Tensor>& batch_sizes,
@@ -95,11 +96,12 @@ RnnBackwardResult rnn_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const StepLayout s = make_layout(input, batch_sizes, hx);
   const Geometry g = make_geometry(input, hx, weights, num_layers, bidirectional);
   const int64_t H = g.hidden, D = g.directions, DH = D * H;
-  TORCH_CHECK(grad_output.sizes() == output.sizes(), "fastrnn: grad_output must be ",
-              output.sizes(), ", got ", grad_output.sizes());
+  TORCH_CHECK(!given(grad_output) || grad_output->sizes() == output.sizes(),
+              "fastrnn: grad_output must be ", output.sizes(), ", got ", grad_output->sizes());
   const std::vector<int64_t> state_shape{g.cells(), s.batch, H};
-  TORCH_CHECK(grad_h_n.sizes() == at::IntArrayRef(state_shape), "fastrnn: grad_h_n must be ",
-              at::IntArrayRef(state_shape), ", got ", grad_h_n.sizes());
+  TORCH_CHECK(!given(grad_h_n) || grad_h_n->sizes() == at::IntArrayRef(state_shape),
+              "fastrnn: grad_h_n must be ", at::IntArrayRef(state_shape), ", got ",
+              grad_h_n->sizes());
 
   const at::Tensor x = dense(input);
   const at::Tensor h0 = given(hx) ? dense(*hx) : at::Tensor();  // undefined: zeros
@@ -109,7 +111,8 @@ RnnBackwardResult rnn_backward_cpu(const at::Tensor& grad_output, const at::Tens
   at::Tensor grad_input = empty_cpu(need_input_grad ? x.sizes() : at::IntArrayRef{0}, dtype);
   // dh of every cell, grad of h_n on entry; it becomes the grad of hx in place, which is
   // returned only when hx was given (else the initial state is no input: [0]).
-  at::Tensor grad_hx = dense_copy(grad_h_n);
+  at::Tensor grad_hx =
+      given(grad_h_n) ? dense_copy(*grad_h_n) : at::zeros(state_shape, x.options());
   std::vector<at::Tensor> grad_weights;
   grad_weights.reserve(weights.size());
   for (const auto& w : weights) grad_weights.push_back(empty_cpu(w.sizes(), w.scalar_type()));
@@ -119,7 +122,8 @@ RnnBackwardResult rnn_backward_cpu(const at::Tensor& grad_output, const at::Tens
   at::Tensor h_prev = empty_cpu({packed || s.steps == 0 ? s.rows : 0, H}, dtype);
   // Gradient w.r.t. the current layer's output: grad_output for the top layer, then the
   // input gradient of the layer above.
-  at::Tensor grad_y = dense(grad_output);
+  // A missing gradient is zeros, materialised here: the CPU loops read every row.
+  at::Tensor grad_y = given(grad_output) ? dense(*grad_output) : at::zeros_like(y_last);
 
   AT_DISPATCH_FLOATING_TYPES(dtype, "fastrnn_rnn_backward_cpu", [&] {
     const LayerStack<const scalar_t*> stack{x.data_ptr<scalar_t>(), y_last.data_ptr<scalar_t>(),

@@ -78,7 +78,7 @@ def _rnn_backward_fake(grad_output, grad_h_n, input, hx, weights, *rest):
     need_input_grad = rest[-1]  # the schema's last argument
     return (
         input.new_empty(input.shape if need_input_grad else (0,)),
-        grad_h_n.new_empty(grad_h_n.shape if hx is not None else (0,)),
+        hx.new_empty(hx.shape) if hx is not None else input.new_empty((0,)),
         [w.new_empty(w.shape) for w in weights],
     )
 

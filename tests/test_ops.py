@@ -77,8 +77,6 @@ def test_opcheck_forward_and_backward(case):
     output, h_n, layer_outputs = torch.ops.fastrnn.rnn_forward(*args)
     detached = [t.detach() for t in (x, hx)]
     backward_args = (
-        torch.randn_like(output),
-        torch.randn_like(h_n),
         *detached,
         [w.detach() for w in weights],
         batch_sizes,
@@ -88,10 +86,23 @@ def test_opcheck_forward_and_backward(case):
         bidir,
         relu,
     )
+    grad_output, grad_h_n = torch.randn_like(output), torch.randn_like(h_n)
     for need_input_grad in (True, False):
         torch.library.opcheck(
-            torch.ops.fastrnn.rnn_backward.default, (*backward_args, need_input_grad)
+            torch.ops.fastrnn.rnn_backward.default,
+            (grad_output, grad_h_n, *backward_args, need_input_grad),
         )
+    # An output that did not reach the loss: its gradient None, taken as zeros.
+    backward = torch.ops.fastrnn.rnn_backward.default
+    for grads, zeros in (
+        ((grad_output, None), (grad_output, torch.zeros_like(h_n))),
+        ((None, grad_h_n), (torch.zeros_like(output), grad_h_n)),
+    ):
+        torch.library.opcheck(backward, (*grads, *backward_args, True))
+        got = backward(*grads, *backward_args, True)
+        want = backward(*zeros, *backward_args, True)
+        for g, w in zip([got[0], got[1], *got[2]], [want[0], want[1], *want[2]], strict=True):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c[3]], ids=case_id)

@@ -149,8 +149,9 @@ def tier(request, monkeypatch):
     return request.param
 
 
-def run_case(case, dtype, with_h0=True, contender=fastrnn.RNN):
-    """([outputs and gradients of contender in dtype], [the same of nn.RNN in fp64])."""
+def run_case(case, dtype, with_h0=True, contender=fastrnn.RNN, loss_reads=("output", "h_n")):
+    """([outputs and gradients of contender in dtype], [the same of nn.RNN in fp64]), of a
+    loss that reads the outputs named in loss_reads."""
     batch, hidden, steps, layers, bidir, packed, act, bias, _ = case
     input_size = 5
     options = dict(num_layers=layers, nonlinearity=act, bias=bias, bidirectional=bidir)
@@ -182,14 +183,15 @@ def run_case(case, dtype, with_h0=True, contender=fastrnn.RNN):
     out, h_n = forward(fast, x, h0 if with_h0 else None)
     out_ref, hn_ref = forward(reference, x64, h64 if with_h0 else None)
     proj = torch.randn(out_ref.shape, generator=gen, dtype=torch.float64).to(DEVICE)
+
+    def loss(out, h_n):
+        terms = {"output": (out * proj.to(out.dtype)).sum(), "h_n": h_n.sum()}
+        return sum(terms[name] for name in loss_reads)
+
     inputs = [x, h0] if with_h0 else [x]
-    grads = torch.autograd.grad(
-        (out * proj.to(dtype)).sum() + h_n.sum(), [*inputs, *fast.parameters()]
-    )
+    grads = torch.autograd.grad(loss(out, h_n), [*inputs, *fast.parameters()])
     ref_inputs = [x64, h64] if with_h0 else [x64]
-    ref_grads = torch.autograd.grad(
-        (out_ref * proj).sum() + hn_ref.sum(), [*ref_inputs, *reference.parameters()]
-    )
+    ref_grads = torch.autograd.grad(loss(out_ref, hn_ref), [*ref_inputs, *reference.parameters()])
     assert torch.equal(x.detach(), x_before) and torch.equal(h0.detach(), h_before), (
         "input modified"
     )
@@ -214,6 +216,32 @@ def test_triton_without_h0_is_zero_initial_state(tier, triton_kernels):
     got, want = run_case((5, 20, 6, 2, True, False, "tanh", True, tier), torch.float64, False)
     for g, w in zip(got, want, strict=True):
         assert_close(g, w, torch.float64, "without h0")
+
+
+# A loss that reads one output: the backward gets no gradient (None) for the other and
+# takes it as zeros without reading any (HAS_DY, HAS_DHN), nor writes dh0 without h0.
+ONE_OUTPUT_CASES = [
+    (3, 16, 7, 2, True, False, "tanh", True, None),  # FMA rows, weight gradients in-kernel
+    (1, 20, 40, 1, False, False, "relu", True, None),  # one row summing whole columns
+    (17, 33, 5, 2, True, True, "tanh", True, "persistent-dot"),
+    (3, 33, 7, 2, True, False, "tanh", True, "cooperative"),
+    (17, 16, 7, 1, True, True, "relu", False, "cooperative"),
+]
+
+
+@pytest.mark.parametrize("loss_reads", [("output",), ("h_n",)], ids=lambda r: r[0])
+@pytest.mark.parametrize("with_h0", [True, False], ids=["h0", "no-h0"])
+@pytest.mark.parametrize(
+    ("case", "tier"),
+    [(c, c[-1]) for c in ONE_OUTPUT_CASES],
+    ids=[case_id(c) for c in ONE_OUTPUT_CASES],
+    indirect=["tier"],
+)
+def test_triton_gradients_of_a_loss_that_reads_one_output(case, tier, with_h0, loss_reads,
+                                                          triton_kernels):  # fmt: skip
+    got, want = run_case(case, torch.float64, with_h0, loss_reads=loss_reads)
+    for g, w in zip(got, want, strict=True):
+        assert_close(g, w, torch.float64, f"loss reading {loss_reads[0]}")
 
 
 # Lowest error bound per dtype, for shapes where cuDNN's own error is near zero.
@@ -473,6 +501,36 @@ def test_one_recurrence_launch_per_layer_for_both_directions(tier, monkeypatch):
         assert len(gemms) > 4
 
 
+FILLS = ("zeros", "zeros_like", "new_zeros", "zero_", "fill_")
+
+
+@pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
+def test_a_backward_fills_no_zeros_for_an_output_the_loss_does_not_read(tier, triton_kernels):
+    """The gradient of an output that did not reach the loss reaches the backward op as
+    None, not as a zero fill (nor is a gradient of h0 made without h0): in a training
+    step through the module, and in the launch function, whose only fill is the
+    cooperative tier's barrier counters."""
+    rnn = fastrnn.RNN(3, 5, num_layers=2, dtype=torch.float64, device=DEVICE)
+    x = torch.randn(4, 2, 3, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    for loss_of in (lambda out, h_n: out.square().sum(), lambda out, h_n: h_n.square().sum()):
+        device_ops = DeviceOps()
+        loss = loss_of(*rnn(x))
+        with device_ops:
+            loss.backward()
+        assert "rnn_backward" in device_ops.ops
+        assert not [op for op in device_ops.ops if op in FILLS], device_ops.ops
+    weights = [w.detach() for w in rnn._flat_weights]
+    output, h_n, layer_outputs = launch.rnn_forward_triton(x.detach(), None, weights, None, 2,
+                                                           False, False)  # fmt: skip
+    for grads in ((torch.ones_like(output), None), (None, torch.ones_like(h_n))):
+        device_ops = DeviceOps()
+        with device_ops:
+            launch.rnn_backward_triton(*grads, x.detach(), None, weights, None, output,
+                                       layer_outputs, 2, False, False, True)  # fmt: skip
+        fills = [op for op in device_ops.ops if op in FILLS]
+        assert fills == (["zeros"] if tier == "cooperative" else []), device_ops.ops
+
+
 def test_a_short_one_direction_backward_is_its_kernels_alone(monkeypatch):
     """A 2-layer one-direction backward of a short sequence: per layer one recurrence
     launch that computes the weight gradients and the input gradient too; no other op
@@ -528,6 +586,9 @@ def test_ops_on_triton_kernels_without_hx_and_opcheck(tier, triton_kernels):
         assert_close(got, want, torch.float64, "gradient")
     torch.library.opcheck(torch.ops.fastrnn.rnn_forward.default, args)
     torch.library.opcheck(torch.ops.fastrnn.rnn_backward.default, backward_args)
+    for missing in (0, 1):  # the gradient of an output that did not reach the loss: None
+        without = tuple(None if i == missing else a for i, a in enumerate(backward_args))
+        torch.library.opcheck(torch.ops.fastrnn.rnn_backward.default, without)
 
 
 @pytest.mark.gpu
@@ -682,7 +743,7 @@ def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
         args = (hidden, 1, steps, batch, steps * batch, True, 4, 4, hidden, False, False, False)
         forward = launch.forward_launch(launch.call_key((x, None), weights), *args)
         backward = launch.backward_launch(launch.call_key((x, None, x, None, x), weights),
-                                          *args, True)  # fmt: skip
+                                          *args, True, True, True)  # fmt: skip
         return [(layer.meta["BLOCK_B"], layer.meta["num_warps"], layer.meta["SUM_IN_PARTS"])
                 for layer in (forward, backward)]  # fmt: skip
 
@@ -734,7 +795,8 @@ def test_weight_gradients_in_the_backward_kernel_for_short_small_layers(monkeypa
         call = launch.call_key((x, None, x, None, x), weights)
         rows = steps * batch
         layer = launch.backward_launch(call, hidden, 1, steps, batch, rows, True, input_size,
-                                       input_size, hidden, False, True, False, True)  # fmt: skip
+                                       input_size, hidden, False, True, False, True, True,
+                                       True)  # fmt: skip
         return layer.weight_grads, layer.grid[0], layer.meta["BLOCK_B"]
 
     assert plan(5, 1) == (True, 1, 1)

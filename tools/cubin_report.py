@@ -142,8 +142,11 @@ def compile_config(config: Config, capability: int, padded: bool = False,
         constexprs = {**common, "BLOCK_N": config.block_n, "BLOCK_K": launch.COOP_BLOCK_K,
                       "W_ON_CHIP": config.block_h > 0, "BLOCK_H": config.block_h,
                       "SPLIT_K": config.split_k}  # fmt: skip
+    constexprs["HAS_H0"] = True
     if direction == "forward" or config.kernel == "backward_persistent":
-        constexprs.update(HAS_BIAS=True, HAS_H0=True)
+        constexprs["HAS_BIAS"] = True
+    if direction == "backward":  # both outputs reached the loss
+        constexprs.update(HAS_DY=True, HAS_DHN=True)
     if tier == "persistent":
         constexprs["SUM_IN_PARTS"] = config.sum_in_parts
     if config.kernel == "backward_persistent":

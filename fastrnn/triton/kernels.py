@@ -46,7 +46,9 @@ bidirectional layer's two independent recurrences run side by side:
 Backward mirrors both: dz_t = (dy_t + dh) * act'(y_t) from the saved outputs (tanh'
 = 1 - y^2, relu' = [y > 0]), dh = dz_t @ W_hh, in reverse processing order.  In the
 cooperative tier a program computes its columns of dh from every column of dz_t (stored
-before the barrier), then at once its columns of the next step's dz.
+before the barrier), then at once its columns of the next step's dz.  A gradient that
+did not reach the loss (dy or dh_n: HAS_DY, HAS_DHN) is zeros that no kernel reads or
+anyone fills, and without h0 (HAS_H0) no dh0 is written.
 
 Latency: loads that do not depend on the previous step are issued before the work that
 does (the persistent tier loads step t+1's xp, or dy and y, while step t computes; the
@@ -166,6 +168,17 @@ def _load_block(ptr, rows, active, cols, stride, H):
 def _load_rows(ptr, rows, active, cols, stride, H):
     """ptr[rows, cols] of a row-major matrix with H columns in use; 0 where inactive."""
     return _load_block(ptr, rows[:, None], active[:, None], cols[None, :], stride, H)
+
+
+@triton.jit
+def _gradient_rows(ptr, rows, active, cols, stride, H, GIVEN: tl.constexpr):
+    """_load_rows of a gradient, or zeros without a load where it is not GIVEN (its
+    output did not reach the loss)."""
+    if GIVEN:
+        block = _load_rows(ptr, rows, active, cols, stride, H)
+    else:
+        block = tl.zeros((rows.shape[0], cols.shape[0]), dtype=ptr.dtype.element_ty)
+    return block
 
 
 @triton.jit
@@ -480,8 +493,8 @@ def rnn_backward_persistent_kernel(
     dy_ptr,  # [N, D*H] gradient of the layer output, row stride stride_y (columns as y)
     y_ptr,  # [N, D*H] saved layer output; direction d owns columns d*H + [0, H)
     dz_ptr,  # [N, D*H] out: pre-activation gradients, laid out as y
-    dhn_ptr,  # [D, B, H] gradient of h_n
-    dh0_ptr,  # [D, B, H] out: gradient of h0
+    dhn_ptr,  # [D, B, H] gradient of h_n (HAS_DHN only)
+    dh0_ptr,  # [D, B, H] out: gradient of h0 (HAS_H0 only)
     w_ptr,  # W_hh [H, H] of direction 0
     w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
     batch_sizes_ptr,
@@ -513,8 +526,10 @@ def rnn_backward_persistent_kernel(
     BLOCK_H: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    HAS_DY: tl.constexpr,  # dy given (else zeros: the output did not reach the loss)
+    HAS_DHN: tl.constexpr,  # dh_n given (else zeros)
+    HAS_H0: tl.constexpr,  # h0 given: dh0 is written (and read with WEIGHT_GRADS)
     WEIGHT_GRADS: tl.constexpr,  # one program per direction: the weight gradients here too
-    HAS_H0: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     INPUT_GRAD: tl.constexpr,  # WEIGHT_GRADS of one direction: the input gradient too
     SUM_IN_PARTS: tl.constexpr,  # one row: FMA sums in parts (_product)
@@ -528,17 +543,17 @@ def rnn_backward_persistent_kernel(
     in_b = rb < B
     in_h = rh < H
     w = _product_operand(w_ptr, rh, rh, H, H, False, BLOCK_B, ACC_DTYPE)
-    dh = _load_rows(dhn_ptr, rb, in_b, rh, H, H).to(ACC_DTYPE)
+    dh = _gradient_rows(dhn_ptr, rb, in_b, rh, H, H, HAS_DHN).to(ACC_DTYPE)
     t, step = _time_order(direction, T, True)
     active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
-    dy = _load_rows(dy_ptr, rows, active, rh, stride_y, H)
+    dy = _gradient_rows(dy_ptr, rows, active, rh, stride_y, H, HAS_DY)
     y = _load_rows(y_ptr, rows, active, rh, stride_y, H)
     for _ in range(T):
         # The next step's dy and y load while this step computes.
         t, active_next, rows_next = _next_step_rows(
             batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
         )
-        dy_next = _load_rows(dy_ptr, rows_next, active_next, rh, stride_y, H)
+        dy_next = _gradient_rows(dy_ptr, rows_next, active_next, rh, stride_y, H, HAS_DY)
         y_next = _load_rows(y_ptr, rows_next, active_next, rh, stride_y, H)
         dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
         dz = tl.where(active[:, None] & in_h[None, :], dz, 0.0)
@@ -546,7 +561,8 @@ def rnn_backward_persistent_kernel(
         dh_prev = _product(dz, w, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS)
         dh = tl.where(active[:, None], dh_prev, dh)
         active, rows, dy, y = active_next, rows_next, dy_next, y_next
-    _store_rows(dh0_ptr, rb, in_b, rh, H, H, dh)
+    if HAS_H0:
+        _store_rows(dh0_ptr, rb, in_b, rh, H, H, dh)
     if WEIGHT_GRADS:
         tl.debug_barrier()  # every thread's dz stores before any thread reads them back
         d = direction
@@ -654,8 +670,8 @@ def rnn_backward_cooperative_kernel(
     dy_ptr,  # [N, D*H] gradient of the layer output, row stride stride_y (columns as y)
     y_ptr,  # [N, D*H] saved layer output; direction d owns columns d*H + [0, H)
     dz_ptr,  # [N, D*H] out: pre-activation gradients, laid out as y
-    dhn_ptr,  # [D, B, H] gradient of h_n
-    dh0_ptr,  # [D, B, H] out: gradient of h0
+    dhn_ptr,  # [D, B, H] gradient of h_n (HAS_DHN only)
+    dh0_ptr,  # [D, B, H] out: gradient of h0 (HAS_H0 only)
     w_ptr,  # W_hh [H, H] of direction 0
     w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
     batch_sizes_ptr,
@@ -676,6 +692,9 @@ def rnn_backward_cooperative_kernel(
     SPLIT_K: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    HAS_DY: tl.constexpr,  # dy given (else zeros: the output did not reach the loss)
+    HAS_DHN: tl.constexpr,  # dh_n given (else zeros)
+    HAS_H0: tl.constexpr,  # h0 given: dh0 is written
 ):
     programs = tl.num_programs(0)  # per direction
     direction = tl.program_id(1)
@@ -693,9 +712,9 @@ def rnn_backward_cooperative_kernel(
     # dz of the first step processed, from dh_n.
     for tile in range(tl.program_id(0), tiles, programs):
         rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
-        dh = _load_rows(dhn_ptr, rb, rb < B, rn, H, H).to(ACC_DTYPE)
+        dh = _gradient_rows(dhn_ptr, rb, rb < B, rn, H, H, HAS_DHN).to(ACC_DTYPE)
         active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t_first, rb, B, PADDED)
-        dy = _load_rows(dy_ptr, rows, active, rn, stride_y, H)
+        dy = _gradient_rows(dy_ptr, rows, active, rn, stride_y, H, HAS_DY)
         y = _load_rows(y_ptr, rows, active, rn, stride_y, H)
         dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
         _store_rows(dz_ptr, rows, active, rn, stride_y, H, dz)
@@ -712,7 +731,7 @@ def rnn_backward_cooperative_kernel(
             _, active_next, rows_next = _next_step_rows(
                 batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
             )
-            dy_next = _load_rows(dy_ptr, rows_next, active_next, rn, stride_y, H)
+            dy_next = _gradient_rows(dy_ptr, rows_next, active_next, rn, stride_y, H, HAS_DY)
             y_next = _load_rows(y_ptr, rows_next, active_next, rn, stride_y, H)
             # dh[:, n] = sum_k dz_t[:, k] W_hh[k, n], every column of dz_t stored already.
             acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
@@ -725,7 +744,7 @@ def rnn_backward_cooperative_kernel(
                 dz = _activation_grad(dy_next.to(ACC_DTYPE) + dh, y_next.to(ACC_DTYPE), RELU)
                 _store_rows(dz_ptr, rows_next, active_next, rn, stride_y, H, dz)
                 _store_rows(state_ptr, rb, in_b, rn, H, H, dh)
-            else:
+            elif HAS_H0:
                 _store_rows(dh0_ptr, rb, in_b, rn, H, H, dh)
         if i < T - 1:
             _grid_barrier(counter_ptr, (i + 2) * programs)

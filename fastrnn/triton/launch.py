@@ -477,14 +477,17 @@ def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batc
 @functools.lru_cache(maxsize=LAUNCHES_CACHED)
 def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, batch: int,
                     rows: int, padded: bool, input_size: int, x_stride: int, y_stride: int,
-                    relu: bool, has_bias: bool, has_h0: bool,
-                    need_input_grad: bool) -> KernelLaunch:  # fmt: skip
+                    relu: bool, has_bias: bool, has_h0: bool, need_input_grad: bool,
+                    has_dy: bool, has_dhn: bool) -> KernelLaunch:  # fmt: skip
     """A layer's backward recurrence launch (recurrence_backward), on plan()'s tier; on
     the persistent one it computes the weight gradients too where weight_grads_rows
-    says so, and then for one direction the input gradient where needed."""
+    says so, and then for one direction the input gradient where needed.  has_dy,
+    has_dhn: the layer's output and h_n got gradients (else zeros, not read); has_h0:
+    h0 was given (else its gradient is not written)."""
     p = _plan(call, hidden)
     meta = dict(PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
-                DOT_PRECISION=p.precision)  # fmt: skip
+                DOT_PRECISION=p.precision, HAS_DY=has_dy, HAS_DHN=has_dhn,
+                HAS_H0=has_h0)  # fmt: skip
     if p.tier == "persistent":
         rows_per_program = weight_grads_rows(call, p, steps, batch, rows, input_size)
         weight_grads = rows_per_program > 0
@@ -494,8 +497,8 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
         input_grad = weight_grads and need_input_grad and directions == 1
         meta.update(BLOCK_B=rows_per_program, BLOCK_H=p.block_h,
                     **persistent_program(p, rows_per_program, not weight_grads),
-                    WEIGHT_GRADS=weight_grads, HAS_H0=weight_grads and has_h0,
-                    HAS_BIAS=weight_grads and has_bias, INPUT_GRAD=input_grad)  # fmt: skip
+                    WEIGHT_GRADS=weight_grads, HAS_BIAS=weight_grads and has_bias,
+                    INPUT_GRAD=input_grad)  # fmt: skip
         scalars = (y_stride, steps, batch, hidden, rows, x_stride, input_size)
         return KernelLaunch("rnn_backward_persistent_kernel", grid, scalars, meta,
                             weight_grads=weight_grads, input_grad=input_grad)  # fmt: skip
@@ -657,18 +660,26 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weight
     """One layer, every direction in one launch (backward_launch): dz[rows] =
     (dy + dh) * act'(y), dh = dz @ W_hh, through time in reverse order of processing;
     dh0 receives the gradient of the initial state.  dy, y, dz: [N, D*H], one row
-    stride; dh_n, dh0: [D, B, H]; layer_weights: each direction's [w_ih, w_hh(, b_ih,
-    b_hh)].  Where launch.weight_grads, also each direction's [dW_ih, dW_hh(, db_ih,
-    db_hh)] into weight_grads, from the layer input x [N, I] (unit column stride) and h0
-    [D, B, H] (None: zeros); where launch.input_grad, dx [N, I] = dz W_ih."""
+    stride; dh_n, dh0: [D, B, H]; dy, dh_n None: zeros; dh0 None: not wanted (no h0);
+    layer_weights: each direction's [w_ih, w_hh(, b_ih, b_hh)].  Where
+    launch.weight_grads, also each direction's [dW_ih, dW_hh(, db_ih, db_hh)] into
+    weight_grads, from the layer input x [N, I] (unit column stride) and h0 [D, B, H]
+    (None: zeros); where launch.input_grad, dx [N, I] = dz W_ih."""
     if steps.batch == 0:
         return
     if steps.steps == 0:
-        dh0.copy_(dh_n)
+        if dh0 is not None and dh_n is not None:
+            dh0.copy_(dh_n)
+        elif dh0 is not None:
+            dh0.zero_()
         return
-    assert dy.stride(0) == y.stride(0) == dz.stride(0), "dy, y and dz share one row stride"
+    assert dy is None or dy.stride(0) == y.stride(0) == dz.stride(0), (
+        "dy, y and dz share one row stride"
+    )
     w_hh = [w[1].contiguous() for w in layer_weights]
-    pointers = (dy, y, dz, dh_n, dh0, *_both(w_hh), *steps.tables(dz))
+    # Placeholders (never read or written) where dy, dh_n or dh0 is None.
+    pointers = (dy if dy is not None else dz, y, dz, dh_n if dh_n is not None else dz,
+                dh0 if dh0 is not None else dz, *_both(w_hh), *steps.tables(dz))  # fmt: skip
     if launch.state is not None:
         launch((*pointers, launch.workspace(dz, len(w_hh)), counters))
         return
@@ -786,19 +797,23 @@ def rnn_backward_triton(
     num_layers, bidirectional, relu, need_input_grad,
 ):  # fmt: skip
     """fastrnn::rnn_backward on Triton: (grad_input, grad_hx, grad_weights); grad_hx is
-    [0] when hx is None (zeros are no input)."""
+    [0] when hx is None (zeros are no input).  grad_output / grad_h_n None: zeros, which
+    the kernels neither read nor get."""
     check_devices(input, {"hidden": [hx], "parameter": weights,
                           "gradient": [grad_output, grad_h_n]})  # fmt: skip
     directions = 2 if bidirectional else 1
     hidden = weights[1].shape[0]
-    steps = make_steps(input, batch_sizes, grad_h_n.shape[1], directions)
+    batch = hx.shape[1] if hx is not None else input.shape[1]
+    steps = make_steps(input, batch_sizes, batch, directions)
     per_cell = len(weights) // (num_layers * directions)
     x = input.reshape(steps.rows, input.shape[-1])
     h0 = hx.contiguous() if hx is not None else None
-    grad_hn = grad_h_n.contiguous()
-    grad_hx = torch.empty_like(grad_hn)
+    grad_hn = grad_h_n.contiguous() if grad_h_n is not None else None
+    grad_hx = torch.empty_like(h0) if h0 is not None else None
     grad_weights: list[Tensor] = [None] * len(weights)  # each filled below
-    grad_y = grad_output.reshape(steps.rows, directions * hidden).contiguous()
+    grad_y = None  # the top layer's output got no gradient
+    if grad_output is not None:
+        grad_y = grad_output.reshape(steps.rows, directions * hidden).contiguous()
     dz = x.new_empty((steps.rows, directions * hidden))  # laid out as the layer's output
     call = call_key((grad_output, grad_h_n, input, hx, output), weights)
     counters = None
@@ -814,7 +829,8 @@ def rnn_backward_triton(
         launch = backward_launch(call, hidden, directions, steps.steps, steps.batch, steps.rows,
                                  steps.padded, layer_in.shape[1], layer_in.stride(0),
                                  y_all.stride(0), relu, per_cell == 4, h0 is not None,
-                                 need_below)  # fmt: skip
+                                 need_below, grad_y is not None,
+                                 grad_hn is not None)  # fmt: skip
         counters = barrier_counters(counters, launch, dz, num_layers * directions)
         # Per cell: gradients of distinct parameters must not share storage.
         kernel_grads = grad_below = None
@@ -848,4 +864,4 @@ def rnn_backward_triton(
                     grad_below.addmm_(dz_cell, w_ih)
         grad_y = grad_below
     grad_input = grad_y.reshape(input.shape) if need_input_grad else input.new_empty(0)
-    return grad_input, grad_hx if hx is not None else grad_hn.new_empty(0), grad_weights
+    return grad_input, grad_hx if grad_hx is not None else input.new_empty(0), grad_weights

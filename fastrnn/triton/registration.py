@@ -31,11 +31,11 @@ def _rnn_forward(input, *args):
         return rnn_forward_triton(input, *args)
 
 
-def _rnn_backward(grad_output, *args):
+def _rnn_backward(grad_output, grad_h_n, input, *args):
     from fastrnn.triton.launch import rnn_backward_triton
 
-    with on_device_of(grad_output):
-        return rnn_backward_triton(grad_output, *args)
+    with on_device_of(input):  # the gradients may be None
+        return rnn_backward_triton(grad_output, grad_h_n, input, *args)
 
 
 def register(device_type: str, lib: torch.library.Library | None = None) -> None:
