@@ -104,7 +104,7 @@ CASES = [
     (3, 70, 4, 1, False, False, "relu", False, "cooperative-streamed"),
     # One 128-column tile (H=70): W_hh's columns on chip under the interpreter too, so
     # the product runs in launch.COOP_SPLIT_K parts; and a product in one part.
-    (17, 70, 5, 2, True, True, "tanh", True, "cooperative-wide"),
+    (17, 70, 5, 2, True, True, "tanh", True, "cooperative-128"),
     (3, 70, 4, 1, False, False, "relu", True, "cooperative-unsplit"),
 ]
 
@@ -118,29 +118,10 @@ def case_id(case):
 
 
 def force_tier(monkeypatch, name: str | None) -> None:
-    """Run on tier `name` (None: the plan's choice); "persistent-dot": the persistent
-    tier on tl.dot where it would use FMA products; "persistent-xp": the persistent
-    tier reading input projections from a GEMM where it would project the input
-    itself; "persistent-gemm": the persistent backward leaving the weight gradients to
-    GEMMs where it would compute them; "persistent-onesum": one-row FMA programs on the
-    plan's warps, summing in one part; "cooperative-streamed": the cooperative tier with
-    W_hh streamed from L2 even where it would fit on chip; "cooperative-wide": with
-    128-column tiles; "cooperative-unsplit": with its products in one K part."""
-    tier, _, variant = (name or "").partition("-")
-    monkeypatch.setattr(launch, "FORCE_TIER", tier or None)
-    monkeypatch.setattr(launch, "COOP_W_ON_CHIP", variant != "streamed")
-    if variant == "dot":
-        monkeypatch.setattr(launch, "FMA_PRODUCT_ELEMENTS", 0)
-    if variant == "xp":
-        monkeypatch.setattr(launch, "PROJECT_INPUT_MAX_STEPS", 0)
-    if variant == "gemm":
-        monkeypatch.setattr(launch, "WEIGHT_GRADS_MAX_STEPS", 0)
-    if variant == "onesum":
-        monkeypatch.setattr(launch, "FMA_WHOLE_COLUMNS", False)
-    if variant == "wide":
-        monkeypatch.setattr(launch, "COOP_BLOCK_N", 128)
-    if variant == "unsplit":
-        monkeypatch.setattr(launch, "COOP_SPLIT_K", 1)
+    """Run on variant `name` of the plan (launch.variant_settings; None: the plan's own
+    choices), e.g. "persistent-dot" or "cooperative-streamed"."""
+    for setting, value in launch.variant_settings(name).items():
+        monkeypatch.setattr(launch, setting, value)
 
 
 @pytest.fixture
@@ -325,7 +306,7 @@ def test_cooperative_tensor_core_products_run_in_k_parts(monkeypatch):
     assert launch.split_k(torch.float64, "ieee", 32) == 2
     assert launch.split_k(torch.bfloat16, "ieee", 0) == 4  # streamed, 64 rows a chunk
     assert launch.split_k(torch.float32, "ieee", 256) == 1
-    force_tier(monkeypatch, "cooperative-wide")
+    force_tier(monkeypatch, "cooperative-128")
     x = torch.zeros(5, 17, 3, dtype=torch.float64)
     call = launch.call_key((x, None), [torch.zeros(70, 3, dtype=torch.float64),
                                        torch.zeros(70, 70, dtype=torch.float64)])  # fmt: skip
@@ -811,6 +792,38 @@ def test_weight_gradients_in_the_backward_kernel_for_short_small_layers(monkeypa
     monkeypatch.setattr(launch, "WEIGHT_GRADS_MAX_STEPS", 32)
     monkeypatch.setattr(launch, "FORCE_TIER", "cooperative")
     assert plan(5, 1)[0] is False
+
+
+def test_variant_names_set_launch_settings(monkeypatch):
+    """launch.variant_settings, which the tests (force_tier) and tools/gpu_tier_ab.py
+    (use_variant) both run on: every variant the tool times sets settings launch has."""
+    assert (
+        launch.variant_settings(None) == launch.variant_settings("fastrnn") == {"FORCE_TIER": None}
+    )
+    assert launch.variant_settings("cooperative-32") == {
+        "FORCE_TIER": "cooperative", "COOP_BLOCK_N": 32
+    }  # fmt: skip
+    assert launch.variant_settings("fastrnn-unsplit") == {"FORCE_TIER": None, "COOP_SPLIT_K": 1}
+    with pytest.raises(KeyError):
+        launch.variant_settings("persistent-unknown")
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import gpu_tier_ab
+    finally:
+        sys.path.pop(0)
+    for setting in gpu_tier_ab.DEFAULTS:  # use_variant sets them: restored after the test
+        monkeypatch.setattr(launch, setting, getattr(launch, setting))
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", torch.backends.cudnn.allow_tf32)
+    for _, _, variants in gpu_tier_ab.CASES:
+        for name in variants:
+            gpu_tier_ab.use_variant(name)  # an unknown option: KeyError
+    gpu_tier_ab.use_variant("cooperative-k32")
+    assert launch.COOP_BLOCK_K == 32 and launch.FORCE_TIER == "cooperative"
+    gpu_tier_ab.use_variant("fastrnn-ieee")
+    assert launch.COOP_BLOCK_K == gpu_tier_ab.DEFAULTS["COOP_BLOCK_K"]
+    assert not torch.backends.cudnn.allow_tf32
+    gpu_tier_ab.use_variant(None)
+    assert {s: getattr(launch, s) for s in gpu_tier_ab.DEFAULTS} == gpu_tier_ab.DEFAULTS
 
 
 def test_kept_kernels_are_keyed_by_what_triton_specialises_on():

@@ -72,39 +72,26 @@ CASES = [
     *cases((FP32,), COOPERATIVE_32, COOP_OPTIONS),
     *cases((FP16,), COOPERATIVE_16, COOP_OPTIONS),
 ]
-DEFAULT_FMA_PRODUCT_ELEMENTS = launch.FMA_PRODUCT_ELEMENTS
-DEFAULT_PROJECT_INPUT_MAX_STEPS = launch.PROJECT_INPUT_MAX_STEPS
-DEFAULT_WEIGHT_GRADS_MAX_STEPS = launch.WEIGHT_GRADS_MAX_STEPS
 DEFAULT_ALLOW_TF32 = torch.backends.cudnn.allow_tf32
-DEFAULT_COOP_SPLIT_K = launch.COOP_SPLIT_K
-DEFAULT_COOP_NUM_WARPS = launch.COOP_NUM_WARPS
-DEFAULT_COOP_BLOCK_K = launch.COOP_BLOCK_K
+# Every setting a variant changes, at its default.
+DEFAULTS = {
+    setting: getattr(launch, setting)
+    for option in [{"FORCE_TIER": None, "COOP_BLOCK_N": None}, *launch.VARIANT_OPTIONS.values()]
+    for setting in option
+}
 
 
 def use_variant(name: str | None) -> None:
-    """Every launch from now on runs on variant `name` (None or "fastrnn": the plan's own
-    choices): a tier, for the persistent tier tl.dot at any batch ("persistent-dot"),
-    one-row FMA programs on the plan's warps in one sum ("persistent-onesum"),
-    input projections from a GEMM ("persistent-xp") or weight gradients from GEMMs
-    ("persistent-gemm") at any length, for the cooperative tier its tile width
-    ("cooperative-32"), W_hh streamed from L2 ("cooperative-streamed"), its products in
-    one K part ("fastrnn-unsplit"), its programs on 8 warps ("fastrnn-w8") or its
-    streamed W_hh 32 rows a chunk ("fastrnn-k32"); fp32 products in IEEE fp32
-    ("fastrnn-ieee": cuDNN's TF32 flag off, which dot_precision reads, so the nn.RNN
-    contender runs use_variant(None) first).  Set for the forward and the backward of a
-    training step alike."""
-    tier, _, option = (name or "").partition("-")
-    launch.FORCE_TIER = tier if tier not in ("", "fastrnn") else None
-    torch.backends.cudnn.allow_tf32 = DEFAULT_ALLOW_TF32 and option != "ieee"
-    launch.COOP_BLOCK_N = int(option) if option.isdigit() else None
-    launch.COOP_W_ON_CHIP = option != "streamed"
-    launch.FMA_PRODUCT_ELEMENTS = 0 if option == "dot" else DEFAULT_FMA_PRODUCT_ELEMENTS
-    launch.FMA_WHOLE_COLUMNS = option != "onesum"
-    launch.PROJECT_INPUT_MAX_STEPS = 0 if option == "xp" else DEFAULT_PROJECT_INPUT_MAX_STEPS
-    launch.WEIGHT_GRADS_MAX_STEPS = 0 if option == "gemm" else DEFAULT_WEIGHT_GRADS_MAX_STEPS
-    launch.COOP_SPLIT_K = 1 if option == "unsplit" else DEFAULT_COOP_SPLIT_K
-    launch.COOP_NUM_WARPS = 8 if option == "w8" else DEFAULT_COOP_NUM_WARPS
-    launch.COOP_BLOCK_K = 32 if option == "k32" else DEFAULT_COOP_BLOCK_K
+    """Every launch from now on runs on variant `name` (launch.variant_settings; None or
+    "fastrnn": the plan's own choices), and with the option "ieee" fp32 products in IEEE
+    fp32 (cuDNN's TF32 flag off, which dot_precision reads, so the nn.RNN contender runs
+    use_variant(None) first).  Set for the forward and the backward of a training step
+    alike."""
+    name = name or "fastrnn"
+    torch.backends.cudnn.allow_tf32 = DEFAULT_ALLOW_TF32 and not name.endswith("-ieee")
+    settings = {**DEFAULTS, **launch.variant_settings(name.removesuffix("-ieee"))}
+    for setting, value in settings.items():
+        setattr(launch, setting, value)
 
 
 def variant(contender, name: str):

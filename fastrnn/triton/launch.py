@@ -85,6 +85,30 @@ STATE_DTYPE = {torch.float64: torch.float64}  # else float32
 # Tests set these: the tier regardless of H, and the cooperative grid's size.
 FORCE_TIER: str | None = None
 FORCE_PROGRAMS: int | None = None
+# Variants of the plan that tests and tools/gpu_tier_ab.py run, named "<tier>-<option>"
+# (tier "fastrnn": the plan's; either part may be left out): the settings above that
+# each option changes; a number as option sets the cooperative tile width.
+VARIANT_OPTIONS = {
+    "dot": {"FMA_PRODUCT_ELEMENTS": 0},  # tl.dot on 16 rows where FMA rows would run
+    "onesum": {"FMA_WHOLE_COLUMNS": False},  # one-row programs on the plan's warps
+    "xp": {"PROJECT_INPUT_MAX_STEPS": 0},  # input projections from a GEMM
+    "gemm": {"WEIGHT_GRADS_MAX_STEPS": 0},  # weight gradients from GEMMs
+    "streamed": {"COOP_W_ON_CHIP": False},  # W_hh's columns streamed where they would fit
+    "unsplit": {"COOP_SPLIT_K": 1},  # cooperative products in one K part
+    "w8": {"COOP_NUM_WARPS": 8},
+    "k32": {"COOP_BLOCK_K": 32},  # streamed W_hh 32 rows a chunk
+}
+
+
+def variant_settings(name: str | None) -> dict:
+    """{setting: value} of variant `name` (VARIANT_OPTIONS; None: the plan's own)."""
+    tier, _, option = (name or "").partition("-")
+    settings = {"FORCE_TIER": None if tier in ("", "fastrnn") else tier}
+    if option.isdigit():
+        settings["COOP_BLOCK_N"] = int(option)
+    elif option:
+        settings.update(VARIANT_OPTIONS[option])
+    return settings
 
 
 # On a GPU each kernel is launched from its compiled form, kept per specialisation
