@@ -166,7 +166,9 @@ def run_case(case, dtype, with_h0=True, contender=fastrnn.RNN, loss_reads=("outp
     proj = torch.randn(out_ref.shape, generator=gen, dtype=torch.float64).to(DEVICE)
 
     def loss(out, h_n):
-        terms = {"output": (out * proj.to(out.dtype)).sum(), "h_n": h_n.sum()}
+        # A plain sum's gradient is expanded (strides 0), read as such by the kernels.
+        terms = {"output": (out * proj.to(out.dtype)).sum(), "h_n": h_n.sum(),
+                 "output summed": out.sum()}  # fmt: skip
         return sum(terms[name] for name in loss_reads)
 
     inputs = [x, h0] if with_h0 else [x]
@@ -201,6 +203,7 @@ def test_triton_without_h0_is_zero_initial_state(tier, triton_kernels):
 
 # A loss that reads one output: the backward gets no gradient (None) for the other and
 # takes it as zeros without reading any (HAS_DY, HAS_DHN), nor writes dh0 without h0.
+# And one whose gradients are both expanded (strides 0), read without a copy.
 ONE_OUTPUT_CASES = [
     (3, 16, 7, 2, True, False, "tanh", True, None),  # FMA rows, weight gradients in-kernel
     (1, 20, 40, 1, False, False, "relu", True, None),  # one row summing whole columns
@@ -210,7 +213,9 @@ ONE_OUTPUT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("loss_reads", [("output",), ("h_n",)], ids=lambda r: r[0])
+@pytest.mark.parametrize(
+    "loss_reads", [("output",), ("h_n",), ("output summed", "h_n")], ids="+".join
+)
 @pytest.mark.parametrize("with_h0", [True, False], ids=["h0", "no-h0"])
 @pytest.mark.parametrize(
     ("case", "tier"),
@@ -222,7 +227,7 @@ def test_triton_gradients_of_a_loss_that_reads_one_output(case, tier, with_h0, l
                                                           triton_kernels):  # fmt: skip
     got, want = run_case(case, torch.float64, with_h0, loss_reads=loss_reads)
     for g, w in zip(got, want, strict=True):
-        assert_close(g, w, torch.float64, f"loss reading {loss_reads[0]}")
+        assert_close(g, w, torch.float64, f"loss reading {loss_reads}")
 
 
 # Lowest error bound per dtype, for shapes where cuDNN's own error is near zero.
@@ -486,11 +491,12 @@ FILLS = ("zeros", "zeros_like", "new_zeros", "zero_", "fill_")
 
 
 @pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
-def test_a_backward_fills_no_zeros_for_an_output_the_loss_does_not_read(tier, triton_kernels):
+def test_a_backward_fills_and_copies_no_gradient(tier, triton_kernels, monkeypatch):
     """The gradient of an output that did not reach the loss reaches the backward op as
     None, not as a zero fill (nor is a gradient of h0 made without h0): in a training
     step through the module, and in the launch function, whose only fill is the
-    cooperative tier's barrier counters."""
+    cooperative tier's barrier counters.  Expanded gradients (a sum's) are read as they
+    are: the same ops as dense ones, no copy."""
     rnn = fastrnn.RNN(3, 5, num_layers=2, dtype=torch.float64, device=DEVICE)
     x = torch.randn(4, 2, 3, dtype=torch.float64, device=DEVICE, requires_grad=True)
     for loss_of in (lambda out, h_n: out.square().sum(), lambda out, h_n: h_n.square().sum()):
@@ -503,13 +509,23 @@ def test_a_backward_fills_no_zeros_for_an_output_the_loss_does_not_read(tier, tr
     weights = [w.detach() for w in rnn._flat_weights]
     output, h_n, layer_outputs = launch.rnn_forward_triton(x.detach(), None, weights, None, 2,
                                                            False, False)  # fmt: skip
-    for grads in ((torch.ones_like(output), None), (None, torch.ones_like(h_n))):
-        device_ops = DeviceOps()
+
+    device_ops = DeviceOps()
+    device_ops.watch(monkeypatch, f"rnn_backward_{tier}_kernel")
+
+    def backward_ops(grad_output, grad_h_n):
+        device_ops.ops = []
         with device_ops:
-            launch.rnn_backward_triton(*grads, x.detach(), None, weights, None, output,
-                                       layer_outputs, 2, False, False, True)  # fmt: skip
-        fills = [op for op in device_ops.ops if op in FILLS]
-        assert fills == (["zeros"] if tier == "cooperative" else []), device_ops.ops
+            launch.rnn_backward_triton(grad_output, grad_h_n, x.detach(), None, weights, None,
+                                       output, layer_outputs, 2, False, False, True)  # fmt: skip
+        return device_ops.ops
+
+    for grads in ((torch.ones_like(output), None), (None, torch.ones_like(h_n))):
+        fills = [op for op in backward_ops(*grads) if op in FILLS]
+        assert fills == (["zeros"] if tier == "cooperative" else [])
+    one = torch.ones((), dtype=torch.float64, device=DEVICE)
+    dense_ops = backward_ops(torch.ones_like(output), torch.ones_like(h_n))
+    assert backward_ops(one.expand(output.shape), one.expand(h_n.shape)) == dense_ops
 
 
 def test_a_short_one_direction_backward_is_its_kernels_alone(monkeypatch):
@@ -724,7 +740,8 @@ def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
         args = (hidden, 1, steps, batch, steps * batch, True, 4, 4, hidden, False, False, False)
         forward = launch.forward_launch(launch.call_key((x, None), weights), *args)
         backward = launch.backward_launch(launch.call_key((x, None, x, None, x), weights),
-                                          *args, True, True, True)  # fmt: skip
+                                          *args, True, (hidden, 1),
+                                          (batch * hidden, hidden, 1))  # fmt: skip
         return [(layer.meta["BLOCK_B"], layer.meta["num_warps"], layer.meta["SUM_IN_PARTS"])
                 for layer in (forward, backward)]  # fmt: skip
 
@@ -776,8 +793,8 @@ def test_weight_gradients_in_the_backward_kernel_for_short_small_layers(monkeypa
         call = launch.call_key((x, None, x, None, x), weights)
         rows = steps * batch
         layer = launch.backward_launch(call, hidden, 1, steps, batch, rows, True, input_size,
-                                       input_size, hidden, False, True, False, True, True,
-                                       True)  # fmt: skip
+                                       input_size, hidden, False, True, False, True,
+                                       (hidden, 1), (batch * hidden, hidden, 1))  # fmt: skip
         return layer.weight_grads, layer.grid[0], layer.meta["BLOCK_B"]
 
     assert plan(5, 1) == (True, 1, 1)

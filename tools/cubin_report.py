@@ -145,8 +145,9 @@ def compile_config(config: Config, capability: int, padded: bool = False,
     constexprs["HAS_H0"] = True
     if direction == "forward" or config.kernel == "backward_persistent":
         constexprs["HAS_BIAS"] = True
-    if direction == "backward":  # both outputs reached the loss
-        constexprs.update(HAS_DY=True, HAS_DHN=True)
+    if direction == "backward":  # both outputs reached the loss; their gradients dense,
+        # whose column strides of 1 Triton specialises as constants
+        constexprs.update(HAS_DY=True, HAS_DHN=True, stride_dy_col=1, stride_dhn_col=1)
     if tier == "persistent":
         constexprs["SUM_IN_PARTS"] = config.sum_in_parts
     if config.kernel == "backward_persistent":

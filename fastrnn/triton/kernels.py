@@ -48,7 +48,8 @@ Backward mirrors both: dz_t = (dy_t + dh) * act'(y_t) from the saved outputs (ta
 cooperative tier a program computes its columns of dh from every column of dz_t (stored
 before the barrier), then at once its columns of the next step's dz.  A gradient that
 did not reach the loss (dy or dh_n: HAS_DY, HAS_DHN) is zeros that no kernel reads or
-anyone fills, and without h0 (HAS_H0) no dh0 is written.
+anyone fills, and without h0 (HAS_H0) no dh0 is written.  dy and dh_n are read with
+their own strides, so an expanded one (a sum's gradient: strides 0) needs no copy.
 
 Latency: loads that do not depend on the previous step are issued before the work that
 does (the persistent tier loads step t+1's xp, or dy and y, while step t computes; the
@@ -112,14 +113,14 @@ def _forward_operands(direction, xp_ptr, b_ptr, b_rev_ptr, y_ptr, h0_ptr, hn_ptr
 
 @triton.jit
 def _backward_operands(direction, dy_ptr, y_ptr, dz_ptr, dhn_ptr, dh0_ptr, w_ptr, w_rev_ptr,
-                       B, H):  # fmt: skip
+                       B, H, stride_dy_col, stride_dhn_cell):  # fmt: skip
     """This direction's (dy, y, dz, dh_n, dh0, W_hh) of the backward kernels' arguments."""
     block = direction.to(tl.int64)
     return (
-        dy_ptr + direction * H,
+        dy_ptr + direction * H * stride_dy_col,
         y_ptr + direction * H,
         dz_ptr + direction * H,
-        dhn_ptr + block * B * H,
+        dhn_ptr + block * stride_dhn_cell,
         dh0_ptr + block * B * H,
         _of_direction(direction, w_ptr, w_rev_ptr),
     )
@@ -171,11 +172,14 @@ def _load_rows(ptr, rows, active, cols, stride, H):
 
 
 @triton.jit
-def _gradient_rows(ptr, rows, active, cols, stride, H, GIVEN: tl.constexpr):
-    """_load_rows of a gradient, or zeros without a load where it is not GIVEN (its
-    output did not reach the loss)."""
+def _gradient_rows(ptr, rows, active, cols, stride, stride_col, H, GIVEN: tl.constexpr):
+    """ptr[rows, cols] of a gradient with any strides (an expanded one's are 0), 0 where
+    inactive; or zeros without a load where it is not GIVEN (its output did not reach
+    the loss)."""
     if GIVEN:
-        block = _load_rows(ptr, rows, active, cols, stride, H)
+        mask = active[:, None] & (cols < H)[None, :]
+        offsets = rows[:, None] * stride + cols[None, :] * stride_col
+        block = tl.load(ptr + offsets, mask=mask, other=0.0)
     else:
         block = tl.zeros((rows.shape[0], cols.shape[0]), dtype=ptr.dtype.element_ty)
     return block
@@ -490,10 +494,10 @@ def _input_gradient(dx_ptr, dz_ptr, w_ih_ptr, stride_y, N, H, IN, BLOCK_H: tl.co
 
 @triton.jit(do_not_specialize=["T", "N"])
 def rnn_backward_persistent_kernel(
-    dy_ptr,  # [N, D*H] gradient of the layer output, row stride stride_y (columns as y)
+    dy_ptr,  # [N, D*H] gradient of the layer output, strides stride_dy, stride_dy_col
     y_ptr,  # [N, D*H] saved layer output; direction d owns columns d*H + [0, H)
     dz_ptr,  # [N, D*H] out: pre-activation gradients, laid out as y
-    dhn_ptr,  # [D, B, H] gradient of h_n (HAS_DHN only)
+    dhn_ptr,  # [D, B, H] gradient of h_n, strides stride_dhn_* (HAS_DHN only)
     dh0_ptr,  # [D, B, H] out: gradient of h0 (HAS_H0 only)
     w_ptr,  # W_hh [H, H] of direction 0
     w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
@@ -520,6 +524,11 @@ def rnn_backward_persistent_kernel(
     N,
     stride_x,
     IN,  # input features (WEIGHT_GRADS only)
+    stride_dy,
+    stride_dy_col,
+    stride_dhn_cell,
+    stride_dhn_row,
+    stride_dhn_col,
     PADDED: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -537,23 +546,26 @@ def rnn_backward_persistent_kernel(
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     direction = tl.program_id(1)
     dy_ptr, y_ptr, dz_ptr, dhn_ptr, dh0_ptr, w_ptr = _backward_operands(
-        direction, dy_ptr, y_ptr, dz_ptr, dhn_ptr, dh0_ptr, w_ptr, w_rev_ptr, B, H
-    )
+        direction, dy_ptr, y_ptr, dz_ptr, dhn_ptr, dh0_ptr, w_ptr, w_rev_ptr, B, H,
+        stride_dy_col, stride_dhn_cell,
+    )  # fmt: skip
     rh = tl.arange(0, BLOCK_H)
     in_b = rb < B
     in_h = rh < H
     w = _product_operand(w_ptr, rh, rh, H, H, False, BLOCK_B, ACC_DTYPE)
-    dh = _gradient_rows(dhn_ptr, rb, in_b, rh, H, H, HAS_DHN).to(ACC_DTYPE)
+    dh = _gradient_rows(dhn_ptr, rb, in_b, rh, stride_dhn_row, stride_dhn_col, H, HAS_DHN)
+    dh = dh.to(ACC_DTYPE)
     t, step = _time_order(direction, T, True)
     active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
-    dy = _gradient_rows(dy_ptr, rows, active, rh, stride_y, H, HAS_DY)
+    dy = _gradient_rows(dy_ptr, rows, active, rh, stride_dy, stride_dy_col, H, HAS_DY)
     y = _load_rows(y_ptr, rows, active, rh, stride_y, H)
     for _ in range(T):
         # The next step's dy and y load while this step computes.
         t, active_next, rows_next = _next_step_rows(
             batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
         )
-        dy_next = _gradient_rows(dy_ptr, rows_next, active_next, rh, stride_y, H, HAS_DY)
+        dy_next = _gradient_rows(dy_ptr, rows_next, active_next, rh, stride_dy, stride_dy_col,
+                                 H, HAS_DY)  # fmt: skip
         y_next = _load_rows(y_ptr, rows_next, active_next, rh, stride_y, H)
         dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
         dz = tl.where(active[:, None] & in_h[None, :], dz, 0.0)
@@ -667,10 +679,10 @@ def rnn_forward_cooperative_kernel(
 
 @triton.jit(do_not_specialize=["T"])
 def rnn_backward_cooperative_kernel(
-    dy_ptr,  # [N, D*H] gradient of the layer output, row stride stride_y (columns as y)
+    dy_ptr,  # [N, D*H] gradient of the layer output, strides stride_dy, stride_dy_col
     y_ptr,  # [N, D*H] saved layer output; direction d owns columns d*H + [0, H)
     dz_ptr,  # [N, D*H] out: pre-activation gradients, laid out as y
-    dhn_ptr,  # [D, B, H] gradient of h_n (HAS_DHN only)
+    dhn_ptr,  # [D, B, H] gradient of h_n, strides stride_dhn_* (HAS_DHN only)
     dh0_ptr,  # [D, B, H] out: gradient of h0 (HAS_H0 only)
     w_ptr,  # W_hh [H, H] of direction 0
     w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
@@ -682,6 +694,11 @@ def rnn_backward_cooperative_kernel(
     T,
     B,
     H,
+    stride_dy,
+    stride_dy_col,
+    stride_dhn_cell,
+    stride_dhn_row,
+    stride_dhn_col,
     PADDED: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -699,8 +716,9 @@ def rnn_backward_cooperative_kernel(
     programs = tl.num_programs(0)  # per direction
     direction = tl.program_id(1)
     dy_ptr, y_ptr, dz_ptr, dhn_ptr, dh0_ptr, w_ptr = _backward_operands(
-        direction, dy_ptr, y_ptr, dz_ptr, dhn_ptr, dh0_ptr, w_ptr, w_rev_ptr, B, H
-    )
+        direction, dy_ptr, y_ptr, dz_ptr, dhn_ptr, dh0_ptr, w_ptr, w_rev_ptr, B, H,
+        stride_dy_col, stride_dhn_cell,
+    )  # fmt: skip
     state_ptr += direction.to(tl.int64) * B * H
     counter_ptr += direction
     col_tiles = tl.cdiv(H, BLOCK_N)
@@ -712,9 +730,10 @@ def rnn_backward_cooperative_kernel(
     # dz of the first step processed, from dh_n.
     for tile in range(tl.program_id(0), tiles, programs):
         rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
-        dh = _gradient_rows(dhn_ptr, rb, rb < B, rn, H, H, HAS_DHN).to(ACC_DTYPE)
+        dh = _gradient_rows(dhn_ptr, rb, rb < B, rn, stride_dhn_row, stride_dhn_col, H,
+                            HAS_DHN).to(ACC_DTYPE)  # fmt: skip
         active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t_first, rb, B, PADDED)
-        dy = _gradient_rows(dy_ptr, rows, active, rn, stride_y, H, HAS_DY)
+        dy = _gradient_rows(dy_ptr, rows, active, rn, stride_dy, stride_dy_col, H, HAS_DY)
         y = _load_rows(y_ptr, rows, active, rn, stride_y, H)
         dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
         _store_rows(dz_ptr, rows, active, rn, stride_y, H, dz)
@@ -731,7 +750,8 @@ def rnn_backward_cooperative_kernel(
             _, active_next, rows_next = _next_step_rows(
                 batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
             )
-            dy_next = _gradient_rows(dy_ptr, rows_next, active_next, rn, stride_y, H, HAS_DY)
+            dy_next = _gradient_rows(dy_ptr, rows_next, active_next, rn, stride_dy,
+                                     stride_dy_col, H, HAS_DY)  # fmt: skip
             y_next = _load_rows(y_ptr, rows_next, active_next, rn, stride_y, H)
             # dh[:, n] = sum_k dz_t[:, k] W_hh[k, n], every column of dz_t stored already.
             acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)

@@ -502,16 +502,19 @@ def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batc
 def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, batch: int,
                     rows: int, padded: bool, input_size: int, x_stride: int, y_stride: int,
                     relu: bool, has_bias: bool, has_h0: bool, need_input_grad: bool,
-                    has_dy: bool, has_dhn: bool) -> KernelLaunch:  # fmt: skip
+                    dy_strides: tuple | None,
+                    dhn_strides: tuple | None) -> KernelLaunch:  # fmt: skip
     """A layer's backward recurrence launch (recurrence_backward), on plan()'s tier; on
     the persistent one it computes the weight gradients too where weight_grads_rows
-    says so, and then for one direction the input gradient where needed.  has_dy,
-    has_dhn: the layer's output and h_n got gradients (else zeros, not read); has_h0:
-    h0 was given (else its gradient is not written)."""
+    says so, and then for one direction the input gradient where needed.  dy_strides,
+    dhn_strides: the strides of the gradients of the layer's output ([N, D*H]) and h_n
+    ([D, B, H]), None where that output got none (zeros, not read); has_h0: h0 was
+    given (else its gradient is not written)."""
     p = _plan(call, hidden)
     meta = dict(PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
-                DOT_PRECISION=p.precision, HAS_DY=has_dy, HAS_DHN=has_dhn,
-                HAS_H0=has_h0)  # fmt: skip
+                DOT_PRECISION=p.precision, HAS_DY=dy_strides is not None,
+                HAS_DHN=dhn_strides is not None, HAS_H0=has_h0)  # fmt: skip
+    gradient_strides = (*(dy_strides or (0, 0)), *(dhn_strides or (0, 0, 0)))
     if p.tier == "persistent":
         rows_per_program = weight_grads_rows(call, p, steps, batch, rows, input_size)
         weight_grads = rows_per_program > 0
@@ -523,10 +526,10 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
                     **persistent_program(p, rows_per_program, not weight_grads),
                     WEIGHT_GRADS=weight_grads, HAS_BIAS=weight_grads and has_bias,
                     INPUT_GRAD=input_grad)  # fmt: skip
-        scalars = (y_stride, steps, batch, hidden, rows, x_stride, input_size)
+        scalars = (y_stride, steps, batch, hidden, rows, x_stride, input_size, *gradient_strides)
         return KernelLaunch("rnn_backward_persistent_kernel", grid, scalars, meta,
                             weight_grads=weight_grads, input_grad=input_grad)  # fmt: skip
-    scalars = (y_stride, steps, batch, hidden)
+    scalars = (y_stride, steps, batch, hidden, *gradient_strides)
     return _cooperative_launch(call, p, "rnn_backward_cooperative_kernel", batch, hidden,
                                directions, scalars, meta, (batch, hidden))  # fmt: skip
 
@@ -684,7 +687,8 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weight
     """One layer, every direction in one launch (backward_launch): dz[rows] =
     (dy + dh) * act'(y), dh = dz @ W_hh, through time in reverse order of processing;
     dh0 receives the gradient of the initial state.  dy, y, dz: [N, D*H], one row
-    stride; dh_n, dh0: [D, B, H]; dy, dh_n None: zeros; dh0 None: not wanted (no h0);
+    stride (dy: any strides, as launch was made for); dh_n, dh0: [D, B, H]; dy, dh_n
+    None: zeros; dh0 None: not wanted (no h0);
     layer_weights: each direction's [w_ih, w_hh(, b_ih, b_hh)].  Where
     launch.weight_grads, also each direction's [dW_ih, dW_hh(, db_ih, db_hh)] into
     weight_grads, from the layer input x [N, I] (unit column stride) and h0 [D, B, H]
@@ -697,9 +701,7 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weight
         elif dh0 is not None:
             dh0.zero_()
         return
-    assert dy is None or dy.stride(0) == y.stride(0) == dz.stride(0), (
-        "dy, y and dz share one row stride"
-    )
+    assert y.stride(0) == dz.stride(0), "y and dz share one row stride"
     w_hh = [w[1].contiguous() for w in layer_weights]
     # Placeholders (never read or written) where dy, dh_n or dh0 is None.
     pointers = (dy if dy is not None else dz, y, dz, dh_n if dh_n is not None else dz,
@@ -774,6 +776,10 @@ def _cells(tensor: Tensor | None, cells: slice) -> Tensor | None:
     return tensor[cells]
 
 
+def _strides(tensor: Tensor | None) -> tuple | None:
+    return tensor.stride() if tensor is not None else None
+
+
 def _columns(rows: Tensor, direction: int, directions: int) -> Tensor:  # [N, H]
     """Direction `direction`'s columns of a layer's [N, D*H] rows."""
     if directions == 1:
@@ -832,12 +838,11 @@ def rnn_backward_triton(
     per_cell = len(weights) // (num_layers * directions)
     x = input.reshape(steps.rows, input.shape[-1])
     h0 = hx.contiguous() if hx is not None else None
-    grad_hn = grad_h_n.contiguous() if grad_h_n is not None else None
     grad_hx = torch.empty_like(h0) if h0 is not None else None
     grad_weights: list[Tensor] = [None] * len(weights)  # each filled below
     grad_y = None  # the top layer's output got no gradient
-    if grad_output is not None:
-        grad_y = grad_output.reshape(steps.rows, directions * hidden).contiguous()
+    if grad_output is not None:  # a view where its strides allow (an expanded one's: 0)
+        grad_y = grad_output.reshape(steps.rows, directions * hidden)
     dz = x.new_empty((steps.rows, directions * hidden))  # laid out as the layer's output
     call = call_key((grad_output, grad_h_n, input, hx, output), weights)
     counters = None
@@ -850,11 +855,11 @@ def rnn_backward_triton(
             layer_in = layer_in.contiguous()
         # Layer 0's input gradient is one more GEMM; skipped when nothing needs it.
         need_below = layer > 0 or need_input_grad
+        dh_n = _cells(grad_h_n, cells)  # read with its strides: an expanded one needs no copy
         launch = backward_launch(call, hidden, directions, steps.steps, steps.batch, steps.rows,
                                  steps.padded, layer_in.shape[1], layer_in.stride(0),
                                  y_all.stride(0), relu, per_cell == 4, h0 is not None,
-                                 need_below, grad_y is not None,
-                                 grad_hn is not None)  # fmt: skip
+                                 need_below, _strides(grad_y), _strides(dh_n))  # fmt: skip
         counters = barrier_counters(counters, launch, dz, num_layers * directions)
         # Per cell: gradients of distinct parameters must not share storage.
         kernel_grads = grad_below = None
@@ -862,7 +867,7 @@ def rnn_backward_triton(
             kernel_grads = [[w.new_empty(w.shape) for w in cell] for cell in layer_weights]
         if launch.input_grad:
             grad_below = layer_in.new_empty(layer_in.shape)
-        recurrence_backward(launch, grad_y, y_all, dz, _cells(grad_hn, cells),
+        recurrence_backward(launch, grad_y, y_all, dz, dh_n,
                             _cells(grad_hx, cells), layer_weights, _cells(counters, cells),
                             steps, layer_in, _cells(h0, cells), kernel_grads,
                             grad_below)  # fmt: skip
