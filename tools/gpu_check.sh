@@ -81,10 +81,10 @@ for step in "${STEPS[@]}"; do
     tests) gpu_tests 100 "not matches_nn_rnn and not error_at_most_twice"
            gpu_tests 90 "matches_nn_rnn or error_at_most_twice" ;;
     single-tests) gpu_tests 100 "not matches_nn_rnn and not error_at_most_twice" ;;
-    kernels) timeout 30 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20 ;;
+    kernels) timeout 40 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20 ;;
     calls) timeout 90 python3 tools/gpu_call_profile.py --json "$OUT/calls.json" 2>&1 | tail -16 ;;
     cprofile) timeout 60 python3 tools/gpu_call_profile.py --cprofile 2>&1 | grep -v "^$" | cut -c1-150 ;;
-    tiers) timeout "${TIER_LIMIT:-55}" python3 tools/gpu_tier_ab.py --json "$OUT/tiers.json" \
+    tiers) timeout "${TIER_LIMIT:-45}" python3 tools/gpu_tier_ab.py --json "$OUT/tiers.json" \
              ${TIER_CASES:+--cases "$TIER_CASES"} ${TIER_VARIANT:+--variant "$TIER_VARIANT"} \
              2>&1 | tail -60 ;;
     bench32) bench float32 fastrnn,nn.RNN,naive 100 ;;

@@ -63,9 +63,10 @@ def main() -> int:
             rows.append({"shape": name, "mode": mode, "fastrnn": n_fast, "nn.RNN": n_cudnn,
                          "fastrnn_kernels": fast_names, "nn.RNN_kernels": cudnn_names})  # fmt: skip
             print(f"| {name} | {mode} | {n_fast} | {n_cudnn} |", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"triton_backend": fastrnn.get_backend(), "rows": rows}, f, indent=1)
+            if args.json:  # after each row: a run cut short keeps what it counted
+                with open(args.json, "w") as f:
+                    json.dump({"triton_backend": fastrnn.get_backend(), "rows": rows}, f,
+                              indent=1)  # fmt: skip
     return 0
 
 
