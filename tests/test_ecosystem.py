@@ -60,6 +60,26 @@ def test_compile_fullgraph_matches_eager_forward_and_backward():
         torch.testing.assert_close(g_c, g_e)
 
 
+@pytest.mark.parametrize("reads", ["output", "h_n"])
+def test_compile_a_model_reading_one_output(reads):
+    """The output the loss does not read gets no gradient: the backward op takes None
+    for it, traced and compiled as in eager."""
+    torch.manual_seed(0)
+    rnn, head = fastrnn.RNN(4, 8, num_layers=2), nn.Linear(8, 3)
+
+    def model(x):
+        out, h_n = rnn(x)
+        return head(out[-1] if reads == "output" else h_n[-1])
+
+    x = torch.randn(5, 3, 4)
+    torch.compile(model, fullgraph=True)(x).sum().backward()
+    compiled_grads = [p.grad.clone() for p in rnn.parameters()]
+    rnn.zero_grad()
+    model(x).sum().backward()
+    for g_c, p in zip(compiled_grads, rnn.parameters(), strict=True):
+        torch.testing.assert_close(g_c, p.grad)
+
+
 def test_compile_dynamic_shapes_do_not_recompile():
     from torch._dynamo.testing import CompileCounterWithBackend
 

@@ -214,17 +214,18 @@ ONE_OUTPUT_CASES = [
 
 
 @pytest.mark.parametrize(
-    "loss_reads", [("output",), ("h_n",), ("output summed", "h_n")], ids="+".join
+    ("loss_reads", "with_h0"),
+    [(("output",), False), (("h_n",), True), (("output summed", "h_n"), True)],
+    ids=["output-no-h0", "h_n", "sums"],
 )
-@pytest.mark.parametrize("with_h0", [True, False], ids=["h0", "no-h0"])
 @pytest.mark.parametrize(
     ("case", "tier"),
     [(c, c[-1]) for c in ONE_OUTPUT_CASES],
     ids=[case_id(c) for c in ONE_OUTPUT_CASES],
     indirect=["tier"],
 )
-def test_triton_gradients_of_a_loss_that_reads_one_output(case, tier, with_h0, loss_reads,
-                                                          triton_kernels):  # fmt: skip
+def test_triton_matches_nn_rnn_with_a_loss_reading_one_output(case, tier, loss_reads, with_h0,
+                                                              triton_kernels):  # fmt: skip
     got, want = run_case(case, torch.float64, with_h0, loss_reads=loss_reads)
     for g, w in zip(got, want, strict=True):
         assert_close(g, w, torch.float64, f"loss reading {loss_reads}")
