@@ -201,6 +201,24 @@ def test_triton_without_h0_is_zero_initial_state(tier, triton_kernels):
         assert_close(g, w, torch.float64, "without h0")
 
 
+@pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
+def test_triton_batch_first_matches_nn_rnn(tier, triton_kernels):
+    """batch_first: the op gets a transposed input and its output's gradient arrives
+    transposed (strides that do not merge into rows: read from a copy)."""
+    reference, fast = paired_rnns(3, 20, torch.float64, num_layers=2, batch_first=True)
+    reference, fast = reference.to(DEVICE), fast.to(DEVICE)
+    x = torch.randn(5, 7, 3, dtype=torch.float64, device=DEVICE)
+    inputs = [x.clone().requires_grad_() for _ in range(2)]
+    results = []
+    for module, inp in zip((fast, reference), inputs, strict=True):
+        out, h_n = module(inp)
+        loss = (out * torch.arange(out.numel(), device=DEVICE).view_as(out).sin()).sum()
+        grads = torch.autograd.grad(loss + h_n.square().sum(), [inp, *module.parameters()])
+        results.append([out, h_n, *grads])
+    for got, want in zip(*results, strict=True):
+        assert_close(got, want, torch.float64, "batch_first")
+
+
 # A loss that reads one output: the backward gets no gradient (None) for the other and
 # takes it as zeros without reading any (HAS_DY, HAS_DHN), nor writes dh0 without h0.
 # And one whose gradients are both expanded (strides 0), read without a copy.
