@@ -8,8 +8,8 @@ up), beside the GPU time of the same call replayed from a CUDA graph, and nn.RNN
 Layers: the module (fastrnn.RNN), the op (torch.ops.fastrnn.rnn_forward) and the launch
 function (rnn_forward_triton, no dispatcher or autograd); the module again with every
 kernel launched through JITFunction.run (launch.DIRECT_LAUNCH off); training steps
-(forward, sum, backward) of nn.RNN and the module, both ways.  Then the host cost of
-single operations the launch functions make.
+(forward, sum, backward) of nn.RNN and the module, both ways, and steps whose loss reads
+the output alone.  Then the host cost of single operations the launch functions make.
 """
 
 from __future__ import annotations
@@ -98,11 +98,17 @@ def profile(name: str, dtype: torch.dtype) -> dict:
         out, h_n = module(x_grad)
         (out.sum() + h_n.sum()).backward()
 
+    def train_on_output(module):  # h_n unused, as in most training loops
+        out, _ = module(x_grad)
+        out.square().sum().backward()
+
     with fastrnn.use_backend("triton"):
         row["train nn.RNN"] = host_us(lambda: train(ref), calls=50)
         row["train module"] = host_us(lambda: train(rnn), calls=50)
         with jit_launches():
             row["train module (JIT)"] = host_us(lambda: train(rnn), calls=50)
+        row["train on output nn.RNN"] = host_us(lambda: train_on_output(ref), calls=50)
+        row["train on output module"] = host_us(lambda: train_on_output(rnn), calls=50)
     return row
 
 
@@ -185,6 +191,7 @@ def main() -> int:
     columns = [
         "nn.RNN", "module", "module (JIT)", "op", "launch fn", "gpu (graph)",
         "nn.RNN gpu (graph)", "train nn.RNN", "train module", "train module (JIT)",
+        "train on output nn.RNN", "train on output module",
     ]  # fmt: skip
     print("| shape | dtype | " + " | ".join(f"{c} µs" for c in columns) + " |")
     print("|---|---|" + "---|" * len(columns))
