@@ -3,7 +3,8 @@ threads beyond a step's own work: the cooperative tier (a grid barrier per step)
 the persistent backward that computes the weight gradients from the dz its threads
 stored (a block barrier), on 8-row FMA programs, on 32-row tl.dot ones and on one row;
 and one-row programs running the recurrence alone (threads summing whole columns, h
-broadcast through shared memory each step):
+broadcast through shared memory each step).  The losses give the backward an expanded
+gradient of h_n (strides 0) or of the output, and no gradient of h_n:
 
 compute-sanitizer --tool racecheck python tools/sanitize_kernels.py
 """
@@ -14,15 +15,20 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import fastrnn
 from fastrnn.triton import launch
 
-CASES = [  # (tier, T, B, H, packed)
-    ("cooperative", 6, 20, 70, False),
-    ("persistent", 7, 5, 16, True),
-    ("persistent", 6, 20, 70, False),
-    ("persistent", 40, 3, 100, False),
-    ("persistent", 6, 1, 100, False),
+LOSSES = {
+    "out^2 + h_n": lambda out, h_n: out.square().sum() + h_n.sum(),
+    "out": lambda out, h_n: out.sum(),
+}
+CASES = [  # (tier, T, B, H, packed, loss)
+    ("cooperative", 6, 20, 70, False, "out^2 + h_n"),
+    ("cooperative", 6, 20, 70, False, "out"),
+    ("persistent", 7, 5, 16, True, "out^2 + h_n"),
+    ("persistent", 6, 20, 70, False, "out"),
+    ("persistent", 40, 3, 100, False, "out^2 + h_n"),
+    ("persistent", 6, 1, 100, False, "out"),
 ]
 
-for tier, steps, batch, hidden, packed in CASES:
+for tier, steps, batch, hidden, packed, loss in CASES:
     launch.FORCE_TIER = tier
     torch.manual_seed(0)
     rnn = fastrnn.RNN(8, hidden, num_layers=2, bidirectional=True, device="cuda")
@@ -37,8 +43,8 @@ for tier, steps, batch, hidden, packed in CASES:
         with fastrnn.use_backend(backend):
             out, h_n = module(inputs, h0)
         out = out.data if packed else out
-        grads.append(torch.autograd.grad(out.square().sum() + h_n.sum(), module.parameters()))
+        grads.append(torch.autograd.grad(LOSSES[loss](out, h_n), module.parameters()))
     torch.cuda.synchronize()
     error = max((a - b).abs().max().item() for a, b in zip(*grads, strict=True))
-    print(f"{tier} T={steps} B={batch} H={hidden} packed={packed}: "
+    print(f"{tier} T={steps} B={batch} H={hidden} packed={packed} loss {loss}: "
           f"max |grad - cuDNN's| {error:.2e}")  # fmt: skip
