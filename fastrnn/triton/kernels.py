@@ -159,16 +159,18 @@ def _next_step_rows(batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED: tl.
 
 
 @triton.jit
-def _load_block(ptr, rows, active, cols, stride, H):
-    """ptr[rows, cols] of a row-major matrix with H columns in use, 0 where inactive, for
-    index tensors that broadcast to the block's shape (rows and active alike)."""
-    return tl.load(ptr + rows * stride + cols, mask=active & (cols < H), other=0.0)
+def _load_block(ptr, rows, active, cols, stride, stride_col, H):
+    """ptr[rows, cols] of a matrix with strides (stride, stride_col) and H columns in
+    use, 0 where inactive, for index tensors that broadcast to the block's shape (rows
+    and active alike)."""
+    offsets = rows * stride + cols * stride_col
+    return tl.load(ptr + offsets, mask=active & (cols < H), other=0.0)
 
 
 @triton.jit
 def _load_rows(ptr, rows, active, cols, stride, H):
     """ptr[rows, cols] of a row-major matrix with H columns in use; 0 where inactive."""
-    return _load_block(ptr, rows[:, None], active[:, None], cols[None, :], stride, H)
+    return _load_block(ptr, rows[:, None], active[:, None], cols[None, :], stride, 1, H)
 
 
 @triton.jit
@@ -177,9 +179,8 @@ def _gradient_rows(ptr, rows, active, cols, stride, stride_col, H, GIVEN: tl.con
     inactive; or zeros without a load where it is not GIVEN (its output did not reach
     the loss)."""
     if GIVEN:
-        mask = active[:, None] & (cols < H)[None, :]
-        offsets = rows[:, None] * stride + cols[None, :] * stride_col
-        block = tl.load(ptr + offsets, mask=mask, other=0.0)
+        block = _load_block(ptr, rows[:, None], active[:, None], cols[None, :], stride,
+                            stride_col, H)  # fmt: skip
     else:
         block = tl.zeros((rows.shape[0], cols.shape[0]), dtype=ptr.dtype.element_ty)
     return block
@@ -226,7 +227,7 @@ def _split_product(a_ptr, rows, active, stride, H, k, m, DOT_PRECISION: tl.const
     [SPLIT_K, PART] (_split_k), with m [SPLIT_K, PART, BLOCK_N] M's rows in the same
     parts: one batched tl.dot, whose parts the caller sums (the design notes above)."""
     a = _load_block(a_ptr, rows[None, :, None], active[None, :, None], k[:, None, :], stride,
-                    H)  # fmt: skip
+                    1, H)  # fmt: skip
     return tl.dot(a.to(m.dtype), m, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
 
 
