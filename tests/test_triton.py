@@ -201,22 +201,74 @@ def test_triton_without_h0_is_zero_initial_state(tier, triton_kernels):
         assert_close(g, w, torch.float64, "without h0")
 
 
-@pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
-def test_triton_batch_first_matches_nn_rnn(tier, triton_kernels):
-    """batch_first: the op gets a transposed input and its output's gradient arrives
-    transposed (strides that do not merge into rows: read from a copy)."""
-    reference, fast = paired_rnns(3, 20, torch.float64, num_layers=2, batch_first=True)
+# Copies a call of 2 layers takes of an input whose rows are not time-major: the GEMMs
+# need one matrix of rows, the kernels none.  Per (tier, layout): (forward, backward).
+STRIDED_INPUT_COPIES = {
+    # Projection and weight gradients in the kernels (a short sequence): none.
+    ("persistent", "batch_first"): (0, 0),
+    ("persistent", "every-other-step"): (0, 0),
+    # The input projection's GEMM runs on a batch_first input's rows in batch-major
+    # order (a view); every other step's rows are one matrix in neither order.
+    ("persistent-xp", "batch_first"): (0, 0),
+    ("persistent-xp", "every-other-step"): (1, 0),
+    # dW_ih's GEMM pairs the input's rows with dz's, which are time-major.
+    ("persistent-gemm", "batch_first"): (0, 1),
+    ("persistent-gemm", "every-other-step"): (0, 1),
+    ("cooperative", "batch_first"): (0, 1),
+    ("cooperative", "every-other-step"): (1, 1),
+}
+
+
+@pytest.mark.parametrize("layout", ["batch_first", "every-other-step"])
+@pytest.mark.parametrize(
+    "tier", ["persistent", "persistent-xp", "persistent-gemm", "cooperative"], indirect=True
+)
+def test_triton_input_of_any_strides_matches_nn_rnn(tier, layout, monkeypatch,
+                                                    triton_kernels):  # fmt: skip
+    """A padded input whose rows are not time-major: batch_first (the op gets a
+    transposed view, and its output's gradient arrives transposed; bidirectional), or
+    every other step of a longer sequence.  The results are nn.RNN's, and the launch
+    functions copy rows only for the GEMMs (STRIDED_INPUT_COPIES): the kernels read the
+    input, the input projections and the output's gradient at their (step, batch)
+    strides."""
+    batch_first = layout == "batch_first"
+    reference, fast = paired_rnns(3, 20, torch.float64, num_layers=2, batch_first=batch_first,
+                                  bidirectional=batch_first)  # fmt: skip
     reference, fast = reference.to(DEVICE), fast.to(DEVICE)
-    x = torch.randn(5, 7, 3, dtype=torch.float64, device=DEVICE)
-    inputs = [x.clone().requires_grad_() for _ in range(2)]
+    full = torch.randn(5 if batch_first else 10, 7, 3, dtype=torch.float64, device=DEVICE)
     results = []
-    for module, inp in zip((fast, reference), inputs, strict=True):
-        out, h_n = module(inp)
+    for module in (fast, reference):
+        inp = full.clone().requires_grad_()
+        inp_rows = inp if batch_first else inp[::2]  # grads w.r.t. the view: no slice backward
+        out, h_n = module(inp_rows)
         loss = (out * torch.arange(out.numel(), device=DEVICE).view_as(out).sin()).sum()
-        grads = torch.autograd.grad(loss + h_n.square().sum(), [inp, *module.parameters()])
+        grads = torch.autograd.grad(loss + h_n.square().sum(), [inp_rows, *module.parameters()])
         results.append([out, h_n, *grads])
     for got, want in zip(*results, strict=True):
-        assert_close(got, want, torch.float64, "batch_first")
+        assert_close(got, want, torch.float64, layout)
+
+    # What the module hands the op: [T, B, *] views, the output's gradient as it arrives.
+    x = full.transpose(0, 1) if batch_first else full[::2]
+    grad_output = torch.randn(7, 5, 40 if batch_first else 20, dtype=torch.float64,
+                              device=DEVICE).transpose(0, 1)  # fmt: skip
+    if not batch_first:
+        grad_output = grad_output.contiguous()
+    # No biases: the GEMM path's other copy, db_hh from db_ih, is not one of rows.
+    weights = [w.detach() for i, w in enumerate(fast._flat_weights) if i % 4 < 2]
+    device_ops, copies = DeviceOps(), []
+    for name in ("forward_persistent", "forward_cooperative", "backward_persistent",
+                 "backward_cooperative"):  # fmt: skip
+        device_ops.watch(monkeypatch, f"rnn_{name}_kernel")  # not the interpreter's ops
+    with device_ops:
+        output, _, layer_outputs = launch.rnn_forward_triton(x, None, weights, None, 2,
+                                                             batch_first, False)  # fmt: skip
+    copies.append(sum(op in ("clone", "copy_") for op in device_ops.ops))
+    device_ops.ops.clear()
+    with device_ops:
+        launch.rnn_backward_triton(grad_output, None, x, None, weights, None, output,
+                                   layer_outputs, 2, batch_first, False, True)  # fmt: skip
+    copies.append(sum(op in ("clone", "copy_") for op in device_ops.ops))
+    assert tuple(copies) == STRIDED_INPUT_COPIES[tier, layout], copies
 
 
 # A loss that reads one output: the backward gets no gradient (None) for the other and
@@ -334,7 +386,8 @@ def test_cooperative_tensor_core_products_run_in_k_parts(monkeypatch):
     x = torch.zeros(5, 17, 3, dtype=torch.float64)
     call = launch.call_key((x, None), [torch.zeros(70, 3, dtype=torch.float64),
                                        torch.zeros(70, 70, dtype=torch.float64)])  # fmt: skip
-    layer = launch.forward_launch(call, 70, 1, 5, 17, 85, True, 3, 3, 70, False, False, False)
+    layer = launch.forward_launch(call, 70, 1, 5, 17, 85, True, 3, (51, 3), 70, False, False,
+                                  False)  # fmt: skip
     assert layer.meta["W_ON_CHIP"] and layer.meta["SPLIT_K"] == 4
 
 
@@ -733,7 +786,8 @@ def test_input_projected_in_the_kernel_for_short_sequences_on_fma_programs(monke
         x = torch.zeros(steps, batch, input_size)
         call = launch.call_key((x, None), [torch.zeros(16, input_size), torch.zeros(16, 16)])
         return launch.forward_launch(call, 16, 1, steps, batch, steps * batch, True, input_size,
-                                     input_size, 16, False, False, False).block_i  # fmt: skip
+                                     (batch * input_size, input_size), 16, False, False,
+                                     False).block_i  # fmt: skip
 
     assert block(5, 4) == 16 and block(1, 40) == 64
     assert block(launch.PROJECT_INPUT_MAX_STEPS, 512) == 512
@@ -756,10 +810,11 @@ def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
     def programs(hidden, batch=3, steps=40):
         x = torch.zeros(steps, batch, 4)
         weights = [torch.zeros(hidden, 4), torch.zeros(hidden, hidden)]
-        args = (hidden, 1, steps, batch, steps * batch, True, 4, 4, hidden, False, False, False)
+        args = (hidden, 1, steps, batch, steps * batch, True, 4, (batch * 4, 4), hidden, False,
+                False, False)  # fmt: skip
         forward = launch.forward_launch(launch.call_key((x, None), weights), *args)
         backward = launch.backward_launch(launch.call_key((x, None, x, None, x), weights),
-                                          *args, True, (hidden, 1),
+                                          *args, True, (batch * hidden, hidden, 1),
                                           (batch * hidden, hidden, 1))  # fmt: skip
         return [(layer.meta["BLOCK_B"], layer.meta["num_warps"], layer.meta["SUM_IN_PARTS"])
                 for layer in (forward, backward)]  # fmt: skip
@@ -812,8 +867,9 @@ def test_weight_gradients_in_the_backward_kernel_for_short_small_layers(monkeypa
         call = launch.call_key((x, None, x, None, x), weights)
         rows = steps * batch
         layer = launch.backward_launch(call, hidden, 1, steps, batch, rows, True, input_size,
-                                       input_size, hidden, False, True, False, True,
-                                       (hidden, 1), (batch * hidden, hidden, 1))  # fmt: skip
+                                       (batch * input_size, input_size), hidden, False, True,
+                                       False, True, (batch * hidden, hidden, 1),
+                                       (batch * hidden, hidden, 1))  # fmt: skip
         return layer.weight_grads, layer.grid[0], layer.meta["BLOCK_B"]
 
     assert plan(5, 1) == (True, 1, 1)

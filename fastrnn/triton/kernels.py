@@ -55,8 +55,10 @@ Latency: loads that do not depend on the previous step are issued before the wor
 does (the persistent tier loads step t+1's xp, or dy and y, while step t computes; the
 cooperative tier loads its tile's xp, bias and own state before the product with W_hh).
 
-Padded input (PADDED) addresses step t's rows as t * B + b; packed input (a
-PackedSequence) loads per-step batch sizes and row offsets: at step t rows
+Padded input (PADDED) addresses step t's rows as t * B + b, and the tensors a kernel
+reads with their own strides (x, xp, dy) at t * stride_t + b * stride_b, so that a
+batch_first input (a transposed view) and its output's gradient need no copy; packed
+input (a PackedSequence) loads per-step batch sizes and row offsets: at step t rows
 b < batch_sizes[t] advance and the others keep their state, which gives both the final
 state of sequences that ended and the initial state of reverse-direction rows that have
 not started.  Accumulation is fp32 (fp64 for fp64 inputs), and so is the state.  tanh
@@ -159,6 +161,19 @@ def _next_step_rows(batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED: tl.
 
 
 @triton.jit
+def _step_offsets(t, rows, rb, stride_t, stride_b, PADDED: tl.constexpr):
+    """Where step t's rows start in a tensor with its own strides: in a padded [T, B, *]
+    one t * stride_t + b * stride_b (rb: the rows' batch indices), so that a batch_first
+    input's transposed view needs no copy; in a packed [N, *] one row * stride_b (rows:
+    their row indices, _step_rows)."""
+    if PADDED:
+        offsets = t.to(tl.int64) * stride_t + rb.to(tl.int64) * stride_b
+    else:
+        offsets = rows * stride_b
+    return offsets
+
+
+@triton.jit
 def _load_block(ptr, rows, active, cols, stride, stride_col, H):
     """ptr[rows, cols] of a matrix with strides (stride, stride_col) and H columns in
     use, 0 where inactive, for index tensors that broadcast to the block's shape (rows
@@ -174,15 +189,21 @@ def _load_rows(ptr, rows, active, cols, stride, H):
 
 
 @triton.jit
-def _gradient_rows(ptr, rows, active, cols, stride, stride_col, H, GIVEN: tl.constexpr):
-    """ptr[rows, cols] of a gradient with any strides (an expanded one's are 0), 0 where
-    inactive; or zeros without a load where it is not GIVEN (its output did not reach
-    the loss)."""
+def _load_at(ptr, offsets, active, cols, stride_col, H):
+    """Rows starting at offsets (_step_offsets), their columns cols of H in use at
+    stride_col; 0 where inactive."""
+    return _load_block(ptr, offsets[:, None], active[:, None], cols[None, :], 1, stride_col, H)
+
+
+@triton.jit
+def _gradient_rows(ptr, offsets, active, cols, stride_col, H, GIVEN: tl.constexpr):
+    """A gradient's rows starting at offsets (_load_at), with any strides (an expanded
+    one's are 0); or zeros without a load where it is not GIVEN (its output did not
+    reach the loss)."""
     if GIVEN:
-        block = _load_block(ptr, rows[:, None], active[:, None], cols[None, :], stride,
-                            stride_col, H)  # fmt: skip
+        block = _load_at(ptr, offsets, active, cols, stride_col, H)
     else:
-        block = tl.zeros((rows.shape[0], cols.shape[0]), dtype=ptr.dtype.element_ty)
+        block = tl.zeros((offsets.shape[0], cols.shape[0]), dtype=ptr.dtype.element_ty)
     return block
 
 
@@ -278,14 +299,13 @@ def _product_operand(w_ptr, rk, rn, K, N, TRANSPOSED: tl.constexpr, BLOCK_B: tl.
 
 
 @triton.jit
-def _step_input(xp_ptr, x_ptr, stride_x, rows, active, rh, ri, H, IN,
-                PROJECT_INPUT: tl.constexpr):  # fmt: skip
-    """A step's rows of input to the persistent forward: x (PROJECT_INPUT: projected
-    with W_ih in the kernel) or xp."""
+def _step_input(xp_ptr, x_ptr, offsets, active, rh, ri, H, IN, PROJECT_INPUT: tl.constexpr):
+    """A step's rows of input to the persistent forward, starting at offsets
+    (_step_offsets): x (PROJECT_INPUT: projected with W_ih in the kernel) or xp."""
     if PROJECT_INPUT:
-        step_input = _load_rows(x_ptr, rows, active, ri, stride_x, IN)
+        step_input = _load_at(x_ptr, offsets, active, ri, 1, IN)
     else:
-        step_input = _load_rows(xp_ptr, rows, active, rh, H, H)
+        step_input = _load_at(xp_ptr, offsets, active, rh, 1, H)
     return step_input
 
 
@@ -325,7 +345,8 @@ def _grid_barrier(counter_ptr, target):
 
 @triton.jit(do_not_specialize=["T", "N"])
 def rnn_forward_persistent_kernel(
-    xp_ptr,  # [D, N, H] input projections incl. b_ih, one [N, H] block per direction
+    xp_ptr,  # [D, N, H] input projections incl. b_ih, one [N, H] block per direction,
+    # its rows at strides stride_in_t, stride_in_b (_step_offsets)
     b_ptr,  # [H] b_hh of direction 0 (unused without HAS_BIAS)
     b_rev_ptr,  # [H] b_hh of direction 1 (bidirectional)
     y_ptr,  # [N, D*H] layer output, row stride stride_y; direction d owns columns d*H + [0, H)
@@ -335,7 +356,7 @@ def rnn_forward_persistent_kernel(
     w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
     batch_sizes_ptr,  # [T] int64 (packed only)
     offsets_ptr,  # [T] int64, first row of each step (packed only)
-    x_ptr,  # [N, IN] layer input, row stride stride_x (PROJECT_INPUT only)
+    x_ptr,  # [N, IN] layer input, rows at strides stride_in_t, stride_in_b (PROJECT_INPUT only)
     w_ih_ptr,  # W_ih [H, IN] of direction 0 (PROJECT_INPUT only)
     w_ih_rev_ptr,  # W_ih [H, IN] of direction 1 (bidirectional)
     b_ih_ptr,  # [H] b_ih of direction 0 (PROJECT_INPUT with HAS_BIAS only)
@@ -345,7 +366,8 @@ def rnn_forward_persistent_kernel(
     N,
     B,
     H,
-    stride_x,
+    stride_in_t,  # the read input's (x or xp) step and batch strides (_step_offsets)
+    stride_in_b,
     IN,  # input features (PROJECT_INPUT only)
     PADDED: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -384,14 +406,15 @@ def rnn_forward_persistent_kernel(
         h = _load_rows(h0_ptr, rb, in_b, rh, H, H).to(ACC_DTYPE)
     t, step = _time_order(direction, T, False)
     active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
-    xp = _step_input(xp_ptr, x_ptr, stride_x, rows, active, rh, ri, H, IN, PROJECT_INPUT)
+    at = _step_offsets(t, rows, rb, stride_in_t, stride_in_b, PADDED)
+    xp = _step_input(xp_ptr, x_ptr, at, active, rh, ri, H, IN, PROJECT_INPUT)
     for _ in range(T):
         # The next step's input loads while this step computes.
         t, active_next, rows_next = _next_step_rows(
             batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
         )
-        xp_next = _step_input(xp_ptr, x_ptr, stride_x, rows_next, active_next, rh, ri, H, IN,
-                              PROJECT_INPUT)  # fmt: skip
+        at = _step_offsets(t, rows_next, rb, stride_in_t, stride_in_b, PADDED)
+        xp_next = _step_input(xp_ptr, x_ptr, at, active_next, rh, ri, H, IN, PROJECT_INPUT)
         z = _product(h, wt, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS)
         if PROJECT_INPUT:
             z += _product(xp, wt_ih, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS)
@@ -423,13 +446,14 @@ def _previous_rows(previous_ptr, r, direction, N, B, PADDED: tl.constexpr):
 
 @triton.jit
 def _weight_gradient(out_ptr, dz_ptr, a_ptr, h0_ptr, previous_ptr, direction, stride_y,
-                     stride_a, N, B, H, K, PREVIOUS: tl.constexpr, PADDED: tl.constexpr,
-                     HAS_H0: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr,
-                     DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):  # fmt: skip
+                     stride_a_t, stride_a_b, N, B, H, K, PREVIOUS: tl.constexpr,
+                     PADDED: tl.constexpr, HAS_H0: tl.constexpr, BLOCK_H: tl.constexpr,
+                     BLOCK_R: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                     ACC_DTYPE: tl.constexpr):  # fmt: skip
     """out [H, K] (row-major) = dZ^T A over all N rows, in [BLOCK_H, BLOCK_R] blocks (so
     the accumulator stays small at any H and K), BLOCK_R rows at a time: A = the layer
-    input (row stride stride_a), or where PREVIOUS each row's h_prev (_previous_rows;
-    K = H)."""
+    input (its rows at strides stride_a_t, stride_a_b: _step_offsets), or where PREVIOUS
+    each row's h_prev (_previous_rows; K = H; y's row stride stride_a_b)."""
     rh = tl.arange(0, BLOCK_H)
     for k0 in range(0, K, BLOCK_R):
         cols = k0 + tl.arange(0, BLOCK_R)
@@ -441,11 +465,15 @@ def _weight_gradient(out_ptr, dz_ptr, a_ptr, h0_ptr, previous_ptr, direction, st
             if PREVIOUS:
                 from_y, row = _previous_rows(previous_ptr, tl.where(in_r, r, 0), direction, N,
                                              B, PADDED)  # fmt: skip
-                a = _load_rows(a_ptr, row, in_r & from_y, cols, stride_a, K)
+                a = _load_rows(a_ptr, row, in_r & from_y, cols, stride_a_b, K)
                 if HAS_H0:
                     a += _load_rows(h0_ptr, row, in_r & ~from_y, cols, K, K)
             else:
-                a = _load_rows(a_ptr, r, in_r, cols, stride_a, K)
+                # Padded: row t * B + b.  Divided in 32 bits (64: a call): such programs
+                # take at most launch.WEIGHT_GRADS_MAX_STEPS steps of _MAX_BATCH rows.
+                at = _step_offsets(r // B, r.to(tl.int64), r % B, stride_a_t, stride_a_b,
+                                   PADDED)  # fmt: skip
+                a = _load_at(a_ptr, at, in_r, cols, 1, K)
             acc += tl.dot(tl.trans(dz), a.to(dz.dtype), input_precision=DOT_PRECISION,
                           out_dtype=ACC_DTYPE)  # fmt: skip
         _store_rows(out_ptr, rh, rh < H, cols, K, K, acc)
@@ -453,18 +481,20 @@ def _weight_gradient(out_ptr, dz_ptr, a_ptr, h0_ptr, previous_ptr, direction, st
 
 @triton.jit
 def _weight_gradients(dz_ptr, y_ptr, x_ptr, h0_ptr, previous_ptr, dw_ih_ptr, dw_hh_ptr,
-                      db_ih_ptr, db_hh_ptr, direction, stride_y, stride_x, N, B, H, IN,
+                      db_ih_ptr, db_hh_ptr, direction, stride_y, stride_x_t, stride_x_b, N, B,
+                      H, IN,
                       PADDED: tl.constexpr, HAS_H0: tl.constexpr, HAS_BIAS: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr,
                       DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):  # fmt: skip
     """This direction's dW_hh = dZ^T H_prev, dW_ih = dZ^T X and (HAS_BIAS) db_ih = db_hh =
-    the column sums of dZ, from every row of dz this program stored."""
+    the column sums of dZ, from every row of dz this program stored; x's rows at strides
+    stride_x_t, stride_x_b (_step_offsets)."""
     _weight_gradient(dw_hh_ptr, dz_ptr, y_ptr, h0_ptr, previous_ptr, direction, stride_y,
-                     stride_y, N, B, H, H, True, PADDED, HAS_H0, BLOCK_H, BLOCK_R,
+                     0, stride_y, N, B, H, H, True, PADDED, HAS_H0, BLOCK_H, BLOCK_R,
                      DOT_PRECISION, ACC_DTYPE)  # fmt: skip
     _weight_gradient(dw_ih_ptr, dz_ptr, x_ptr, h0_ptr, previous_ptr, direction, stride_y,
-                     stride_x, N, B, H, IN, False, PADDED, HAS_H0, BLOCK_H, BLOCK_R,
-                     DOT_PRECISION, ACC_DTYPE)  # fmt: skip
+                     stride_x_t, stride_x_b, N, B, H, IN, False, PADDED, HAS_H0, BLOCK_H,
+                     BLOCK_R, DOT_PRECISION, ACC_DTYPE)  # fmt: skip
     if HAS_BIAS:
         rh = tl.arange(0, BLOCK_H)
         db = tl.zeros((BLOCK_H,), dtype=ACC_DTYPE)
@@ -495,7 +525,7 @@ def _input_gradient(dx_ptr, dz_ptr, w_ih_ptr, stride_y, N, H, IN, BLOCK_H: tl.co
 
 @triton.jit(do_not_specialize=["T", "N"])
 def rnn_backward_persistent_kernel(
-    dy_ptr,  # [N, D*H] gradient of the layer output, strides stride_dy, stride_dy_col
+    dy_ptr,  # [N, D*H] gradient of the layer output, strides stride_dy_* (_step_offsets)
     y_ptr,  # [N, D*H] saved layer output; direction d owns columns d*H + [0, H)
     dz_ptr,  # [N, D*H] out: pre-activation gradients, laid out as y
     dhn_ptr,  # [D, B, H] gradient of h_n, strides stride_dhn_* (HAS_DHN only)
@@ -504,7 +534,7 @@ def rnn_backward_persistent_kernel(
     w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
     batch_sizes_ptr,
     offsets_ptr,
-    x_ptr,  # [N, IN] layer input, row stride stride_x (WEIGHT_GRADS only)
+    x_ptr,  # [N, IN] layer input, rows at strides stride_x_t, stride_x_b (WEIGHT_GRADS only)
     h0_ptr,  # [D, B, H] (WEIGHT_GRADS with HAS_H0 only)
     previous_ptr,  # [N] int64: each row's h_prev in cat([y, h0]), direction 0 (packed)
     previous_rev_ptr,  # the same of direction 1 (bidirectional)
@@ -523,9 +553,11 @@ def rnn_backward_persistent_kernel(
     B,
     H,
     N,
-    stride_x,
+    stride_x_t,
+    stride_x_b,
     IN,  # input features (WEIGHT_GRADS only)
-    stride_dy,
+    stride_dy_t,
+    stride_dy_b,
     stride_dy_col,
     stride_dhn_cell,
     stride_dhn_row,
@@ -554,19 +586,20 @@ def rnn_backward_persistent_kernel(
     in_b = rb < B
     in_h = rh < H
     w = _product_operand(w_ptr, rh, rh, H, H, False, BLOCK_B, ACC_DTYPE)
-    dh = _gradient_rows(dhn_ptr, rb, in_b, rh, stride_dhn_row, stride_dhn_col, H, HAS_DHN)
-    dh = dh.to(ACC_DTYPE)
+    dh = _gradient_rows(dhn_ptr, rb.to(tl.int64) * stride_dhn_row, in_b, rh, stride_dhn_col,
+                        H, HAS_DHN).to(ACC_DTYPE)  # fmt: skip
     t, step = _time_order(direction, T, True)
     active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
-    dy = _gradient_rows(dy_ptr, rows, active, rh, stride_dy, stride_dy_col, H, HAS_DY)
+    at = _step_offsets(t, rows, rb, stride_dy_t, stride_dy_b, PADDED)
+    dy = _gradient_rows(dy_ptr, at, active, rh, stride_dy_col, H, HAS_DY)
     y = _load_rows(y_ptr, rows, active, rh, stride_y, H)
     for _ in range(T):
         # The next step's dy and y load while this step computes.
         t, active_next, rows_next = _next_step_rows(
             batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
         )
-        dy_next = _gradient_rows(dy_ptr, rows_next, active_next, rh, stride_dy, stride_dy_col,
-                                 H, HAS_DY)  # fmt: skip
+        at = _step_offsets(t, rows_next, rb, stride_dy_t, stride_dy_b, PADDED)
+        dy_next = _gradient_rows(dy_ptr, at, active_next, rh, stride_dy_col, H, HAS_DY)
         y_next = _load_rows(y_ptr, rows_next, active_next, rh, stride_y, H)
         dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
         dz = tl.where(active[:, None] & in_h[None, :], dz, 0.0)
@@ -584,7 +617,8 @@ def rnn_backward_persistent_kernel(
             _of_direction(d, previous_ptr, previous_rev_ptr),
             _of_direction(d, dw_ih_ptr, dw_ih_rev_ptr), _of_direction(d, dw_hh_ptr, dw_hh_rev_ptr),
             _of_direction(d, db_ih_ptr, db_ih_rev_ptr), _of_direction(d, db_hh_ptr, db_hh_rev_ptr),
-            d, stride_y, stride_x, N, B, H, IN, PADDED, HAS_H0, HAS_BIAS, BLOCK_H, 16,
+            d, stride_y, stride_x_t, stride_x_b, N, B, H, IN, PADDED, HAS_H0, HAS_BIAS, BLOCK_H,
+            16,
             DOT_PRECISION, ACC_DTYPE,
         )  # fmt: skip
         if INPUT_GRAD:
@@ -594,7 +628,8 @@ def rnn_backward_persistent_kernel(
 
 @triton.jit(do_not_specialize=["T", "N"])
 def rnn_forward_cooperative_kernel(
-    xp_ptr,  # [D, N, H] input projections incl. b_ih, one [N, H] block per direction
+    xp_ptr,  # [D, N, H] input projections incl. b_ih, one [N, H] block per direction,
+    # its rows at strides stride_xp_t, stride_xp_b (_step_offsets)
     b_ptr,  # [H] b_hh of direction 0 (unused without HAS_BIAS)
     b_rev_ptr,  # [H] b_hh of direction 1 (bidirectional)
     y_ptr,  # [N, D*H] layer output, row stride stride_y; direction d owns columns d*H + [0, H)
@@ -611,6 +646,8 @@ def rnn_forward_cooperative_kernel(
     N,
     B,
     H,
+    stride_xp_t,
+    stride_xp_b,
     PADDED: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_H0: tl.constexpr,
@@ -656,7 +693,8 @@ def rnn_forward_cooperative_kernel(
             in_n = rn < H
             # Loads that do not need h_{t-1} first: their latency overlaps the product.
             active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
-            z = _load_rows(xp_ptr, rows, active, rn, H, H).to(ACC_DTYPE)
+            at = _step_offsets(t, rows, rb, stride_xp_t, stride_xp_b, PADDED)
+            z = _load_at(xp_ptr, at, active, rn, 1, H).to(ACC_DTYPE)
             if HAS_BIAS:
                 z += tl.load(b_ptr + rn, mask=in_n, other=0.0).to(ACC_DTYPE)[None, :]
             h_old = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
@@ -680,7 +718,7 @@ def rnn_forward_cooperative_kernel(
 
 @triton.jit(do_not_specialize=["T"])
 def rnn_backward_cooperative_kernel(
-    dy_ptr,  # [N, D*H] gradient of the layer output, strides stride_dy, stride_dy_col
+    dy_ptr,  # [N, D*H] gradient of the layer output, strides stride_dy_* (_step_offsets)
     y_ptr,  # [N, D*H] saved layer output; direction d owns columns d*H + [0, H)
     dz_ptr,  # [N, D*H] out: pre-activation gradients, laid out as y
     dhn_ptr,  # [D, B, H] gradient of h_n, strides stride_dhn_* (HAS_DHN only)
@@ -695,7 +733,8 @@ def rnn_backward_cooperative_kernel(
     T,
     B,
     H,
-    stride_dy,
+    stride_dy_t,
+    stride_dy_b,
     stride_dy_col,
     stride_dhn_cell,
     stride_dhn_row,
@@ -731,10 +770,11 @@ def rnn_backward_cooperative_kernel(
     # dz of the first step processed, from dh_n.
     for tile in range(tl.program_id(0), tiles, programs):
         rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
-        dh = _gradient_rows(dhn_ptr, rb, rb < B, rn, stride_dhn_row, stride_dhn_col, H,
-                            HAS_DHN).to(ACC_DTYPE)  # fmt: skip
+        dh = _gradient_rows(dhn_ptr, rb.to(tl.int64) * stride_dhn_row, rb < B, rn,
+                            stride_dhn_col, H, HAS_DHN).to(ACC_DTYPE)  # fmt: skip
         active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t_first, rb, B, PADDED)
-        dy = _gradient_rows(dy_ptr, rows, active, rn, stride_dy, stride_dy_col, H, HAS_DY)
+        at = _step_offsets(t_first, rows, rb, stride_dy_t, stride_dy_b, PADDED)
+        dy = _gradient_rows(dy_ptr, at, active, rn, stride_dy_col, H, HAS_DY)
         y = _load_rows(y_ptr, rows, active, rn, stride_y, H)
         dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
         _store_rows(dz_ptr, rows, active, rn, stride_y, H, dz)
@@ -748,11 +788,11 @@ def rnn_backward_cooperative_kernel(
             active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
             # Loads that do not need dz_t first: their latency overlaps the product.
             dh_old = _load_rows(state_ptr, rb, in_b, rn, H, H)  # this program's own tile
-            _, active_next, rows_next = _next_step_rows(
+            t_next, active_next, rows_next = _next_step_rows(
                 batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
             )
-            dy_next = _gradient_rows(dy_ptr, rows_next, active_next, rn, stride_dy,
-                                     stride_dy_col, H, HAS_DY)  # fmt: skip
+            at = _step_offsets(t_next, rows_next, rb, stride_dy_t, stride_dy_b, PADDED)
+            dy_next = _gradient_rows(dy_ptr, at, active_next, rn, stride_dy_col, H, HAS_DY)
             y_next = _load_rows(y_ptr, rows_next, active_next, rn, stride_y, H)
             # dh[:, n] = sum_k dz_t[:, k] W_hh[k, n], every column of dz_t stored already.
             acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)

@@ -477,11 +477,13 @@ def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hi
 
 @functools.lru_cache(maxsize=LAUNCHES_CACHED)
 def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batch: int,
-                   rows: int, padded: bool, input_size: int, x_stride: int, y_stride: int,
-                   relu: bool, has_bias: bool, has_h0: bool) -> KernelLaunch:  # fmt: skip
+                   rows: int, padded: bool, input_size: int, x_strides: tuple[int, int],
+                   y_stride: int, relu: bool, has_bias: bool,
+                   has_h0: bool) -> KernelLaunch:  # fmt: skip
     """A layer's forward recurrence launch (recurrence_forward): the persistent tier's,
     which projects the input itself where input_block says so, or the cooperative
-    tier's, as plan() picks."""
+    tier's, as plan() picks.  x_strides: the layer input's (step_strides), which also
+    give the order of the input projections' rows (projection_rows)."""
     p = _plan(call, hidden)
     meta = dict(PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
                 DOT_PRECISION=p.precision, HAS_BIAS=has_bias, HAS_H0=has_h0)  # fmt: skip
@@ -491,30 +493,35 @@ def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batc
         meta.update(PROJECT_INPUT=block_i > 0, BLOCK_I=block_i or 16, BLOCK_B=rows_per_program,
                     BLOCK_H=p.block_h,
                     **persistent_program(p, rows_per_program, block_i == 0))  # fmt: skip
-        scalars = (y_stride, steps, rows, batch, hidden, x_stride, input_size)
+        in_strides = x_strides if block_i else projection_strides(steps, batch, hidden, padded,
+                                                                  x_strides)  # fmt: skip
+        scalars = (y_stride, steps, rows, batch, hidden, *in_strides, input_size)
         return KernelLaunch("rnn_forward_persistent_kernel", grid, scalars, meta, None, block_i)
-    scalars = (y_stride, steps, rows, batch, hidden)
+    scalars = (y_stride, steps, rows, batch, hidden,
+               *projection_strides(steps, batch, hidden, padded, x_strides))  # fmt: skip
     return _cooperative_launch(call, p, "rnn_forward_cooperative_kernel", batch, hidden,
                                directions, scalars, meta, (2, batch, hidden))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=LAUNCHES_CACHED)
 def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, batch: int,
-                    rows: int, padded: bool, input_size: int, x_stride: int, y_stride: int,
-                    relu: bool, has_bias: bool, has_h0: bool, need_input_grad: bool,
+                    rows: int, padded: bool, input_size: int, x_strides: tuple[int, int],
+                    y_stride: int, relu: bool, has_bias: bool, has_h0: bool,
+                    need_input_grad: bool,
                     dy_strides: tuple | None,
                     dhn_strides: tuple | None) -> KernelLaunch:  # fmt: skip
     """A layer's backward recurrence launch (recurrence_backward), on plan()'s tier; on
     the persistent one it computes the weight gradients too where weight_grads_rows
-    says so, and then for one direction the input gradient where needed.  dy_strides,
-    dhn_strides: the strides of the gradients of the layer's output ([N, D*H]) and h_n
-    ([D, B, H]), None where that output got none (zeros, not read); has_h0: h0 was
-    given (else its gradient is not written)."""
+    says so, and then for one direction the input gradient where needed.  x_strides:
+    the layer input's (step_strides); dy_strides, dhn_strides: the gradients' of the
+    layer's output (step, batch and column: gradient_strides) and of h_n ([D, B, H]),
+    None where that output got none (zeros, not read); has_h0: h0 was given (else its
+    gradient is not written)."""
     p = _plan(call, hidden)
     meta = dict(PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
                 DOT_PRECISION=p.precision, HAS_DY=dy_strides is not None,
                 HAS_DHN=dhn_strides is not None, HAS_H0=has_h0)  # fmt: skip
-    gradient_strides = (*(dy_strides or (0, 0)), *(dhn_strides or (0, 0, 0)))
+    gradient_strides = (*(dy_strides or (0, 0, 0)), *(dhn_strides or (0, 0, 0)))
     if p.tier == "persistent":
         rows_per_program = weight_grads_rows(call, p, steps, batch, rows, input_size)
         weight_grads = rows_per_program > 0
@@ -526,7 +533,8 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
                     **persistent_program(p, rows_per_program, not weight_grads),
                     WEIGHT_GRADS=weight_grads, HAS_BIAS=weight_grads and has_bias,
                     INPUT_GRAD=input_grad)  # fmt: skip
-        scalars = (y_stride, steps, batch, hidden, rows, x_stride, input_size, *gradient_strides)
+        scalars = (y_stride, steps, batch, hidden, rows, *x_strides, input_size,
+                   *gradient_strides)  # fmt: skip
         return KernelLaunch("rnn_backward_persistent_kernel", grid, scalars, meta,
                             weight_grads=weight_grads, input_grad=input_grad)  # fmt: skip
     scalars = (y_stride, steps, batch, hidden, *gradient_strides)
@@ -648,8 +656,9 @@ def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, c
     """One layer, every direction in one launch (forward_launch): y[rows, direction d's
     columns] = act(xp[d] + b_hh[d] + h_prev @ W_hh[d]^T) for every step, direction 1
     running backwards in time; h_n = final states.  xp: [D, N, H] (one direction:
-    [N, H]), or None where the kernel computes it from x [N, I] (unit column stride):
-    x W_ih^T + b_ih; layer_weights: each direction's [w_ih, w_hh(, b_ih, b_hh)];
+    [N, H]), its rows in projection_rows' order, or None where the kernel computes it
+    from x, x W_ih^T + b_ih; x: the layer input, padded [T, B, I] or packed [N, I], unit
+    column stride; layer_weights: each direction's [w_ih, w_hh(, b_ih, b_hh)];
     y: [N, D*H]; h0: [D, B, H] or None for zeros; h_n: [D, B, H];
     counters: [D] barrier counters (barrier_counters) or None."""
     if steps.batch == 0:
@@ -687,12 +696,12 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weight
     """One layer, every direction in one launch (backward_launch): dz[rows] =
     (dy + dh) * act'(y), dh = dz @ W_hh, through time in reverse order of processing;
     dh0 receives the gradient of the initial state.  dy, y, dz: [N, D*H], one row
-    stride (dy: any strides, as launch was made for); dh_n, dh0: [D, B, H]; dy, dh_n
-    None: zeros; dh0 None: not wanted (no h0);
+    stride (dy: padded [T, B, D*H] too, any strides, as launch was made for); dh_n, dh0:
+    [D, B, H]; dy, dh_n None: zeros; dh0 None: not wanted (no h0);
     layer_weights: each direction's [w_ih, w_hh(, b_ih, b_hh)].  Where
     launch.weight_grads, also each direction's [dW_ih, dW_hh(, db_ih, db_hh)] into
-    weight_grads, from the layer input x [N, I] (unit column stride) and h0 [D, B, H]
-    (None: zeros); where launch.input_grad, dx [N, I] = dz W_ih."""
+    weight_grads, from the layer input x (padded [T, B, I] or packed [N, I], unit column
+    stride) and h0 [D, B, H] (None: zeros); where launch.input_grad, dx [N, I] = dz W_ih."""
     if steps.batch == 0:
         return
     if steps.steps == 0:
@@ -780,6 +789,53 @@ def _strides(tensor: Tensor | None) -> tuple | None:
     return tensor.stride() if tensor is not None else None
 
 
+def step_strides(rows: Tensor, steps: Steps) -> tuple[int, int]:
+    """(step, batch) strides of the rows of a padded [T, B, F] tensor (any: a batch_first
+    input's transposed view too), or of an [N, F] one's rows t * B + b; packed: (0, row
+    stride), its steps found through the offsets (kernels._step_offsets)."""
+    if rows.dim() == 3:
+        return rows.stride(0), rows.stride(1)
+    return (steps.batch * rows.stride(0) if steps.padded else 0), rows.stride(0)
+
+
+def gradient_strides(grad: Tensor | None, steps: Steps) -> tuple | None:
+    """(step, batch, column) strides of a layer output's gradient (None: none)."""
+    return None if grad is None else (*step_strides(grad, steps), grad.stride(-1))
+
+
+def _merges(outer: int, outer_stride: int, inner: int, inner_stride: int) -> bool:
+    """Whether two dimensions of these sizes and strides view as one."""
+    return outer == 1 or inner == 1 or outer_stride == inner * inner_stride
+
+
+def batch_major(steps: int, batch: int, strides: tuple[int, int]) -> bool:
+    """Whether a padded layer input's rows, at (step, batch) strides `strides`, view as
+    one [N, F] matrix only in batch-major order (row b * T + t), as a batch_first
+    input's do: its input projections then come in that order (projection_rows)."""
+    step_stride, batch_stride = strides
+    return not _merges(steps, step_stride, batch, batch_stride) and _merges(
+        batch, batch_stride, steps, step_stride
+    )
+
+
+def projection_rows(x: Tensor, steps: Steps) -> Tensor:  # [N, F]
+    """The layer input x's rows as one matrix, the input projection GEMM's operand: a view
+    in time-major order, or in batch-major order where that is the view (batch_major);
+    else a time-major copy."""
+    if steps.padded and batch_major(steps.steps, steps.batch, step_strides(x, steps)):
+        return x.transpose(0, 1).reshape(steps.rows, x.shape[-1])
+    return x.reshape(steps.rows, x.shape[-1])
+
+
+def projection_strides(steps: int, batch: int, hidden: int, padded: bool,
+                       x_strides: tuple[int, int]) -> tuple[int, int]:  # fmt: skip
+    """(step, batch) strides of the input projections' rows, which come in the order of
+    projection_rows: batch-major [B, T, H] or time-major [T, B, H]."""
+    if padded and batch_major(steps, batch, x_strides):
+        return hidden, steps * hidden
+    return batch * hidden, hidden
+
+
 def _columns(rows: Tensor, direction: int, directions: int) -> Tensor:  # [N, H]
     """Direction `direction`'s columns of a layer's [N, D*H] rows."""
     if directions == 1:
@@ -801,9 +857,8 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
     layer_outputs = input.new_empty((num_layers - 1, *out_shape))
     h_n = input.new_empty((num_layers * directions, batch, hidden))
     h0 = hx.contiguous() if hx is not None else None
-    layer_input = input.reshape(steps.rows, input.shape[-1])
-    if layer_input.stride(1) != 1:  # the kernels read rows of unit column stride
-        layer_input = layer_input.contiguous()
+    # The kernels read rows of unit column stride, at any step and batch strides.
+    x = input if input.stride(-1) == 1 else input.contiguous()
     call = call_key((input, hx), weights)
     counters = None
     for layer in range(num_layers):
@@ -811,14 +866,15 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
         y_all = target.view(steps.rows, directions * hidden)
         cells, layer_weights = layer_cells(weights, layer, directions, per_cell)
         launch = forward_launch(call, hidden, directions, steps.steps, steps.batch, steps.rows,
-                                steps.padded, layer_input.shape[1], layer_input.stride(0),
+                                steps.padded, x.shape[-1], step_strides(x, steps),
                                 y_all.stride(0), relu, per_cell == 4, h0 is not None)  # fmt: skip
         counters = barrier_counters(counters, launch, input, num_layers * directions)
         # No GEMM where the recurrence kernel projects the input itself.
-        xp = None if launch.block_i else input_projections(layer_input, layer_weights)
-        recurrence_forward(launch, xp, layer_input, layer_weights, y_all, _cells(h0, cells),
+        xp = None if launch.block_i else input_projections(projection_rows(x, steps),
+                                                           layer_weights)  # fmt: skip
+        recurrence_forward(launch, xp, x, layer_weights, y_all, _cells(h0, cells),
                            _cells(h_n, cells), _cells(counters, cells), steps)  # fmt: skip
-        layer_input = y_all
+        x = target
     return output, h_n, layer_outputs
 
 
@@ -836,37 +892,38 @@ def rnn_backward_triton(
     batch = hx.shape[1] if hx is not None else input.shape[1]
     steps = make_steps(input, batch_sizes, batch, directions)
     per_cell = len(weights) // (num_layers * directions)
-    x = input.reshape(steps.rows, input.shape[-1])
     h0 = hx.contiguous() if hx is not None else None
     grad_hx = torch.empty_like(h0) if h0 is not None else None
     grad_weights: list[Tensor] = [None] * len(weights)  # each filled below
-    grad_y = None  # the top layer's output got no gradient
-    if grad_output is not None:  # a view where its strides allow (an expanded one's: 0)
-        grad_y = grad_output.reshape(steps.rows, directions * hidden)
-    dz = x.new_empty((steps.rows, directions * hidden))  # laid out as the layer's output
+    # Read with its strides: an expanded one (0) or a batch_first one needs no copy.
+    grad_y = grad_output  # None: the top layer's output got no gradient
+    dz = input.new_empty((steps.rows, directions * hidden))  # laid out as the layer's output
     call = call_key((grad_output, grad_h_n, input, hx, output), weights)
     counters = None
     for layer in reversed(range(num_layers)):
-        layer_in = x if layer == 0 else layer_outputs[layer - 1].reshape(steps.rows, -1)
+        layer_in = input if layer == 0 else layer_outputs[layer - 1]
         saved = output if layer == num_layers - 1 else layer_outputs[layer]
         y_all = saved.reshape(steps.rows, directions * hidden)
         cells, layer_weights = layer_cells(weights, layer, directions, per_cell)
-        if layer_in.stride(1) != 1:  # the kernels read rows of unit column stride
+        if layer_in.stride(-1) != 1:  # the kernels read rows of unit column stride
             layer_in = layer_in.contiguous()
         # Layer 0's input gradient is one more GEMM; skipped when nothing needs it.
         need_below = layer > 0 or need_input_grad
         dh_n = _cells(grad_h_n, cells)  # read with its strides: an expanded one needs no copy
         launch = backward_launch(call, hidden, directions, steps.steps, steps.batch, steps.rows,
-                                 steps.padded, layer_in.shape[1], layer_in.stride(0),
+                                 steps.padded, layer_in.shape[-1], step_strides(layer_in, steps),
                                  y_all.stride(0), relu, per_cell == 4, h0 is not None,
-                                 need_below, _strides(grad_y), _strides(dh_n))  # fmt: skip
+                                 need_below, gradient_strides(grad_y, steps),
+                                 _strides(dh_n))  # fmt: skip
         counters = barrier_counters(counters, launch, dz, num_layers * directions)
         # Per cell: gradients of distinct parameters must not share storage.
         kernel_grads = grad_below = None
         if launch.weight_grads:
             kernel_grads = [[w.new_empty(w.shape) for w in cell] for cell in layer_weights]
         if launch.input_grad:
-            grad_below = layer_in.new_empty(layer_in.shape)
+            grad_below = layer_in.new_empty((steps.rows, layer_in.shape[-1]))
+        elif not launch.weight_grads:  # the GEMMs' rows: a copy of a batch-major input's
+            layer_in = layer_in.reshape(steps.rows, layer_in.shape[-1])
         recurrence_backward(launch, grad_y, y_all, dz, dh_n,
                             _cells(grad_hx, cells), layer_weights, _cells(counters, cells),
                             steps, layer_in, _cells(h0, cells), kernel_grads,
