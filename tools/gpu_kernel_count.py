@@ -1,7 +1,8 @@
 """GPU kernels launched per call, fastrnn (Triton) vs nn.RNN (cuDNN), inference and a
 training step (the benchmark's, whose loss reads both outputs, and one whose loss reads
-the output alone, as most training loops do), from torch.profiler.  Prints a markdown
-table; --json writes it.
+the output alone, as most training loops do; at tutorial sizes also a batch_first
+module's under a linear head, as examples/seq_regression.py trains), from
+torch.profiler.  Prints a markdown table; --json writes it.
 
     python tools/gpu_kernel_count.py --json gpu-results/kernels.json
 """
@@ -19,26 +20,38 @@ from fastrnn.bench.contenders import make_contenders, step
 from fastrnn.bench.shapes import GPU_SHAPES, SHAPES, make_input
 
 NAMES = ["hello", "single-step", "pattern25", "small", "long", "fastrnns", "bi2L", "H2048"]
+BATCH_FIRST_NAMES = ["hello", "single-step", "pattern25", "small"]
 
 
-MODES = ("inference", "training", "training, h_n unused")
+BATCH_FIRST = "training, batch_first, linear head"
+MODES = ("inference", "training", "training, h_n unused", BATCH_FIRST)
 
 
-def run_step(contender, x, mode: str) -> None:
-    if mode != "training, h_n unused":
+def run_step(contender, x, mode: str, head: torch.nn.Linear) -> None:
+    """One call in `mode`; BATCH_FIRST: x is [B, T, I], and the head's gradient reaches
+    the output dense and batch-major, as a batch_first model's does."""
+    if mode in ("inference", "training"):
         step(contender, x, mode)
         return
     for p in contender.parameters:
         p.grad = None
+    if mode == BATCH_FIRST:
+        contender.module.batch_first = True
+        try:
+            out, _ = contender.run(x)
+        finally:
+            contender.module.batch_first = False
+        head(out).square().mean().backward()
+        return
     out, _ = contender.run(x)
     out.sum().backward()
 
 
-def kernels_per_call(contender, x, mode) -> tuple[int, list[str]]:
-    run_step(contender, x, mode)  # compile and warm up outside the profile
+def kernels_per_call(contender, x, mode, head) -> tuple[int, list[str]]:
+    run_step(contender, x, mode, head)  # compile and warm up outside the profile
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        run_step(contender, x, mode)
+        run_step(contender, x, mode, head)
         torch.cuda.synchronize()
     names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     return len(names), names
@@ -56,10 +69,12 @@ def main() -> int:
     for name in NAMES:
         shape = by_name[name]
         x = make_input(shape, device, dtype)
-        for mode in MODES:
+        head = torch.nn.Linear(shape.directions * shape.hidden, 1, device=device, dtype=dtype)
+        for mode in MODES if name in BATCH_FIRST_NAMES else MODES[:-1]:
+            x_mode = x.transpose(0, 1).contiguous() if mode == BATCH_FIRST else x
             fast, cudnn = make_contenders(shape, device, dtype, ["fastrnn", "nn.RNN"])
-            n_fast, fast_names = kernels_per_call(fast, x, mode)
-            n_cudnn, cudnn_names = kernels_per_call(cudnn, x, mode)
+            n_fast, fast_names = kernels_per_call(fast, x_mode, mode, head)
+            n_cudnn, cudnn_names = kernels_per_call(cudnn, x_mode, mode, head)
             rows.append({"shape": name, "mode": mode, "fastrnn": n_fast, "nn.RNN": n_cudnn,
                          "fastrnn_kernels": fast_names, "nn.RNN_kernels": cudnn_names})  # fmt: skip
             print(f"| {name} | {mode} | {n_fast} | {n_cudnn} |", flush=True)

@@ -4,7 +4,9 @@ the persistent backward that computes the weight gradients from the dz its threa
 stored (a block barrier), on 8-row FMA programs, on 32-row tl.dot ones and on one row;
 and one-row programs running the recurrence alone (threads summing whole columns, h
 broadcast through shared memory each step).  The losses give the backward an expanded
-gradient of h_n (strides 0) or of the output, and no gradient of h_n:
+gradient of h_n (strides 0) or of the output, and no gradient of h_n; half the cases
+run batch_first, where the kernels read the input (or its projections) and a dense
+gradient of the output at their batch-major strides:
 
 compute-sanitizer --tool racecheck python tools/sanitize_kernels.py
 """
@@ -18,23 +20,29 @@ from fastrnn.triton import launch
 LOSSES = {
     "out^2 + h_n": lambda out, h_n: out.square().sum() + h_n.sum(),
     "out": lambda out, h_n: out.sum(),
+    # A weighting laid out as a batch_first output: the output's gradient is batch-major.
+    "w * out + h_n": lambda out, h_n: (
+        (torch.rand(out.shape, device="cuda") * out).sum() + h_n.sum()
+    ),
 }
-CASES = [  # (tier, T, B, H, packed, loss)
-    ("cooperative", 6, 20, 70, False, "out^2 + h_n"),
-    ("cooperative", 6, 20, 70, False, "out"),
-    ("persistent", 7, 5, 16, True, "out^2 + h_n"),
-    ("persistent", 6, 20, 70, False, "out"),
-    ("persistent", 40, 3, 100, False, "out^2 + h_n"),
-    ("persistent", 6, 1, 100, False, "out"),
+CASES = [  # (tier, T, B, H, packed, batch_first, loss)
+    ("cooperative", 6, 20, 70, False, True, "w * out + h_n"),
+    ("cooperative", 6, 20, 70, False, False, "out"),
+    ("persistent", 7, 5, 16, True, False, "out^2 + h_n"),
+    ("persistent", 6, 20, 70, False, True, "out"),
+    ("persistent", 40, 3, 100, False, True, "w * out + h_n"),
+    ("persistent", 6, 1, 100, False, False, "out"),
 ]
 
-for tier, steps, batch, hidden, packed, loss in CASES:
+for tier, steps, batch, hidden, packed, batch_first, loss in CASES:
     launch.FORCE_TIER = tier
     torch.manual_seed(0)
-    rnn = fastrnn.RNN(8, hidden, num_layers=2, bidirectional=True, device="cuda")
-    reference = torch.nn.RNN(8, hidden, num_layers=2, bidirectional=True, device="cuda")
+    options = dict(num_layers=2, bidirectional=True, batch_first=batch_first, device="cuda")
+    rnn = fastrnn.RNN(8, hidden, **options)
+    reference = torch.nn.RNN(8, hidden, **options)
     reference.load_state_dict(rnn.state_dict())
-    x = torch.randn(steps, batch, 8, device="cuda")
+    x = torch.randn(batch, steps, 8, device="cuda")
+    x = x if batch_first else x.transpose(0, 1).contiguous()
     h0 = torch.randn(4, batch, hidden, device="cuda")
     lengths = torch.arange(steps, steps - batch, -1).clamp(min=1) if packed else None
     grads = []
@@ -43,8 +51,9 @@ for tier, steps, batch, hidden, packed, loss in CASES:
         with fastrnn.use_backend(backend):
             out, h_n = module(inputs, h0)
         out = out.data if packed else out
+        torch.manual_seed(1)  # the same weighting w for both
         grads.append(torch.autograd.grad(LOSSES[loss](out, h_n), module.parameters()))
     torch.cuda.synchronize()
     error = max((a - b).abs().max().item() for a, b in zip(*grads, strict=True))
-    print(f"{tier} T={steps} B={batch} H={hidden} packed={packed} loss {loss}: "
-          f"max |grad - cuDNN's| {error:.2e}")  # fmt: skip
+    print(f"{tier} T={steps} B={batch} H={hidden} packed={packed} batch_first={batch_first} "
+          f"loss {loss}: max |grad - cuDNN's| {error:.2e}")  # fmt: skip
