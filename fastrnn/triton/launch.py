@@ -818,11 +818,11 @@ def batch_major(steps: int, batch: int, strides: tuple[int, int]) -> bool:
     )
 
 
-def projection_rows(x: Tensor, steps: Steps) -> Tensor:  # [N, F]
-    """The layer input x's rows as one matrix, the input projection GEMM's operand: a view
-    in time-major order, or in batch-major order where that is the view (batch_major);
-    else a time-major copy."""
-    if steps.padded and batch_major(steps.steps, steps.batch, step_strides(x, steps)):
+def projection_rows(x: Tensor, steps: Steps, x_strides: tuple[int, int]) -> Tensor:  # [N, F]
+    """The layer input x's rows (at x_strides: step_strides) as one matrix, the input
+    projection GEMM's operand: a view in time-major order, or in batch-major order where
+    that is the view (batch_major); else a time-major copy."""
+    if steps.padded and batch_major(steps.steps, steps.batch, x_strides):
         return x.transpose(0, 1).reshape(steps.rows, x.shape[-1])
     return x.reshape(steps.rows, x.shape[-1])
 
@@ -865,12 +865,13 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
         target = output if layer == num_layers - 1 else layer_outputs[layer]
         y_all = target.view(steps.rows, directions * hidden)
         cells, layer_weights = layer_cells(weights, layer, directions, per_cell)
+        x_strides = step_strides(x, steps)
         launch = forward_launch(call, hidden, directions, steps.steps, steps.batch, steps.rows,
-                                steps.padded, x.shape[-1], step_strides(x, steps),
-                                y_all.stride(0), relu, per_cell == 4, h0 is not None)  # fmt: skip
+                                steps.padded, x.shape[-1], x_strides, y_all.stride(0), relu,
+                                per_cell == 4, h0 is not None)  # fmt: skip
         counters = barrier_counters(counters, launch, input, num_layers * directions)
         # No GEMM where the recurrence kernel projects the input itself.
-        xp = None if launch.block_i else input_projections(projection_rows(x, steps),
+        xp = None if launch.block_i else input_projections(projection_rows(x, steps, x_strides),
                                                            layer_weights)  # fmt: skip
         recurrence_forward(launch, xp, x, layer_weights, y_all, _cells(h0, cells),
                            _cells(h_n, cells), _cells(counters, cells), steps)  # fmt: skip
