@@ -11,6 +11,7 @@ Python, one after another, so cooperative grids run as one program there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import subprocess
@@ -886,7 +887,35 @@ def test_weight_gradients_in_the_backward_kernel_for_short_small_layers(monkeypa
     assert plan(5, 1)[0] is False
 
 
-def test_variant_names_set_launch_settings(monkeypatch):
+@pytest.mark.skipif(
+    launch._FP32_PRECISION is None, reason="a torch with the legacy TF32 flags only"
+)
+def test_fp32_precision_follows_the_flag_nn_rnn_reads():
+    """fp32 products are tf32x3 exactly where nn.RNN's cuDNN call may use TF32 (ATen's
+    allowTF32CuDNN(RNN)): the legacy flag and the new API's RNN flag, also where conv's
+    flag differs, in which state reading the legacy flag raises."""
+    cudnn = torch.backends.cudnn
+    legacy = cudnn.allow_tf32
+    try:
+        cudnn.allow_tf32 = True
+        assert launch.dot_precision(torch.float32) == "tf32x3"
+        assert launch.dot_precision(torch.float16) == "ieee"
+        cudnn.allow_tf32 = False
+        assert launch.dot_precision(torch.float32) == "ieee"
+        cudnn.conv.fp32_precision = "tf32"  # conv on TF32, RNN not
+        with pytest.raises(RuntimeError, match="mix of the legacy and new APIs"):
+            _ = cudnn.allow_tf32
+        assert launch.dot_precision(torch.float32) == "ieee"
+        cudnn.rnn.fp32_precision = "tf32"
+        cudnn.conv.fp32_precision = "ieee"
+        assert launch.dot_precision(torch.float32) == "tf32x3"
+        cudnn.rnn.fp32_precision = "ieee"
+        assert launch.dot_precision(torch.float32) == "ieee"
+    finally:
+        cudnn.allow_tf32 = legacy  # sets both operators' flags too
+
+
+def test_variant_names_set_launch_settings(monkeypatch, request):
     """launch.variant_settings, which the tests (force_tier) and tools/gpu_tier_ab.py
     (use_variant) both run on: every variant the tool times sets settings launch has."""
     assert (
@@ -906,6 +935,8 @@ def test_variant_names_set_launch_settings(monkeypatch):
     for setting in gpu_tier_ab.DEFAULTS:  # use_variant sets them: restored after the test
         monkeypatch.setattr(launch, setting, getattr(launch, setting))
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", torch.backends.cudnn.allow_tf32)
+    matmul = torch.backends.cuda.matmul  # a module proxy that monkeypatch cannot patch
+    request.addfinalizer(functools.partial(setattr, matmul, "allow_tf32", matmul.allow_tf32))
     for _, _, variants in gpu_tier_ab.CASES:
         for name in variants:
             gpu_tier_ab.use_variant(name)  # an unknown option: KeyError
@@ -914,7 +945,11 @@ def test_variant_names_set_launch_settings(monkeypatch):
     gpu_tier_ab.use_variant("fastrnn-ieee")
     assert launch.COOP_BLOCK_K == gpu_tier_ab.DEFAULTS["COOP_BLOCK_K"]
     assert not torch.backends.cudnn.allow_tf32
+    gpu_tier_ab.use_variant("fastrnn-tf32gemm")
+    assert matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 == gpu_tier_ab.DEFAULT_ALLOW_TF32
+    assert launch.FORCE_TIER is None
     gpu_tier_ab.use_variant(None)
+    assert matmul.allow_tf32 == gpu_tier_ab.DEFAULT_MATMUL_TF32
     assert {s: getattr(launch, s) for s in gpu_tier_ab.DEFAULTS} == gpu_tier_ab.DEFAULTS
 
 

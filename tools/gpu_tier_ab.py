@@ -5,13 +5,16 @@ the kernel or by a GEMM, its weight gradients computed by the backward kernel or
 GEMMs), onto the cooperative tier with 64- or 32-column tiles, or with W_hh's columns
 streamed from L2 instead of held on chip, its products in one K part, its programs on
 8 warps or its streamed W_hh 32 rows a chunk; fp32 tensor-core products as tf32x3 or
-IEEE FMA products under nn.RNN's TF32-on default; and nn.RNN (cuDNN).  So
-launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, COOP_BLOCK_N,
-COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS, PROJECT_INPUT_MAX_STEPS,
-WEIGHT_GRADS_MAX_STEPS and launch.dot_precision are set from measurement.
-Each contender is validated against float64 nn.RNN first (fastrnn.bench.measure.validate),
-then timed with the contenders alternated.  Prints a markdown table; --json writes every
-number (after each row, so a run cut short keeps what it measured).
+IEEE FMA products under nn.RNN's TF32-on default, and fp32 GEMMs (input projections,
+weight and input gradients) on TF32 as cuDNN may run them under that default; and
+nn.RNN (cuDNN).  So launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS,
+COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS,
+PROJECT_INPUT_MAX_STEPS, WEIGHT_GRADS_MAX_STEPS and launch.dot_precision are set from
+measurement.  Each contender is validated against float64 nn.RNN first
+(fastrnn.bench.measure.validation_errors; every error goes into the JSON), one outside
+the allowance is dropped from the row, and the others are timed with the contenders
+alternated.  Prints a markdown table; --json writes every number (after each row, so a
+run cut short keeps what it measured).
 
     python tools/gpu_tier_ab.py --json gpu-results/tiers.json
 """
@@ -27,7 +30,7 @@ import torch
 import triton
 
 from fastrnn.bench.contenders import make_contenders
-from fastrnn.bench.measure import ValidationError, time_contenders, validate
+from fastrnn.bench.measure import time_contenders, validation_errors
 from fastrnn.bench.report import machine_line
 from fastrnn.bench.shapes import GPU_SHAPES, SHAPES
 from fastrnn.triton import kernels, launch
@@ -43,8 +46,10 @@ FMA = ("persistent", "persistent-onesum", "persistent-dot")
 # Input projected in the kernel or by a GEMM; weight gradients in the kernel or by GEMMs.
 PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
 # fp32 as plan() runs it under TF32-on (tf32x3 tl.dot), or with IEEE products: TF32 is
-# what nn.RNN's flag allows, not what it requires, and IEEE is the more accurate.
-PRECISION = ("fastrnn", "fastrnn-ieee")
+# what nn.RNN's flag allows, not what it requires, and IEEE is the more accurate; or with
+# its GEMMs on TF32 (torch.backends.cuda.matmul's flag, which they follow, on), as
+# cuDNN's under the same flag may be: whether cuDNN's error allows that is in the JSON.
+PRECISION = ("fastrnn", "fastrnn-ieee", "fastrnn-tf32gemm")
 # The cooperative tier as planned, with its products in one K part, on 8 warps, or
 # streaming W_hh 32 rows a chunk (in 2 parts; the default is 64 in 4).
 COOP_OPTIONS = ("fastrnn", "fastrnn-unsplit", "fastrnn-w8", "fastrnn-k32")
@@ -72,7 +77,10 @@ CASES = [
     *cases((FP32,), COOPERATIVE_32, COOP_OPTIONS),
     *cases((FP16,), COOPERATIVE_16, COOP_OPTIONS),
 ]
-DEFAULT_ALLOW_TF32 = torch.backends.cudnn.allow_tf32
+DEFAULT_ALLOW_TF32 = launch.tf32_allowed()
+DEFAULT_MATMUL_TF32 = torch.backends.cuda.matmul.allow_tf32
+# Variants that set a torch flag, not a launch setting (use_variant).
+FLAG_OPTIONS = ("-ieee", "-tf32gemm")
 # Every setting a variant changes, at its default.
 DEFAULTS = {
     setting: getattr(launch, setting)
@@ -83,13 +91,15 @@ DEFAULTS = {
 
 def use_variant(name: str | None) -> None:
     """Every launch from now on runs on variant `name` (launch.variant_settings; None or
-    "fastrnn": the plan's own choices), and with the option "ieee" fp32 products in IEEE
+    "fastrnn": the plan's own choices); with the option "ieee" fp32 products in IEEE
     fp32 (cuDNN's TF32 flag off, which dot_precision reads, so the nn.RNN contender runs
-    use_variant(None) first).  Set for the forward and the backward of a training step
-    alike."""
+    use_variant(None) first), with "tf32gemm" the GEMMs on TF32 (cuBLAS's flag on).  Set
+    for the forward and the backward of a training step alike."""
     name = name or "fastrnn"
     torch.backends.cudnn.allow_tf32 = DEFAULT_ALLOW_TF32 and not name.endswith("-ieee")
-    settings = {**DEFAULTS, **launch.variant_settings(name.removesuffix("-ieee"))}
+    torch.backends.cuda.matmul.allow_tf32 = DEFAULT_MATMUL_TF32 or name.endswith("-tf32gemm")
+    launch_name = next((name.removesuffix(f) for f in FLAG_OPTIONS if name.endswith(f)), name)
+    settings = {**DEFAULTS, **launch.variant_settings(launch_name)}
     for setting, value in settings.items():
         setattr(launch, setting, value)
 
@@ -144,14 +154,17 @@ def main(argv=None) -> int:
             fast, cudnn = make_contenders(shape, device, dtype, ["fastrnn", "nn.RNN"])
             contenders = [variant(fast, name) for name in variants] + [variant(cudnn, None)]
             row = {"dtype": str(dtype), "shape": dataclasses.asdict(shape), "mode": mode}
-            try:
-                validate(contenders, shape, mode, device, dtype)
-            except ValidationError as error:
+            errors, allowed = validation_errors(contenders, shape, mode, device, dtype)
+            row.update(errors=errors, allowed=allowed)
+            failed = [name for name, error in errors.items() if not error <= allowed]
+            contenders = [c for c in contenders if c.name not in failed]
+            if failed:
                 use_variant(None)
-                row["error"] = str(error)
-                print(f"| {dtype} | {shape.name} | {mode} | ABORTED: {error} |", flush=True)
-                record(row)
-                continue
+                print(f"| {dtype} | {shape.name} | {mode} | DROPPED {', '.join(failed)}: "
+                      f"errors {errors}, allowed {allowed:.3g} |", flush=True)  # fmt: skip
+                if len(contenders) < 2:
+                    record(row)
+                    continue
             timings = time_contenders(contenders, shape, mode, device, dtype, args.repeats, 0.02)
             use_variant(None)
             row["timings"] = timings

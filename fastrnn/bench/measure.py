@@ -19,9 +19,12 @@ class ValidationError(AssertionError):
     pass
 
 
-def validate(contenders: list[Contender], shape: Shape, mode: str, device, dtype) -> None:
-    """Each contender's outputs (and parameter gradients in training) against nn.RNN in
-    float64 with the same weights.  fp32 allowance: 8x nn.RNN's own fp32 error, at least 1e-5."""
+def validation_errors(contenders: list[Contender], shape: Shape, mode: str, device,
+                      dtype) -> tuple[dict[str, float], float]:  # fmt: skip
+    """({contender: error}, allowance): each contender's largest error in its outputs (and
+    parameter gradients in training) against nn.RNN in float64 with the same weights,
+    relative to the larger of 1 and the reference's largest magnitude; the allowance is
+    8x nn.RNN's own error (fp32: at least 1e-5)."""
     x = make_input(shape, device, dtype)
     torch.manual_seed(0)
     gold = torch.nn.RNN(
@@ -53,14 +56,20 @@ def validate(contenders: list[Contender], shape: Shape, mode: str, device, dtype
             errs.append((got.double() - want).abs().max().item() / scale if got.numel() else 0.0)
         return max(errs)
 
-    baseline = next((c for c in contenders if c.name == "nn.RNN"), None)
+    measured = {c.name: errors(c) for c in contenders}
     floor = 1e-5 if dtype == torch.float32 else 1e-10
-    allowed = max(floor, 8 * errors(baseline)) if baseline is not None else floor
-    for c in contenders:
-        err = errors(c)
+    allowed = max(floor, 8 * measured["nn.RNN"]) if "nn.RNN" in measured else floor
+    return measured, allowed
+
+
+def validate(contenders: list[Contender], shape: Shape, mode: str, device, dtype) -> None:
+    """Raise ValidationError unless every contender is within the allowance
+    (validation_errors)."""
+    measured, allowed = validation_errors(contenders, shape, mode, device, dtype)
+    for name, err in measured.items():
         if not err <= allowed:
             raise ValidationError(
-                f"{c.name} on {shape.name}/{mode}: error {err:.3g} vs float64 nn.RNN "
+                f"{name} on {shape.name}/{mode}: error {err:.3g} vs float64 nn.RNN "
                 f"exceeds {allowed:.3g}"
             )
 

@@ -23,7 +23,9 @@ def machine_line(device: torch.device, dtype: torch.dtype) -> str:
     if device.type == "cuda":
         parts.append(f"GPU: {torch.cuda.get_device_name(device)}")
         if dtype == torch.float32:  # nn.RNN and fastrnn follow this flag on a GPU
-            parts.append(f"TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'}")
+            from fastrnn.triton.launch import tf32_allowed
+
+            parts.append(f"TF32 {'on' if tf32_allowed() else 'off'}")
     parts.append(f"torch {torch.__version__}")
     try:
         import triton

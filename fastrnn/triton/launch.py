@@ -255,11 +255,27 @@ def persistent_program(p: Plan, rows: int, recurrence_only: bool = True) -> dict
     return {"num_warps": warps, "SUM_IN_PARTS": whole_columns}
 
 
+# ATen's fp32 precision of an operator family (the new flags' getter; None on a torch
+# with the legacy flags only).
+_FP32_PRECISION = getattr(torch._C, "_get_fp32_precision_getter", None)
+
+
+def tf32_allowed() -> bool:
+    """Whether nn.RNN may run fp32 on TF32 tensor cores: the flag its cuDNN call reads,
+    ATen's allowTF32CuDNN(RNN), torch.backends.cudnn.rnn.fp32_precision == "tf32" (on a
+    torch without it, torch.backends.cudnn.allow_tf32).  Not the legacy allow_tf32 where
+    both exist: that one follows conv too, and raises once conv's and RNN's flags differ."""
+    if _FP32_PRECISION is None:
+        return torch.backends.cudnn.allow_tf32
+    return _FP32_PRECISION("cuda", "rnn") == "tf32"
+
+
 def dot_precision(dtype: torch.dtype) -> str:
-    """fp32 follows nn.RNN's flag on a GPU: tensor cores when cuDNN may use TF32, else
-    IEEE FMA.  tf32x3 (three TF32 products) rather than plain TF32: over many steps
-    plain TF32 drifted to 1e-3 from fp64 where cuDNN stayed near 1e-5 (docs/performance.md)."""
-    if dtype == torch.float32 and torch.backends.cudnn.allow_tf32:
+    """fp32 follows nn.RNN's flag on a GPU (tf32_allowed): tensor cores when cuDNN may
+    use TF32, else IEEE FMA.  tf32x3 (three TF32 products) rather than plain TF32: over
+    many steps plain TF32 drifted to 1e-3 from fp64 where cuDNN stayed near 1e-5
+    (docs/performance.md)."""
+    if dtype == torch.float32 and tf32_allowed():
         return "tf32x3"
     return "ieee"
 
