@@ -947,9 +947,13 @@ def test_variant_names_set_launch_settings(monkeypatch, request):
     assert not torch.backends.cudnn.allow_tf32
     gpu_tier_ab.use_variant("fastrnn-tf32gemm")
     assert matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 == gpu_tier_ab.DEFAULT_ALLOW_TF32
-    assert launch.FORCE_TIER is None
+    assert launch.FORCE_TIER is None and launch.FP32_DOT_PRECISION is None
+    gpu_tier_ab.use_variant("fastrnn-tf32-tf32gemm")
+    assert matmul.allow_tf32 and launch.dot_precision(torch.float32) == "tf32"
+    assert launch.dot_precision(torch.float16) == "ieee"
     gpu_tier_ab.use_variant(None)
     assert matmul.allow_tf32 == gpu_tier_ab.DEFAULT_MATMUL_TF32
+    assert launch.dot_precision(torch.float32) == ("tf32x3" if launch.tf32_allowed() else "ieee")
     assert {s: getattr(launch, s) for s in gpu_tier_ab.DEFAULTS} == gpu_tier_ab.DEFAULTS
 
 

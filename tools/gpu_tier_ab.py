@@ -4,13 +4,13 @@ whole columns or on the plan's warps in one sum; a short sequence's input projec
 the kernel or by a GEMM, its weight gradients computed by the backward kernel or by
 GEMMs), onto the cooperative tier with 64- or 32-column tiles, or with W_hh's columns
 streamed from L2 instead of held on chip, its products in one K part, its programs on
-8 warps or its streamed W_hh 32 rows a chunk; fp32 tensor-core products as tf32x3 or
-IEEE FMA products under nn.RNN's TF32-on default, and fp32 GEMMs (input projections,
-weight and input gradients) on TF32 as cuDNN may run them under that default; and
-nn.RNN (cuDNN).  So launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS,
-COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS,
-PROJECT_INPUT_MAX_STEPS, WEIGHT_GRADS_MAX_STEPS and launch.dot_precision are set from
-measurement.  Each contender is validated against float64 nn.RNN first
+8 warps or its streamed W_hh 32 rows a chunk; fp32 tensor-core products as tf32x3,
+plain TF32 or IEEE FMA products under nn.RNN's TF32-on default, and fp32 GEMMs (input
+projections, weight and input gradients) on TF32 as cuDNN may run them under that
+default; and nn.RNN (cuDNN).  So launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS,
+FMA_WHOLE_COLUMNS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K,
+COOP_NUM_WARPS, PROJECT_INPUT_MAX_STEPS, WEIGHT_GRADS_MAX_STEPS and launch.dot_precision
+are set from measurement.  Each contender is validated against float64 nn.RNN first
 (fastrnn.bench.measure.validation_errors; every error goes into the JSON), one outside
 the allowance is dropped from the row, and the others are timed with the contenders
 alternated.  Prints a markdown table; --json writes every number (after each row, so a
@@ -46,10 +46,12 @@ FMA = ("persistent", "persistent-onesum", "persistent-dot")
 # Input projected in the kernel or by a GEMM; weight gradients in the kernel or by GEMMs.
 PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
 # fp32 as plan() runs it under TF32-on (tf32x3 tl.dot), or with IEEE products: TF32 is
-# what nn.RNN's flag allows, not what it requires, and IEEE is the more accurate; or with
-# its GEMMs on TF32 (torch.backends.cuda.matmul's flag, which they follow, on), as
-# cuDNN's under the same flag may be: whether cuDNN's error allows that is in the JSON.
-PRECISION = ("fastrnn", "fastrnn-ieee", "fastrnn-tf32gemm")
+# what nn.RNN's flag allows, not what it requires, and IEEE is the more accurate; or
+# with its GEMMs on TF32 (torch.backends.cuda.matmul's flag, which they follow, on),
+# its products in plain TF32, or both, as cuDNN's under the same flag may run: whether
+# cuDNN's own error allows that is in the JSON (validation_errors).
+PRECISION = ("fastrnn", "fastrnn-ieee", "fastrnn-tf32gemm", "fastrnn-tf32",
+             "fastrnn-tf32-tf32gemm")  # fmt: skip
 # The cooperative tier as planned, with its products in one K part, on 8 warps, or
 # streaming W_hh 32 rows a chunk (in 2 parts; the default is 64 in 4).
 COOP_OPTIONS = ("fastrnn", "fastrnn-unsplit", "fastrnn-w8", "fastrnn-k32")

@@ -85,6 +85,9 @@ STATE_DTYPE = {torch.float64: torch.float64}  # else float32
 # Tests set these: the tier regardless of H, and the cooperative grid's size.
 FORCE_TIER: str | None = None
 FORCE_PROGRAMS: int | None = None
+# tools/gpu_tier_ab.py sets this: fp32 tl.dot products in this precision whatever the
+# TF32 flag ("tf32": plain TF32, timed against cuDNN's own error); None: dot_precision.
+FP32_DOT_PRECISION: str | None = None
 # Variants of the plan that tests and tools/gpu_tier_ab.py run, named "<tier>-<option>"
 # (tier "fastrnn": the plan's; either part may be left out): the settings above that
 # each option changes; a number as option sets the cooperative tile width.
@@ -97,6 +100,7 @@ VARIANT_OPTIONS = {
     "unsplit": {"COOP_SPLIT_K": 1},  # cooperative products in one K part
     "w8": {"COOP_NUM_WARPS": 8},
     "k32": {"COOP_BLOCK_K": 32},  # streamed W_hh 32 rows a chunk
+    "tf32": {"FP32_DOT_PRECISION": "tf32"},  # fp32 tensor-core products in plain TF32
 }
 
 
@@ -275,9 +279,11 @@ def dot_precision(dtype: torch.dtype) -> str:
     use TF32, else IEEE FMA.  tf32x3 (three TF32 products) rather than plain TF32: over
     many steps plain TF32 drifted to 1e-3 from fp64 where cuDNN stayed near 1e-5
     (docs/performance.md)."""
-    if dtype == torch.float32 and tf32_allowed():
-        return "tf32x3"
-    return "ieee"
+    if dtype != torch.float32:
+        return "ieee"
+    if FP32_DOT_PRECISION is not None:
+        return FP32_DOT_PRECISION
+    return "tf32x3" if tf32_allowed() else "ieee"
 
 
 def cooperative_programs(tiles: int, directions: int, device: torch.device) -> int:
