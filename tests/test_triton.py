@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import subprocess
@@ -483,6 +484,21 @@ def test_host_cost_tool_runs_the_triton_chain_on_cpu():
     launch internals, which a rename would break."""
     stdout = run_tool("host_cost_cpu.py", "--smoke")
     assert "| hello |" in stdout and "| packed bi2L |" in stdout
+
+
+def test_tier_ab_tool_validates_times_and_records_on_cpu(tmp_path):
+    """tools/gpu_tier_ab.py's plumbing (validation errors kept per contender, timing, the
+    JSON) runs, on CPU tensors (fastrnn's C++ kernels; the variants' launch settings
+    unused), so a GPU session does not find it broken."""
+    out = tmp_path / "tiers.json"
+    run_tool("gpu_tier_ab.py", "--device", "cpu", "--cases", "float32/hello", "--repeats", "1",
+             "--json", str(out))  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["mode"] for row in rows] == ["inference", "training"]
+    contenders = {"persistent", "persistent-xp", "persistent-gemm", "nn.RNN"}
+    for row in rows:
+        assert set(row["errors"]) == set(row["timings"]) == contenders
+        assert max(row["errors"].values()) <= row["allowed"]
 
 
 @pytest.mark.slow
