@@ -8,27 +8,8 @@ as pack_padded_sequence makes them).  (csrc/rnn_arguments.cpp states the same in
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import Tensor
-
-
-@dataclasses.dataclass(frozen=True)
-class StepLayout:
-    batch_sizes: list[int]  # rows of each step
-    offsets: list[int]  # first row of each step
-
-    @property
-    def steps(self) -> int:
-        return len(self.batch_sizes)
-
-    @property
-    def rows(self) -> int:
-        return sum(self.batch_sizes)
-
-    def step_rows(self, t: int) -> slice:
-        return slice(self.offsets[t], self.offsets[t] + self.batch_sizes[t])
 
 
 def step_sizes(input: Tensor, batch_sizes: Tensor | None) -> Tensor:  # [T] int64, CPU
@@ -42,9 +23,3 @@ def step_sizes(input: Tensor, batch_sizes: Tensor | None) -> Tensor:  # [T] int6
 def step_offsets(sizes: Tensor) -> Tensor:  # [T] int64
     """First row of each step: the rows of the steps before it."""
     return sizes.cumsum(0) - sizes
-
-
-def step_layout(input: Tensor, batch_sizes: Tensor | None) -> StepLayout:
-    """The layout of a padded [T, B, *] input (batch_sizes None) or a packed [N, *] one."""
-    sizes = step_sizes(input, batch_sizes)
-    return StepLayout(sizes.tolist(), step_offsets(sizes).tolist())

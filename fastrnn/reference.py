@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fastrnn.layout import step_layout
+from fastrnn.layout import step_sizes
 
 
 def rnn_reference(
@@ -32,8 +32,9 @@ def rnn_reference(
     act = torch.relu if relu else torch.tanh
     directions = 2 if bidirectional else 1
     per_cell = len(weights) // (num_layers * directions)
-    layout = step_layout(input, batch_sizes)
-    layer_input = input.reshape(layout.rows, input.shape[-1])
+    sizes = step_sizes(input, batch_sizes).tolist()  # rows of each step
+    padded = batch_sizes is None  # every row runs every step
+    layer_input = input.reshape(sum(sizes), input.shape[-1])
 
     final_states = []
     for layer in range(num_layers):
@@ -44,14 +45,17 @@ def rnn_reference(
             projected = layer_input @ w_ih.T  # [N, H], every step at once
             if biases:
                 projected = projected + biases[0] + biases[1]
+            # One view per step; split, not slicing per step, so that autograd's backward
+            # of it is one concatenation rather than a zero-filled [N, H] per step.
+            step_inputs = projected.split(sizes)
             h = hx[cell]  # [B, H]
-            outputs: list[Tensor] = [projected[:0]] * layout.steps
-            order = range(layout.steps) if direction == 0 else reversed(range(layout.steps))
+            outputs: list[Tensor] = [projected[:0]] * len(sizes)
+            order = range(len(sizes)) if direction == 0 else reversed(range(len(sizes)))
             for t in order:
-                rows = layout.batch_sizes[t]
-                h_new = act(projected[layout.step_rows(t)] + h[:rows] @ w_hh.T)
-                # Rows past batch_sizes[t] have ended (or, in reverse, not started): keep.
-                h = torch.cat([h_new, h[rows:]])
+                rows = sizes[t]
+                h_new = act(step_inputs[t] + (h if padded else h[:rows]) @ w_hh.T)
+                # Packed: rows past batch_sizes[t] have ended (or, in reverse, not started).
+                h = h_new if padded else torch.cat([h_new, h[rows:]])
                 outputs[t] = h_new
             final_states.append(h)
             direction_outputs.append(torch.cat(outputs))
