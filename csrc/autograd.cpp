@@ -4,8 +4,9 @@
 // C++ rather than torch.library.register_autograd: a Python autograd kernel cost ~30 µs
 // per call, most of a training step at tutorial sizes (docs/performance.md).
 //
-// The backward ops get an autograd kernel too, whose own backward raises: gradients of
-// gradients are not supported (as for cuDNN's RNN), and saying so beats a silent zero.
+// The backward ops get an autograd kernel too, for gradients of gradients
+// (create_graph=True), which nn.RNN supports on the CPU: there the backward is computed
+// with plain differentiable torch ops, so that autograd records it.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/python_cpp_function.h>
@@ -54,6 +55,10 @@ const Op<RnnBackwardFn>& rnn_backward() {
   static const Op<RnnBackwardFn> op("fastrnn::rnn_backward");
   return op;
 }
+const Op<RnnReferenceFn>& rnn_reference() {
+  static const Op<RnnReferenceFn> op("fastrnn::rnn_reference");
+  return op;
+}
 const Op<RnnCellForwardFn>& rnn_cell_forward() {
   static const Op<RnnCellForwardFn> op("fastrnn::rnn_cell_forward");
   return op;
@@ -62,28 +67,6 @@ const Op<RnnCellBackwardFn>& rnn_cell_backward() {
   static const Op<RnnCellBackwardFn> op("fastrnn::rnn_cell_backward");
   return op;
 }
-
-[[noreturn]] void refuse_double_backward() {
-  TORCH_CHECK(false,
-              "fastrnn: double backward (gradients of gradients) is not supported by the "
-              "fused RNN kernels, as for cuDNN's RNN; use fastrnn.set_backend('reference') "
-              "if you need it");
-}
-
-// A node recorded only under create_graph=True: the backward op run with grad mode on.
-// Its own backward refuses.
-class RnnBackwardBackward : public torch::autograd::Function<RnnBackwardBackward> {
- public:
-  template <typename... Args>
-  static variable_list forward(AutogradContext*, Args&&... args) {
-    auto [grad_input, grad_hx, grad_weights] =
-        rnn_backward().kernel(std::forward<Args>(args)...);
-    variable_list result{grad_input, grad_hx};
-    result.insert(result.end(), grad_weights.begin(), grad_weights.end());
-    return result;
-  }
-  static variable_list backward(AutogradContext*, variable_list) { refuse_double_backward(); }
-};
 
 // Saved for backward besides tensors: RnnOptions, as one saved_data entry.
 c10::IValue to_ivalue(const RnnOptions& o) {
@@ -133,8 +116,8 @@ class RnnBackward : public torch::autograd::Function<RnnBackward> {
     };
     const std::optional<at::Tensor> grad_output = gradient(grads[0]);
     const std::optional<at::Tensor> grad_h_n = gradient(grads[1]);
-    // Through the autograd kernel: it records RnnBackwardBackward only when grad mode is
-    // on, i.e. under create_graph=True.
+    // Through the autograd kernel: under create_graph=True it records how the gradients
+    // depend on the inputs.
     auto [grad_input, grad_hx, grad_weights] =
         rnn_backward()(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
                        layer_outputs, o.num_layers, o.bidirectional, o.relu,
@@ -179,6 +162,52 @@ RnnForwardResult rnn_forward_autograd(const at::Tensor& input,
   return {out[0], out[1], out[2]};
 }
 
+// The tensor itself when it requires grad, else a leaf alias that does, so that
+// autograd::grad returns a gradient for every argument, as the kernels do.
+at::Tensor differentiable(const at::Tensor& t) {
+  return t.requires_grad() ? t : t.detach().requires_grad_(true);
+}
+
+// rnn_backward recorded by autograd: the forward recomputed through rnn_reference (plain
+// torch ops) and differentiated with create_graph=True.  output and layer_outputs are
+// not read: the recomputation stands for them, so gradients flow to the inputs.
+RnnBackwardResult differentiable_rnn_backward(
+    const std::optional<at::Tensor>& grad_output, const std::optional<at::Tensor>& grad_h_n,
+    const at::Tensor& input, const std::optional<at::Tensor>& hx, at::TensorList weights,
+    const std::optional<at::Tensor>& batch_sizes, int64_t num_layers, bool bidirectional,
+    bool relu, bool need_input_grad) {
+  variable_list arguments{differentiable(input)};
+  const int64_t directions = bidirectional ? 2 : 1;
+  arguments.push_back(hx ? differentiable(*hx)
+                         : input.new_zeros({num_layers * directions, input.size(1),
+                                            weights[1].size(0)}));
+  for (const auto& w : weights) arguments.push_back(differentiable(w));
+  const std::vector<at::Tensor> weight_arguments(arguments.begin() + 2, arguments.end());
+  auto [output, h_n] = rnn_reference()(arguments[0], arguments[1], weight_arguments,
+                                       batch_sizes, num_layers, bidirectional, relu);
+  variable_list outputs, output_grads;
+  if (given(grad_output)) outputs.push_back(output), output_grads.push_back(*grad_output);
+  if (given(grad_h_n)) outputs.push_back(h_n), output_grads.push_back(*grad_h_n);
+  // Only what the schema returns: grad_input when needed, grad_hx when hx was given.
+  variable_list wrt;
+  if (need_input_grad) wrt.push_back(arguments[0]);
+  if (hx) wrt.push_back(arguments[1]);
+  wrt.insert(wrt.end(), weight_arguments.begin(), weight_arguments.end());
+  variable_list grads = outputs.empty()
+                            ? variable_list(wrt.size())
+                            : torch::autograd::grad(outputs, wrt, output_grads,
+                                                    /*retain_graph=*/true,
+                                                    /*create_graph=*/true,
+                                                    /*allow_unused=*/true);
+  for (size_t i = 0; i < grads.size(); ++i) {  // unused (no gradient reached it): zeros
+    if (!grads[i].defined()) grads[i] = at::zeros_like(wrt[i]);
+  }
+  auto next = grads.begin();
+  at::Tensor grad_input = need_input_grad ? *next++ : input.new_empty({0});
+  at::Tensor grad_hx = hx ? *next++ : input.new_empty({0});
+  return {grad_input, grad_hx, std::vector<at::Tensor>(next, grads.end())};
+}
+
 RnnBackwardResult rnn_backward_autograd(
     const std::optional<at::Tensor>& grad_output, const std::optional<at::Tensor>& grad_h_n,
     const at::Tensor& input,
@@ -186,27 +215,16 @@ RnnBackwardResult rnn_backward_autograd(
     const std::optional<at::Tensor>& batch_sizes, const at::Tensor& output,
     const at::Tensor& layer_outputs, int64_t num_layers, bool bidirectional, bool relu,
     bool need_input_grad) {
-  if (!at::GradMode::is_enabled()) {  // an ordinary backward pass: nothing to record
+  if (!needs_graph({grad_output.value_or(at::Tensor()), grad_h_n.value_or(at::Tensor()),
+                    input, hx.value_or(at::Tensor()), weights})) {
+    // An ordinary backward pass: nothing to record.
     return rnn_backward().kernel(grad_output, grad_h_n, input, hx, weights, batch_sizes,
                                  output, layer_outputs, num_layers, bidirectional, relu,
                                  need_input_grad);
   }
-  variable_list flat = RnnBackwardBackward::apply(grad_output, grad_h_n, input, hx, weights,
-                                                  batch_sizes, output, layer_outputs,
-                                                  num_layers, bidirectional, relu,
-                                                  need_input_grad);
-  return {flat[0], flat[1], std::vector<at::Tensor>(flat.begin() + 2, flat.end())};
+  return differentiable_rnn_backward(grad_output, grad_h_n, input, hx, weights, batch_sizes,
+                                     num_layers, bidirectional, relu, need_input_grad);
 }
-
-class RnnCellBackwardBackward : public torch::autograd::Function<RnnCellBackwardBackward> {
- public:
-  template <typename... Args>
-  static variable_list forward(AutogradContext*, Args&&... args) {
-    auto [gi, gh, gwi, gwh, gb] = rnn_cell_backward().kernel(std::forward<Args>(args)...);
-    return {gi, gh, gwi, gwh, gb};
-  }
-  static variable_list backward(AutogradContext*, variable_list) { refuse_double_backward(); }
-};
 
 class RnnCellBackward : public torch::autograd::Function<RnnCellBackward> {
  public:
@@ -252,13 +270,20 @@ RnnCellBackwardResult rnn_cell_backward_autograd(const at::Tensor& grad_h,
                                                  const at::Tensor& h_new, bool has_bias,
                                                  bool relu, bool need_input_grad,
                                                  bool need_hx_grad) {
-  if (!at::GradMode::is_enabled()) {  // an ordinary backward pass: nothing to record
+  if (!needs_graph({{grad_h, input, hx, w_ih, w_hh, h_new}})) {
+    // An ordinary backward pass: nothing to record.
     return rnn_cell_backward().kernel(grad_h, input, hx, w_ih, w_hh, h_new, has_bias, relu,
                                       need_input_grad, need_hx_grad);
   }
-  auto g = RnnCellBackwardBackward::apply(grad_h, input, hx, w_ih, w_hh, h_new, has_bias, relu,
-                                          need_input_grad, need_hx_grad);
-  return {g[0], g[1], g[2], g[3], g[4]};
+  // Recorded by autograd: the same backward in differentiable torch ops.  h_new carries
+  // its own graph (through RnnCellBackward), so second derivatives of the activation
+  // follow from differentiating 1 - h_new^2.
+  const at::Tensor grad_pre =
+      relu ? grad_h * (h_new > 0).to(grad_h.scalar_type()) : grad_h * (1 - h_new * h_new);
+  return {need_input_grad ? grad_pre.mm(w_ih) : input.new_empty({0, input.size(1)}),
+          need_hx_grad ? grad_pre.mm(w_hh) : hx.new_empty({0, hx.size(1)}),
+          grad_pre.t().mm(input), grad_pre.t().mm(hx),
+          has_bias ? grad_pre.sum(0) : w_hh.new_empty({0})};
 }
 
 template <typename Fn>
@@ -269,8 +294,7 @@ void register_node_type(PyObject* module, PyTypeObject& type, const char* name) 
   torch::autograd::registerCppFunction(typeid(torch::autograd::CppNode<Fn>), &type);
 }
 
-PyTypeObject rnn_backward_type, rnn_backward_backward_type, rnn_cell_backward_type,
-    rnn_cell_backward_backward_type;
+PyTypeObject rnn_backward_type, rnn_cell_backward_type;
 
 }  // namespace
 
@@ -279,11 +303,7 @@ PyTypeObject rnn_backward_type, rnn_backward_backward_type, rnn_cell_backward_ty
 // template type, "CppNode<...RnnBackward>").
 void register_node_python_types(PyObject* module) {
   register_node_type<RnnBackward>(module, rnn_backward_type, "RnnBackward");
-  register_node_type<RnnBackwardBackward>(module, rnn_backward_backward_type,
-                                          "RnnBackwardBackward");
   register_node_type<RnnCellBackward>(module, rnn_cell_backward_type, "RnnCellBackward");
-  register_node_type<RnnCellBackwardBackward>(module, rnn_cell_backward_backward_type,
-                                              "RnnCellBackwardBackward");
 }
 
 TORCH_LIBRARY_IMPL(fastrnn, Autograd, m) {

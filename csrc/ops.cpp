@@ -28,6 +28,12 @@ TORCH_LIBRARY(fastrnn, m) {
       "Tensor[] weights, Tensor? batch_sizes, Tensor output, Tensor layer_outputs, "
       "int num_layers, bool bidirectional, bool relu, bool need_input_grad) "
       "-> (Tensor, Tensor, Tensor[])");
+  // The same RNN in plain differentiable torch ops (fastrnn.reference, registered as this
+  // op's CompositeImplicitAutograd kernel in fastrnn/ops.py): rnn_backward's autograd
+  // recomputes through it, so that gradients of gradients are recorded.
+  m.def(
+      "rnn_reference(Tensor input, Tensor hx, Tensor[] weights, Tensor? batch_sizes, "
+      "int num_layers, bool bidirectional, bool relu) -> (Tensor, Tensor)");
   // One nn.RNNCell step: input [B, I], hx [B, H] -> h' [B, H].
   m.def(
       "rnn_cell_forward(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "

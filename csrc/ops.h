@@ -39,6 +39,14 @@ using RnnBackwardFn = RnnBackwardResult(
     const at::Tensor& layer_outputs, int64_t num_layers, bool bidirectional, bool relu,
     bool need_input_grad);
 
+// (output, h_n)
+using RnnReferenceResult = std::tuple<at::Tensor, at::Tensor>;
+
+using RnnReferenceFn = RnnReferenceResult(
+    const at::Tensor& input, const at::Tensor& hx, at::TensorList weights,
+    const std::optional<at::Tensor>& batch_sizes, int64_t num_layers, bool bidirectional,
+    bool relu);
+
 using RnnCellForwardFn = at::Tensor(const at::Tensor& input, const at::Tensor& hx,
                                     const at::Tensor& w_ih, const at::Tensor& w_hh,
                                     const std::optional<at::Tensor>& b_ih,

@@ -3,6 +3,8 @@ here, CUDA kernels in fastrnn.triton (registered on import of this module).
 
 ``torch.ops.fastrnn.rnn_forward`` runs a whole multi-layer, (bi)directional RNN and
 ``torch.ops.fastrnn.rnn_backward`` its backward; csrc/ops.cpp has the schemas.
+``torch.ops.fastrnn.rnn_reference`` is fastrnn.reference as an op, through which the
+backward is recomputed when autograd records it (gradients of gradients).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fastrnn.reference import rnn_reference
 from fastrnn.triton import registration
 
 BUILD_HINT = (
@@ -120,5 +123,6 @@ if _C is not None:
     registration.register("cuda")
     torch.library.register_fake("fastrnn::rnn_forward")(_rnn_forward_fake)
     torch.library.register_fake("fastrnn::rnn_backward")(_rnn_backward_fake)
+    torch.library.impl("fastrnn::rnn_reference", "CompositeImplicitAutograd", rnn_reference)
     torch.library.register_fake("fastrnn::rnn_cell_forward")(_rnn_cell_forward_fake)
     torch.library.register_fake("fastrnn::rnn_cell_backward")(_rnn_cell_backward_fake)

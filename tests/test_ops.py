@@ -1,10 +1,10 @@
-"""The custom ops themselves: gradcheck in fp64, torch.library.opcheck, double backward."""
+"""The custom ops themselves: gradcheck and gradgradcheck in fp64, torch.library.opcheck."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_sequence
+from torch.nn.utils.rnn import pack_sequence, pad_sequence
 
 import fastrnn
 from fastrnn.ops import rnn_op
@@ -178,13 +178,85 @@ def test_gradcheck_cell():
     assert torch.autograd.gradcheck(lambda x, h, *p: cell(x, h), (x, h, *cell.parameters()))
 
 
-def test_double_backward_raises_clear_error():
-    rnn = fastrnn.RNN(3, 4, dtype=torch.float64)
-    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
-    out, _ = rnn(x)
-    (grad_x,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="double backward"):
-        grad_x.sum().backward()
+@pytest.mark.parametrize(
+    "case, with_hx",
+    [(c, True) for c in CASES] + [(c, False) for c in CASES if not c[3]],  # packed needs hx
+    ids=lambda v: case_id(v) if isinstance(v, tuple) else ("hx" if v else "no-hx"),
+)
+def test_gradgradcheck_op(case, with_hx):
+    """Gradients of gradients (create_graph=True), which nn.RNN supports on the CPU."""
+    layers, bidir, bias, packed, relu = case
+    x, hx, weights, batch_sizes = make_op_args(layers, bidir, bias, packed)
+    tensors = [x, *weights] + ([hx] if with_hx else [])
+    for t in tensors:
+        t.requires_grad_()
+
+    def fn(x, *rest):
+        weights, h = (rest[:-1], rest[-1]) if with_hx else (rest, None)
+        return rnn_op(x, h, list(weights), batch_sizes, layers, bidir, relu)
+
+    assert torch.autograd.gradgradcheck(fn, tensors, eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
+def test_gradgradcheck_cell_op(relu):
+    torch.manual_seed(0)
+    cell = fastrnn.RNNCell(3, 5, nonlinearity="relu" if relu else "tanh", dtype=torch.float64)
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+
+    def two_steps(x, h, *params):  # the second step differentiates through the first's output
+        return cell(x, cell(x, h))
+
+    assert torch.autograd.gradgradcheck(two_steps, (x, h, *cell.parameters()))
+
+
+def test_backward_op_recorded_equals_the_kernel():
+    """Under grad mode the backward op recomputes through fastrnn.reference; its values
+    are the kernel's, for each output it returns (grad_input only when needed)."""
+    x, hx, weights, _ = make_op_args(2, True, True, False)
+    output, h_n, layer_outputs = torch.ops.fastrnn.rnn_forward(x, hx, weights, None, 2, True, True)
+    grads = (torch.randn_like(output), torch.randn_like(h_n))
+    for need_input_grad in (True, False):
+        args = (*grads, x, hx, weights, None, output, layer_outputs, 2, True, True, need_input_grad)
+        want = torch.ops.fastrnn.rnn_backward(*args)
+        x.requires_grad_()
+        got = torch.ops.fastrnn.rnn_backward(*args)
+        x.requires_grad_(False)
+        assert got[0].grad_fn is not None or not need_input_grad
+        for g, w in zip([got[0], got[1], *got[2]], [want[0], want[1], *want[2]], strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_opcheck_reference_op():
+    x, hx, weights, batch_sizes = make_op_args(1, True, True, True)
+    for t in (x, hx, *weights):
+        t.requires_grad_()
+    torch.library.opcheck(
+        torch.ops.fastrnn.rnn_reference.default, (x, hx, weights, batch_sizes, 1, True, False)
+    )
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_gradient_penalty_matches_nn_rnn(packed):
+    """A second-order loss (a gradient penalty) gives nn.RNN's parameter gradients."""
+    torch.manual_seed(0)
+    reference = torch.nn.RNN(3, 4, 2, bidirectional=True, dtype=torch.float64)
+    fast = fastrnn.RNN(3, 4, 2, bidirectional=True, dtype=torch.float64)
+    fast.load_state_dict(reference.state_dict())
+    seqs = [torch.randn(n, 3, dtype=torch.float64) for n in (5, 2, 4)]
+    results = []
+    for rnn in (reference, fast):
+        inputs = [s.clone().requires_grad_() for s in seqs]
+        x = pack_sequence(inputs, enforce_sorted=False) if packed else pad_sequence(inputs)
+        out, h_n = rnn(x)
+        out = out.data if packed else out
+        loss = out.pow(2).sum() + h_n.pow(3).sum()
+        grads = torch.autograd.grad(loss, [*inputs, *rnn.parameters()], create_graph=True)
+        penalty = sum(g.pow(2).sum() for g in grads)
+        results.append(torch.autograd.grad(penalty, [*inputs, *rnn.parameters()]))
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 def test_outputs_not_needing_gradients_get_zeros():
@@ -237,3 +309,23 @@ def test_parameter_gradients_when_the_input_needs_none(bidirectional):
         (out.sin().sum() + h_n.sum()).backward()
     for p_ref, p in zip(reference.parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(p.grad, p_ref.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_cell_gradient_penalty_matches_nn_rnn_cell(nonlinearity):
+    torch.manual_seed(0)
+    reference = torch.nn.RNNCell(3, 4, nonlinearity=nonlinearity, dtype=torch.float64)
+    fast = fastrnn.RNNCell(3, 4, nonlinearity=nonlinearity, dtype=torch.float64)
+    fast.load_state_dict(reference.state_dict())
+    x, h = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    results = []
+    for cell in (reference, fast):
+        inputs = [x.clone().requires_grad_(), h.clone().requires_grad_()]
+        h_2 = cell(inputs[0], cell(*inputs))
+        grads = torch.autograd.grad(
+            h_2.pow(3).sum(), [*inputs, *cell.parameters()], create_graph=True
+        )
+        penalty = sum(g.pow(2).sum() for g in grads)
+        results.append(torch.autograd.grad(penalty, [*inputs, *cell.parameters()]))
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
