@@ -677,6 +677,29 @@ def test_ops_on_triton_kernels_without_hx_and_opcheck(tier, triton_kernels):
         torch.library.opcheck(torch.ops.fastrnn.rnn_backward.default, without)
 
 
+@pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
+def test_gradient_penalty_on_triton_kernels_matches_nn_rnn_on_the_cpu(tier, triton_kernels):
+    """create_graph=True on the Triton path (where nn.RNN on cuDNN cannot): the forward
+    on the kernels, the recorded backward through the reference; against nn.RNN in fp64
+    on the CPU."""
+    reference, _ = paired_rnns(3, 5, torch.float64, num_layers=2, bidirectional=True)
+    fast = fastrnn.RNN(3, 5, num_layers=2, bidirectional=True, dtype=torch.float64)
+    fast.load_state_dict(reference.state_dict())
+    fast.to(DEVICE)
+    x = torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    results = []
+    for rnn, inp in ((reference, x.clone()), (fast, x.to(DEVICE))):
+        inp.requires_grad_()
+        out, h_n = rnn(inp)
+        grads = torch.autograd.grad(
+            out.pow(2).sum() + h_n.pow(3).sum(), [inp, *rnn.parameters()], create_graph=True
+        )
+        penalty = sum(g.pow(2).sum() for g in grads)
+        results.append(torch.autograd.grad(penalty, [inp, *rnn.parameters()]))
+    for got, want in zip(results[1], results[0], strict=True):
+        assert_close(got.cpu(), want, torch.float64, "second-order gradient")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
