@@ -2,7 +2,9 @@
 
 ======== ============================================================================
 auto     C++ kernels for float32/float64 CPU tensors, Triton kernels for CUDA tensors;
-         the reference for CPU float16/bfloat16, which the C++ kernels do not implement
+         the reference for CPU float16/bfloat16, which the C++ kernels do not implement,
+         and inside torch.func transforms (grad, vjp, jacrev, vmap), which cannot trace
+         the fused ops' C++ autograd
 cpp      the C++ CPU kernels (fastrnn._C); CPU float32/float64 only
 triton   the fused Triton kernels; CUDA tensors
 reference  fastrnn.reference, plain PyTorch ops (any device and dtype)
@@ -18,6 +20,7 @@ import contextlib
 import os
 
 import torch
+from torch._C._functorch import peek_interpreter_stack
 
 BACKENDS = ("auto", "cpp", "triton", "reference")
 _CPP_DTYPES = (torch.float32, torch.float64)
@@ -69,8 +72,19 @@ def _triton_importable() -> bool:
 def resolve(device: torch.device, dtype: torch.dtype) -> str:
     """The concrete backend ("cpp", "triton" or "reference") for tensors of this kind."""
     name = _backend
-    if name == "auto" and device.type == "cpu" and dtype in _CPP_DTYPES:
+    # Inside a torch.func transform the interpreter stack is not empty (~30 ns to ask);
+    # dynamo's stand-in for that stack is never None, so compiling is not transforming.
+    transforming = peek_interpreter_stack() is not None and not torch.compiler.is_compiling()
+    if name == "auto" and device.type == "cpu" and dtype in _CPP_DTYPES and not transforming:
         return "cpp"  # the common case, first: this runs on every forward
+    if transforming and name != "reference":
+        if name == "auto":
+            return "reference"
+        raise BackendUnavailableError(
+            f"fastrnn: backend {name!r} cannot run inside torch.func transforms (grad, vjp, "
+            "jacrev, vmap): functorch cannot trace its C++ autograd; use backend 'auto' or "
+            "'reference', which run the reference there"
+        )
     if name == "auto":
         if device.type == "cuda":
             name = "triton"

@@ -1,5 +1,6 @@
-"""fastrnn inside the PyTorch ecosystem: torch.compile, torch.export, fastrnn.convert,
-DistributedDataParallel, and what users do with modules (copy, save, hooks, modes, AMP)."""
+"""fastrnn inside the PyTorch ecosystem: torch.compile, torch.export, torch.func,
+fastrnn.convert, DistributedDataParallel, and what users do with modules (copy, save,
+hooks, modes, AMP)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,19 @@ def fresh_dynamo():
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+
+
+def test_compile_traces_the_fused_op():
+    """The compiled graph calls the fused op, not the reference's per-step ops."""
+    targets = []
+
+    def backend(graph_module, example_inputs):
+        targets.extend(node.target for node in graph_module.graph.nodes)
+        return graph_module
+
+    torch.compile(Tagger(), backend=backend, fullgraph=True)(torch.randn(3, 7, 4))
+    assert torch.ops.fastrnn.rnn_forward.default in targets
+    assert torch.tanh not in targets
 
 
 def test_compile_fullgraph_matches_eager_forward_and_backward():
@@ -242,6 +256,73 @@ def test_cuda_autocast_matches_nn_rnn(dtype):
     for got, want in ((out, out_ref), (h_n, hn_ref)):
         assert got.dtype == want.dtype == dtype
         torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+
+def squared_outputs(module, params, *args):
+    """sum of squares of a module's outputs, called functionally with params."""
+    out = torch.func.functional_call(module, params, args)
+    return sum(o.pow(2).sum() for o in (out if isinstance(out, tuple) else (out,)))
+
+
+@pytest.mark.parametrize("kind", ["RNN", "RNNCell"])
+def test_torch_func_grad_and_jacrev_match_nn_rnn(kind):
+    """torch.func transforms (MAML-style functional_call + grad, Jacobians) run, as they
+    do on nn.RNN, and give its numbers."""
+    torch.manual_seed(0)
+    options = dict(num_layers=2, bidirectional=True) if kind == "RNN" else {}
+    reference = getattr(nn, kind)(3, 4, dtype=torch.float64, **options)
+    fast = getattr(fastrnn, kind)(3, 4, dtype=torch.float64, **options)
+    fast.load_state_dict(reference.state_dict())
+    x, h0 = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(4, 2, 4, dtype=torch.float64)
+    x, h0 = (x, h0) if kind == "RNN" else (x[0], h0[0])
+    params = {k: v.detach() for k, v in fast.named_parameters()}
+    results = []
+    for module in (fast, reference):
+        grads = torch.func.grad(squared_outputs, argnums=1)(module, params, x, h0)
+        jacobian = torch.func.jacrev(squared_outputs, argnums=2)(module, params, x, h0)
+        results.append((grads, jacobian))
+    (grads, jacobian), (grads_ref, jacobian_ref) = results
+    for name in params:
+        torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(jacobian, jacobian_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_torch_func_per_sample_gradients_with_vmap():
+    """vmap(grad(...)): per-sample gradients (as for differential privacy), which
+    nn.RNN cannot give (ATen's RNN has no batching rule); against nn.RNN one sample at
+    a time."""
+    torch.manual_seed(0)
+    reference = nn.RNN(3, 4, dtype=torch.float64)
+    rnn = fastrnn.RNN(3, 4, dtype=torch.float64)
+    rnn.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 3, 3, dtype=torch.float64)  # [T, B, I]
+    params = {k: v.detach() for k, v in rnn.named_parameters()}
+
+    def loss(params, sample):  # sample [T, I]: a batch of one inside
+        out, h_n = torch.func.functional_call(rnn, params, (sample.unsqueeze(1),))
+        return out.pow(2).sum() + h_n.sum()
+
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 1))(params, x)
+    for b in range(x.shape[1]):
+        reference.zero_grad()
+        out, h_n = reference(x[:, b : b + 1])
+        (out.pow(2).sum() + h_n.sum()).backward()
+        for name, p in reference.named_parameters():
+            torch.testing.assert_close(per_sample[name][b], p.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_an_explicit_fused_backend_inside_torch_func_says_why_it_cannot():
+    rnn = fastrnn.RNN(3, 4)
+    params = {k: v.detach() for k, v in rnn.named_parameters()}
+
+    def loss(params):
+        return torch.func.functional_call(rnn, params, (torch.randn(5, 2, 3),))[0].sum()
+
+    with (
+        fastrnn.use_backend("cpp"),
+        pytest.raises(fastrnn.BackendUnavailableError, match="torch.func"),
+    ):
+        torch.func.grad(loss)(params)
 
 
 def test_same_seed_same_weights_as_nn_rnn():
