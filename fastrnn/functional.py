@@ -19,6 +19,12 @@ def exporting_to_onnx() -> bool:
     )
 
 
+def autocasting(device_type: str) -> bool:
+    """torch.is_autocast_enabled for that device type; False on the meta device, which
+    that call refuses (nn.RNN runs there, for shapes)."""
+    return device_type != "meta" and torch.is_autocast_enabled(device_type)
+
+
 def rnn(
     input: Tensor,  # [T, B, I], or packed [N, I] with batch_sizes
     hx: Tensor | None,  # [L*D, B, H]; None: zeros
@@ -36,7 +42,7 @@ def rnn(
             input, hx, weights, batch_sizes, num_layers, bidirectional, relu, dropout, training
         )
     device = input.device
-    if torch.is_autocast_enabled(device.type):
+    if autocasting(device.type):
         # As nn.RNN under autocast: every floating input in the autocast dtype, the RNN
         # run in it.
         dtype = torch.get_autocast_dtype(device.type)
@@ -87,7 +93,7 @@ def rnn_cell(
 ) -> Tensor:  # [B, H]
     """One Elman cell step (nn.RNNCell math), on the backend fastrnn.backend selects."""
     device_type = input.device.type
-    if not torch.is_autocast_enabled(device_type) and not exporting_to_onnx():
+    if not autocasting(device_type) and not exporting_to_onnx():
         if backend.resolve(input.device, input.dtype) == "cpp":
             return rnn_cell_op(input, hx, weights, relu)  # the dedicated C++ cell op
     # Elsewhere (and in ONNX export: one RNN node) a cell step is the sequence RNN, T=1.

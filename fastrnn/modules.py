@@ -8,12 +8,25 @@ and fastrnn.RNN is meant to compile with fullgraph=True.)
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from fastrnn.functional import exporting_to_onnx, rnn, rnn_cell
+from fastrnn.functional import autocasting, exporting_to_onnx, rnn, rnn_cell
 from fastrnn.onnx_export import PACKED_INPUT_ERROR
+
+
+def module_weights(module: nn.Module, names) -> list[Tensor]:
+    """The weights named, as nn.RNN reads them: from _parameters (where functional_call
+    swaps them too), else by attribute, where a parametrization (weight_norm,
+    spectral_norm) or pruning computes the tensor under that name."""
+    params = module._parameters
+    try:
+        return [params[name] for name in names]
+    except KeyError:
+        return [getattr(module, name) for name in names]
+
+
+CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 class RNN(nn.RNNBase):
@@ -76,9 +89,7 @@ class RNN(nn.RNNBase):
         hidden_shape = (self.num_layers * num_directions, max_batch_size, self.hidden_size)
         if hx is not None and sorted_indices is not None:
             hx = self.permute_hidden(hx, sorted_indices)
-        # _parameters, not _flat_weights: functional_call swaps entries there directly.
-        params = self._parameters
-        weights = [params[name] for name in self._flat_weights_names]
+        weights = module_weights(self, self._flat_weights_names)
         # nn.RNN's own checks (and messages) run whenever the cheap test sees a mismatch;
         # at tutorial sizes running them on every call was ~10% of the call.
         if (
@@ -90,11 +101,7 @@ class RNN(nn.RNNBase):
             self.check_forward_args(
                 input, input.new_zeros(hidden_shape) if hx is None else hx, batch_sizes
             )
-        if (
-            hx is not None
-            and hx.dtype != input.dtype
-            and not torch.is_autocast_enabled(input.device.type)
-        ):
+        if hx is not None and hx.dtype != input.dtype and not autocasting(input.device.type):
             raise RuntimeError(
                 f"RNN: hx dtype ({hx.dtype}) does not match input dtype ({input.dtype}); "
                 f"convert it with hx.to({input.dtype})"
@@ -158,8 +165,7 @@ class RNNCell(nn.RNNCellBase):
             hx = input.new_zeros(batch, self.hidden_size)
         elif not is_batched:
             hx = hx.unsqueeze(0)
-        params = self._parameters
-        w_ih, w_hh = params["weight_ih"], params["weight_hh"]
+        weights = module_weights(self, CELL_WEIGHTS if self.bias else CELL_WEIGHTS[:2])
         # ATen's checks for nn.RNNCell, with its messages.
         if input_size != self.input_size:
             raise RuntimeError(
@@ -177,14 +183,11 @@ class RNNCell(nn.RNNCellBase):
         relu = self.nonlinearity == "relu"
         if not relu and self.nonlinearity != "tanh":
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        dtype = w_ih.dtype
-        if (input.dtype != dtype or hx.dtype != dtype) and not torch.is_autocast_enabled(
-            input.device.type
-        ):
+        dtype = weights[0].dtype
+        if (input.dtype != dtype or hx.dtype != dtype) and not autocasting(input.device.type):
             raise RuntimeError(
                 f"RNNCell: input dtype ({input.dtype}) and hx dtype ({hx.dtype}) must match "
                 f"the weight dtype ({dtype})"
             )
-        weights = [w_ih, w_hh, params["bias_ih"], params["bias_hh"]] if self.bias else [w_ih, w_hh]
         h = rnn_cell(input, hx, weights, relu)
         return h if is_batched else h.squeeze(0)

@@ -325,6 +325,59 @@ def test_an_explicit_fused_backend_inside_torch_func_says_why_it_cannot():
         torch.func.grad(loss)(params)
 
 
+def weight_norm(module, name):
+    return nn.utils.parametrizations.weight_norm(module, name)
+
+
+def spectral_norm(module, name):
+    return nn.utils.parametrizations.spectral_norm(module, name)
+
+
+def l1_pruned(module, name):
+    import torch.nn.utils.prune as prune
+
+    return prune.l1_unstructured(module, name, amount=0.5)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "RNNCell"])
+@pytest.mark.parametrize("reparametrize", [weight_norm, spectral_norm, l1_pruned])
+def test_parametrized_and_pruned_weights_match_nn_rnn(kind, reparametrize):
+    """A weight computed under its name (torch.nn.utils.parametrizations, prune) is the
+    weight the kernels get, forward and backward, as for nn.RNN."""
+    torch.manual_seed(0)
+    reference = getattr(nn, kind)(3, 4, dtype=torch.float64)
+    fast = getattr(fastrnn, kind)(3, 4, dtype=torch.float64)
+    fast.load_state_dict(reference.state_dict())
+    suffix = "_l0" if kind == "RNN" else ""
+    results = []
+    for module in (reference, fast):
+        torch.manual_seed(1)  # spectral_norm starts from a random vector
+        for name in ("weight_hh", "weight_ih"):
+            reparametrize(module, name + suffix)
+        # Eval: spectral_norm's power iteration runs on every read in training mode, and
+        # nn.RNN reads each weight twice a forward.
+        module.eval()
+        x = torch.randn(5, 2, 3, dtype=torch.float64)
+        out = module(x if kind == "RNN" else x[0])
+        out = out[0] if kind == "RNN" else out
+        module.zero_grad()
+        out.pow(2).sum().backward()
+        results.append([out] + [p.grad for p in module.parameters()])
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_meta_device_forward_gives_nn_rnns_shapes():
+    """Shapes without data (the meta device), as model tools use to size a model."""
+    x = torch.randn(5, 2, 3, device="meta")
+    for options in (dict(num_layers=2, bidirectional=True), dict(batch_first=True)):
+        got = fastrnn.RNN(3, 4, device="meta", **options)(x)
+        want = nn.RNN(3, 4, device="meta", **options)(x)
+        assert [t.shape for t in got] == [t.shape for t in want]
+        assert all(t.device.type == "meta" for t in got)
+    assert fastrnn.RNNCell(3, 4, device="meta")(x[0]).shape == (2, 4)
+
+
 def test_same_seed_same_weights_as_nn_rnn():
     torch.manual_seed(42)
     reference = nn.RNN(3, 5, 2, bidirectional=True)
