@@ -4,9 +4,15 @@
 // rnn_cpu.cpp and rnn_cell_cpu.cpp, autograd in autograd.cpp, fake (meta) kernels in
 // fastrnn/ops.py, CUDA (Triton) in fastrnn/triton/registration.py.
 #include <Python.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_variable.h>
 #include <torch/library.h>
 
+#include <optional>
+#include <vector>
+
 #include "cpu_blas.h"
+#include "rnn_arguments.h"
 
 namespace fastrnn {
 
@@ -66,11 +72,85 @@ PyObject* set_cpu_gemm_backend(PyObject*, PyObject* arg) {
   Py_RETURN_NONE;
 }
 
+std::optional<at::Tensor> optional_tensor(PyObject* object) {
+  if (object == Py_None) return std::nullopt;
+  TORCH_CHECK(THPVariable_Check(object), "fastrnn: expected a tensor or None");
+  return THPVariable_Unpack(object);
+}
+
+at::Tensor tensor(PyObject* object) {
+  TORCH_CHECK(THPVariable_Check(object), "fastrnn: expected a tensor");
+  return THPVariable_Unpack(object);
+}
+
+std::vector<at::Tensor> tensors(PyObject* sequence) {
+  PyObject* fast = PySequence_Fast(sequence, "fastrnn: weights must be a list of tensors");
+  if (fast == nullptr) throw python_error();
+  std::vector<at::Tensor> result;
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+  result.reserve(n);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* item = PySequence_Fast_GET_ITEM(fast, i);
+    if (!THPVariable_Check(item)) {
+      Py_DECREF(fast);
+      TORCH_CHECK(false, "fastrnn: weights must be a list of tensors");
+    }
+    result.push_back(THPVariable_Unpack(item));
+  }
+  Py_DECREF(fast);
+  return result;
+}
+
+// rnn_forward's argument checks (rnn_arguments.cpp), for kernels outside C++: the
+// Triton launch functions, which would otherwise read out of bounds on bad shapes.
+PyObject* check_rnn_arguments(PyObject*, PyObject* args) {
+  HANDLE_TH_ERRORS
+  PyObject *input, *hx, *weights, *batch_sizes;
+  long long num_layers;
+  int bidirectional;
+  if (!PyArg_ParseTuple(args, "OOOOLp", &input, &hx, &weights, &batch_sizes, &num_layers,
+                        &bidirectional)) {
+    return nullptr;
+  }
+  const at::Tensor x = tensor(input);
+  const auto h = optional_tensor(hx);
+  fastrnn::make_layout(x, optional_tensor(batch_sizes), h);
+  fastrnn::make_geometry(x, h, tensors(weights), num_layers, bidirectional);
+  Py_RETURN_NONE;
+  END_HANDLE_TH_ERRORS
+}
+
+// rnn_backward's, likewise.
+PyObject* check_rnn_backward_arguments(PyObject*, PyObject* args) {
+  HANDLE_TH_ERRORS
+  PyObject *grad_output, *grad_h_n, *input, *hx, *weights, *batch_sizes, *output, *layer_outputs;
+  long long num_layers;
+  int bidirectional;
+  if (!PyArg_ParseTuple(args, "OOOOOOOOLp", &grad_output, &grad_h_n, &input, &hx, &weights,
+                        &batch_sizes, &output, &layer_outputs, &num_layers, &bidirectional)) {
+    return nullptr;
+  }
+  const at::Tensor x = tensor(input);
+  const auto h = optional_tensor(hx);
+  const auto layout = fastrnn::make_layout(x, optional_tensor(batch_sizes), h);
+  const auto geometry = fastrnn::make_geometry(x, h, tensors(weights), num_layers, bidirectional);
+  fastrnn::check_backward_arguments(optional_tensor(grad_output), optional_tensor(grad_h_n), x,
+                                    tensor(output), tensor(layer_outputs), layout, geometry);
+  Py_RETURN_NONE;
+  END_HANDLE_TH_ERRORS
+}
+
 PyMethodDef methods[] = {
     {"get_cpu_gemm_backend", get_cpu_gemm_backend, METH_NOARGS,
      "'blas' when the CPU kernels call the BLAS torch links, else 'portable'."},
     {"set_cpu_gemm_backend", set_cpu_gemm_backend, METH_O,
      "Select 'blas' (default when available) or 'portable' GEMMs for the CPU kernels."},
+    {"check_rnn_arguments", check_rnn_arguments, METH_VARARGS,
+     "check_rnn_arguments(input, hx, weights, batch_sizes, num_layers, bidirectional): "
+     "rnn_forward's argument checks; raises RuntimeError saying what is wrong."},
+    {"check_rnn_backward_arguments", check_rnn_backward_arguments, METH_VARARGS,
+     "check_rnn_backward_arguments(grad_output, grad_h_n, input, hx, weights, batch_sizes, "
+     "output, layer_outputs, num_layers, bidirectional): rnn_backward's argument checks."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "fastrnn C++ CPU kernels", -1,

@@ -1,4 +1,5 @@
-// Argument checks of rnn_forward / rnn_backward on the CPU, with nn.RNN-style messages.
+// Argument checks of rnn_forward / rnn_backward, with nn.RNN-style messages: run by the
+// CPU kernels and, through fastrnn._C, by the Triton launch functions.
 #include "rnn_arguments.h"
 
 #include "ops.h"
@@ -69,9 +70,6 @@ Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>&
               2 * cells, " (no bias) or ", 4 * cells, " weight tensors, got ", num_weights);
   g.weights_per_cell = num_weights / cells;
   g.has_bias = g.weights_per_cell == 4;
-  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-              "fastrnn: the C++ CPU kernels support float32 and float64, got ",
-              input.scalar_type());
   for (int64_t l = 0; l < g.layers; ++l) {
     const int64_t in_size = l == 0 ? input.size(-1) : g.directions * g.hidden;
     for (int64_t d = 0; d < g.directions; ++d) {
@@ -88,7 +86,8 @@ Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>&
         const auto& w = weights[base + i];
         TORCH_CHECK(w.scalar_type() == input.scalar_type(), "fastrnn: weight dtype (",
                     w.scalar_type(), ") must match input dtype (", input.scalar_type(), ")");
-        TORCH_CHECK(w.device().is_cpu(), "fastrnn: CPU kernel got a weight on ", w.device());
+        TORCH_CHECK(w.device() == input.device(), "fastrnn: weights must be on the input's device (",
+                    input.device(), "), got one on ", w.device());
         if (i >= 2) {
           TORCH_CHECK(w.dim() == 1 && w.size(0) == g.hidden, "fastrnn: bias of layer ", l,
                       " must be [", g.hidden, "], got ", w.sizes());
@@ -97,6 +96,37 @@ Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>&
     }
   }
   return g;
+}
+
+void check_backward_arguments(const std::optional<at::Tensor>& grad_output,
+                              const std::optional<at::Tensor>& grad_h_n,
+                              const at::Tensor& input, const at::Tensor& output,
+                              const at::Tensor& layer_outputs, const StepLayout& s,
+                              const Geometry& g) {
+  std::vector<int64_t> out_shape = input.sizes().vec();
+  out_shape.back() = g.directions * g.hidden;
+  TORCH_CHECK(output.sizes() == at::IntArrayRef(out_shape), "fastrnn: output must be ",
+              at::IntArrayRef(out_shape), ", got ", output.sizes());
+  std::vector<int64_t> stacked_shape = out_shape;
+  stacked_shape.insert(stacked_shape.begin(), g.layers - 1);
+  TORCH_CHECK(layer_outputs.sizes() == at::IntArrayRef(stacked_shape),
+              "fastrnn: layer_outputs must be ", at::IntArrayRef(stacked_shape), ", got ",
+              layer_outputs.sizes());
+  TORCH_CHECK(!given(grad_output) || grad_output->sizes() == output.sizes(),
+              "fastrnn: grad_output must be ", output.sizes(), ", got ", grad_output->sizes());
+  const std::vector<int64_t> state_shape{g.cells(), s.batch, g.hidden};
+  TORCH_CHECK(!given(grad_h_n) || grad_h_n->sizes() == at::IntArrayRef(state_shape),
+              "fastrnn: grad_h_n must be ", at::IntArrayRef(state_shape), ", got ",
+              grad_h_n->sizes());
+  for (const auto* t : {&output, &layer_outputs}) {
+    TORCH_CHECK(t->scalar_type() == input.scalar_type(), "fastrnn: output dtype (",
+                t->scalar_type(), ") must match input dtype (", input.scalar_type(), ")");
+  }
+  for (const auto* t : {&grad_output, &grad_h_n}) {
+    TORCH_CHECK(!given(*t) || (*t)->scalar_type() == input.scalar_type(),
+                "fastrnn: gradient dtype (", (*t)->scalar_type(),
+                ") must match input dtype (", input.scalar_type(), ")");
+  }
 }
 
 }  // namespace fastrnn

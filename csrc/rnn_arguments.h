@@ -1,5 +1,5 @@
-// Checks the arguments of rnn_forward / rnn_backward and derives what the CPU kernels
-// need from them: the step layout of the rows and the network's geometry.
+// Checks the arguments of rnn_forward / rnn_backward on any device and derives what the
+// kernels need from them: the step layout of the rows and the network's geometry.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -39,5 +39,13 @@ struct Geometry {
 
 Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>& hx,
                        at::TensorList weights, int64_t num_layers, bool bidirectional);
+
+// rnn_backward's own arguments beyond rnn_forward's: output, layer_outputs and the
+// gradients (None: zeros) of the shapes and dtype the forward gives.
+void check_backward_arguments(const std::optional<at::Tensor>& grad_output,
+                              const std::optional<at::Tensor>& grad_h_n,
+                              const at::Tensor& input, const at::Tensor& output,
+                              const at::Tensor& layer_outputs, const StepLayout& s,
+                              const Geometry& g);
 
 }  // namespace fastrnn

@@ -28,6 +28,13 @@ struct LayerStack {
   int64_t layer_input_size(int64_t l) const { return l == 0 ? input_size : DH; }
 };
 
+// The dtypes these kernels implement (make_geometry has matched every weight's to it).
+void check_cpu_dtype(const at::Tensor& input) {
+  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+              "fastrnn: the C++ CPU kernels support float32 and float64, got ",
+              input.scalar_type());
+}
+
 // b_ih + b_hh of one cell, the one bias the forward adds.
 template <typename scalar_t>
 void summed_bias(at::TensorList weights, int64_t base, int64_t H, scalar_t* bias) {
@@ -48,6 +55,7 @@ RnnForwardResult rnn_forward_cpu(const at::Tensor& input, const std::optional<at
                                  int64_t num_layers, bool bidirectional, bool relu) {
   const StepLayout s = make_layout(input, batch_sizes, hx);
   const Geometry g = make_geometry(input, hx, weights, num_layers, bidirectional);
+  check_cpu_dtype(input);
   const int64_t H = g.hidden, D = g.directions, DH = D * H;
 
   const at::Tensor x = dense(input);
@@ -95,13 +103,10 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
                                    bool need_input_grad) {
   const StepLayout s = make_layout(input, batch_sizes, hx);
   const Geometry g = make_geometry(input, hx, weights, num_layers, bidirectional);
+  check_cpu_dtype(input);
+  check_backward_arguments(grad_output, grad_h_n, input, output, layer_outputs, s, g);
   const int64_t H = g.hidden, D = g.directions, DH = D * H;
-  TORCH_CHECK(!given(grad_output) || grad_output->sizes() == output.sizes(),
-              "fastrnn: grad_output must be ", output.sizes(), ", got ", grad_output->sizes());
   const std::vector<int64_t> state_shape{g.cells(), s.batch, H};
-  TORCH_CHECK(!given(grad_h_n) || grad_h_n->sizes() == at::IntArrayRef(state_shape),
-              "fastrnn: grad_h_n must be ", at::IntArrayRef(state_shape), ", got ",
-              grad_h_n->sizes());
 
   const at::Tensor x = dense(input);
   const at::Tensor h0 = given(hx) ? dense(*hx) : at::Tensor();  // undefined: zeros

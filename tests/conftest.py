@@ -61,3 +61,63 @@ def cpu_backend(request):
     else:
         with fastrnn.use_backend(name):
             yield name
+
+
+def bad_op_calls(device: torch.device | str = "cpu") -> list:
+    """(what is wrong, op, arguments, words of the error) for calls of the ops with bad
+    arguments, which every backend's kernels must refuse before reading out of bounds:
+    a 2-layer bidirectional float64 RNN (I=3, H=4, T=4, B=3) with one thing wrong."""
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device)
+
+    x, hx = rand(4, 3, 3), rand(4, 3, 4)
+    weights = []
+    for layer_in in (3, 8):
+        for _ in range(2):
+            weights += [rand(4, layer_in), rand(4, 4), rand(4), rand(4)]
+    packed, sizes = rand(7, 3), torch.tensor([3, 2, 2])
+    forward = torch.ops.fastrnn.rnn_forward.default
+    backward = torch.ops.fastrnn.rnn_backward.default
+
+    def replaced(i, tensor):
+        return [tensor if j == i else w for j, w in enumerate(weights)]
+
+    def fwd(x=x, hx=hx, weights=weights, batch_sizes=None, layers=2):
+        return (x, hx, weights, batch_sizes, layers, True, False)
+
+    output, h_n, layer_outputs = forward(*fwd())
+    grads = (torch.ones_like(output), torch.ones_like(h_n))
+
+    def bwd(grads=grads, output=output, layer_outputs=layer_outputs):
+        return (*grads, x, hx, weights, None, output, layer_outputs, 2, True, False, True)
+
+    return [
+        ("a weight missing", forward, fwd(weights=weights[:-1]), r"8 \(no bias\) or 16 weight"),
+        ("weight_ih of layer 1", forward, fwd(weights=replaced(8, rand(4, 7))),
+         r"weight_ih of layer 1 must be \[4, 8\]"),
+        ("weight_hh of layer 1", forward, fwd(weights=replaced(9, rand(4, 5))),
+         r"weight_hh of layer 1 must be \[4, 4\]"),
+        ("a bias", forward, fwd(weights=replaced(2, rand(5))), r"bias of layer 0 must be \[4\]"),
+        ("a weight's dtype", forward, fwd(weights=replaced(3, weights[3].float())),
+         "weight dtype"),
+        ("hx's batch", forward, fwd(hx=hx[:, :2]), "hx must be"),
+        ("hx's layers", forward, fwd(hx=hx[:2]), "hx must be"),
+        ("hx's dtype", forward, fwd(hx=hx.float()), "hx dtype"),
+        ("num_layers", forward, fwd(layers=0), "num_layers must be >= 1"),
+        ("a 2-D input without batch_sizes", forward, fwd(x=packed), "input must be 3-D"),
+        ("batch_sizes increasing", forward,
+         fwd(x=packed, hx=hx[:, :3], batch_sizes=torch.tensor([2, 2, 3])), "non-increasing"),
+        ("batch_sizes not summing to the rows", forward,
+         fwd(x=packed, hx=hx[:, :3], batch_sizes=torch.tensor([3, 2, 1])), "batch_sizes sum to"),
+        ("packed without hx", forward, fwd(x=packed, hx=None, batch_sizes=sizes),
+         "packed input needs hx"),
+        ("grad_output's shape", backward, bwd(grads=(grads[0][:2], grads[1])),
+         "grad_output must be"),
+        ("grad_h_n's shape", backward, bwd(grads=(grads[0], grads[1][:, :2])),
+         "grad_h_n must be"),
+        ("output's shape", backward, bwd(output=output[:2]), "output must be"),
+        ("layer_outputs' shape", backward, bwd(layer_outputs=layer_outputs[:, :2]),
+         "layer_outputs must be"),
+    ]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import bad_op_calls
 from torch.nn.utils.rnn import pack_sequence, pad_sequence
 
 import fastrnn
@@ -329,3 +330,10 @@ def test_cell_gradient_penalty_matches_nn_rnn_cell(nonlinearity):
         results.append(torch.autograd.grad(penalty, [*inputs, *cell.parameters()]))
     for got, want in zip(results[1], results[0], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", range(len(bad_op_calls())), ids=[c[0] for c in bad_op_calls()])
+def test_ops_refuse_bad_arguments_saying_what_is_wrong(case):
+    _, op, args, words = bad_op_calls()[case]
+    with pytest.raises(RuntimeError, match=words):
+        op(*args)

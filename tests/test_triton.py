@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_close, paired_rnns
+from conftest import assert_close, bad_op_calls, paired_rnns
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -251,10 +251,10 @@ def test_triton_input_of_any_strides_matches_nn_rnn(tier, layout, monkeypatch,
 
     # What the module hands the op: [T, B, *] views, the output's gradient as it arrives.
     x = full.transpose(0, 1) if batch_first else full[::2]
-    grad_output = torch.randn(7, 5, 40 if batch_first else 20, dtype=torch.float64,
-                              device=DEVICE).transpose(0, 1)  # fmt: skip
-    if not batch_first:
-        grad_output = grad_output.contiguous()
+    grad_output = torch.randn(5, 7, 40 if batch_first else 20, dtype=torch.float64,
+                              device=DEVICE)  # fmt: skip
+    if batch_first:  # [B, T, *] as it arrives, seen as [T, B, *]
+        grad_output = grad_output.transpose(0, 1)
     # No biases: the GEMM path's other copy, db_hh from db_ih, is not one of rows.
     weights = [w.detach() for i, w in enumerate(fast._flat_weights) if i % 4 < 2]
     device_ops, copies = DeviceOps(), []
@@ -675,6 +675,15 @@ def test_ops_on_triton_kernels_without_hx_and_opcheck(tier, triton_kernels):
     for missing in (0, 1):  # the gradient of an output that did not reach the loss: None
         without = tuple(None if i == missing else a for i, a in enumerate(backward_args))
         torch.library.opcheck(torch.ops.fastrnn.rnn_backward.default, without)
+
+
+@pytest.mark.parametrize("case", range(len(bad_op_calls())), ids=[c[0] for c in bad_op_calls()])
+def test_triton_kernels_refuse_bad_arguments_as_the_cpu_kernels_do(case, triton_kernels):
+    """The CPU kernels' argument checks (tests/test_ops.py), before any Triton kernel
+    reads out of bounds."""
+    _, op, args, words = bad_op_calls(DEVICE)[case]
+    with pytest.raises(RuntimeError, match=words):
+        op(*args)
 
 
 @pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)

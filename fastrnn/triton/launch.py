@@ -23,6 +23,7 @@ import triton
 from torch import Tensor
 from triton import knobs
 
+from fastrnn import _C
 from fastrnn.layout import step_offsets, step_sizes
 from fastrnn.triton import kernels
 
@@ -869,6 +870,8 @@ def _columns(rows: Tensor, direction: int, directions: int) -> Tensor:  # [N, H]
 def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
     """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros."""
     check_devices(input, {"hidden": [hx], "parameter": weights})
+    # Shapes and dtypes, checked as the CPU kernels check them: the kernels do not.
+    _C.check_rnn_arguments(input, hx, weights, batch_sizes, num_layers, bidirectional)
     directions = 2 if bidirectional else 1
     hidden = weights[1].shape[0]
     batch = hx.shape[1] if hx is not None else input.shape[1]
@@ -910,6 +913,8 @@ def rnn_backward_triton(
     the kernels neither read nor get."""
     check_devices(input, {"hidden": [hx], "parameter": weights,
                           "gradient": [grad_output, grad_h_n]})  # fmt: skip
+    _C.check_rnn_backward_arguments(grad_output, grad_h_n, input, hx, weights, batch_sizes,
+                                    output, layer_outputs, num_layers, bidirectional)  # fmt: skip
     directions = 2 if bidirectional else 1
     hidden = weights[1].shape[0]
     batch = hx.shape[1] if hx is not None else input.shape[1]
