@@ -20,7 +20,7 @@ import contextlib
 import os
 
 import torch
-from torch._C._functorch import peek_interpreter_stack
+from torch._C._functorch import CInterpreter, peek_interpreter_stack
 
 BACKENDS = ("auto", "cpp", "triton", "reference")
 _CPP_DTYPES = (torch.float32, torch.float64)
@@ -72,9 +72,9 @@ def _triton_importable() -> bool:
 def resolve(device: torch.device, dtype: torch.dtype) -> str:
     """The concrete backend ("cpp", "triton" or "reference") for tensors of this kind."""
     name = _backend
-    # Inside a torch.func transform the interpreter stack is not empty (~30 ns to ask);
-    # dynamo's stand-in for that stack is never None, so compiling is not transforming.
-    transforming = peek_interpreter_stack() is not None and not torch.compiler.is_compiling()
+    # Inside a torch.func transform the interpreter stack is not empty (~80 ns to ask).
+    # isinstance, not `is not None`: dynamo answers that one wrongly, this one rightly.
+    transforming = isinstance(peek_interpreter_stack(), CInterpreter)
     if name == "auto" and device.type == "cpu" and dtype in _CPP_DTYPES and not transforming:
         return "cpp"  # the common case, first: this runs on every forward
     if transforming and name != "reference":

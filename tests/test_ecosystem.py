@@ -287,6 +287,21 @@ def test_torch_func_grad_and_jacrev_match_nn_rnn(kind):
     torch.testing.assert_close(jacobian, jacobian_ref, rtol=1e-10, atol=1e-12)
 
 
+def test_torch_func_grad_compiles_fullgraph():
+    """torch.compile over torch.func.grad: dynamo traces the transform, and the reference
+    inside it, in one graph."""
+    torch.manual_seed(0)
+    reference, fast = nn.RNN(3, 4), fastrnn.RNN(3, 4)
+    fast.load_state_dict(reference.state_dict())
+    x, h0 = torch.randn(5, 2, 3), torch.randn(1, 2, 4)
+    params = {k: v.detach() for k, v in fast.named_parameters()}
+    grad = torch.func.grad(squared_outputs, argnums=1)
+    got = torch.compile(grad, fullgraph=True)(fast, params, x, h0)
+    want = grad(reference, params, x, h0)
+    for name in params:
+        torch.testing.assert_close(got[name], want[name])
+
+
 def test_torch_func_per_sample_gradients_with_vmap():
     """vmap(grad(...)): per-sample gradients (as for differential privacy), which
     nn.RNN cannot give (ATen's RNN has no batching rule); against nn.RNN one sample at
