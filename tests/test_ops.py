@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import bad_op_calls
+from conftest import bad_op_calls, paired_rnns
 from torch.nn.utils.rnn import pack_sequence, pad_sequence
 
 import fastrnn
@@ -241,10 +241,7 @@ def test_opcheck_reference_op():
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 def test_gradient_penalty_matches_nn_rnn(packed):
     """A second-order loss (a gradient penalty) gives nn.RNN's parameter gradients."""
-    torch.manual_seed(0)
-    reference = torch.nn.RNN(3, 4, 2, bidirectional=True, dtype=torch.float64)
-    fast = fastrnn.RNN(3, 4, 2, bidirectional=True, dtype=torch.float64)
-    fast.load_state_dict(reference.state_dict())
+    reference, fast = paired_rnns(3, 4, torch.float64, num_layers=2, bidirectional=True)
     seqs = [torch.randn(n, 3, dtype=torch.float64) for n in (5, 2, 4)]
     results = []
     for rnn in (reference, fast):
