@@ -370,7 +370,7 @@ def test_parametrized_and_pruned_weights_match_nn_rnn(kind, reparametrize):
         for name in ("weight_hh", "weight_ih"):
             reparametrize(module, name + suffix)
         # Eval: spectral_norm's power iteration runs on every read in training mode, and
-        # nn.RNN reads each weight twice a forward.
+        # nn.RNN reads a weight several times a forward (README, differences).
         module.eval()
         x = torch.randn(5, 2, 3, dtype=torch.float64)
         out = module(x if kind == "RNN" else x[0])
