@@ -5,8 +5,8 @@
 // per call, most of a training step at tutorial sizes (docs/performance.md).
 //
 // The backward ops get an autograd kernel too, for gradients of gradients
-// (create_graph=True), which nn.RNN supports on the CPU: there the backward is computed
-// with plain differentiable torch ops, so that autograd records it.
+// (create_graph=True, as nn.RNN supports on the CPU): when autograd must record the
+// backward, it is computed in plain differentiable torch ops instead of the kernels.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/python_cpp_function.h>
