@@ -5,6 +5,16 @@
 #include "ops.h"
 
 namespace fastrnn {
+namespace {
+
+// nn.RNN's message (ATen's check_attributes) for a tensor on another device than input.
+void check_device(const at::Tensor& input, const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device() == input.device(), "Input and ", name,
+              " tensors are not at the same device, found input tensor at ", input.device(),
+              " and ", name, " tensor at ", t.device());
+}
+
+}  // namespace
 
 StepLayout make_layout(const at::Tensor& input, const std::optional<at::Tensor>& batch_sizes,
                        const std::optional<at::Tensor>& hx) {
@@ -59,6 +69,7 @@ Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>&
   g.hidden = weights[1].size(0);  // weight_hh_l0: [H, H]
   const int64_t cells = g.cells();
   if (given(hx)) {
+    check_device(input, *hx, "hidden");
     TORCH_CHECK(hx->size(0) == cells && hx->size(2) == g.hidden,
                 "fastrnn: hx must be [num_layers * num_directions, batch, hidden_size] = [",
                 cells, ", batch, ", g.hidden, "], got ", hx->sizes());
@@ -86,8 +97,7 @@ Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>&
         const auto& w = weights[base + i];
         TORCH_CHECK(w.scalar_type() == input.scalar_type(), "fastrnn: weight dtype (",
                     w.scalar_type(), ") must match input dtype (", input.scalar_type(), ")");
-        TORCH_CHECK(w.device() == input.device(), "fastrnn: weights must be on the input's device (",
-                    input.device(), "), got one on ", w.device());
+        check_device(input, w, "parameter");
         if (i >= 2) {
           TORCH_CHECK(w.dim() == 1 && w.size(0) == g.hidden, "fastrnn: bias of layer ", l,
                       " must be [", g.hidden, "], got ", w.sizes());
@@ -119,13 +129,15 @@ void check_backward_arguments(const std::optional<at::Tensor>& grad_output,
               "fastrnn: grad_h_n must be ", at::IntArrayRef(state_shape), ", got ",
               grad_h_n->sizes());
   for (const auto* t : {&output, &layer_outputs}) {
+    check_device(input, *t, "output");
     TORCH_CHECK(t->scalar_type() == input.scalar_type(), "fastrnn: output dtype (",
                 t->scalar_type(), ") must match input dtype (", input.scalar_type(), ")");
   }
   for (const auto* t : {&grad_output, &grad_h_n}) {
-    TORCH_CHECK(!given(*t) || (*t)->scalar_type() == input.scalar_type(),
-                "fastrnn: gradient dtype (", (*t)->scalar_type(),
-                ") must match input dtype (", input.scalar_type(), ")");
+    if (!given(*t)) continue;
+    check_device(input, **t, "gradient");
+    TORCH_CHECK((*t)->scalar_type() == input.scalar_type(), "fastrnn: gradient dtype (",
+                (*t)->scalar_type(), ") must match input dtype (", input.scalar_type(), ")");
   }
 }
 

@@ -1086,11 +1086,11 @@ def test_triton_path_refuses_tensors_on_another_device_with_nn_rnns_error():
     kept kernels take addresses, so host memory must never reach them).  On CPU, meta
     tensors stand for the other device; the launch functions are called directly."""
     x = torch.randn(5, 2, 4)
-    output, h_n = torch.zeros(5, 2, 8), torch.zeros(1, 2, 8)
+    output, h_n, layer_outputs = torch.zeros(5, 2, 8), torch.zeros(1, 2, 8), torch.zeros(0, 5, 2, 8)
 
     def backward(grad_output, hx, weights):
         return launch.rnn_backward_triton(grad_output, h_n, x, hx, weights, None, output,
-                                          torch.zeros(0), 1, False, False, False)  # fmt: skip
+                                          layer_outputs, 1, False, False, False)  # fmt: skip
 
     for hx_device, weight_device in [("meta", "cpu"), ("cpu", "meta")]:
         reference = torch.nn.RNN(4, 8, device=weight_device)

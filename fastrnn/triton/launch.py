@@ -384,8 +384,8 @@ class KernelLaunch:
             and kept[0] == torch.cuda.current_device()
         ):
             # Addresses, not tensors: Triton's launcher then skips a data_ptr() call and a
-            # cuPointerGetAttribute per pointer (docs/performance.md); check_devices has
-            # made sure that they are the device's memory.
+            # cuPointerGetAttribute per pointer (docs/performance.md); the argument checks
+            # (_C.check_rnn_arguments) have made sure that they are the device's memory.
             _run_kept(kept, self.grid, addresses, self.scalars)
             return
         kept = launch_kernel(kernel, self.grid, pointers, self.scalars, self.meta)
@@ -656,19 +656,6 @@ def barrier_counters(counters: Tensor | None, launch: KernelLaunch, like: Tensor
     return counters
 
 
-def check_devices(input: Tensor, others: dict[str, list[Tensor | None]]) -> None:
-    """Every tensor of others (name: tensors, None for an absent one) on input's device,
-    else nn.RNN's error (ATen's check_attributes) naming them ("hidden", "parameter")."""
-    device = input.device
-    for name, tensors in others.items():
-        for tensor in tensors:
-            if tensor is not None and tensor.device != device:
-                raise RuntimeError(
-                    f"Input and {name} tensors are not at the same device, found input tensor "
-                    f"at {device} and {name} tensor at {tensor.device}"
-                )
-
-
 def _both(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
     """The kernels' (direction 0, direction 1) arguments; one direction: the same twice."""
     return tensors[0], tensors[-1]
@@ -869,8 +856,8 @@ def _columns(rows: Tensor, direction: int, directions: int) -> Tensor:  # [N, H]
 
 def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
     """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros."""
-    check_devices(input, {"hidden": [hx], "parameter": weights})
-    # Shapes and dtypes, checked as the CPU kernels check them: the kernels do not.
+    # Devices (nn.RNN's message), shapes and dtypes, checked as the CPU kernels check
+    # them: the kernels do not.
     _C.check_rnn_arguments(input, hx, weights, batch_sizes, num_layers, bidirectional)
     directions = 2 if bidirectional else 1
     hidden = weights[1].shape[0]
@@ -911,8 +898,6 @@ def rnn_backward_triton(
     """fastrnn::rnn_backward on Triton: (grad_input, grad_hx, grad_weights); grad_hx is
     [0] when hx is None (zeros are no input).  grad_output / grad_h_n None: zeros, which
     the kernels neither read nor get."""
-    check_devices(input, {"hidden": [hx], "parameter": weights,
-                          "gradient": [grad_output, grad_h_n]})  # fmt: skip
     _C.check_rnn_backward_arguments(grad_output, grad_h_n, input, hx, weights, batch_sizes,
                                     output, layer_outputs, num_layers, bidirectional)  # fmt: skip
     directions = 2 if bidirectional else 1
