@@ -46,6 +46,13 @@ def paired_rnns(input_size, hidden_size, dtype, **kwargs):
     return reference, fast
 
 
+def penalty_gradients(loss: torch.Tensor, inputs: list[torch.Tensor]) -> tuple:
+    """Gradients of a gradient penalty: d/d inputs of sum(g^2), g = d loss / d inputs
+    taken with create_graph=True (gradients of gradients)."""
+    grads = torch.autograd.grad(loss, inputs, create_graph=True)
+    return torch.autograd.grad(sum(g.pow(2).sum() for g in grads), inputs)
+
+
 @pytest.fixture(params=CPU_BACKENDS)
 def cpu_backend(request):
     """Runs the test once per CPU backend."""

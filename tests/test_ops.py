@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import bad_op_calls, paired_rnns
+from conftest import bad_op_calls, paired_rnns, penalty_gradients
 from torch.nn.utils.rnn import pack_sequence, pad_sequence
 
 import fastrnn
@@ -250,9 +250,7 @@ def test_gradient_penalty_matches_nn_rnn(packed):
         out, h_n = rnn(x)
         out = out.data if packed else out
         loss = out.pow(2).sum() + h_n.pow(3).sum()
-        grads = torch.autograd.grad(loss, [*inputs, *rnn.parameters()], create_graph=True)
-        penalty = sum(g.pow(2).sum() for g in grads)
-        results.append(torch.autograd.grad(penalty, [*inputs, *rnn.parameters()]))
+        results.append(penalty_gradients(loss, [*inputs, *rnn.parameters()]))
     for got, want in zip(results[1], results[0], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
@@ -320,11 +318,7 @@ def test_cell_gradient_penalty_matches_nn_rnn_cell(nonlinearity):
     for cell in (reference, fast):
         inputs = [x.clone().requires_grad_(), h.clone().requires_grad_()]
         h_2 = cell(inputs[0], cell(*inputs))
-        grads = torch.autograd.grad(
-            h_2.pow(3).sum(), [*inputs, *cell.parameters()], create_graph=True
-        )
-        penalty = sum(g.pow(2).sum() for g in grads)
-        results.append(torch.autograd.grad(penalty, [*inputs, *cell.parameters()]))
+        results.append(penalty_gradients(h_2.pow(3).sum(), [*inputs, *cell.parameters()]))
     for got, want in zip(results[1], results[0], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_close, bad_op_calls, paired_rnns
+from conftest import assert_close, bad_op_calls, paired_rnns, penalty_gradients
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -691,20 +691,15 @@ def test_gradient_penalty_on_triton_kernels_matches_nn_rnn_on_the_cpu(tier, trit
     """create_graph=True on the Triton path (where nn.RNN on cuDNN cannot): the forward
     on the kernels, the recorded backward through the reference; against nn.RNN in fp64
     on the CPU."""
-    reference, _ = paired_rnns(3, 5, torch.float64, num_layers=2, bidirectional=True)
-    fast = fastrnn.RNN(3, 5, num_layers=2, bidirectional=True, dtype=torch.float64)
-    fast.load_state_dict(reference.state_dict())
+    reference, fast = paired_rnns(3, 5, torch.float64, num_layers=2, bidirectional=True)
     fast.to(DEVICE)
     x = torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     results = []
     for rnn, inp in ((reference, x.clone()), (fast, x.to(DEVICE))):
         inp.requires_grad_()
         out, h_n = rnn(inp)
-        grads = torch.autograd.grad(
-            out.pow(2).sum() + h_n.pow(3).sum(), [inp, *rnn.parameters()], create_graph=True
-        )
-        penalty = sum(g.pow(2).sum() for g in grads)
-        results.append(torch.autograd.grad(penalty, [inp, *rnn.parameters()]))
+        loss = out.pow(2).sum() + h_n.pow(3).sum()
+        results.append(penalty_gradients(loss, [inp, *rnn.parameters()]))
     for got, want in zip(results[1], results[0], strict=True):
         assert_close(got.cpu(), want, torch.float64, "second-order gradient")
 
