@@ -7,6 +7,7 @@
 // The backward ops get an autograd kernel too, for gradients of gradients
 // (create_graph=True, as nn.RNN supports on the CPU): when autograd must record the
 // backward, it is computed in plain differentiable torch ops instead of the kernels.
+// Batched (vmapped) gradients take those torch ops too.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/python_cpp_function.h>
@@ -77,6 +78,94 @@ RnnOptions options_from(const c10::IValue& v) {
   return {e[0].toInt(), e[1].toBool(), e[2].toBool()};
 }
 
+// Whether an autograd node is needed: grad mode on and some input requires grad.
+// Function::apply works that out too, after building its bookkeeping; checking first
+// is cheaper on every inference call.
+bool needs_graph(std::initializer_list<at::TensorList> groups) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const auto& group : groups) {
+    for (const auto& t : group) {
+      if (t.defined() && t.requires_grad()) return true;
+    }
+  }
+  return false;
+}
+
+// Whether a gradient is vmapped (a legacy or a functorch batched tensor:
+// jacobian(vectorize=True), autograd.grad(is_grads_batched=True)).  The kernels take one
+// gradient, and vmap has no fallback for an op with tensor-list arguments; torch ops
+// have batching rules.
+bool batched(std::initializer_list<at::Tensor> grads) {
+  const c10::DispatchKeySet keys({c10::DispatchKey::Batched, c10::DispatchKey::FuncTorchBatched});
+  for (const auto& g : grads) {
+    if (g.defined() && g.key_set().has_any(keys)) return true;
+  }
+  return false;
+}
+
+// The tensor itself when it requires grad, else a leaf alias that does, so that
+// autograd::grad returns a gradient for every argument, as the kernels do.
+at::Tensor differentiable(const at::Tensor& t) {
+  return t.requires_grad() ? t : t.detach().requires_grad_(true);
+}
+
+// rnn_backward in torch ops: the forward recomputed through rnn_reference (plain torch
+// ops) and differentiated, with create_graph=True where autograd records the backward.
+// output and layer_outputs are not read: the recomputation stands for them, so gradients
+// flow to the inputs.
+RnnBackwardResult differentiable_rnn_backward(
+    const std::optional<at::Tensor>& grad_output, const std::optional<at::Tensor>& grad_h_n,
+    const at::Tensor& input, const std::optional<at::Tensor>& hx, at::TensorList weights,
+    const std::optional<at::Tensor>& batch_sizes, int64_t num_layers, bool bidirectional,
+    bool relu, bool need_input_grad, bool record) {
+  at::AutoGradMode grad_mode(true);  // an unrecorded backward runs with grad mode off
+  variable_list arguments{differentiable(input)};
+  const int64_t directions = bidirectional ? 2 : 1;
+  arguments.push_back(hx ? differentiable(*hx)
+                         : input.new_zeros({num_layers * directions, input.size(1),
+                                            weights[1].size(0)}));
+  for (const auto& w : weights) arguments.push_back(differentiable(w));
+  const std::vector<at::Tensor> weight_arguments(arguments.begin() + 2, arguments.end());
+  auto [output, h_n] = rnn_reference()(arguments[0], arguments[1], weight_arguments,
+                                       batch_sizes, num_layers, bidirectional, relu);
+  variable_list outputs, output_grads;
+  if (given(grad_output)) outputs.push_back(output), output_grads.push_back(*grad_output);
+  if (given(grad_h_n)) outputs.push_back(h_n), output_grads.push_back(*grad_h_n);
+  // Only what the schema returns: grad_input when needed, grad_hx when hx was given.
+  variable_list wrt;
+  if (need_input_grad) wrt.push_back(arguments[0]);
+  if (hx) wrt.push_back(arguments[1]);
+  wrt.insert(wrt.end(), weight_arguments.begin(), weight_arguments.end());
+  variable_list grads = outputs.empty()
+                            ? variable_list(wrt.size())
+                            : torch::autograd::grad(outputs, wrt, output_grads,
+                                                    /*retain_graph=*/record,
+                                                    /*create_graph=*/record,
+                                                    /*allow_unused=*/true);
+  for (size_t i = 0; i < grads.size(); ++i) {  // unused (no gradient reached it): zeros
+    if (!grads[i].defined()) grads[i] = at::zeros_like(wrt[i]);
+  }
+  auto next = grads.begin();
+  at::Tensor grad_input = need_input_grad ? *next++ : input.new_empty({0});
+  at::Tensor grad_hx = hx ? *next++ : input.new_empty({0});
+  return {grad_input, grad_hx, std::vector<at::Tensor>(next, grads.end())};
+}
+
+// rnn_cell_backward in differentiable torch ops, for a recorded or a batched backward.
+// h_new carries its own graph (through RnnCellBackward), so second derivatives of the
+// activation follow from differentiating 1 - h_new^2.
+RnnCellBackwardResult differentiable_rnn_cell_backward(
+    const at::Tensor& grad_h, const at::Tensor& input, const at::Tensor& hx,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& h_new, bool has_bias,
+    bool relu, bool need_input_grad, bool need_hx_grad) {
+  const at::Tensor grad_pre =
+      relu ? grad_h * (h_new > 0).to(grad_h.scalar_type()) : grad_h * (1 - h_new * h_new);
+  return {need_input_grad ? grad_pre.mm(w_ih) : input.new_empty({0, input.size(1)}),
+          need_hx_grad ? grad_pre.mm(w_hh) : hx.new_empty({0, hx.size(1)}),
+          grad_pre.t().mm(input), grad_pre.t().mm(hx),
+          has_bias ? grad_pre.sum(0) : w_hh.new_empty({0})};
+}
+
 class RnnBackward : public torch::autograd::Function<RnnBackward> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
@@ -117,11 +206,16 @@ class RnnBackward : public torch::autograd::Function<RnnBackward> {
     const std::optional<at::Tensor> grad_output = gradient(grads[0]);
     const std::optional<at::Tensor> grad_h_n = gradient(grads[1]);
     // Through the autograd kernel: under create_graph=True it records how the gradients
-    // depend on the inputs.
+    // depend on the inputs.  Batched gradients cannot enter the op (see batched).
     auto [grad_input, grad_hx, grad_weights] =
-        rnn_backward()(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
-                       layer_outputs, o.num_layers, o.bidirectional, o.relu,
-                       ctx->needs_input_grad(0));
+        batched({grads[0], grads[1]})
+            ? differentiable_rnn_backward(grad_output, grad_h_n, input, hx, weights,
+                                          batch_sizes, o.num_layers, o.bidirectional, o.relu,
+                                          ctx->needs_input_grad(0),
+                                          at::GradMode::is_enabled())
+            : rnn_backward()(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
+                             layer_outputs, o.num_layers, o.bidirectional, o.relu,
+                             ctx->needs_input_grad(0));
     variable_list flat{ctx->needs_input_grad(0) ? grad_input : at::Tensor(),
                        hx ? grad_hx : at::Tensor()};
     flat.insert(flat.end(), grad_weights.begin(), grad_weights.end());
@@ -130,19 +224,6 @@ class RnnBackward : public torch::autograd::Function<RnnBackward> {
     return flat;
   }
 };
-
-// Whether an autograd node is needed: grad mode on and some input requires grad.
-// Function::apply works that out too, after building its bookkeeping; checking first
-// is cheaper on every inference call.
-bool needs_graph(std::initializer_list<at::TensorList> groups) {
-  if (!at::GradMode::is_enabled()) return false;
-  for (const auto& group : groups) {
-    for (const auto& t : group) {
-      if (t.defined() && t.requires_grad()) return true;
-    }
-  }
-  return false;
-}
 
 RnnForwardFn rnn_forward_autograd;
 RnnBackwardFn rnn_backward_autograd;
@@ -162,52 +243,6 @@ RnnForwardResult rnn_forward_autograd(const at::Tensor& input,
   return {out[0], out[1], out[2]};
 }
 
-// The tensor itself when it requires grad, else a leaf alias that does, so that
-// autograd::grad returns a gradient for every argument, as the kernels do.
-at::Tensor differentiable(const at::Tensor& t) {
-  return t.requires_grad() ? t : t.detach().requires_grad_(true);
-}
-
-// rnn_backward recorded by autograd: the forward recomputed through rnn_reference (plain
-// torch ops) and differentiated with create_graph=True.  output and layer_outputs are
-// not read: the recomputation stands for them, so gradients flow to the inputs.
-RnnBackwardResult differentiable_rnn_backward(
-    const std::optional<at::Tensor>& grad_output, const std::optional<at::Tensor>& grad_h_n,
-    const at::Tensor& input, const std::optional<at::Tensor>& hx, at::TensorList weights,
-    const std::optional<at::Tensor>& batch_sizes, int64_t num_layers, bool bidirectional,
-    bool relu, bool need_input_grad) {
-  variable_list arguments{differentiable(input)};
-  const int64_t directions = bidirectional ? 2 : 1;
-  arguments.push_back(hx ? differentiable(*hx)
-                         : input.new_zeros({num_layers * directions, input.size(1),
-                                            weights[1].size(0)}));
-  for (const auto& w : weights) arguments.push_back(differentiable(w));
-  const std::vector<at::Tensor> weight_arguments(arguments.begin() + 2, arguments.end());
-  auto [output, h_n] = rnn_reference()(arguments[0], arguments[1], weight_arguments,
-                                       batch_sizes, num_layers, bidirectional, relu);
-  variable_list outputs, output_grads;
-  if (given(grad_output)) outputs.push_back(output), output_grads.push_back(*grad_output);
-  if (given(grad_h_n)) outputs.push_back(h_n), output_grads.push_back(*grad_h_n);
-  // Only what the schema returns: grad_input when needed, grad_hx when hx was given.
-  variable_list wrt;
-  if (need_input_grad) wrt.push_back(arguments[0]);
-  if (hx) wrt.push_back(arguments[1]);
-  wrt.insert(wrt.end(), weight_arguments.begin(), weight_arguments.end());
-  variable_list grads = outputs.empty()
-                            ? variable_list(wrt.size())
-                            : torch::autograd::grad(outputs, wrt, output_grads,
-                                                    /*retain_graph=*/true,
-                                                    /*create_graph=*/true,
-                                                    /*allow_unused=*/true);
-  for (size_t i = 0; i < grads.size(); ++i) {  // unused (no gradient reached it): zeros
-    if (!grads[i].defined()) grads[i] = at::zeros_like(wrt[i]);
-  }
-  auto next = grads.begin();
-  at::Tensor grad_input = need_input_grad ? *next++ : input.new_empty({0});
-  at::Tensor grad_hx = hx ? *next++ : input.new_empty({0});
-  return {grad_input, grad_hx, std::vector<at::Tensor>(next, grads.end())};
-}
-
 RnnBackwardResult rnn_backward_autograd(
     const std::optional<at::Tensor>& grad_output, const std::optional<at::Tensor>& grad_h_n,
     const at::Tensor& input,
@@ -223,7 +258,8 @@ RnnBackwardResult rnn_backward_autograd(
                                  need_input_grad);
   }
   return differentiable_rnn_backward(grad_output, grad_h_n, input, hx, weights, batch_sizes,
-                                     num_layers, bidirectional, relu, need_input_grad);
+                                     num_layers, bidirectional, relu, need_input_grad,
+                                     /*record=*/true);
 }
 
 class RnnCellBackward : public torch::autograd::Function<RnnCellBackward> {
@@ -243,9 +279,14 @@ class RnnCellBackward : public torch::autograd::Function<RnnCellBackward> {
     const variable_list saved = ctx->get_saved_variables();
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     const bool need_input = ctx->needs_input_grad(0), need_hx = ctx->needs_input_grad(1);
+    const bool relu = ctx->saved_data["relu"].toBool();
     auto [gi, gh, gwi, gwh, gb] =
-        rnn_cell_backward()(grads[0], saved[0], saved[1], saved[2], saved[3], saved[4],
-                            has_bias, ctx->saved_data["relu"].toBool(), need_input, need_hx);
+        batched({grads[0]})  // see batched
+            ? differentiable_rnn_cell_backward(grads[0], saved[0], saved[1], saved[2],
+                                               saved[3], saved[4], has_bias, relu, need_input,
+                                               need_hx)
+            : rnn_cell_backward()(grads[0], saved[0], saved[1], saved[2], saved[3], saved[4],
+                                  has_bias, relu, need_input, need_hx);
     // One entry per forward argument: input, hx, w_ih, w_hh, b_ih, b_hh, relu.
     at::Tensor db = has_bias ? gb : at::Tensor();
     return {need_input ? gi : at::Tensor(), need_hx ? gh : at::Tensor(), gwi, gwh, db,
@@ -275,15 +316,8 @@ RnnCellBackwardResult rnn_cell_backward_autograd(const at::Tensor& grad_h,
     return rnn_cell_backward().kernel(grad_h, input, hx, w_ih, w_hh, h_new, has_bias, relu,
                                       need_input_grad, need_hx_grad);
   }
-  // Recorded by autograd: the same backward in differentiable torch ops.  h_new carries
-  // its own graph (through RnnCellBackward), so second derivatives of the activation
-  // follow from differentiating 1 - h_new^2.
-  const at::Tensor grad_pre =
-      relu ? grad_h * (h_new > 0).to(grad_h.scalar_type()) : grad_h * (1 - h_new * h_new);
-  return {need_input_grad ? grad_pre.mm(w_ih) : input.new_empty({0, input.size(1)}),
-          need_hx_grad ? grad_pre.mm(w_hh) : hx.new_empty({0, hx.size(1)}),
-          grad_pre.t().mm(input), grad_pre.t().mm(hx),
-          has_bias ? grad_pre.sum(0) : w_hh.new_empty({0})};
+  return differentiable_rnn_cell_backward(grad_h, input, hx, w_ih, w_hh, h_new, has_bias, relu,
+                                          need_input_grad, need_hx_grad);
 }
 
 template <typename Fn>

@@ -3,8 +3,9 @@
 ======== ============================================================================
 auto     C++ kernels for float32/float64 CPU tensors, Triton kernels for CUDA tensors;
          the reference for CPU float16/bfloat16, which the C++ kernels do not implement,
-         and inside torch.func transforms (grad, vjp, jacrev, vmap), which cannot trace
-         the fused ops' C++ autograd
+         inside torch.func transforms (grad, vjp, jacrev, vmap), which cannot trace the
+         fused ops' C++ autograd, and inside forward-mode AD's dual levels, which it
+         cannot differentiate
 cpp      the C++ CPU kernels (fastrnn._C); CPU float32/float64 only
 triton   the fused Triton kernels; CUDA tensors
 reference  fastrnn.reference, plain PyTorch ops (any device and dtype)
@@ -21,6 +22,7 @@ import os
 
 import torch
 from torch._C._functorch import CInterpreter, peek_interpreter_stack
+from torch.autograd import forward_ad
 
 BACKENDS = ("auto", "cpp", "triton", "reference")
 _CPP_DTYPES = (torch.float32, torch.float64)
@@ -74,7 +76,10 @@ def resolve(device: torch.device, dtype: torch.dtype) -> str:
     name = _backend
     # Inside a torch.func transform the interpreter stack is not empty (~80 ns to ask).
     # isinstance, not `is not None`: dynamo answers that one wrongly, this one rightly.
-    transforming = isinstance(peek_interpreter_stack(), CInterpreter)
+    # Forward-mode AD: a dual level is open (its level, which dynamo guards on too).
+    transforming = (
+        isinstance(peek_interpreter_stack(), CInterpreter) or forward_ad._current_level >= 0
+    )
     if name == "auto" and device.type == "cpu" and dtype in _CPP_DTYPES and not transforming:
         return "cpp"  # the common case, first: this runs on every forward
     if transforming and name != "reference":
@@ -82,8 +87,9 @@ def resolve(device: torch.device, dtype: torch.dtype) -> str:
             return "reference"
         raise BackendUnavailableError(
             f"fastrnn: backend {name!r} cannot run inside torch.func transforms (grad, vjp, "
-            "jacrev, vmap): functorch cannot trace its C++ autograd; use backend 'auto' or "
-            "'reference', which run the reference there"
+            "jacrev, vmap) or forward-mode AD (torch.autograd.forward_ad): neither can go "
+            "through its C++ autograd; use backend 'auto' or 'reference', which run the "
+            "reference there"
         )
     if name == "auto":
         if device.type == "cuda":

@@ -9,6 +9,7 @@ and fastrnn.RNN is meant to compile with fullgraph=True.)
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch.fx import Proxy
 from torch.nn.utils.rnn import PackedSequence
 
 from fastrnn.functional import autocasting, exporting_to_onnx, rnn, rnn_cell
@@ -24,6 +25,15 @@ def module_weights(module: nn.Module, names) -> list[Tensor]:
         return [params[name] for name in names]
     except KeyError:
         return [getattr(module, name) for name in names]
+
+
+def traced_call(module: nn.Module, input: Proxy, hx) -> Proxy:
+    """Under torch.fx.symbolic_trace: one call_module node for the module, as FX records
+    for nn.RNN and nn.RNNCell (leaves by their torch.nn name), so that the traced model
+    calls the module itself."""
+    tracer = input.tracer
+    args = (input,) if hx is None else (input, hx)
+    return tracer.create_proxy("call_module", tracer.path_of_module(module), args, {})
 
 
 CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -55,6 +65,8 @@ class RNN(nn.RNNBase):
         """No-op: the fused kernels read the parameters where they are."""
 
     def forward(self, input, hx=None):
+        if isinstance(input, Proxy):
+            return traced_call(self, input, hx)
         num_directions = 2 if self.bidirectional else 1
         is_packed = isinstance(input, PackedSequence)
         is_batched = True
@@ -153,6 +165,8 @@ class RNNCell(nn.RNNCellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         # Kept lean: at tutorial sizes this Python is most of a cell call's cost.
+        if isinstance(input, Proxy):
+            return traced_call(self, input, hx)
         if input.dim() not in (1, 2):
             raise ValueError(f"RNNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if hx is not None and hx.dim() not in (1, 2):

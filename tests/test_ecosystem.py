@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch._dynamo
 from torch import nn
+from torch.autograd import forward_ad
 
 import fastrnn
 
@@ -123,6 +124,35 @@ def test_export_runs_and_matches_eager():
     x = torch.randn(3, 7, 4)
     exported = torch.export.export(model, (x,))
     torch.testing.assert_close(exported.module()(x), model(x))
+
+
+class TaggerWithCell(Tagger):
+    """Tagger, then two cell steps over its last output, starting from zeros and from a
+    state."""
+
+    def __init__(self, module):
+        super().__init__(module.RNN)
+        self.cell = module.RNNCell(16, 5)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        h = self.cell(out[:, -1])
+        return self.cell(out[:, 0], h)
+
+
+def test_fx_symbolic_trace_records_the_modules_as_nn_rnns_are():
+    """torch.fx.symbolic_trace: one call_module node per module call, the graph nn.RNN and
+    nn.RNNCell give (FX keeps them as leaves), and the traced model computes the same."""
+    x = torch.randn(2, 6, 4)
+    graphs = []
+    for module in (nn, fastrnn):
+        torch.manual_seed(0)
+        model = TaggerWithCell(module)
+        traced = torch.fx.symbolic_trace(model)
+        graphs.append([(n.op, n.target, len(n.args)) for n in traced.graph.nodes])
+        torch.testing.assert_close(traced(x), model(x), rtol=0, atol=0)
+    assert graphs[1] == graphs[0]
+    assert ("call_module", "rnn", 1) in graphs[1] and ("call_module", "cell", 2) in graphs[1]
 
 
 class Nested(nn.Module):
@@ -338,6 +368,51 @@ def test_an_explicit_fused_backend_inside_torch_func_says_why_it_cannot():
         pytest.raises(fastrnn.BackendUnavailableError, match="torch.func"),
     ):
         torch.func.grad(loss)(params)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "RNNCell"])
+def test_forward_mode_ad_matches_nn_rnn(kind):
+    """Forward-mode AD (torch.autograd.forward_ad dual tensors, and the forward-mode
+    Jacobian built on them) runs through the reference, as in torch.func transforms, and
+    gives nn.RNN's tangents: for the input, the state and a weight at once."""
+    torch.manual_seed(0)
+    options = dict(num_layers=2, bidirectional=True) if kind == "RNN" else {}
+    reference = getattr(nn, kind)(3, 4, dtype=torch.float64, **options)
+    fast = getattr(fastrnn, kind)(3, 4, dtype=torch.float64, **options)
+    fast.load_state_dict(reference.state_dict())
+    x, h0 = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(4, 2, 4, dtype=torch.float64)
+    x, h0 = (x, h0) if kind == "RNN" else (x[0], h0[0])
+    weight = reference.weight_hh_l0 if kind == "RNN" else reference.weight_hh
+    name = "weight_hh_l0" if kind == "RNN" else "weight_hh"
+    tangents = [torch.randn_like(t) for t in (x, h0, weight)]
+    results = []
+    for module in (reference, fast):
+        with forward_ad.dual_level():
+            dual_x, dual_h0, dual_weight = (
+                forward_ad.make_dual(t.detach(), tangent)
+                for t, tangent in zip((x, h0, weight), tangents, strict=True)
+            )
+            out = torch.func.functional_call(module, {name: dual_weight}, (dual_x, dual_h0))
+            outputs = out if isinstance(out, tuple) else (out,)
+            results.append([forward_ad.unpack_dual(o).tangent for o in outputs])
+        jacobian = torch.autograd.functional.jacobian(
+            lambda x, module=module: squared_outputs(module, {}, x, h0), x, vectorize=True,
+            strategy="forward-mode",
+        )  # fmt: skip
+        results[-1].append(jacobian)
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_an_explicit_fused_backend_under_forward_mode_ad_says_why_it_cannot():
+    rnn = fastrnn.RNN(3, 4)
+    x = torch.randn(5, 2, 3)
+    with (
+        fastrnn.use_backend("cpp"),
+        forward_ad.dual_level(),
+        pytest.raises(fastrnn.BackendUnavailableError, match="forward-mode AD"),
+    ):
+        rnn(forward_ad.make_dual(x, torch.ones_like(x)))
 
 
 def weight_norm(module, name):

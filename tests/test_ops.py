@@ -255,6 +255,48 @@ def test_gradient_penalty_matches_nn_rnn(packed):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("with_hx", [False, True], ids=["no-hx", "hx"])
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_batched_gradients_match_nn_rnn(packed, with_hx):
+    """autograd.grad(is_grads_batched=True), which jacobian(vectorize=True) uses, vmaps
+    the backward over gradients: they take the torch-ops backward (the kernels take one
+    gradient) and give nn.RNN's numbers, for the input, hx and every weight."""
+    reference, fast = paired_rnns(3, 4, torch.float64, num_layers=2, bidirectional=True)
+    seqs = [torch.randn(n, 3, dtype=torch.float64) for n in (5, 2, 4)]
+    h0 = torch.randn(4, 3, 4, dtype=torch.float64)
+    results = []
+    for rnn in (reference, fast):
+        inputs = [s.clone().requires_grad_() for s in seqs]
+        hx = h0.clone().requires_grad_() if with_hx else None
+        x = pack_sequence(inputs, enforce_sorted=False) if packed else pad_sequence(inputs)
+        out, h_n = rnn(x, hx)
+        out = out.data if packed else out
+        gen = torch.Generator().manual_seed(1)
+        vectors = (torch.randn(6, *out.shape, generator=gen, dtype=torch.float64),
+                   torch.randn(6, *h_n.shape, generator=gen, dtype=torch.float64))  # fmt: skip
+        wrt = [*inputs, *([hx] if with_hx else []), *rnn.parameters()]
+        results.append(torch.autograd.grad((out, h_n), wrt, vectors, is_grads_batched=True))
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_vectorized_jacobian_and_hessian_of_the_cell_match_nn_rnn_cell():
+    torch.manual_seed(0)
+    reference = torch.nn.RNNCell(3, 4, dtype=torch.float64)
+    fast = fastrnn.RNNCell(3, 4, dtype=torch.float64)
+    fast.load_state_dict(reference.state_dict())
+    x, h = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    results = []
+    for cell in (reference, fast):
+        jacobian = torch.autograd.functional.jacobian(cell, (x, h), vectorize=True)
+        hessian = torch.autograd.functional.hessian(
+            lambda x, h, cell=cell: cell(x, h).pow(3).sum(), (x, h), vectorize=True
+        )
+        results.append([*jacobian, *(block for row in hessian for block in row)])
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
 def test_outputs_not_needing_gradients_get_zeros():
     """Backward through only h_n, or only the output, matches nn.RNN."""
     torch.manual_seed(0)

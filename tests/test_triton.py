@@ -704,6 +704,19 @@ def test_gradient_penalty_on_triton_kernels_matches_nn_rnn_on_the_cpu(tier, trit
         assert_close(got.cpu(), want, torch.float64, "second-order gradient")
 
 
+def test_batched_gradients_on_triton_kernels_match_nn_rnn_on_the_cpu(triton_kernels):
+    """A vectorized Jacobian (vmapped gradients) after a forward on the Triton kernels:
+    the backward through the reference, against nn.RNN in fp64 on the CPU."""
+    reference, fast = paired_rnns(3, 4, torch.float64, num_layers=2, bidirectional=True)
+    fast.to(DEVICE)
+    x = torch.randn(3, 2, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    jacobians = [
+        torch.autograd.functional.jacobian(lambda x, rnn=rnn: rnn(x)[1], inp, vectorize=True)
+        for rnn, inp in ((reference, x), (fast, x.to(DEVICE)))
+    ]
+    assert_close(jacobians[1].cpu(), jacobians[0], torch.float64, "Jacobian of h_n")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
