@@ -11,6 +11,7 @@
 
 #include "activation.h"
 #include "cpu_blas.h"
+#include "cpu_dtypes.h"
 #include "ops.h"
 
 namespace fastrnn {
@@ -32,9 +33,7 @@ void check_cell(const at::Tensor& input, const at::Tensor& hx, const at::Tensor&
     TORCH_CHECK(t->scalar_type() == input.scalar_type(), "fastrnn: dtype ", t->scalar_type(),
                 " does not match input dtype ", input.scalar_type());
   }
-  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-              "fastrnn: the C++ CPU kernels support float32 and float64, got ",
-              input.scalar_type());
+  check_cpu_dtype(input.scalar_type());
 }
 
 RnnCellForwardFn rnn_cell_forward_cpu;
@@ -45,6 +44,11 @@ at::Tensor rnn_cell_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
                                 const std::optional<at::Tensor>& b_ih,
                                 const std::optional<at::Tensor>& b_hh, bool relu) {
   check_cell(input, hx, w_ih, w_hh);
+  if (computed_in_float(input.scalar_type())) {
+    return rnn_cell_forward_cpu(to_float(input), to_float(hx), to_float(w_ih), to_float(w_hh),
+                                to_float(b_ih), to_float(b_hh), relu)
+        .to(input.scalar_type());
+  }
   const int64_t B = input.size(0), I = input.size(1), H = w_hh.size(0);
   const at::Tensor x = dense(input), h = dense(hx);
   const at::Tensor wi = dense(w_ih), wh = dense(w_hh);
@@ -76,6 +80,13 @@ RnnCellBackwardResult rnn_cell_backward_cpu(
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& h_new, bool has_bias,
     bool relu, bool need_input_grad, bool need_hx_grad) {
   check_cell(input, hx, w_ih, w_hh);
+  if (computed_in_float(input.scalar_type())) {
+    auto [gi, gh, gwi, gwh, gb] = rnn_cell_backward_cpu(
+        to_float(grad_h), to_float(input), to_float(hx), to_float(w_ih), to_float(w_hh),
+        to_float(h_new), has_bias, relu, need_input_grad, need_hx_grad);
+    const auto dtype = input.scalar_type();
+    return {gi.to(dtype), gh.to(dtype), gwi.to(dtype), gwh.to(dtype), gb.to(dtype)};
+  }
   const int64_t B = input.size(0), I = input.size(1), H = w_hh.size(0);
   const at::Tensor x = dense(input), h = dense(hx), y = dense(h_new);
   const at::Tensor dy = dense(grad_h);

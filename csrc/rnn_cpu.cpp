@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cpu_blas.h"
+#include "cpu_dtypes.h"
 #include "ops.h"
 #include "recurrence_cpu.h"
 #include "rnn_arguments.h"
@@ -28,13 +29,6 @@ struct LayerStack {
   int64_t layer_input_size(int64_t l) const { return l == 0 ? input_size : DH; }
 };
 
-// The dtypes these kernels implement (make_geometry has matched every weight's to it).
-void check_cpu_dtype(const at::Tensor& input) {
-  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-              "fastrnn: the C++ CPU kernels support float32 and float64, got ",
-              input.scalar_type());
-}
-
 // b_ih + b_hh of one cell, the one bias the forward adds.
 template <typename scalar_t>
 void summed_bias(at::TensorList weights, int64_t base, int64_t H, scalar_t* bias) {
@@ -55,7 +49,14 @@ RnnForwardResult rnn_forward_cpu(const at::Tensor& input, const std::optional<at
                                  int64_t num_layers, bool bidirectional, bool relu) {
   const StepLayout s = make_layout(input, batch_sizes, hx);
   const Geometry g = make_geometry(input, hx, weights, num_layers, bidirectional);
-  check_cpu_dtype(input);
+  check_cpu_dtype(input.scalar_type());  // make_geometry has matched every weight's to it
+  if (computed_in_float(input.scalar_type())) {
+    auto [output, h_n, layer_outputs] =
+        rnn_forward_cpu(to_float(input), to_float(hx), to_float(weights), batch_sizes,
+                        num_layers, bidirectional, relu);
+    const auto dtype = input.scalar_type();
+    return {output.to(dtype), h_n.to(dtype), layer_outputs.to(dtype)};
+  }
   const int64_t H = g.hidden, D = g.directions, DH = D * H;
 
   const at::Tensor x = dense(input);
@@ -103,8 +104,16 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
                                    bool need_input_grad) {
   const StepLayout s = make_layout(input, batch_sizes, hx);
   const Geometry g = make_geometry(input, hx, weights, num_layers, bidirectional);
-  check_cpu_dtype(input);
+  check_cpu_dtype(input.scalar_type());
   check_backward_arguments(grad_output, grad_h_n, input, output, layer_outputs, s, g);
+  if (computed_in_float(input.scalar_type())) {
+    auto [grad_input, grad_hx, grad_weights] = rnn_backward_cpu(
+        to_float(grad_output), to_float(grad_h_n), to_float(input), to_float(hx),
+        to_float(weights), batch_sizes, to_float(output), to_float(layer_outputs), num_layers,
+        bidirectional, relu, need_input_grad);
+    const auto dtype = input.scalar_type();
+    return {grad_input.to(dtype), grad_hx.to(dtype), rounded(grad_weights, dtype)};
+  }
   const int64_t H = g.hidden, D = g.directions, DH = D * H;
   const std::vector<int64_t> state_shape{g.cells(), s.batch, H};
 

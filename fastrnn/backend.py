@@ -1,12 +1,13 @@
 """Which implementation runs: ``FASTRNN_BACKEND`` or :func:`set_backend`.
 
 ======== ============================================================================
-auto     C++ kernels for float32/float64 CPU tensors, Triton kernels for CUDA tensors;
-         the reference for CPU float16/bfloat16, which the C++ kernels do not implement,
-         inside torch.func transforms (grad, vjp, jacrev, vmap), which cannot trace the
-         fused ops' C++ autograd, and inside forward-mode AD's dual levels, which it
-         cannot differentiate
-cpp      the C++ CPU kernels (fastrnn._C); CPU float32/float64 only
+auto     C++ kernels for CPU tensors, Triton kernels for CUDA tensors; the reference
+         for CPU bfloat16 steps of ``LARGE_STEP_MACS`` or more on a CPU whose bfloat16
+         GEMMs are native (oneDNN's, which ATen's ops use: there faster than the C++
+         kernels' float32 ones), inside torch.func transforms (grad, vjp, jacrev,
+         vmap), which cannot trace the fused ops' C++ autograd, and inside
+         forward-mode AD's dual levels, which it cannot differentiate
+cpp      the C++ CPU kernels (fastrnn._C); bfloat16 and float16 computed in float32
 triton   the fused Triton kernels; CUDA tensors
 reference  fastrnn.reference, plain PyTorch ops (any device and dtype)
 ======== ============================================================================
@@ -18,6 +19,7 @@ saying why; nothing falls back silently.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import torch
@@ -25,7 +27,15 @@ from torch._C._functorch import CInterpreter, peek_interpreter_stack
 from torch.autograd import forward_ad
 
 BACKENDS = ("auto", "cpp", "triton", "reference")
-_CPP_DTYPES = (torch.float32, torch.float64)
+_CPP_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+# One step's multiply-adds, B*H*(I+H), from which native bfloat16 GEMMs beat the C++
+# kernels' float32 ones (crossover measured on one CPU: docs/performance.md).
+LARGE_STEP_MACS = 1 << 20
+
+
+@functools.cache
+def _native_bfloat16_gemms() -> bool:
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 class BackendUnavailableError(RuntimeError):
@@ -71,8 +81,9 @@ def _triton_importable() -> bool:
     return True
 
 
-def resolve(device: torch.device, dtype: torch.dtype) -> str:
-    """The concrete backend ("cpp", "triton" or "reference") for tensors of this kind."""
+def resolve(device: torch.device, dtype: torch.dtype, step_macs: int = 0) -> str:
+    """The concrete backend ("cpp", "triton" or "reference") for tensors of this kind;
+    step_macs: one step's multiply-adds, B*H*(I+H) (read for CPU bfloat16 only)."""
     name = _backend
     # Inside a torch.func transform the interpreter stack is not empty (~80 ns to ask).
     # isinstance, not `is not None`: dynamo answers that one wrongly, this one rightly.
@@ -81,7 +92,10 @@ def resolve(device: torch.device, dtype: torch.dtype) -> str:
         isinstance(peek_interpreter_stack(), CInterpreter) or forward_ad._current_level >= 0
     )
     if name == "auto" and device.type == "cpu" and dtype in _CPP_DTYPES and not transforming:
-        return "cpp"  # the common case, first: this runs on every forward
+        # The common case, first: this runs on every forward.
+        if dtype == torch.bfloat16 and step_macs >= LARGE_STEP_MACS and _native_bfloat16_gemms():
+            return "reference"
+        return "cpp"
     if transforming and name != "reference":
         if name == "auto":
             return "reference"
@@ -97,7 +111,7 @@ def resolve(device: torch.device, dtype: torch.dtype) -> str:
         elif device.type == "cpu" and dtype in _CPP_DTYPES:
             name = "cpp"
         else:
-            return "reference"
+            return "reference"  # CPU complex dtypes, other devices
     if name == "cpp":
         if device.type != "cpu":
             raise BackendUnavailableError(
@@ -106,8 +120,8 @@ def resolve(device: torch.device, dtype: torch.dtype) -> str:
             )
         if dtype not in _CPP_DTYPES:
             raise BackendUnavailableError(
-                f"fastrnn: backend 'cpp' supports float32 and float64, got {dtype}; "
-                "use backend 'reference' (or 'auto') for other dtypes"
+                "fastrnn: backend 'cpp' supports float32, float64, bfloat16 and float16, got "
+                f"{dtype}; use backend 'reference' (or 'auto') for other dtypes"
             )
     elif name == "triton":
         if not _triton_importable():

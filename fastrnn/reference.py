@@ -42,9 +42,10 @@ def rnn_reference(
         for direction in range(directions):
             cell = layer * directions + direction
             w_ih, w_hh, *biases = weights[cell * per_cell : (cell + 1) * per_cell]
-            projected = layer_input @ w_ih.T  # [N, H], every step at once
-            if biases:
-                projected = projected + biases[0] + biases[1]
+            b_ih, b_hh = biases if biases else (None, None)
+            # Summed in ATen's order on the CPU (x W_ih^T + b_ih, every step at once; then
+            # h W_hh^T + b_hh plus it), so that low precision rounds as nn.RNN does.
+            projected = F.linear(layer_input, w_ih, b_ih)  # [N, H]
             # One view per step; split, not slicing per step, so that autograd's backward
             # of it is one concatenation rather than a zero-filled [N, H] per step.
             step_inputs = projected.split(sizes)
@@ -53,7 +54,7 @@ def rnn_reference(
             order = range(len(sizes)) if direction == 0 else reversed(range(len(sizes)))
             for t in order:
                 rows = sizes[t]
-                h_new = act(step_inputs[t] + (h if padded else h[:rows]) @ w_hh.T)
+                h_new = act(F.linear(h if padded else h[:rows], w_hh, b_hh) + step_inputs[t])
                 # Packed: rows past batch_sizes[t] have ended (or, in reverse, not started).
                 h = h_new if padded else torch.cat([h_new, h[rows:]])
                 outputs[t] = h_new

@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_sequence
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastrnn
 from fastrnn import backend
@@ -205,13 +206,19 @@ def test_backend_names_are_validated():
 
 
 def test_backend_resolution_on_cpu():
-    assert backend.resolve(torch.device("cpu"), torch.float32) == "cpp"
-    assert backend.resolve(torch.device("cpu"), torch.bfloat16) == "reference"
+    cpu = torch.device("cpu")
+    assert backend.resolve(cpu, torch.float32) == "cpp"
+    assert backend.resolve(cpu, torch.bfloat16) == "cpp"
+    assert backend.resolve(cpu, torch.float16, backend.LARGE_STEP_MACS) == "cpp"
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    large = backend.resolve(cpu, torch.bfloat16, backend.LARGE_STEP_MACS)
+    assert large == ("reference" if native else "cpp")
+    assert backend.resolve(cpu, torch.complex64) == "reference"
     with (
         fastrnn.use_backend("cpp"),
-        pytest.raises(fastrnn.BackendUnavailableError, match="float32 and float64"),
+        pytest.raises(fastrnn.BackendUnavailableError, match="bfloat16 and float16, got"),
     ):
-        fastrnn.RNN(3, 4, dtype=torch.bfloat16)(torch.randn(2, 1, 3, dtype=torch.bfloat16))
+        fastrnn.RNN(3, 4, dtype=torch.complex64)(torch.randn(2, 1, 3, dtype=torch.complex64))
     with (
         fastrnn.use_backend("cpp"),
         pytest.raises(fastrnn.BackendUnavailableError, match="CPU tensors"),
@@ -227,13 +234,37 @@ def test_triton_backend_on_cpu_tensors_is_a_clear_error():
         fastrnn.RNN(3, 4)(torch.randn(2, 1, 3))
 
 
-def test_bfloat16_on_cpu_runs_through_the_reference_like_nn_rnn():
-    torch.manual_seed(0)
-    reference = torch.nn.RNN(3, 4, dtype=torch.bfloat16)
-    fast = fastrnn.RNN(3, 4, dtype=torch.bfloat16)
-    fast.load_state_dict(reference.state_dict())
+class OpNames(TorchDispatchMode):
+    """The names of the ops dispatched while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+FUSED_OPS = {"fastrnn.rnn_forward.default", "fastrnn.rnn_cell_forward.default"}
+
+
+@pytest.mark.parametrize("kind", ["RNN", "RNNCell"])
+def test_bfloat16_steps_from_the_threshold_run_the_reference_where_gemms_are_native(
+    kind, monkeypatch
+):
+    """Backend auto on CPU bfloat16: the fused op below LARGE_STEP_MACS (B*H*(I+H)),
+    the reference from it when the CPU's bfloat16 GEMMs are native."""
+    monkeypatch.setattr(backend, "_native_bfloat16_gemms", lambda: True)
+    module = getattr(fastrnn, kind)(3, 4, dtype=torch.bfloat16)
     x = torch.randn(5, 2, 3, dtype=torch.bfloat16)
-    torch.testing.assert_close(fast(x)[0], reference(x)[0], rtol=2e-2, atol=2e-2)
+    x = x if kind == "RNN" else x[0]
+    step_macs = 2 * 4 * (3 + 4)
+    for threshold, fused in ((step_macs + 1, True), (step_macs, False)):
+        monkeypatch.setattr(backend, "LARGE_STEP_MACS", threshold)
+        with OpNames() as ops:
+            module(x)
+        assert bool(FUSED_OPS.intersection(ops.names)) == fused
 
 
 def run_python(code: str, **env) -> subprocess.CompletedProcess:

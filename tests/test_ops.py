@@ -67,10 +67,12 @@ def test_gradcheck_op(case):
     assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_opcheck_forward_and_backward(case):
+def test_opcheck_forward_and_backward(case, dtype):
+    """bfloat16 / float16 included: the CPU kernels compute them in float32."""
     layers, bidir, bias, packed, relu = case
-    x, hx, weights, batch_sizes = make_op_args(layers, bidir, bias, packed)
+    x, hx, weights, batch_sizes = make_op_args(layers, bidir, bias, packed, dtype)
     for t in (x, hx, *weights):
         t.requires_grad_()
     args = (x, hx, weights, batch_sizes, layers, bidir, relu)
@@ -312,15 +314,16 @@ def test_outputs_not_needing_gradients_get_zeros():
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
-def test_opcheck_cell_ops(bias, relu):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+def test_opcheck_cell_ops(bias, relu, dtype):
     gen = torch.Generator().manual_seed(5)
     x, h = (
-        torch.randn(3, 4, generator=gen, dtype=torch.float64),
-        torch.randn(3, 5, generator=gen, dtype=torch.float64),
+        torch.randn(3, 4, generator=gen, dtype=dtype),
+        torch.randn(3, 5, generator=gen, dtype=dtype),
     )
-    w_ih = torch.randn(5, 4, generator=gen, dtype=torch.float64)
-    w_hh = torch.randn(5, 5, generator=gen, dtype=torch.float64)
-    b_ih, b_hh = (torch.randn(5, generator=gen, dtype=torch.float64) for _ in range(2))
+    w_ih = torch.randn(5, 4, generator=gen, dtype=dtype)
+    w_hh = torch.randn(5, 5, generator=gen, dtype=dtype)
+    b_ih, b_hh = (torch.randn(5, generator=gen, dtype=dtype) for _ in range(2))
     biases = (b_ih, b_hh) if bias else (None, None)
     for t in (x, h, w_ih, w_hh, *(b for b in biases if b is not None)):
         t.requires_grad_()

@@ -2,6 +2,7 @@
 
 The grid: layers 1-3 x tanh/relu x bias x batch_first x bidirectional x fp32/fp64 x
 with/without h0 x (batched, unbatched, packed), on each CPU backend; odd sizes separately.
+bfloat16 and float16 against nn.RNN's own error in that dtype.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import assert_close, paired_rnns
+from conftest import assert_close, paired_rnns, relative_error
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
@@ -279,3 +280,114 @@ def test_packed_sequences_split_across_threads(act, threads):
         torch.set_num_threads(previous)
     for got, want in zip(results[1], results[0], strict=True):
         assert_close(got, want, torch.float64, "packed, split across threads")
+
+
+REDUCED = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def assert_within_twice(errors: dict, names: list, dtype: torch.dtype):
+    """fastrnn's error of each tensor at most twice nn.RNN's own (at least one epsilon)."""
+    eps = torch.finfo(dtype).eps
+    for name, got, own in zip(names, errors["fastrnn"], errors["nn"], strict=True):
+        assert got <= 2 * max(own, eps), f"{name}: error {got:.3g} > 2 x nn.RNN's {own:.3g}"
+
+
+@pytest.mark.parametrize("kind", ["batched", "packed"])
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype_name", list(REDUCED))
+def test_reduced_precision_within_twice_nn_rnns_error(dtype_name, act, kind, cpu_backend):
+    """bfloat16 and float16 (the C++ kernels compute them in float32): output, h_n and
+    every gradient against nn.RNN in float64 on the same rounded inputs and weights, with
+    at most twice the error nn.RNN itself makes in that dtype."""
+    dtype = REDUCED[dtype_name]
+    options = dict(num_layers=2, bidirectional=True, nonlinearity=act)
+    torch.manual_seed(0)
+    modules = {"nn": torch.nn.RNN(4, 6, dtype=dtype, **options)}
+    modules["fastrnn"] = fastrnn.RNN(4, 6, dtype=dtype, **options)
+    modules["fastrnn"].load_state_dict(modules["nn"].state_dict())
+    exact = torch.nn.RNN(4, 6, dtype=torch.float64, **options)
+    exact.load_state_dict({k: v.double() for k, v in modules["nn"].state_dict().items()})
+    gen = torch.Generator().manual_seed(2)
+    # Rounded once, so that every module reads the same values.
+    x = torch.randn(7, 3, 4, generator=gen).to(dtype)
+    h0 = torch.randn(4, 3, 6, generator=gen).to(dtype)
+    lengths = torch.tensor([7, 3, 5]) if kind == "packed" else None
+    out_shape = (15, 12) if lengths is not None else (7, 3, 12)  # packed: 15 rows
+    out_proj = torch.randn(out_shape, generator=gen, dtype=torch.float64)
+    h_proj = torch.randn(4, 3, 6, generator=gen, dtype=torch.float64)
+
+    def params(m):
+        return [getattr(m, n) for n in m._flat_weights_names]
+
+    def flat(results):
+        return [results[0], results[1], *results[2]]
+
+    def run(module, dtype):
+        inputs = (x.to(dtype).requires_grad_(), h0.to(dtype).requires_grad_())
+        return flat(run_and_grads(module, *inputs, lengths, params, out_proj, h_proj))
+
+    want = run(exact, torch.float64)
+    errors = {
+        name: [relative_error(got, w) for got, w in zip(run(m, dtype), want, strict=True)]
+        for name, m in modules.items()
+    }
+    names = ["output", "h_n", "grad of input", "grad of h0", *exact._flat_weights_names]
+    assert_within_twice(errors, names, dtype)
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype_name", list(REDUCED))
+def test_reduced_precision_cell_within_twice_nn_rnncells_error(dtype_name, act, cpu_backend):
+    dtype = REDUCED[dtype_name]
+    torch.manual_seed(0)
+    modules = {"nn": torch.nn.RNNCell(4, 6, nonlinearity=act, dtype=dtype)}
+    modules["fastrnn"] = fastrnn.RNNCell(4, 6, nonlinearity=act, dtype=dtype)
+    modules["fastrnn"].load_state_dict(modules["nn"].state_dict())
+    exact = torch.nn.RNNCell(4, 6, nonlinearity=act, dtype=torch.float64)
+    exact.load_state_dict({k: v.double() for k, v in modules["nn"].state_dict().items()})
+    gen = torch.Generator().manual_seed(3)
+    x, h = torch.randn(5, 4, generator=gen).to(dtype), torch.randn(5, 6, generator=gen).to(dtype)
+    proj = torch.randn(5, 6, generator=gen, dtype=torch.float64)
+
+    def run(cell, dtype):
+        inputs = [x.to(dtype).requires_grad_(), h.to(dtype).requires_grad_()]
+        out = cell(*inputs)
+        grads = torch.autograd.grad((out * proj.to(dtype)).sum(), inputs + list(cell.parameters()))
+        return [out, *grads]
+
+    want = run(exact, torch.float64)
+    errors = {
+        name: [relative_error(got, w) for got, w in zip(run(m, dtype), want, strict=True)]
+        for name, m in modules.items()
+    }
+    names = ["h'", "grad of input", "grad of h", "weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+    assert_within_twice(errors, names, dtype)
+
+
+@pytest.mark.parametrize("kind", ["batched", "packed"])
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+def test_reference_rounds_as_nn_rnn_does_on_the_cpu(dtype, act, kind):
+    """The reference sums in ATen's order, so on the CPU it gives nn.RNN's numbers bit for
+    bit, outputs and gradients, in any dtype (what backend auto runs for large bfloat16
+    steps on CPUs with native bfloat16 GEMMs)."""
+    torch.manual_seed(0)
+    options = dict(num_layers=2, bidirectional=True, nonlinearity=act, dtype=dtype)
+    reference, fast = torch.nn.RNN(4, 6, **options), fastrnn.RNN(4, 6, **options)
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(7, 3, 4, generator=torch.Generator().manual_seed(2)).to(dtype)
+    lengths = torch.tensor([7, 3, 5]) if kind == "packed" else None
+    out_proj = torch.ones(15 if lengths is not None else 21, 12, dtype=torch.float64)
+    out_proj = out_proj.reshape(-1, 3, 12) if lengths is None else out_proj
+    h_proj = torch.ones(4, 3, 6, dtype=torch.float64)
+
+    def params(m):
+        return list(m.parameters())
+
+    want = run_and_grads(reference, x.clone().requires_grad_(), None, lengths, params, out_proj,
+                         h_proj)  # fmt: skip
+    with fastrnn.use_backend("reference"):
+        got = run_and_grads(fast, x.clone().requires_grad_(), None, lengths, params, out_proj,
+                            h_proj)  # fmt: skip
+    for g, w in zip([got[0], got[1], *got[2]], [want[0], want[1], *want[2]], strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
