@@ -294,17 +294,23 @@ def squared_outputs(module, params, *args):
     return sum(o.pow(2).sum() for o in (out if isinstance(out, tuple) else (out,)))
 
 
-@pytest.mark.parametrize("kind", ["RNN", "RNNCell"])
-def test_torch_func_grad_and_jacrev_match_nn_rnn(kind):
-    """torch.func transforms (MAML-style functional_call + grad, Jacobians) run, as they
-    do on nn.RNN, and give its numbers."""
+def paired_modules_and_inputs(kind: str):
+    """nn.<kind> and fastrnn.<kind> in fp64 with the same weights (RNN: 2 layers,
+    bidirectional), an input and a state: [5, 2, 3] and [4, 2, 4], or one step of them."""
     torch.manual_seed(0)
     options = dict(num_layers=2, bidirectional=True) if kind == "RNN" else {}
     reference = getattr(nn, kind)(3, 4, dtype=torch.float64, **options)
     fast = getattr(fastrnn, kind)(3, 4, dtype=torch.float64, **options)
     fast.load_state_dict(reference.state_dict())
     x, h0 = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(4, 2, 4, dtype=torch.float64)
-    x, h0 = (x, h0) if kind == "RNN" else (x[0], h0[0])
+    return (reference, fast, x, h0) if kind == "RNN" else (reference, fast, x[0], h0[0])
+
+
+@pytest.mark.parametrize("kind", ["RNN", "RNNCell"])
+def test_torch_func_grad_and_jacrev_match_nn_rnn(kind):
+    """torch.func transforms (MAML-style functional_call + grad, Jacobians) run, as they
+    do on nn.RNN, and give its numbers."""
+    reference, fast, x, h0 = paired_modules_and_inputs(kind)
     params = {k: v.detach() for k, v in fast.named_parameters()}
     results = []
     for module in (fast, reference):
@@ -375,13 +381,7 @@ def test_forward_mode_ad_matches_nn_rnn(kind):
     """Forward-mode AD (torch.autograd.forward_ad dual tensors, and the forward-mode
     Jacobian built on them) runs through the reference, as in torch.func transforms, and
     gives nn.RNN's tangents: for the input, the state and a weight at once."""
-    torch.manual_seed(0)
-    options = dict(num_layers=2, bidirectional=True) if kind == "RNN" else {}
-    reference = getattr(nn, kind)(3, 4, dtype=torch.float64, **options)
-    fast = getattr(fastrnn, kind)(3, 4, dtype=torch.float64, **options)
-    fast.load_state_dict(reference.state_dict())
-    x, h0 = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(4, 2, 4, dtype=torch.float64)
-    x, h0 = (x, h0) if kind == "RNN" else (x[0], h0[0])
+    reference, fast, x, h0 = paired_modules_and_inputs(kind)
     weight = reference.weight_hh_l0 if kind == "RNN" else reference.weight_hh
     name = "weight_hh_l0" if kind == "RNN" else "weight_hh"
     tangents = [torch.randn_like(t) for t in (x, h0, weight)]
