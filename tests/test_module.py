@@ -209,10 +209,13 @@ def test_backend_resolution_on_cpu():
     cpu = torch.device("cpu")
     assert backend.resolve(cpu, torch.float32) == "cpp"
     assert backend.resolve(cpu, torch.bfloat16) == "cpp"
-    assert backend.resolve(cpu, torch.float16, backend.LARGE_STEP_MACS) == "cpp"
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    large = backend.resolve(cpu, torch.bfloat16, backend.LARGE_STEP_MACS)
-    assert large == ("reference" if native else "cpp")
+    assert backend.resolve(cpu, torch.float16) == "cpp"
+    for dtype, native in (
+        (torch.bfloat16, torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        (torch.float16, torch.ops.mkldnn._is_mkldnn_fp16_supported()),
+    ):
+        large = backend.resolve(cpu, dtype, backend.LARGE_STEP_MACS)
+        assert large == ("reference" if native else "cpp")
     assert backend.resolve(cpu, torch.complex64) == "reference"
     with (
         fastrnn.use_backend("cpp"),
@@ -249,15 +252,16 @@ class OpNames(TorchDispatchMode):
 FUSED_OPS = {"fastrnn.rnn_forward.default", "fastrnn.rnn_cell_forward.default"}
 
 
+@pytest.mark.parametrize("dtype", backend.REDUCED_DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["RNN", "RNNCell"])
-def test_bfloat16_steps_from_the_threshold_run_the_reference_where_gemms_are_native(
-    kind, monkeypatch
+def test_reduced_precision_steps_from_the_threshold_run_the_reference_where_gemms_are_native(
+    kind, dtype, monkeypatch
 ):
-    """Backend auto on CPU bfloat16: the fused op below LARGE_STEP_MACS (B*H*(I+H)),
-    the reference from it when the CPU's bfloat16 GEMMs are native."""
-    monkeypatch.setattr(backend, "_native_bfloat16_gemms", lambda: True)
-    module = getattr(fastrnn, kind)(3, 4, dtype=torch.bfloat16)
-    x = torch.randn(5, 2, 3, dtype=torch.bfloat16)
+    """Backend auto on CPU bfloat16/float16: the fused op below LARGE_STEP_MACS
+    (B*H*(I+H)), the reference from it when the CPU's GEMMs of that dtype are native."""
+    monkeypatch.setattr(backend, "_native_gemms", lambda dtype: True)
+    module = getattr(fastrnn, kind)(3, 4, dtype=dtype)
+    x = torch.randn(5, 2, 3, dtype=dtype)
     x = x if kind == "RNN" else x[0]
     step_macs = 2 * 4 * (3 + 4)
     for threshold, fused in ((step_macs + 1, True), (step_macs, False)):
