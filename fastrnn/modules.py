@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 from torch.fx import Proxy
+from torch.fx.proxy import TraceError
 from torch.nn.utils.rnn import PackedSequence
 
 from fastrnn.functional import autocasting, exporting_to_onnx, rnn, rnn_cell
@@ -32,8 +33,15 @@ def traced_call(module: nn.Module, input: Proxy, hx) -> Proxy:
     for nn.RNN and nn.RNNCell (leaves by their torch.nn name), so that the traced model
     calls the module itself."""
     tracer = input.tracer
+    path = tracer.path_of_module(module)
+    if not path:  # the traced root itself, which FX cannot record as a call of itself
+        raise TraceError(
+            f"fastrnn.{type(module).__name__} cannot be the root of torch.fx.symbolic_trace "
+            "(nn.RNN cannot either); trace a module that holds it, where it is one "
+            "call_module node"
+        )
     args = (input,) if hx is None else (input, hx)
-    return tracer.create_proxy("call_module", tracer.path_of_module(module), args, {})
+    return tracer.create_proxy("call_module", path, args, {})
 
 
 CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")

@@ -153,6 +153,9 @@ def test_fx_symbolic_trace_records_the_modules_as_nn_rnns_are():
         torch.testing.assert_close(traced(x), model(x), rtol=0, atol=0)
     assert graphs[1] == graphs[0]
     assert ("call_module", "rnn", 1) in graphs[1] and ("call_module", "cell", 2) in graphs[1]
+    for module in (fastrnn.RNN(4, 8), fastrnn.RNNCell(4, 8)):  # as nn.RNN, not as a root
+        with pytest.raises(torch.fx.proxy.TraceError, match="cannot be the root"):
+            torch.fx.symbolic_trace(module)
 
 
 class Nested(nn.Module):
