@@ -27,14 +27,8 @@ inline std::optional<at::Tensor> to_float(const std::optional<at::Tensor>& t) {
   return to_float(*t);
 }
 
-inline std::vector<at::Tensor> to_float(at::TensorList ts) {
-  std::vector<at::Tensor> result;
-  result.reserve(ts.size());
-  for (const auto& t : ts) result.push_back(to_float(t));
-  return result;
-}
-
-inline std::vector<at::Tensor> rounded(at::TensorList ts, at::ScalarType dtype) {
+// Each tensor converted to dtype (the arguments to float32, the results back).
+inline std::vector<at::Tensor> converted(at::TensorList ts, at::ScalarType dtype) {
   std::vector<at::Tensor> result;
   result.reserve(ts.size());
   for (const auto& t : ts) result.push_back(t.to(dtype));

@@ -52,8 +52,8 @@ RnnForwardResult rnn_forward_cpu(const at::Tensor& input, const std::optional<at
   check_cpu_dtype(input.scalar_type());  // make_geometry has matched every weight's to it
   if (computed_in_float(input.scalar_type())) {
     auto [output, h_n, layer_outputs] =
-        rnn_forward_cpu(to_float(input), to_float(hx), to_float(weights), batch_sizes,
-                        num_layers, bidirectional, relu);
+        rnn_forward_cpu(to_float(input), to_float(hx), converted(weights, at::kFloat),
+                        batch_sizes, num_layers, bidirectional, relu);
     const auto dtype = input.scalar_type();
     return {output.to(dtype), h_n.to(dtype), layer_outputs.to(dtype)};
   }
@@ -109,10 +109,10 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
   if (computed_in_float(input.scalar_type())) {
     auto [grad_input, grad_hx, grad_weights] = rnn_backward_cpu(
         to_float(grad_output), to_float(grad_h_n), to_float(input), to_float(hx),
-        to_float(weights), batch_sizes, to_float(output), to_float(layer_outputs), num_layers,
-        bidirectional, relu, need_input_grad);
+        converted(weights, at::kFloat), batch_sizes, to_float(output), to_float(layer_outputs),
+        num_layers, bidirectional, relu, need_input_grad);
     const auto dtype = input.scalar_type();
-    return {grad_input.to(dtype), grad_hx.to(dtype), rounded(grad_weights, dtype)};
+    return {grad_input.to(dtype), grad_hx.to(dtype), converted(grad_weights, dtype)};
   }
   const int64_t H = g.hidden, D = g.directions, DH = D * H;
   const std::vector<int64_t> state_shape{g.cells(), s.batch, H};
