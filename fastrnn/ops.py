@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fastrnn import flop_formulas
 from fastrnn.reference import rnn_reference
 from fastrnn.triton import registration
 
@@ -126,3 +127,4 @@ if _C is not None:
     torch.library.impl("fastrnn::rnn_reference", "CompositeImplicitAutograd", rnn_reference)
     torch.library.register_fake("fastrnn::rnn_cell_forward")(_rnn_cell_forward_fake)
     torch.library.register_fake("fastrnn::rnn_cell_backward")(_rnn_cell_backward_fake)
+    flop_formulas.register_when_imported()

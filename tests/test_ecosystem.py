@@ -18,6 +18,8 @@ import torch
 import torch._dynamo
 from torch import nn
 from torch.autograd import forward_ad
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+from torch.utils.flop_counter import FlopCounterMode
 
 import fastrnn
 
@@ -505,6 +507,93 @@ def test_ddp_two_processes_train_like_one(tmp_path):
     ddp_state = torch.load(result)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(ddp_state[name], value, rtol=1e-5, atol=1e-6)
+
+
+def total_flops(step) -> int:
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def leaf(tensor):
+    return tensor.detach().requires_grad_()
+
+
+def padded_and_packed_steps(x, hx, lengths):
+    """Named forward / training steps, each taking a module, over the same data."""
+    x, hx = x.detach(), hx.detach()
+
+    def train(out_h_n):
+        out, h_n = out_h_n
+        (out.data if isinstance(out, PackedSequence) else out).sum().add(h_n.sum()).backward()
+
+    return {
+        "inference": lambda m: m(x, hx),
+        "inference without hx": lambda m: m(x),
+        "training": lambda m: train(m(leaf(x), leaf(hx))),
+        "training without hx": lambda m: train(m(leaf(x))),
+        "training, input without grad": lambda m: train(m(x, leaf(hx))),
+        "packed training": lambda m: train(m(pack_padded_sequence(leaf(x), lengths), leaf(hx))),
+        "packed inference without hx": lambda m: m(pack_padded_sequence(x, lengths)),
+    }
+
+
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True), (3, False)])
+def test_flop_counter_counts_the_fused_ops_as_nn_rnns_products(layers, bidirectional):
+    """FlopCounterMode (FLOP counts, MFU) counts the fused ops' matrix products as it
+    counts nn.RNN's on the CPU, forward and backward."""
+    options = dict(num_layers=layers, bidirectional=bidirectional)
+    reference, rnn = nn.RNN(4, 6, **options), fastrnn.RNN(4, 6, **options)
+    directions = 2 if bidirectional else 1
+    x, hx = torch.randn(5, 3, 4), torch.randn(layers * directions, 3, 6)
+    for name, step in padded_and_packed_steps(x, hx, torch.tensor([5, 3, 2])).items():
+        want = total_flops(lambda: step(reference))  # noqa: B023
+        assert want > 0
+        assert total_flops(lambda: step(rnn)) == want, name  # noqa: B023
+
+    # Packed input without hx: the op is given zeros and computes their gradient too, where
+    # nn.RNN skips the h_0 W_hh product of each direction's first step: 2*rows*H*H per layer,
+    # rows = 3 forward (batch_sizes[0]), 1 reverse (batch_sizes[-1]).
+    def packed_training_without_hx(module):
+        out, _ = module(pack_padded_sequence(leaf(x), torch.tensor([5, 3, 2])))
+        out.data.sum().backward()
+
+    counts = [total_flops(lambda: packed_training_without_hx(m)) for m in (reference, rnn)]  # noqa: B023
+    assert counts[1] - counts[0] == 2 * (3 + (1 if bidirectional else 0)) * 6 * 6 * layers
+
+
+def test_flop_counter_counts_the_cell_as_nn_rnn_cells_products():
+    reference, cell = nn.RNNCell(4, 6), fastrnn.RNNCell(4, 6)
+    x, hx = torch.randn(3, 4), torch.randn(3, 6)
+    steps = {
+        "inference": lambda m: m(x, hx),
+        "training": lambda m: m(leaf(x), leaf(hx)).sum().backward(),
+        "training without hx": lambda m: m(leaf(x)).sum().backward(),
+        "weights only": lambda m: m(x, hx).sum().backward(),
+    }
+    for name, step in steps.items():
+        assert total_flops(lambda: step(cell)) == total_flops(lambda: step(reference)), name  # noqa: B023
+
+
+@pytest.mark.parametrize("flop_counter_first", [True, False])
+def test_flop_formulas_register_in_either_import_order(flop_counter_first):
+    """import fastrnn does not import torch.utils.flop_counter (it imports triton, ~170
+    ms); the formulas are there whichever of the two is imported first."""
+    script = f"""
+import sys, torch
+if {flop_counter_first}:
+    import torch.utils.flop_counter
+import fastrnn
+assert ("torch.utils.flop_counter" in sys.modules) == {flop_counter_first}
+from torch.utils.flop_counter import FlopCounterMode
+with FlopCounterMode(display=False) as counter:
+    fastrnn.RNN(4, 6)(torch.randn(5, 3, 4))
+assert counter.get_total_flops() == 2 * 15 * 6 * (4 + 6), counter.get_flop_counts()
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_module_is_usable_without_warnings():
