@@ -9,6 +9,7 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "cpu_blas.h"
@@ -101,8 +102,19 @@ std::vector<at::Tensor> tensors(PyObject* sequence) {
   return result;
 }
 
-// rnn_forward's argument checks (rnn_arguments.cpp), for kernels outside C++: the
-// Triton launch functions, which would otherwise read out of bounds on bad shapes.
+// rnn_forward's argument checks (rnn_arguments.cpp) on Python objects; the layout and
+// geometry they give.
+std::pair<fastrnn::StepLayout, fastrnn::Geometry> checked_forward_arguments(
+    const at::Tensor& input, PyObject* hx, PyObject* weights, PyObject* batch_sizes,
+    long long num_layers, int bidirectional) {
+  const auto h = optional_tensor(hx);
+  auto layout = fastrnn::make_layout(input, optional_tensor(batch_sizes), h);
+  auto geometry = fastrnn::make_geometry(input, h, tensors(weights), num_layers, bidirectional);
+  return {std::move(layout), std::move(geometry)};
+}
+
+// For kernels outside C++: the Triton launch functions, which would otherwise read out
+// of bounds on bad shapes.
 PyObject* check_rnn_arguments(PyObject*, PyObject* args) {
   HANDLE_TH_ERRORS
   PyObject *input, *hx, *weights, *batch_sizes;
@@ -112,10 +124,7 @@ PyObject* check_rnn_arguments(PyObject*, PyObject* args) {
                         &bidirectional)) {
     return nullptr;
   }
-  const at::Tensor x = tensor(input);
-  const auto h = optional_tensor(hx);
-  fastrnn::make_layout(x, optional_tensor(batch_sizes), h);
-  fastrnn::make_geometry(x, h, tensors(weights), num_layers, bidirectional);
+  checked_forward_arguments(tensor(input), hx, weights, batch_sizes, num_layers, bidirectional);
   Py_RETURN_NONE;
   END_HANDLE_TH_ERRORS
 }
@@ -131,9 +140,8 @@ PyObject* check_rnn_backward_arguments(PyObject*, PyObject* args) {
     return nullptr;
   }
   const at::Tensor x = tensor(input);
-  const auto h = optional_tensor(hx);
-  const auto layout = fastrnn::make_layout(x, optional_tensor(batch_sizes), h);
-  const auto geometry = fastrnn::make_geometry(x, h, tensors(weights), num_layers, bidirectional);
+  const auto [layout, geometry] =
+      checked_forward_arguments(x, hx, weights, batch_sizes, num_layers, bidirectional);
   fastrnn::check_backward_arguments(optional_tensor(grad_output), optional_tensor(grad_h_n), x,
                                     tensor(output), tensor(layer_outputs), layout, geometry);
   Py_RETURN_NONE;
