@@ -134,24 +134,35 @@ def _register_or_warn(flop_counter) -> None:
         )
 
 
+class _RegisteringLoader(importlib.abc.Loader):
+    """torch.utils.flop_counter's own loader, which may serve other modules too (a zip
+    importer's does), wrapped to register the formulas after the module has run."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        _register_or_warn(module)
+
+    def __getattr__(self, name):  # get_source, get_code, ...: the loader's own
+        return getattr(self.loader, name)
+
+
 class _RegisterOnImport(importlib.abc.MetaPathFinder):
-    """Finds torch.utils.flop_counter as the import system would, and registers the
-    formulas once its module has run; then leaves sys.meta_path."""
+    """Finds torch.utils.flop_counter as the import system would, with a loader that
+    registers the formulas once it has run; then leaves sys.meta_path."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != FLOP_COUNTER_MODULE:
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(fullname)
-        if spec is None or spec.loader is None:
-            return spec
-        execute = spec.loader.exec_module
-
-        def exec_module(module):
-            execute(module)
-            _register_or_warn(module)
-
-        spec.loader.exec_module = exec_module  # this module's own loader object
+        if spec is not None and spec.loader is not None:
+            spec.loader = _RegisteringLoader(spec.loader)
         return spec
 
 
