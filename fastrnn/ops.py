@@ -1,5 +1,6 @@
 """The fastrnn custom ops: schemas, CPU kernels and autograd in C++ (csrc/), fake kernels
-here, CUDA kernels in fastrnn.triton (registered on import of this module).
+here, CUDA kernels in fastrnn.triton and FLOP formulas in fastrnn.flop_formulas (both
+registered on import of this module).
 
 ``torch.ops.fastrnn.rnn_forward`` runs a whole multi-layer, (bi)directional RNN and
 ``torch.ops.fastrnn.rnn_backward`` its backward; csrc/ops.cpp has the schemas.
