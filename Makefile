@@ -8,8 +8,9 @@ PY := $(VENV)/bin/python
 # Installed into .venv: torch (pinned; an unpinned torch pulls a multi-GB CUDA build),
 # triton (GPU kernels; also runs them on CPU through its interpreter, which needs numpy),
 # pytest + pytest-benchmark (tests and benchmark suite), ninja (extension build), ruff,
-# onnx + onnxscript + onnxruntime (the ONNX export tests and example; not needed to run).
-DEPS := triton numpy pytest pytest-benchmark ninja ruff onnx onnxscript onnxruntime
+# onnx + onnxscript + onnxruntime (the ONNX export tests and example; not needed to run),
+# setuptools >= 77 (builds the extension here; older ones refuse pyproject's license string).
+DEPS := triton numpy pytest pytest-benchmark ninja ruff onnx onnxscript onnxruntime "setuptools>=77"
 BENCH_ARGS ?= --json bench-results/cpu.json --plot bench-results/cpu.png
 
 .PHONY: setup test bench lint clean gpu-check

@@ -78,12 +78,24 @@ def use_backend(name: str):
         set_backend(previous)
 
 
-def _triton_importable() -> bool:
+# The oldest Triton tested with the kernels and launch functions (3.5; also 3.6, 3.9).
+TRITON_MINIMUM = (3, 5)
+
+
+@functools.cache
+def _triton_missing() -> str | None:
+    """Why backend 'triton' cannot run in this environment (None: it can)."""
     try:
-        import triton  # noqa: F401
+        import triton
     except ImportError:
-        return False
-    return True
+        return "needs the triton package: pip install triton"
+    found = tuple(int(part) for part in triton.__version__.split(".")[:2])
+    if found < TRITON_MINIMUM:
+        return (
+            f"needs triton >= {'.'.join(map(str, TRITON_MINIMUM))}, found "
+            f"{triton.__version__}: pip install -U triton"
+        )
+    return None
 
 
 def resolve(device: torch.device, dtype: torch.dtype, step_macs: int = 0) -> str:
@@ -129,10 +141,9 @@ def resolve(device: torch.device, dtype: torch.dtype, step_macs: int = 0) -> str
                 f"{dtype}; use backend 'reference' (or 'auto') for other dtypes"
             )
     elif name == "triton":
-        if not _triton_importable():
-            raise BackendUnavailableError(
-                "fastrnn: backend 'triton' needs the triton package: pip install triton"
-            )
+        missing = _triton_missing()
+        if missing is not None:
+            raise BackendUnavailableError(f"fastrnn: backend 'triton' {missing}")
         if device.type != "cuda":
             raise BackendUnavailableError(
                 f"fastrnn: backend 'triton' runs on CUDA tensors, got a tensor on {device}; "

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fastrnn.layout import step_sizes
+from fastrnn.layout import step_size_list
 
 
 def rnn_reference(
@@ -32,7 +32,7 @@ def rnn_reference(
     act = torch.relu if relu else torch.tanh
     directions = 2 if bidirectional else 1
     per_cell = len(weights) // (num_layers * directions)
-    sizes = step_sizes(input, batch_sizes).tolist()  # rows of each step
+    sizes = step_size_list(input, batch_sizes)  # rows of each step
     padded = batch_sizes is None  # every row runs every step
     layer_input = input.reshape(sum(sizes), input.shape[-1])
 

@@ -141,8 +141,10 @@ CONSTRUCTOR_CASES = {
 @pytest.mark.parametrize("case", list(CONSTRUCTOR_CASES), ids=list(CONSTRUCTOR_CASES))
 def test_constructor_errors_match_nn_rnn(case):
     kwargs = CONSTRUCTOR_CASES[case]
+    # None where this torch's nn.RNN accepts the case (torch < 2.11 takes input_size=0,
+    # an int bias and a str batch_first): fastrnn.RNN then accepts it too.
     expected = raised(lambda: torch.nn.RNN(**kwargs))
-    assert expected is not None and raised(lambda: fastrnn.RNN(**kwargs)) == expected
+    assert raised(lambda: fastrnn.RNN(**kwargs)) == expected
 
 
 def test_dropout_with_one_layer_warns_like_nn_rnn():
@@ -235,6 +237,26 @@ def test_triton_backend_on_cpu_tensors_is_a_clear_error():
         pytest.raises(fastrnn.BackendUnavailableError, match="runs on CUDA tensors"),
     ):
         fastrnn.RNN(3, 4)(torch.randn(2, 1, 3))
+
+
+@pytest.mark.parametrize("version", ["3.2.0", "3.4.1"])
+def test_triton_backend_with_a_too_old_triton_says_which_it_needs(monkeypatch, version):
+    """Below the oldest Triton tested (3.5; 3.2 lacks triton.knobs, which the launch
+    functions use) the triton backend says what it needs before any kernel, where an
+    import would fail deep in a forward."""
+    triton = pytest.importorskip("triton")
+    monkeypatch.setattr(triton, "__version__", version)
+    backend._triton_missing.cache_clear()
+    try:
+        with (
+            fastrnn.use_backend("triton"),
+            pytest.raises(fastrnn.BackendUnavailableError, match=f"triton >= 3.5, found {version}"),
+        ):
+            backend.resolve(torch.device("cuda"), torch.float32)
+    finally:
+        monkeypatch.undo()
+        backend._triton_missing.cache_clear()
+    assert backend._triton_missing() is None
 
 
 class OpNames(TorchDispatchMode):

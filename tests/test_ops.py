@@ -231,6 +231,11 @@ def test_backward_op_recorded_equals_the_kernel():
             torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.skipif(
+    torch.__version__ < (2, 10),
+    reason="torch < 2.10 cannot trace the packed reference's step slices under dynamic "
+    "shapes (GuardOnDataDependentSymNode in opcheck's test_aot_dispatch_dynamic)",
+)
 def test_opcheck_reference_op():
     x, hx, weights, batch_sizes = make_op_args(1, True, True, True)
     for t in (x, hx, *weights):
