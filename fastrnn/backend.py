@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 
 import torch
 from torch._C._functorch import CInterpreter, peek_interpreter_stack
@@ -89,8 +90,8 @@ def _triton_missing() -> str | None:
         import triton
     except ImportError:
         return "needs the triton package: pip install triton"
-    found = tuple(int(part) for part in triton.__version__.split(".")[:2])
-    if found < TRITON_MINIMUM:
+    numbers = re.match(r"(\d+)\.(\d+)", triton.__version__)  # "3.6.0", "3.5.0+git..."
+    if numbers and tuple(map(int, numbers.groups())) < TRITON_MINIMUM:
         return (
             f"needs triton >= {'.'.join(map(str, TRITON_MINIMUM))}, found "
             f"{triton.__version__}: pip install -U triton"
