@@ -27,7 +27,10 @@ def autocasting(device_type: str) -> bool:
 
 def step_macs(input: Tensor, weights: list[Tensor], batch_sizes: Tensor | None) -> int:
     """One step's multiply-adds, B*H*(I+H) (packed input: B as rows per step on average),
-    by which backend.resolve picks for CPU bfloat16 and float16."""
+    by which backend.resolve picks for CPU bfloat16 and float16; 0 for other dtypes,
+    for which it is not read."""
+    if input.dtype not in backend.REDUCED_DTYPES:
+        return 0
     hidden = weights[1].shape[0]
     batch = input.shape[-2] if batch_sizes is None else input.shape[0] // batch_sizes.shape[0]
     return batch * hidden * (input.shape[-1] + hidden)
@@ -60,11 +63,7 @@ def rnn(
                 [w.to(dtype) for w in weights], batch_sizes,
                 num_layers, bidirectional, relu, dropout, training,
             )  # fmt: skip
-    kind = backend.resolve(
-        device,
-        input.dtype,
-        step_macs(input, weights, batch_sizes) if input.dtype in backend.REDUCED_DTYPES else 0,
-    )
+    kind = backend.resolve(device, input.dtype, step_macs(input, weights, batch_sizes))
     per_layer_dropout = dropout > 0 and training and num_layers > 1
     # Where hx=None is decided: the fused op takes None for padded input and skips the
     # zero state's work; a packed batch's size is data its fake kernel cannot read, and
@@ -106,7 +105,7 @@ def rnn_cell(
     """One Elman cell step (nn.RNNCell math), on the backend fastrnn.backend selects."""
     device_type = input.device.type
     if not autocasting(device_type) and not exporting_to_onnx():
-        macs = step_macs(input, weights, None) if input.dtype in backend.REDUCED_DTYPES else 0
+        macs = step_macs(input, weights, None)
         if backend.resolve(input.device, input.dtype, macs) == "cpp":
             return rnn_cell_op(input, hx, weights, relu)  # the dedicated C++ cell op
     # Elsewhere (and in ONNX export: one RNN node) a cell step is the sequence RNN, T=1.
