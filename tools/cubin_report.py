@@ -153,7 +153,9 @@ def compile_config(config: Config, capability: int, padded: bool = False,
     if config.kernel == "backward_persistent":
         constexprs.update(WEIGHT_GRADS=config.weight_grads, INPUT_GRAD=config.weight_grads)
     if config.kernel == "forward_persistent":
-        constexprs.update(PROJECT_INPUT=config.block_i > 0, BLOCK_I=config.block_i or 16)
+        constexprs.update(PROJECT_INPUT=config.block_i > 0, BLOCK_I=config.block_i or 16,
+                          DOT_PARTS=launch.dot_parts(config.dtype, config.precision,
+                                                     config.block_h, config.block_b))  # fmt: skip
     signature = {}
     for name in fn.arg_names:
         if name in constexprs:

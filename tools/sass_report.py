@@ -108,9 +108,16 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--block-k", type=int, default=launch.COOP_BLOCK_K, help="cooperative streamed rows a chunk"
     )
+    parser.add_argument(
+        "--dot-parts",
+        type=int,
+        default=launch.IEEE_DOT_PARTS,
+        help="persistent forward, fp32 IEEE on 16 rows: tl.dot's K parts at H >= 128",
+    )
     parser.add_argument("--capability", type=int, default=90)
     args = parser.parse_args(argv)
-    launch.COOP_BLOCK_K = args.block_k  # compile_config reads it
+    launch.COOP_BLOCK_K = args.block_k  # compile_config reads them
+    launch.IEEE_DOT_PARTS = args.dot_parts
     cooperative = args.kernel.endswith("cooperative")
     config = cubin_report.Config(
         args.kernel, getattr(torch, args.dtype), args.block_h, args.warps, args.precision,

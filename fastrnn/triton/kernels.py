@@ -311,15 +311,23 @@ def _step_input(xp_ptr, x_ptr, offsets, active, rh, ri, H, IN, PROJECT_INPUT: tl
 
 @triton.jit
 def _product(a, m, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
-             SUM_IN_PARTS: tl.constexpr):  # fmt: skip
+             SUM_IN_PARTS: tl.constexpr, DOT_PARTS: tl.constexpr):  # fmt: skip
     """a @ m in ACC_DTYPE for the persistent tier: tl.dot on tensor cores for 16 rows of
-    a or more; for fewer, a broadcast product summed over k with FMAs (m already in
-    ACC_DTYPE).  SUM_IN_PARTS (one row, a thread summing whole columns): over k in
+    a or more, over K in DOT_PARTS parts (one batched tl.dot whose parts are summed;
+    launch.dot_parts); for fewer, a broadcast product summed over k with FMAs (m already
+    in ACC_DTYPE).  SUM_IN_PARTS (one row, a thread summing whole columns): over k in
     interleaved parts, then over the parts, so that a thread's sum is independent FMA
     chains where Triton 3.6 would build one (docs/performance.md)."""
     # if/else, not an early return: Triton would build the code after it too, and the
     # broadcast product of 32 rows at H=256 is over its largest tensor.
-    if a.shape[0] >= 16:
+    if a.shape[0] >= 16 and DOT_PARTS > 1:
+        PART: tl.constexpr = a.shape[1] // DOT_PARTS
+        a_parts = tl.permute(tl.reshape(a, (a.shape[0], DOT_PARTS, PART)), (1, 0, 2))
+        m_parts = tl.reshape(m, (DOT_PARTS, PART, m.shape[1]))
+        parts = tl.dot(a_parts.to(m.dtype), m_parts, input_precision=DOT_PRECISION,
+                       out_dtype=ACC_DTYPE)  # fmt: skip
+        product = tl.sum(parts, axis=0)
+    elif a.shape[0] >= 16:
         product = tl.dot(a.to(m.dtype), m, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
     else:
         terms = a.to(ACC_DTYPE)[:, :, None] * m[None, :, :]  # [rows, K, N]
@@ -380,6 +388,7 @@ def rnn_forward_persistent_kernel(
     PROJECT_INPUT: tl.constexpr,  # x_t W_ih^T + b_ih here, not read from xp
     BLOCK_I: tl.constexpr,  # PROJECT_INPUT: IN padded to a power of two
     SUM_IN_PARTS: tl.constexpr,  # one row: FMA sums in parts (_product)
+    DOT_PARTS: tl.constexpr,  # 16 rows or more: tl.dot's K parts (_product)
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     direction = tl.program_id(1)
@@ -415,9 +424,9 @@ def rnn_forward_persistent_kernel(
         )
         at = _step_offsets(t, rows_next, rb, stride_in_t, stride_in_b, PADDED)
         xp_next = _step_input(xp_ptr, x_ptr, at, active_next, rh, ri, H, IN, PROJECT_INPUT)
-        z = _product(h, wt, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS)
+        z = _product(h, wt, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS, DOT_PARTS)
         if PROJECT_INPUT:
-            z += _product(xp, wt_ih, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS)
+            z += _product(xp, wt_ih, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS, 1)
         else:
             z += xp.to(ACC_DTYPE)
         y = _activation(z + bias[None, :], RELU)
@@ -604,7 +613,7 @@ def rnn_backward_persistent_kernel(
         dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
         dz = tl.where(active[:, None] & in_h[None, :], dz, 0.0)
         _store_rows(dz_ptr, rows, active, rh, stride_y, H, dz)
-        dh_prev = _product(dz, w, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS)
+        dh_prev = _product(dz, w, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS, 1)
         dh = tl.where(active[:, None], dh_prev, dh)
         active, rows, dy, y = active_next, rows_next, dy_next, y_next
     if HAS_H0:

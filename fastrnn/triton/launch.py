@@ -60,6 +60,12 @@ FMA_PRODUCT_ELEMENTS = 8 * 64 * 64
 # spills registers so (the offline build).  False: the plan's warps, one sum
 # (tools/gpu_tier_ab.py times both).
 FMA_WHOLE_COLUMNS = True
+# A persistent forward's tl.dot on 16 rows with fp32 IEEE products, which Triton builds
+# of FMAs, runs over K in this many parts at padded H=128 (dot_parts): in one part ptxas
+# keeps 32 registers a thread and spills over 3 KB (Triton 3.6 and 3.9, sm_80 and sm_90),
+# in four it spills none (tools/cubin_report.py, docs/performance.md).  1: one product
+# (tools/gpu_tier_ab.py times both).
+IEEE_DOT_PARTS = 4
 # A short sequence's call is host-bound, and the input projection's GEMM is a large part
 # of its host time: up to PROJECT_INPUT_MAX_STEPS steps the persistent forward projects
 # each step's input itself, on FMA programs whose [rows, I, H] product is within
@@ -95,6 +101,7 @@ FP32_DOT_PRECISION: str | None = None
 VARIANT_OPTIONS = {
     "dot": {"FMA_PRODUCT_ELEMENTS": 0},  # tl.dot on 16 rows where FMA rows would run
     "onesum": {"FMA_WHOLE_COLUMNS": False},  # one-row programs on the plan's warps
+    "wholedot": {"IEEE_DOT_PARTS": 1},  # fp32 IEEE tl.dot of 16 rows in one K part
     "xp": {"PROJECT_INPUT_MAX_STEPS": 0},  # input projections from a GEMM
     "gemm": {"WEIGHT_GRADS_MAX_STEPS": 0},  # weight gradients from GEMMs
     "streamed": {"COOP_W_ON_CHIP": False},  # W_hh's columns streamed where they would fit
@@ -260,6 +267,13 @@ def persistent_program(p: Plan, rows: int, recurrence_only: bool = True) -> dict
     return {"num_warps": warps, "SUM_IN_PARTS": whole_columns}
 
 
+def dot_parts(dtype: torch.dtype, precision: str, block_h: int, rows: int) -> int:
+    """K parts of a persistent forward program's tl.dot (kernels._product): IEEE_DOT_PARTS
+    for fp32 IEEE products at padded H >= 128 on tl.dot's rows, else one."""
+    fp32_fma = dtype == torch.float32 and precision == "ieee"
+    return IEEE_DOT_PARTS if fp32_fma and block_h >= 128 and rows >= BLOCK_B else 1
+
+
 # ATen's fp32 precision of an operator family (the new flags' getter; None on a torch
 # with the legacy flags only).
 _FP32_PRECISION = getattr(torch._C, "_get_fp32_precision_getter", None)
@@ -414,8 +428,8 @@ def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
     dtypes = (*[t.dtype if t is not None else None for t in tensors], *[w.dtype for w in weights])
     settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP,
                 COOP_SPLIT_K, COOP_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS,
-                PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
-                WEIGHT_GRADS_ELEMENTS)  # fmt: skip
+                IEEE_DOT_PARTS, PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS,
+                WEIGHT_GRADS_MAX_STEPS, WEIGHT_GRADS_ELEMENTS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dtypes, dot_precision(dtype), settings)
 
 
@@ -515,6 +529,7 @@ def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batc
         block_i = input_block(call, p, rows_per_program, steps, input_size)
         meta.update(PROJECT_INPUT=block_i > 0, BLOCK_I=block_i or 16, BLOCK_B=rows_per_program,
                     BLOCK_H=p.block_h,
+                    DOT_PARTS=dot_parts(call.dtype, p.precision, p.block_h, rows_per_program),
                     **persistent_program(p, rows_per_program, block_i == 0))  # fmt: skip
         in_strides = x_strides if block_i else projection_strides(steps, batch, hidden, padded,
                                                                   x_strides)  # fmt: skip
