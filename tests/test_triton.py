@@ -524,8 +524,9 @@ def test_launch_layouts_in_the_sass():
     and does not spill;
     a cooperative program's product in K parts is each warp's share of the tile, not
     the whole tile (which Triton 3.6 built on every warp with one part);
-    a 16-row fp32 IEEE forward at H=128 in K parts (launch.dot_parts) does not spill,
-    and its longest chain of dependent FMAs is shorter than one product's."""
+    a 16-row fp32 IEEE program at H=128 in K parts (launch.dot_parts) does not spill,
+    and its longest chain of dependent FMAs is shorter than one product's, forward and
+    backward."""
     p = launch.plan(128, torch.float32)
     one_row = ["forward_persistent", "float32", "--block-h", "128", "--rows", "1"]
     whole = sass_counts(*one_row, "--sum-in-parts",
@@ -537,10 +538,11 @@ def test_launch_layouts_in_the_sass():
                        "256", "--block-n", "32", "--split-k", str(parts))  # fmt: skip
     tile_products = (16 * 32 * 256) // (16 * 8 * 8) * 3  # tf32x3: 3 m16n8k8 per block
     assert coop["HMMA"] == tile_products // launch.COOP_NUM_WARPS, coop
-    ieee_rows = ["forward_persistent", "float32", "--block-h", "128", "--warps", str(p.num_warps)]
-    in_parts = sass_counts(*ieee_rows)
-    in_one = sass_counts(*ieee_rows, "--dot-parts", "1")
-    assert in_parts["local"] == 0 and in_parts["chain"] < in_one["chain"], (in_parts, in_one)
+    for kernel in ("forward_persistent", "backward_persistent"):
+        ieee_rows = [kernel, "float32", "--block-h", "128", "--warps", str(p.num_warps)]
+        in_parts = sass_counts(*ieee_rows)
+        in_one = sass_counts(*ieee_rows, "--dot-parts", "1")
+        assert in_parts["local"] == 0 and in_parts["chain"] < in_one["chain"], (in_parts, in_one)
 
 
 @pytest.mark.parametrize("tier", ["persistent", "persistent-xp", "cooperative"], indirect=True)
@@ -893,37 +895,51 @@ def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
     assert programs(100) == [(1, plan_warps, False)] * 2
 
 
-def test_a_16_row_fp32_ieee_forward_multiplies_in_k_parts(monkeypatch, triton_kernels):
-    """dot_parts: a persistent forward on tl.dot's 16 rows with fp32 IEEE products at
-    padded H=128 (whose one-part build spills registers) multiplies in IEEE_DOT_PARTS K
-    parts, and matches nn.RNN (2 layers, bidirectional, packed: two programs of 16 rows
-    per direction); every other forward in one part."""
+def test_16_row_fp32_ieee_programs_multiply_in_k_parts(monkeypatch, triton_kernels):
+    """dot_parts: a persistent program on tl.dot's 16 rows with fp32 IEEE products at
+    padded H=128 (whose one-part forward spills registers) multiplies in IEEE_DOT_PARTS
+    K parts, forward and backward, and matches nn.RNN; 32 weight-gradient rows and every
+    other program in one part."""
     parts = launch.IEEE_DOT_PARTS
     assert parts > 1 and launch.dot_parts(torch.float32, "ieee", 128, 16) == parts
     assert launch.dot_parts(torch.float32, "ieee", 128, 2) == 1  # FMA rows
+    assert launch.dot_parts(torch.float32, "ieee", 128, 32) == 1  # weight-gradient rows
     assert launch.dot_parts(torch.float32, "ieee", 64, 16) == 1  # builds without spills
     assert launch.dot_parts(torch.float32, "tf32x3", 128, 16) == 1
     assert launch.dot_parts(torch.float64, "ieee", 128, 16) == 1
     force_tier(monkeypatch, "persistent-dot")
     monkeypatch.setattr(launch, "FP32_DOT_PRECISION", "ieee")
     launched = []
-    recurrence_forward = launch.recurrence_forward
 
-    def watched(layer_launch, *args):
-        launched.append(layer_launch.meta["DOT_PARTS"])
-        return recurrence_forward(layer_launch, *args)
+    def watch(direction):  # records each layer launch's DOT_PARTS
+        run = getattr(launch, f"recurrence_{direction}")
 
-    monkeypatch.setattr(launch, "recurrence_forward", watched)
-    case = (17, 100, 4, 2, True, True, "relu", True, None)
-    got, want = run_case(case, torch.float32)
+        def watched(layer_launch, *args):
+            launched.append((direction, layer_launch.meta["DOT_PARTS"]))
+            return run(layer_launch, *args)
+
+        monkeypatch.setattr(launch, f"recurrence_{direction}", watched)
+
+    watch("forward")
+    watch("backward")
     names = ["output", "h_n", "grad input", "grad h0"] + [f"grad param {i}" for i in range(99)]
-    for name, g, w in zip(names, got, want, strict=False):
-        assert_close(g, w, torch.float32, name)
-    assert launched == [parts, parts]
+    # (case, DOT_PARTS of its forward and backward layers): 2 layers, bidirectional, packed,
+    # 32 weight-gradient rows in its backward; 16 weight-gradient rows; 2 programs of 16.
+    for case, forward, backward in [
+        ((17, 100, 4, 2, True, True, "relu", True, None), parts, 1),
+        ((16, 100, 4, 1, False, False, "tanh", True, None), parts, parts),
+        ((17, 70, 40, 1, True, False, "tanh", False, None), parts, parts),
+    ]:
+        launched.clear()
+        got, want = run_case(case, torch.float32)
+        for name, g, w in zip(names, got, want, strict=False):
+            assert_close(g, w, torch.float32, f"{case_id(case)} {name}")
+        layers = case[3]
+        assert launched == [("forward", forward)] * layers + [("backward", backward)] * layers
     launched.clear()
     force_tier(monkeypatch, "persistent-wholedot")
-    run_case(case, torch.float32)
-    assert launched == [1, 1]
+    run_case((16, 100, 4, 1, False, False, "tanh", True, None), torch.float32)
+    assert launched == [("forward", 1), ("backward", 1)]
 
 
 def test_previous_rows_of_packed_input_by_their_definition():

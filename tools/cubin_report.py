@@ -150,12 +150,13 @@ def compile_config(config: Config, capability: int, padded: bool = False,
         constexprs.update(HAS_DY=True, HAS_DHN=True, stride_dy_col=1, stride_dhn_col=1)
     if tier == "persistent":
         constexprs["SUM_IN_PARTS"] = config.sum_in_parts
+    if tier == "persistent":
+        constexprs["DOT_PARTS"] = launch.dot_parts(config.dtype, config.precision,
+                                                   config.block_h, config.block_b)  # fmt: skip
     if config.kernel == "backward_persistent":
         constexprs.update(WEIGHT_GRADS=config.weight_grads, INPUT_GRAD=config.weight_grads)
     if config.kernel == "forward_persistent":
-        constexprs.update(PROJECT_INPUT=config.block_i > 0, BLOCK_I=config.block_i or 16,
-                          DOT_PARTS=launch.dot_parts(config.dtype, config.precision,
-                                                     config.block_h, config.block_b))  # fmt: skip
+        constexprs.update(PROJECT_INPUT=config.block_i > 0, BLOCK_I=config.block_i or 16)
     signature = {}
     for name in fn.arg_names:
         if name in constexprs:

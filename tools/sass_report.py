@@ -112,7 +112,7 @@ def main(argv=None) -> int:
         "--dot-parts",
         type=int,
         default=launch.IEEE_DOT_PARTS,
-        help="persistent forward, fp32 IEEE on 16 rows: tl.dot's K parts at H >= 128",
+        help="persistent, fp32 IEEE on 16 rows: tl.dot's K parts at H >= 128",
     )
     parser.add_argument("--capability", type=int, default=90)
     args = parser.parse_args(argv)

@@ -584,6 +584,7 @@ def rnn_backward_persistent_kernel(
     HAS_BIAS: tl.constexpr,
     INPUT_GRAD: tl.constexpr,  # WEIGHT_GRADS of one direction: the input gradient too
     SUM_IN_PARTS: tl.constexpr,  # one row: FMA sums in parts (_product)
+    DOT_PARTS: tl.constexpr,  # 16 rows or more: tl.dot's K parts (_product)
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     direction = tl.program_id(1)
@@ -613,7 +614,7 @@ def rnn_backward_persistent_kernel(
         dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
         dz = tl.where(active[:, None] & in_h[None, :], dz, 0.0)
         _store_rows(dz_ptr, rows, active, rh, stride_y, H, dz)
-        dh_prev = _product(dz, w, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS, 1)
+        dh_prev = _product(dz, w, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS, DOT_PARTS)
         dh = tl.where(active[:, None], dh_prev, dh)
         active, rows, dy, y = active_next, rows_next, dy_next, y_next
     if HAS_H0:

@@ -60,10 +60,11 @@ FMA_PRODUCT_ELEMENTS = 8 * 64 * 64
 # spills registers so (the offline build).  False: the plan's warps, one sum
 # (tools/gpu_tier_ab.py times both).
 FMA_WHOLE_COLUMNS = True
-# A persistent forward's tl.dot on 16 rows with fp32 IEEE products, which Triton builds
-# of FMAs, runs over K in this many parts at padded H=128 (dot_parts): in one part ptxas
-# keeps 32 registers a thread and spills over 3 KB (Triton 3.6 and 3.9, sm_80 and sm_90),
-# in four it spills none (tools/cubin_report.py, docs/performance.md).  1: one product
+# A persistent program's tl.dot on 16 rows with fp32 IEEE products, which Triton builds
+# of FMAs, runs over K in this many parts at padded H=128 (dot_parts): as one product the
+# forward keeps 32 registers a thread and spills over 3 KB (Triton 3.6 and 3.9, sm_80
+# and sm_90), in four parts neither direction spills and a step's longest FMA chain is a
+# quarter as deep (tools/sass_report.py, docs/performance.md).  1: one product
 # (tools/gpu_tier_ab.py times both).
 IEEE_DOT_PARTS = 4
 # A short sequence's call is host-bound, and the input projection's GEMM is a large part
@@ -268,10 +269,11 @@ def persistent_program(p: Plan, rows: int, recurrence_only: bool = True) -> dict
 
 
 def dot_parts(dtype: torch.dtype, precision: str, block_h: int, rows: int) -> int:
-    """K parts of a persistent forward program's tl.dot (kernels._product): IEEE_DOT_PARTS
-    for fp32 IEEE products at padded H >= 128 on tl.dot's rows, else one."""
+    """K parts of a persistent program's tl.dot (kernels._product): IEEE_DOT_PARTS for
+    fp32 IEEE products at padded H >= 128 on BLOCK_B rows, else one (a backward's 32
+    weight-gradient rows too: in parts their packed builds spill more, Triton 3.6)."""
     fp32_fma = dtype == torch.float32 and precision == "ieee"
-    return IEEE_DOT_PARTS if fp32_fma and block_h >= 128 and rows >= BLOCK_B else 1
+    return IEEE_DOT_PARTS if fp32_fma and block_h >= 128 and rows == BLOCK_B else 1
 
 
 # ATen's fp32 precision of an operator family (the new flags' getter; None on a torch
@@ -568,6 +570,7 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
             rows_per_program, grid = _persistent_grid(call, p, batch, directions)
         input_grad = weight_grads and need_input_grad and directions == 1
         meta.update(BLOCK_B=rows_per_program, BLOCK_H=p.block_h,
+                    DOT_PARTS=dot_parts(call.dtype, p.precision, p.block_h, rows_per_program),
                     **persistent_program(p, rows_per_program, not weight_grads),
                     WEIGHT_GRADS=weight_grads, HAS_BIAS=weight_grads and has_bias,
                     INPUT_GRAD=input_grad)  # fmt: skip
