@@ -150,7 +150,6 @@ def compile_config(config: Config, capability: int, padded: bool = False,
         constexprs.update(HAS_DY=True, HAS_DHN=True, stride_dy_col=1, stride_dhn_col=1)
     if tier == "persistent":
         constexprs["SUM_IN_PARTS"] = config.sum_in_parts
-    if tier == "persistent":
         constexprs["DOT_PARTS"] = launch.dot_parts(config.dtype, config.precision,
                                                    config.block_h, config.block_b)  # fmt: skip
     if config.kernel == "backward_persistent":

@@ -56,8 +56,9 @@ PRECISION = ("fastrnn", "fastrnn-ieee", "fastrnn-tf32gemm", "fastrnn-tf32",
 # The cooperative tier as planned, with its products in one K part, on 8 warps, or
 # streaming W_hh 32 rows a chunk (in 2 parts; the default is 64 in 4).
 COOP_OPTIONS = ("fastrnn", "fastrnn-unsplit", "fastrnn-w8", "fastrnn-k32")
-# fp32 IEEE (TF32 off) on 16-row tl.dot programs at H=128, a batch over one FMA program
-# per SM: the product in K parts (launch.IEEE_DOT_PARTS) or in one, or the cooperative tier.
+# fp32 IEEE (TF32 off) on 16-row tl.dot programs at H=128 (a batch over 2 FMA rows per
+# program on every SM): the products in K parts (launch.IEEE_DOT_PARTS) or in one, or the
+# cooperative tier.
 IEEE_ROWS = Shape("bigbatch-H128", 100, 1024, 128, 128)
 IEEE_DOT = ("fastrnn-ieee", "fastrnn-wholedot-ieee", "cooperative-ieee")
 # The benchmark's shapes, and IEEE_ROWS.
