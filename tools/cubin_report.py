@@ -5,7 +5,8 @@ padded input as Triton specialises a launch with 16-byte aligned pointers and in
 that are multiples of 16 (H=64, say), and for packed input with neither (H=70); the
 builds run in parallel over the machine's cores.
 
-    python tools/cubin_report.py            # sm_80 and sm_90
+    python tools/cubin_report.py                 # sm_75, sm_80 and sm_90
+    python tools/cubin_report.py --targets 70,86 # others of SHARED_MEMORY_LIMIT
 
 Run it without TRITON_INTERPRET=1 (the interpreter replaces the kernels it compiles).
 
@@ -17,6 +18,7 @@ bound (launch.persistent_shared_memory, launch.cooperative_shared_memory) within
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import dataclasses
 import os
@@ -31,8 +33,12 @@ from triton.compiler import ASTSource
 
 from fastrnn.triton import kernels, launch
 
-# Shared memory a block may use (opt-in maximum): A100 (sm_80) and H100 (sm_90).
-SHARED_MEMORY_LIMIT = {80: 166_912, 90: 232_448}
+# Shared memory a block may use (opt-in maximum) per target: V100, T4 (whose tl.dot
+# Triton builds from FMAs: launch.device_tensor_core_dots), A100, consumer Ampere and
+# Ada (RTX 30xx/40xx, L4), H100/H200.
+SHARED_MEMORY_LIMIT = {70: 98_304, 75: 65_536, 80: 166_912, 86: 101_376, 89: 101_376,
+                       90: 232_448}  # fmt: skip
+DEFAULT_TARGETS = (75, 80, 90)
 TRITON_DTYPE = {
     torch.float32: "fp32",
     torch.float16: "fp16",
@@ -78,16 +84,37 @@ class Config:
         return f"{self.kernel} {dtype} {tile} warps={self.num_warps}"
 
 
+def tensor_core_dots(capability: int) -> bool:  # as launch.device_tensor_core_dots
+    return capability >= 80
+
+
+def shared_memory_bound(config: Config, capability: int) -> int | None:
+    """The bound by which plan(), input_block() and weight_grads_rows() choose config
+    (launch.persistent_shared_memory, launch.cooperative_shared_memory); None for
+    streamed W_hh, which no bound chooses."""
+    if not config.block_h:
+        return None
+    if config.kernel.endswith("persistent"):
+        return launch.persistent_shared_memory(
+            config.block_h, config.dtype, config.precision, config.block_i,
+            config.weight_grads, tensor_core_dots(capability),
+        )  # fmt: skip
+    return launch.cooperative_shared_memory(config.block_h, config.dtype, config.precision,
+                                            config.block_n, config.split_k)  # fmt: skip
+
+
 def configurations(capability: int) -> list[Config]:
     """Every (kernel, dtype, precision, tile) that launch.plan picks on a GPU with this
-    capability's shared memory."""
+    capability's shared memory, with the persistent programs' weight-gradient and
+    input-projecting variants where they fit it as the launch functions require."""
     configs = []
     for dtype in TRITON_DTYPE:
         precisions = ("ieee", "tf32x3") if dtype == torch.float32 else ("ieee",)
         for precision in precisions:
             # Every padded H up to 2048; above that the streamed kernels repeat.
             for block_h in (16 << i for i in range(8)):
-                p = launch.plan(block_h, dtype, precision, SHARED_MEMORY_LIMIT[capability])
+                p = launch.plan(block_h, dtype, precision, SHARED_MEMORY_LIMIT[capability],
+                                tensor_core_dots=tensor_core_dots(capability))  # fmt: skip
                 tile = p.block_h if p.tier == "persistent" or p.w_on_chip else 0
                 split = launch.split_k(dtype, precision, tile) if p.tier == "cooperative" else 1
                 for direction in ("forward", "backward"):
@@ -122,7 +149,8 @@ def configurations(capability: int) -> list[Config]:
                                 config, block_b=rows, num_warps=program["num_warps"],
                                 sum_in_parts=program["SUM_IN_PARTS"], **variant,
                             ))  # fmt: skip
-    return configs
+    limit = SHARED_MEMORY_LIMIT[capability]
+    return [c for c in configs if (shared_memory_bound(c, capability) or 0) <= limit]
 
 
 def compile_config(config: Config, capability: int, padded: bool = False,
@@ -213,6 +241,10 @@ def usage(config: Config, capability: int, padded: bool, aligned: bool) -> tuple
 def main() -> int:
     """Print the table; exit 1 if any configuration exceeds its target's shared memory,
     or the bound that plan() chose it by."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--targets", default=",".join(map(str, DEFAULT_TARGETS)),
+                        help=f"compute capabilities, of {sorted(SHARED_MEMORY_LIMIT)}")  # fmt: skip
+    targets = [int(t) for t in parser.parse_args().targets.split(",")]
     over = []
     print(
         "| kernel | input | target | shared memory (bytes) | limit | registers/thread "
@@ -221,7 +253,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     builds = [
         (config, capability, padded, aligned)
-        for capability in (80, 90)
+        for capability in targets
         for config in configurations(capability)
         for padded, aligned in ((True, True), (False, False))
     ]
@@ -238,16 +270,9 @@ def main() -> int:
             where = f"{config.describe()} {kind} on sm_{capability}: {shared} bytes"
             if shared > SHARED_MEMORY_LIMIT[capability]:
                 over.append(f"over the target's shared memory: {where}")
-            if config.block_h:  # plan() chose it by this bound: it must hold
-                if config.kernel.endswith("persistent"):
-                    bound_of = launch.persistent_shared_memory
-                    extra = (config.block_i, config.weight_grads)
-                else:
-                    bound_of = launch.cooperative_shared_memory
-                    extra = (config.block_n, config.split_k)
-                bound = bound_of(config.block_h, config.dtype, config.precision, *extra)
-                if shared > bound:
-                    over.append(f"over launch.{bound_of.__name__} ({bound}): {where}")
+            bound = shared_memory_bound(config, capability)  # it was chosen by: must hold
+            if bound is not None and shared > bound:
+                over.append(f"over its launch.*_shared_memory bound ({bound}): {where}")
     for line in over:
         print(f"FAILED: {line}")
     return 1 if over else 0

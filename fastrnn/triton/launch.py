@@ -153,12 +153,15 @@ class Plan:
     precision: str  # tl.dot's input_precision, which the shared-memory sizing assumed
     block_n: int = 0  # cooperative: hidden columns per tile
     w_on_chip: bool = False  # cooperative: a program's W_hh columns fit its shared memory
+    tensor_core_dots: bool = True  # the device's (device_tensor_core_dots)
 
 
 def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
-                             block_i: int = 0, weight_grads: bool = False) -> int:  # fmt: skip
+                             block_i: int = 0, weight_grads: bool = False,
+                             tensor_core_dots: bool = True) -> int:  # fmt: skip
     """Bytes of shared memory a persistent-tier kernel needs at most: W_hh (twice for
-    tf32x3, its high and low parts), two [BLOCK_B, block_h] operand tiles (Triton 3.6
+    tf32x3, its high and low parts; in fp32 where tl.dot is built from FMAs, see
+    device_tensor_core_dots), two [BLOCK_B, block_h] operand tiles (Triton 3.6
     stages two for the backward's IEEE tl.dot), 1 KB of Triton's own scratch; for a
     forward projecting an input of block_i (padded) features a [block_i, block_h]
     accumulator-precision reduction scratch; for a backward computing the weight
@@ -166,9 +169,10 @@ def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
     [block_h + 16, 16] operands.  An upper bound of what Triton (3.6 and 3.9) allocates;
     tools/cubin_report.py checks it on every kernel."""
     element = dtype.itemsize
+    w_element = element if tensor_core_dots else max(element, 4)
     copies = 2 if precision == "tf32x3" else 1
     rows = WEIGHT_GRADS_MAX_BATCH if weight_grads else BLOCK_B
-    recurrence = copies * (block_h * block_h * element + 2 * rows * block_h * max(element, 4))
+    recurrence = copies * (block_h * block_h * w_element + 2 * rows * block_h * max(element, 4))
     gradients = 2 * (block_h + 16) * 16 * max(element, 4) if weight_grads else 0
     return recurrence + block_i * block_h * max(element, 4) + gradients + 1024
 
@@ -191,29 +195,30 @@ def cooperative_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
 def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
          shared_memory: int | None = None, force_tier: str | None = None,
          block_n: int | None = None, cooperative_warps: int = COOP_NUM_WARPS,
-         most_parts: int = COOP_SPLIT_K) -> Plan:  # fmt: skip
+         most_parts: int = COOP_SPLIT_K, tensor_core_dots: bool = True) -> Plan:  # fmt: skip
     """The persistent tier up to MAX_PERSISTENT_H where its kernel fits shared_memory
-    (bytes per block; None: no limit, as in the interpreter), else the cooperative one
-    on cooperative_warps warps with block_n-column tiles (None: chosen by H, see
-    COOP_BLOCK_N), their W_hh columns on chip where they fit with products in at most
-    most_parts K parts (split_k)."""
+    (bytes per block; None: no limit, as in the interpreter) on a device with or
+    without tensor_core_dots, else the cooperative one on cooperative_warps warps with
+    block_n-column tiles (None: chosen by H, see COOP_BLOCK_N), their W_hh columns on
+    chip where they fit with products in at most most_parts K parts (split_k)."""
     block_h = _block(hidden)
-    fits = block_h <= MAX_PERSISTENT_H[dtype] and (
-        shared_memory is None
-        or persistent_shared_memory(block_h, dtype, precision) <= shared_memory
-    )
+    needed = persistent_shared_memory(block_h, dtype, precision,
+                                      tensor_core_dots=tensor_core_dots)  # fmt: skip
+    fits = block_h <= MAX_PERSISTENT_H[dtype] and (shared_memory is None or needed <= shared_memory)
     tier = force_tier or ("persistent" if fits else "cooperative")
     if tier == "persistent":
         # 8 warps at the larger tiles, the configuration measured on a GPU
         # (docs/performance.md).  One-row programs take their own (persistent_program).
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
-        return Plan("persistent", block_h, 8 if wide else 4, precision)
+        return Plan("persistent", block_h, 8 if wide else 4, precision,
+                    tensor_core_dots=tensor_core_dots)  # fmt: skip
     block_n = block_n or (32 if block_h <= 512 else 64)
     parts = split_k(dtype, precision, block_h, most_parts)
     on_chip = shared_memory is None or (
         cooperative_shared_memory(block_h, dtype, precision, block_n, parts) <= shared_memory
     )
-    return Plan("cooperative", block_h, cooperative_warps, precision, block_n, on_chip)
+    return Plan("cooperative", block_h, cooperative_warps, precision, block_n, on_chip,
+                tensor_core_dots)  # fmt: skip
 
 
 def split_k(dtype: torch.dtype, precision: str, block_h: int, most: int | None = None) -> int:
@@ -235,6 +240,15 @@ def device_shared_memory(device: torch.device) -> int | None:
     if interpreting(device):
         return None
     return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+
+
+@functools.cache
+def device_tensor_core_dots(device: torch.device) -> bool:
+    """Whether Triton builds tl.dot on a CUDA device's tensor cores: from compute
+    capability 8.0.  Below (V100, T4) it builds every dtype's from FMAs, with W_hh
+    staged in shared memory as fp32: twice the bytes at fp16 (offline builds for sm_70
+    and sm_75, Triton 3.6 and 3.9; docs/performance.md).  True in the interpreter."""
+    return interpreting(device) or torch.cuda.get_device_capability(device)[0] >= 8
 
 
 @functools.cache
@@ -437,7 +451,8 @@ def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
 
 def _plan(call: CallKey, hidden: int) -> Plan:
     return plan(hidden, call.dtype, call.precision, device_shared_memory(call.device),
-                FORCE_TIER, COOP_BLOCK_N, COOP_NUM_WARPS, COOP_SPLIT_K)  # fmt: skip
+                FORCE_TIER, COOP_BLOCK_N, COOP_NUM_WARPS, COOP_SPLIT_K,
+                device_tensor_core_dots(call.device))  # fmt: skip
 
 
 def _persistent_grid(call: CallKey, p: Plan, batch: int, directions: int):
@@ -467,7 +482,8 @@ def input_block(call: CallKey, p: Plan, rows: int, steps: int, input_size: int) 
         or rows * block_i * p.block_h > PROJECT_INPUT_ELEMENTS
     ):
         return 0
-    needed = persistent_shared_memory(p.block_h, call.dtype, p.precision, block_i)
+    needed = persistent_shared_memory(p.block_h, call.dtype, p.precision, block_i,
+                                      tensor_core_dots=p.tensor_core_dots)  # fmt: skip
     return block_i if _fits_shared_memory(call, needed) else 0
 
 
@@ -486,7 +502,8 @@ def weight_grads_rows(call: CallKey, p: Plan, steps: int, batch: int, rows: int,
         or rows * p.block_h * (p.block_h + 2 * input_size) > WEIGHT_GRADS_ELEMENTS
     ):
         return 0
-    needed = persistent_shared_memory(p.block_h, call.dtype, p.precision, weight_grads=True)
+    needed = persistent_shared_memory(p.block_h, call.dtype, p.precision, weight_grads=True,
+                                      tensor_core_dots=p.tensor_core_dots)  # fmt: skip
     if not _fits_shared_memory(call, needed):
         return 0
     whole_batch = 1 << (batch - 1).bit_length()
