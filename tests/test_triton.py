@@ -372,14 +372,20 @@ def test_plan_on_gpus_whose_dots_are_fmas(monkeypatch):
         assert launch.plan(128, dtype, "ieee", t4, tensor_core_dots=False).tier == "cooperative"
         assert launch.plan(64, dtype, "ieee", t4, tensor_core_dots=False).tier == "persistent"
         assert launch.plan(128, dtype, "ieee", v100, tensor_core_dots=False).tier == "persistent"
-    # The launch functions plan by the call's device.
+    # The launch functions plan by the call's device; fp32 as the IEEE FMAs Triton
+    # builds there whatever the TF32 flag (tf32x3 would count W_hh twice).
     monkeypatch.setattr(launch, "device_shared_memory", lambda device: t4)
     monkeypatch.setattr(launch, "device_tensor_core_dots", lambda device: False)
-    weights = [torch.empty(128, 8, dtype=torch.float16), torch.empty(128, 128, dtype=torch.float16)]
-    call = launch.call_key((torch.empty(3, 2, 8, dtype=torch.float16),), weights)
-    p = launch._plan(call, 128)
-    assert (p.tier, p.tensor_core_dots) == ("cooperative", False)
-    assert launch._plan(call, 64).tier == "persistent"
+    monkeypatch.setattr(launch, "FP32_DOT_PRECISION", "tf32x3")
+    for dtype, precision in ((torch.float16, "ieee"), (torch.float32, "ieee")):
+        weights = [torch.empty(128, 8, dtype=dtype), torch.empty(128, 128, dtype=dtype)]
+        call = launch.call_key((torch.empty(3, 2, 8, dtype=dtype),), weights)
+        p = launch._plan(call, 128)
+        assert (p.tier, p.tensor_core_dots, p.precision) == ("cooperative", False, precision)
+        assert p.w_on_chip  # which tf32x3's two copies of W_hh would not be
+        assert launch._plan(call, 64).tier == "persistent"
+    monkeypatch.setattr(launch, "device_tensor_core_dots", lambda device: True)
+    assert launch.call_key((torch.empty(3, 2, 8),), weights).precision == "tf32x3"
     # The persistent backward computing its weight gradients counts the same bytes.
     needed = launch.persistent_shared_memory(64, torch.float16, "ieee", weight_grads=True,
                                              tensor_core_dots=False)  # fmt: skip
@@ -409,6 +415,9 @@ def test_cooperative_tensor_core_products_run_in_k_parts(monkeypatch):
     assert launch.split_k(torch.float64, "ieee", 32) == 2
     assert launch.split_k(torch.bfloat16, "ieee", 0) == 4  # streamed, 64 rows a chunk
     assert launch.split_k(torch.float32, "ieee", 256) == 1
+    # Without tensor-core dots (T4, V100) every product on chip is one of FMAs.
+    assert launch.split_k(torch.float16, "ieee", 256, tensor_core_dots=False) == 1
+    assert launch.split_k(torch.float16, "ieee", 0, tensor_core_dots=False) == 4  # streamed
     force_tier(monkeypatch, "cooperative-128")
     x = torch.zeros(5, 17, 3, dtype=torch.float64)
     call = launch.call_key((x, None), [torch.zeros(70, 3, dtype=torch.float64),

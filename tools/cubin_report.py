@@ -35,9 +35,9 @@ from fastrnn.triton import kernels, launch
 
 # Shared memory a block may use (opt-in maximum) per target: V100, T4 (whose tl.dot
 # Triton builds from FMAs: launch.device_tensor_core_dots), A100, consumer Ampere and
-# Ada (RTX 30xx/40xx, L4), H100/H200.
+# Ada (RTX 30xx/40xx, L4), H100/H200, B200, consumer Blackwell (RTX 50xx).
 SHARED_MEMORY_LIMIT = {70: 98_304, 75: 65_536, 80: 166_912, 86: 101_376, 89: 101_376,
-                       90: 232_448}  # fmt: skip
+                       90: 232_448, 100: 232_448, 120: 101_376}  # fmt: skip
 DEFAULT_TARGETS = (75, 80, 90)
 TRITON_DTYPE = {
     torch.float32: "fp32",
@@ -108,15 +108,19 @@ def configurations(capability: int) -> list[Config]:
     capability's shared memory, with the persistent programs' weight-gradient and
     input-projecting variants where they fit it as the launch functions require."""
     configs = []
+    dots = tensor_core_dots(capability)
     for dtype in TRITON_DTYPE:
-        precisions = ("ieee", "tf32x3") if dtype == torch.float32 else ("ieee",)
+        # fp32 also on TF32 where tl.dot runs on tensor cores (launch.call_key).
+        precisions = ("ieee", "tf32x3") if dtype == torch.float32 and dots else ("ieee",)
         for precision in precisions:
             # Every padded H up to 2048; above that the streamed kernels repeat.
             for block_h in (16 << i for i in range(8)):
                 p = launch.plan(block_h, dtype, precision, SHARED_MEMORY_LIMIT[capability],
-                                tensor_core_dots=tensor_core_dots(capability))  # fmt: skip
+                                tensor_core_dots=dots)  # fmt: skip
                 tile = p.block_h if p.tier == "persistent" or p.w_on_chip else 0
-                split = launch.split_k(dtype, precision, tile) if p.tier == "cooperative" else 1
+                split = 1
+                if p.tier == "cooperative":
+                    split = launch.split_k(dtype, precision, tile, tensor_core_dots=dots)
                 for direction in ("forward", "backward"):
                     kernel = f"{direction}_{p.tier}"
                     config = Config(kernel, dtype, tile, p.num_warps, precision, p.block_n,

@@ -213,7 +213,7 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
         return Plan("persistent", block_h, 8 if wide else 4, precision,
                     tensor_core_dots=tensor_core_dots)  # fmt: skip
     block_n = block_n or (32 if block_h <= 512 else 64)
-    parts = split_k(dtype, precision, block_h, most_parts)
+    parts = split_k(dtype, precision, block_h, most_parts, tensor_core_dots)
     on_chip = shared_memory is None or (
         cooperative_shared_memory(block_h, dtype, precision, block_n, parts) <= shared_memory
     )
@@ -221,11 +221,14 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
                 tensor_core_dots)  # fmt: skip
 
 
-def split_k(dtype: torch.dtype, precision: str, block_h: int, most: int | None = None) -> int:
+def split_k(dtype: torch.dtype, precision: str, block_h: int, most: int | None = None,
+            tensor_core_dots: bool = True) -> int:  # fmt: skip
     """K parts (at most `most`, None: COOP_SPLIT_K) of a cooperative program's product
     with W_hh's columns on chip (block_h: the padded H) or streamed (0: BLOCK_K rows at
-    a time); 1 for FMA products."""
-    if dtype == torch.float32 and precision == "ieee":
+    a time); 1 for FMA products: fp32 IEEE, and on chip on a device without
+    tensor_core_dots (there in parts the fp16/bf16/fp64 builds spill up to 4 KB a
+    thread and in one none; streamed, one part spills more: docs/performance.md)."""
+    if dtype == torch.float32 and precision == "ieee" or (block_h and not tensor_core_dots):
         return 1
     return min(COOP_SPLIT_K if most is None else most, (block_h or COOP_BLOCK_K) // 16)
 
@@ -434,7 +437,7 @@ class CallKey(NamedTuple):
     device: torch.device
     dtype: torch.dtype  # W_hh's: the plan's
     dtypes: tuple  # of every tensor argument: the kernels specialise on them
-    precision: str  # dot_precision(dtype)
+    precision: str  # dot_precision(dtype); "ieee" without tensor-core dots
     settings: tuple  # this module's settings, which tests and tools change
 
 
@@ -446,7 +449,10 @@ def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
                 COOP_SPLIT_K, COOP_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS,
                 IEEE_DOT_PARTS, PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS,
                 WEIGHT_GRADS_MAX_STEPS, WEIGHT_GRADS_ELEMENTS)  # fmt: skip
-    return CallKey(weights[1].device, dtype, dtypes, dot_precision(dtype), settings)
+    device, precision = weights[1].device, dot_precision(dtype)
+    if precision != "ieee" and not device_tensor_core_dots(device):
+        precision = "ieee"  # what Triton builds there whatever tl.dot is told (FMAs)
+    return CallKey(device, dtype, dtypes, precision, settings)
 
 
 def _plan(call: CallKey, hidden: int) -> Plan:
@@ -524,7 +530,8 @@ def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hi
     on_chip = on_chip and programs % col_tiles == 0
     meta.update(BLOCK_B=BLOCK_B, BLOCK_N=p.block_n, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
                 BLOCK_H=p.block_h if on_chip else 0, num_warps=p.num_warps,
-                SPLIT_K=split_k(call.dtype, p.precision, p.block_h if on_chip else 0))  # fmt: skip
+                SPLIT_K=split_k(call.dtype, p.precision, p.block_h if on_chip else 0,
+                                tensor_core_dots=p.tensor_core_dots))  # fmt: skip
     if not interpreting(call.device):
         meta["launch_cooperative_grid"] = True
     state = (state_shape, STATE_DTYPE.get(call.dtype, torch.float32))
