@@ -392,6 +392,38 @@ def test_plan_on_gpus_whose_dots_are_fmas(monkeypatch):
     assert needed > launch.persistent_shared_memory(64, torch.float16, "ieee", weight_grads=True)
 
 
+def test_a_plan_without_tensor_core_dots_runs_like_nn_rnn(monkeypatch, triton_kernels):
+    """On a V100's plan (98,304 bytes, dots built from FMAs: device_tensor_core_dots
+    False) a cooperative program's product with W_hh on chip is one K part where a
+    tensor-core GPU's is two (launch.split_k), and matches nn.RNN in fp64, forward and
+    backward, both directions."""
+    force_tier(monkeypatch, "cooperative")
+    monkeypatch.setattr(launch, "device_shared_memory", lambda device: 98_304)
+    launched = []
+    run = launch.recurrence_forward
+
+    def watched(layer_launch, *args):
+        launched.append((layer_launch.meta["SPLIT_K"], layer_launch.meta["W_ON_CHIP"]))
+        return run(layer_launch, *args)
+
+    monkeypatch.setattr(launch, "recurrence_forward", watched)
+    names = ["output", "h_n", "grad input", "grad h0"] + [f"grad param {i}" for i in range(99)]
+    case = (3, 20, 4, 1, True, False, "tanh", True, None)
+    for tensor_cores, parts in ((True, 2), (False, 1)):
+        monkeypatch.setattr(launch, "device_tensor_core_dots", lambda _, cores=tensor_cores: cores)
+        launched.clear()
+        launch.forward_launch.cache_clear()  # kept per call key, which the device facts are not in
+        launch.backward_launch.cache_clear()
+        try:
+            got, want = run_case(case, torch.float64)
+        finally:
+            launch.forward_launch.cache_clear()
+            launch.backward_launch.cache_clear()
+        assert launched == [(parts, True)]
+        for name, g, w in zip(names, got, want, strict=False):
+            assert_close(g, w, torch.float64, f"tensor-core dots {tensor_cores}: {name}")
+
+
 def test_plan_holds_cooperative_w_hh_on_chip_where_it_fits():
     a100, hopper = 166_912, 232_448  # opt-in shared memory per block
     assert launch.plan(512, torch.float16, "ieee", hopper).w_on_chip
