@@ -364,29 +364,39 @@ def test_plan_by_hidden_size_dtype_and_the_devices_shared_memory():
 def test_plan_on_gpus_whose_dots_are_fmas(monkeypatch):
     """Below compute capability 8.0 Triton builds tl.dot from FMAs with W_hh staged in
     shared memory as fp32 (launch.device_tensor_core_dots): the fp16 persistent forward
-    at H=128 takes 73,728 bytes for sm_75 (tools/cubin_report.py), over a T4's 65,536,
-    so a T4 runs it on the cooperative tier; a V100 (98,304) keeps it persistent."""
+    on 16 rows at H=128 takes 73,728 bytes for sm_75 (tools/cubin_report.py), over a
+    T4's 65,536, where its FMA-row programs take 32,768.  So a T4 runs fp16 at H=128 on
+    the persistent tier while the batch fits FMA rows on its SMs, else on the
+    cooperative tier; a V100 (98,304) keeps the persistent tier's 16 rows."""
     t4, v100 = 65_536, 98_304  # opt-in shared memory per block
     for dtype in (torch.float16, torch.bfloat16):
-        assert launch.plan(128, dtype, "ieee", t4).tier == "persistent"  # tensor cores
-        assert launch.plan(128, dtype, "ieee", t4, tensor_core_dots=False).tier == "cooperative"
-        assert launch.plan(64, dtype, "ieee", t4, tensor_core_dots=False).tier == "persistent"
-        assert launch.plan(128, dtype, "ieee", v100, tensor_core_dots=False).tier == "persistent"
-    # The launch functions plan by the call's device; fp32 as the IEEE FMAs Triton
-    # builds there whatever the TF32 flag (tf32x3 would count W_hh twice).
+        assert launch.plan(128, dtype, "ieee", t4).dot_rows  # tensor cores
+        p = launch.plan(128, dtype, "ieee", t4, tensor_core_dots=False)
+        assert (p.tier, p.dot_rows) == ("persistent", False)
+        assert launch.plan(64, dtype, "ieee", t4, tensor_core_dots=False).dot_rows
+        assert launch.plan(128, dtype, "ieee", v100, tensor_core_dots=False).dot_rows
+    # The launch functions plan by the call's device, a T4 (40 SMs) here.
+    monkeypatch.setattr(launch, "interpreting", lambda device: False)
+    monkeypatch.setattr(launch, "device_sms", lambda device: 40)
     monkeypatch.setattr(launch, "device_shared_memory", lambda device: t4)
     monkeypatch.setattr(launch, "device_tensor_core_dots", lambda device: False)
-    monkeypatch.setattr(launch, "FP32_DOT_PRECISION", "tf32x3")
-    for dtype, precision in ((torch.float16, "ieee"), (torch.float32, "ieee")):
+
+    def call(dtype):
         weights = [torch.empty(128, 8, dtype=dtype), torch.empty(128, 128, dtype=dtype)]
-        call = launch.call_key((torch.empty(3, 2, 8, dtype=dtype),), weights)
-        p = launch._plan(call, 128)
-        assert (p.tier, p.tensor_core_dots, p.precision) == ("cooperative", False, precision)
-        assert p.w_on_chip  # which tf32x3's two copies of W_hh would not be
-        assert launch._plan(call, 64).tier == "persistent"
+        return launch.call_key((torch.empty(3, 2, 8, dtype=dtype),), weights)
+
+    fp16 = call(torch.float16)
+    assert launch._layer_plan(fp16, 128, 80, 1).tier == "persistent"  # 40 programs of 2 rows
+    assert launch._layer_plan(fp16, 128, 81, 1).tier == "cooperative"  # 16-row programs
+    assert launch._layer_plan(fp16, 128, 41, 2).tier == "cooperative"  # 20 SMs a direction
+    # fp32 as the IEEE FMAs Triton builds there whatever the TF32 flag: W_hh's columns on
+    # chip, which tf32x3's two copies would not be.
+    monkeypatch.setattr(launch, "FP32_DOT_PRECISION", "tf32x3")
+    p = launch._layer_plan(call(torch.float32), 128, 8, 1)
+    assert (p.tier, p.precision, p.w_on_chip) == ("cooperative", "ieee", True)
     monkeypatch.setattr(launch, "device_tensor_core_dots", lambda device: True)
-    assert launch.call_key((torch.empty(3, 2, 8),), weights).precision == "tf32x3"
-    # The persistent backward computing its weight gradients counts the same bytes.
+    assert call(torch.float32).precision == "tf32x3"
+    # The persistent backward computing its weight gradients counts W_hh in fp32 too.
     needed = launch.persistent_shared_memory(64, torch.float16, "ieee", weight_grads=True,
                                              tensor_core_dots=False)  # fmt: skip
     assert needed > launch.persistent_shared_memory(64, torch.float16, "ieee", weight_grads=True)

@@ -95,65 +95,75 @@ def shared_memory_bound(config: Config, capability: int) -> int | None:
     if not config.block_h:
         return None
     if config.kernel.endswith("persistent"):
+        # FMA rows running the recurrence alone stage no dot operand (launch.plan).
+        fma_only = config.block_b < launch.BLOCK_B and not (config.block_i or config.weight_grads)
         return launch.persistent_shared_memory(
             config.block_h, config.dtype, config.precision, config.block_i,
-            config.weight_grads, tensor_core_dots(capability),
+            config.weight_grads, tensor_core_dots(capability) or fma_only,
         )  # fmt: skip
     return launch.cooperative_shared_memory(config.block_h, config.dtype, config.precision,
                                             config.block_n, config.split_k)  # fmt: skip
 
 
-def configurations(capability: int) -> list[Config]:
-    """Every (kernel, dtype, precision, tile) that launch.plan picks on a GPU with this
-    capability's shared memory, with the persistent programs' weight-gradient and
-    input-projecting variants where they fit it as the launch functions require."""
+def plan_configurations(p: launch.Plan, dtype: torch.dtype, precision: str) -> list[Config]:
+    """The kernels that plan p runs, forward and backward; on the persistent tier also
+    its programs computing the weight gradients on tl.dot's rows (16, and the most:
+    launch.weight_grads_rows), and on FMA rows (one, and the most: the most registers)
+    with launch.persistent_program's warps and sums, computing the weight gradients too
+    or projecting the largest input (launch.input_block; the most registers for W_ih)
+    on one row."""
+    tile = p.block_h if p.tier == "persistent" or p.w_on_chip else 0
+    split = 1
+    if p.tier == "cooperative":
+        split = launch.split_k(dtype, precision, tile, tensor_core_dots=p.tensor_core_dots)
     configs = []
+    for direction in ("forward", "backward"):
+        config = Config(f"{direction}_{p.tier}", dtype, tile, p.num_warps, precision, p.block_n,
+                        split)  # fmt: skip
+        configs.append(config)
+        if p.tier != "persistent":
+            continue
+        if direction == "backward":
+            for block_b in (launch.BLOCK_B, launch.WEIGHT_GRADS_MAX_BATCH):
+                configs.append(dataclasses.replace(config, block_b=block_b, weight_grads=True))
+        fma = [r for r in (1, 2, 4, 8) if launch.fma_rows(r, p.block_h)]
+        block_i = launch.PROJECT_INPUT_ELEMENTS // p.block_h
+        for rows in sorted({1, max(fma)}) if fma else ():
+            variants = [{}]
+            if direction == "backward":
+                variants.append({"weight_grads": True})
+            if direction == "forward" and rows == 1 and block_i >= 16:
+                variants.append({"block_i": block_i})
+            for variant in variants:
+                program = launch.persistent_program(p, rows, not variant)
+                configs.append(dataclasses.replace(
+                    config, block_b=rows, num_warps=program["num_warps"],
+                    sum_in_parts=program["SUM_IN_PARTS"], **variant,
+                ))  # fmt: skip
+    return configs
+
+
+def configurations(capability: int) -> list[Config]:
+    """Every (kernel, dtype, precision, tile) that the launch functions pick on a GPU with
+    this capability's shared memory (plan_configurations of launch.plan's plans, and of
+    the cooperative one where the persistent tier fits on FMA rows only: launch.
+    _layer_plan), each where it fits that memory as they require."""
     dots = tensor_core_dots(capability)
+    limit = SHARED_MEMORY_LIMIT[capability]
+    configs = []
     for dtype in TRITON_DTYPE:
         # fp32 also on TF32 where tl.dot runs on tensor cores (launch.call_key).
-        precisions = ("ieee", "tf32x3") if dtype == torch.float32 and dots else ("ieee",)
-        for precision in precisions:
+        for precision in ("ieee", "tf32x3") if dtype == torch.float32 and dots else ("ieee",):
             # Every padded H up to 2048; above that the streamed kernels repeat.
             for block_h in (16 << i for i in range(8)):
-                p = launch.plan(block_h, dtype, precision, SHARED_MEMORY_LIMIT[capability],
-                                tensor_core_dots=dots)  # fmt: skip
-                tile = p.block_h if p.tier == "persistent" or p.w_on_chip else 0
-                split = 1
-                if p.tier == "cooperative":
-                    split = launch.split_k(dtype, precision, tile, tensor_core_dots=dots)
-                for direction in ("forward", "backward"):
-                    kernel = f"{direction}_{p.tier}"
-                    config = Config(kernel, dtype, tile, p.num_warps, precision, p.block_n,
-                                    split)  # fmt: skip
-                    if config not in configs:
-                        configs.append(config)
-                    if p.tier != "persistent":
-                        continue
-                    if direction == "backward":
-                        # One program computing the weight gradients too (launch.
-                        # weight_grads_rows) on tl.dot's rows: 16, and the most.
-                        for block_b in (launch.BLOCK_B, launch.WEIGHT_GRADS_MAX_BATCH):
-                            configs.append(dataclasses.replace(config, block_b=block_b,
-                                                               weight_grads=True))  # fmt: skip
-                    # FMA products: one row and the most rows per program (the most
-                    # registers), each with launch.persistent_program's warps and sums;
-                    # computing the weight gradients too, or projecting the largest input
-                    # (launch.input_block; the most registers for W_ih) on one row.
-                    fma = [r for r in (1, 2, 4, 8) if launch.fma_rows(r, block_h)]
-                    block_i = launch.PROJECT_INPUT_ELEMENTS // block_h
-                    for rows in sorted({1, max(fma)}) if fma else ():
-                        variants = [{}]
-                        if direction == "backward":
-                            variants.append({"weight_grads": True})
-                        if direction == "forward" and rows == 1 and block_i >= 16:
-                            variants.append({"block_i": block_i})
-                        for variant in variants:
-                            program = launch.persistent_program(p, rows, not variant)
-                            configs.append(dataclasses.replace(
-                                config, block_b=rows, num_warps=program["num_warps"],
-                                sum_in_parts=program["SUM_IN_PARTS"], **variant,
-                            ))  # fmt: skip
-    limit = SHARED_MEMORY_LIMIT[capability]
+                p = launch.plan(block_h, dtype, precision, limit, tensor_core_dots=dots)
+                plans = [p]
+                if p.tier == "persistent" and not p.dot_rows:
+                    plans.append(launch.plan(block_h, dtype, precision, limit, "cooperative",
+                                             tensor_core_dots=dots))  # fmt: skip
+                for plan in plans:
+                    configs += [c for c in plan_configurations(plan, dtype, precision)
+                                if c not in configs]  # fmt: skip
     return [c for c in configs if (shared_memory_bound(c, capability) or 0) <= limit]
 
 

@@ -154,6 +154,7 @@ class Plan:
     block_n: int = 0  # cooperative: hidden columns per tile
     w_on_chip: bool = False  # cooperative: a program's W_hh columns fit its shared memory
     tensor_core_dots: bool = True  # the device's (device_tensor_core_dots)
+    dot_rows: bool = True  # persistent: programs of BLOCK_B rows on tl.dot fit the device
 
 
 def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
@@ -200,18 +201,27 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
     (bytes per block; None: no limit, as in the interpreter) on a device with or
     without tensor_core_dots, else the cooperative one on cooperative_warps warps with
     block_n-column tiles (None: chosen by H, see COOP_BLOCK_N), their W_hh columns on
-    chip where they fit with products in at most most_parts K parts (split_k)."""
+    chip where they fit with products in at most most_parts K parts (split_k).  Without
+    tensor_core_dots the persistent tier may fit on FMA rows only (dot_rows False),
+    whose broadcast products stage no dot operand."""
     block_h = _block(hidden)
-    needed = persistent_shared_memory(block_h, dtype, precision,
-                                      tensor_core_dots=tensor_core_dots)  # fmt: skip
-    fits = block_h <= MAX_PERSISTENT_H[dtype] and (shared_memory is None or needed <= shared_memory)
-    tier = force_tier or ("persistent" if fits else "cooperative")
+
+    def fits(needed: int) -> bool:
+        return shared_memory is None or needed <= shared_memory
+
+    dot_rows = fits(persistent_shared_memory(block_h, dtype, precision,
+                                             tensor_core_dots=tensor_core_dots))  # fmt: skip
+    # FMA-row programs stage no dot operand: W_hh in its own dtype.
+    fma_rows_only = fma_rows(1, block_h) and fits(persistent_shared_memory(block_h, dtype,
+                                                                           precision))  # fmt: skip
+    persistent = block_h <= MAX_PERSISTENT_H[dtype] and (dot_rows or fma_rows_only)
+    tier = force_tier or ("persistent" if persistent else "cooperative")
     if tier == "persistent":
         # 8 warps at the larger tiles, the configuration measured on a GPU
         # (docs/performance.md).  One-row programs take their own (persistent_program).
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
         return Plan("persistent", block_h, 8 if wide else 4, precision,
-                    tensor_core_dots=tensor_core_dots)  # fmt: skip
+                    tensor_core_dots=tensor_core_dots, dot_rows=dot_rows)  # fmt: skip
     block_n = block_n or (32 if block_h <= 512 else 64)
     parts = split_k(dtype, precision, block_h, most_parts, tensor_core_dots)
     on_chip = shared_memory is None or (
@@ -455,10 +465,23 @@ def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
     return CallKey(device, dtype, dtypes, precision, settings)
 
 
-def _plan(call: CallKey, hidden: int) -> Plan:
+def _plan(call: CallKey, hidden: int, tier: str | None = None) -> Plan:
     return plan(hidden, call.dtype, call.precision, device_shared_memory(call.device),
-                FORCE_TIER, COOP_BLOCK_N, COOP_NUM_WARPS, COOP_SPLIT_K,
+                tier or FORCE_TIER, COOP_BLOCK_N, COOP_NUM_WARPS, COOP_SPLIT_K,
                 device_tensor_core_dots(call.device))  # fmt: skip
+
+
+def _layer_plan(call: CallKey, hidden: int, batch: int, directions: int) -> Plan:
+    """_plan's, but the cooperative tier where the persistent one would need programs of
+    BLOCK_B rows on tl.dot, which do not fit the device (Plan.dot_rows)."""
+    p = _plan(call, hidden)
+    if (
+        p.tier == "persistent"
+        and not p.dot_rows
+        and _persistent_grid(call, p, batch, directions)[0] == BLOCK_B
+    ):
+        return _plan(call, hidden, "cooperative")
+    return p
 
 
 def _persistent_grid(call: CallKey, p: Plan, batch: int, directions: int):
@@ -547,7 +570,7 @@ def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batc
     which projects the input itself where input_block says so, or the cooperative
     tier's, as plan() picks.  x_strides: the layer input's (step_strides), which also
     give the order of the input projections' rows (projection_rows)."""
-    p = _plan(call, hidden)
+    p = _layer_plan(call, hidden, batch, directions)
     meta = dict(PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
                 DOT_PRECISION=p.precision, HAS_BIAS=has_bias, HAS_H0=has_h0)  # fmt: skip
     if p.tier == "persistent":
@@ -581,7 +604,7 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
     layer's output (step, batch and column: gradient_strides) and of h_n ([D, B, H]),
     None where that output got none (zeros, not read); has_h0: h0 was given (else its
     gradient is not written)."""
-    p = _plan(call, hidden)
+    p = _layer_plan(call, hidden, batch, directions)
     meta = dict(PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
                 DOT_PRECISION=p.precision, HAS_DY=dy_strides is not None,
                 HAS_DHN=dhn_strides is not None, HAS_H0=has_h0)  # fmt: skip
