@@ -211,7 +211,6 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
 
     dot_rows = fits(persistent_shared_memory(block_h, dtype, precision,
                                              tensor_core_dots=tensor_core_dots))  # fmt: skip
-    # FMA-row programs stage no dot operand: W_hh in its own dtype.
     fma_rows_only = fma_rows(1, block_h) and fits(persistent_shared_memory(block_h, dtype,
                                                                            precision))  # fmt: skip
     persistent = block_h <= MAX_PERSISTENT_H[dtype] and (dot_rows or fma_rows_only)
