@@ -237,7 +237,7 @@ def split_k(dtype: torch.dtype, precision: str, block_h: int, most: int | None =
     a time); 1 for FMA products: fp32 IEEE, and on chip on a device without
     tensor_core_dots (there in parts the fp16/bf16/fp64 builds spill up to 4 KB a
     thread and in one none; streamed, one part spills more: docs/performance.md)."""
-    if dtype == torch.float32 and precision == "ieee" or (block_h and not tensor_core_dots):
+    if (dtype == torch.float32 and precision == "ieee") or (block_h and not tensor_core_dots):
         return 1
     return min(COOP_SPLIT_K if most is None else most, (block_h or COOP_BLOCK_K) // 16)
 
