@@ -395,7 +395,7 @@ def test_plan_on_gpus_whose_dots_are_fmas(monkeypatch):
     p = launch._layer_plan(call(torch.float32), 128, 8, 1)
     assert (p.tier, p.precision, p.w_on_chip) == ("cooperative", "ieee", True)
     monkeypatch.setattr(launch, "device_tensor_core_dots", lambda device: True)
-    assert call(torch.float32).precision == "tf32x3"
+    assert launch._layer_plan(call(torch.float32), 128, 8, 1).precision == "tf32x3"
     # The persistent backward computing its weight gradients counts W_hh in fp32 too.
     needed = launch.persistent_shared_memory(64, torch.float16, "ieee", weight_grads=True,
                                              tensor_core_dots=False)  # fmt: skip

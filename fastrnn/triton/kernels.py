@@ -17,9 +17,7 @@ bidirectional layer's two independent recurrences run side by side:
 * persistent: each program owns BLOCK_B batch rows and the whole hidden dimension, keeps
   W_hh on chip and its rows' state h in registers for the whole sequence.  Programs
   never read each other's state, so no barrier.  With 16 rows the product is a tl.dot
-  on tensor cores (Triton stages W_hh in shared memory; below compute capability 8.0 it
-  builds the dot from FMAs, W_hh staged in fp32: launch.device_tensor_core_dots); with
-  fewer rows
+  on tensor cores (Triton stages W_hh in shared memory; FMAs below sm_80); with fewer rows
   (launch.persistent_rows: one per program while the grid fits the SMs) it is a
   broadcast product summed with FMAs in ACC_DTYPE (_product), whose step is far
   shorter than a chain of tensor-core products; a one-row program that runs the

@@ -446,7 +446,7 @@ class CallKey(NamedTuple):
     device: torch.device
     dtype: torch.dtype  # W_hh's: the plan's
     dtypes: tuple  # of every tensor argument: the kernels specialise on them
-    precision: str  # dot_precision(dtype); "ieee" without tensor-core dots
+    precision: str  # dot_precision(dtype)
     settings: tuple  # this module's settings, which tests and tools change
 
 
@@ -458,16 +458,16 @@ def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
                 COOP_SPLIT_K, COOP_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS,
                 IEEE_DOT_PARTS, PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS,
                 WEIGHT_GRADS_MAX_STEPS, WEIGHT_GRADS_ELEMENTS)  # fmt: skip
-    device, precision = weights[1].device, dot_precision(dtype)
-    if precision != "ieee" and not device_tensor_core_dots(device):
-        precision = "ieee"  # what Triton builds there whatever tl.dot is told (FMAs)
-    return CallKey(device, dtype, dtypes, precision, settings)
+    return CallKey(weights[1].device, dtype, dtypes, dot_precision(dtype), settings)
 
 
 def _plan(call: CallKey, hidden: int, tier: str | None = None) -> Plan:
-    return plan(hidden, call.dtype, call.precision, device_shared_memory(call.device),
+    tensor_core_dots = device_tensor_core_dots(call.device)
+    # Where Triton builds tl.dot from FMAs, that is what it builds whatever it is told.
+    precision = call.precision if tensor_core_dots else "ieee"
+    return plan(hidden, call.dtype, precision, device_shared_memory(call.device),
                 tier or FORCE_TIER, COOP_BLOCK_N, COOP_NUM_WARPS, COOP_SPLIT_K,
-                device_tensor_core_dots(call.device))  # fmt: skip
+                tensor_core_dots)  # fmt: skip
 
 
 def _layer_plan(call: CallKey, hidden: int, batch: int, directions: int) -> Plan:
