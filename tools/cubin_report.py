@@ -84,8 +84,8 @@ class Config:
         return f"{self.kernel} {dtype} {tile} warps={self.num_warps}"
 
 
-def tensor_core_dots(capability: int) -> bool:  # as launch.device_tensor_core_dots
-    return capability >= 80
+def tensor_core_dots(capability: int) -> bool:  # launch.device_tensor_core_dots's rule
+    return capability // 10 >= launch.TENSOR_CORE_DOTS_MAJOR
 
 
 def shared_memory_bound(config: Config, capability: int) -> int | None:

@@ -254,13 +254,18 @@ def device_shared_memory(device: torch.device) -> int | None:
     return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
 
 
+TENSOR_CORE_DOTS_MAJOR = 8  # compute capability (major) of device_tensor_core_dots
+
+
 @functools.cache
 def device_tensor_core_dots(device: torch.device) -> bool:
     """Whether Triton builds tl.dot on a CUDA device's tensor cores: from compute
     capability 8.0.  Below (V100, T4) it builds every dtype's from FMAs, with W_hh
     staged in shared memory as fp32: twice the bytes at fp16 (offline builds for sm_70
     and sm_75, Triton 3.6 and 3.9; docs/performance.md).  True in the interpreter."""
-    return interpreting(device) or torch.cuda.get_device_capability(device)[0] >= 8
+    if interpreting(device):
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= TENSOR_CORE_DOTS_MAJOR
 
 
 @functools.cache
