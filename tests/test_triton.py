@@ -273,6 +273,38 @@ def test_triton_input_of_any_strides_matches_nn_rnn(tier, layout, monkeypatch,
     assert tuple(copies) == STRIDED_INPUT_COPIES[tier, layout], copies
 
 
+@pytest.mark.parametrize("tier", ["persistent", "persistent-gemm", "cooperative"],
+                         indirect=True)  # fmt: skip
+def test_triton_weights_of_any_strides(tier, triton_kernels):
+    """Weights that are views with other strides (every other column of a wider W_ih, a
+    transposed W_hh, a strided bias), as a functional call may pass them: the launch
+    functions hand the kernels contiguous copies, so the forward and every gradient
+    equal those of the same weights made contiguous."""
+    gen = torch.Generator().manual_seed(5)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(DEVICE)
+
+    steps, batch, inputs, hidden = 6, 4, 3, 20
+    x, hx = rand(steps, batch, inputs), rand(2, batch, hidden)
+    strided = [w for _ in range(2)  # one bidirectional layer
+               for w in (rand(hidden, 2 * inputs)[:, ::2], rand(hidden, hidden).t(),
+                         rand(2 * hidden)[::2], rand(hidden))]  # fmt: skip
+    assert sum(not w.is_contiguous() for w in strided) == 6
+    grad_output, grad_h_n = rand(steps, batch, 2 * hidden), rand(2, batch, hidden)
+    results = []
+    for weights in (strided, [w.contiguous() for w in strided]):
+        output, h_n, layer_outputs = launch.rnn_forward_triton(x, hx, weights, None, 1, True,
+                                                               False)  # fmt: skip
+        grad_input, grad_hx, grad_weights = launch.rnn_backward_triton(
+            grad_output, grad_h_n, x, hx, weights, None, output, layer_outputs, 1, True, False,
+            True,
+        )  # fmt: skip
+        results.append([output, h_n, grad_input, grad_hx, *grad_weights])
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 # A loss that reads one output: the backward gets no gradient (None) for the other and
 # takes it as zeros without reading any (HAS_DY, HAS_DHN), nor writes dh0 without h0.
 # And one whose gradients are both expanded (strides 0), read without a copy.
@@ -383,7 +415,7 @@ def test_plan_on_gpus_whose_dots_are_fmas(monkeypatch):
 
     def call(dtype):
         weights = [torch.empty(128, 8, dtype=dtype), torch.empty(128, 128, dtype=dtype)]
-        return launch.call_key((torch.empty(3, 2, 8, dtype=dtype),), weights)
+        return launch.call_key(weights)
 
     fp16 = call(torch.float16)
     assert launch._layer_plan(fp16, 128, 80, 1).tier == "persistent"  # 40 programs of 2 rows
@@ -461,9 +493,8 @@ def test_cooperative_tensor_core_products_run_in_k_parts(monkeypatch):
     assert launch.split_k(torch.float16, "ieee", 256, tensor_core_dots=False) == 1
     assert launch.split_k(torch.float16, "ieee", 0, tensor_core_dots=False) == 4  # streamed
     force_tier(monkeypatch, "cooperative-128")
-    x = torch.zeros(5, 17, 3, dtype=torch.float64)
-    call = launch.call_key((x, None), [torch.zeros(70, 3, dtype=torch.float64),
-                                       torch.zeros(70, 70, dtype=torch.float64)])  # fmt: skip
+    call = launch.call_key([torch.zeros(70, 3, dtype=torch.float64),
+                            torch.zeros(70, 70, dtype=torch.float64)])  # fmt: skip
     layer = launch.forward_launch(call, 70, 1, 5, 17, 85, True, 3, (51, 3), 70, False, False,
                                   False)  # fmt: skip
     assert layer.meta["W_ON_CHIP"] and layer.meta["SPLIT_K"] == 4
@@ -926,8 +957,7 @@ def test_input_projected_in_the_kernel_for_short_sequences_on_fma_programs(monke
     its FMA product fits PROJECT_INPUT_ELEMENTS; a GEMM does it otherwise (0)."""
 
     def block(steps, input_size, batch=3):
-        x = torch.zeros(steps, batch, input_size)
-        call = launch.call_key((x, None), [torch.zeros(16, input_size), torch.zeros(16, 16)])
+        call = launch.call_key([torch.zeros(16, input_size), torch.zeros(16, 16)])
         return launch.forward_launch(call, 16, 1, steps, batch, steps * batch, True, input_size,
                                      (batch * input_size, input_size), 16, False, False,
                                      False).block_i  # fmt: skip
@@ -951,12 +981,11 @@ def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
     with FMA_WHOLE_COLUMNS off, the plan's warps and one sum."""
 
     def programs(hidden, batch=3, steps=40):
-        x = torch.zeros(steps, batch, 4)
         weights = [torch.zeros(hidden, 4), torch.zeros(hidden, hidden)]
         args = (hidden, 1, steps, batch, steps * batch, True, 4, (batch * 4, 4), hidden, False,
                 False, False)  # fmt: skip
-        forward = launch.forward_launch(launch.call_key((x, None), weights), *args)
-        backward = launch.backward_launch(launch.call_key((x, None, x, None, x), weights),
+        forward = launch.forward_launch(launch.call_key(weights), *args)
+        backward = launch.backward_launch(launch.call_key(weights),
                                           *args, True, (batch * hidden, hidden, 1),
                                           (batch * hidden, hidden, 1))  # fmt: skip
         return [(layer.meta["BLOCK_B"], layer.meta["num_warps"], layer.meta["SUM_IN_PARTS"])
@@ -1052,9 +1081,8 @@ def test_weight_gradients_in_the_backward_kernel_for_short_small_layers(monkeypa
     WEIGHT_GRADS_ELEMENTS multiply-adds; GEMMs do it otherwise (several programs)."""
 
     def plan(steps, batch, hidden=16, input_size=4):
-        x = torch.zeros(steps, batch, input_size)
         weights = [torch.zeros(hidden, input_size), torch.zeros(hidden, hidden)]
-        call = launch.call_key((x, None, x, None, x), weights)
+        call = launch.call_key(weights)
         rows = steps * batch
         layer = launch.backward_launch(call, hidden, 1, steps, batch, rows, True, input_size,
                                        (batch * input_size, input_size), hidden, False, True,

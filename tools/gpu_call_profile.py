@@ -130,7 +130,7 @@ def op_costs() -> None:
     xp = torch.addmm(b, x, w.t())
     y, h_n = torch.empty(5, 8, device="cuda"), torch.empty(1, 1, 8, device="cuda")
     steps = launch.make_steps(x.view(5, 1, 4), None, 1)
-    call = launch.call_key((x, None), weights)
+    call = launch.call_key(weights)
     layer = launch.forward_launch(call, 8, 1, 5, 1, 5, True, 4, (4, 4), 8, False, True, False)
     layer_xp = None if layer.block_i else xp  # as the forward passes it
 

@@ -449,21 +449,19 @@ class CallKey(NamedTuple):
     """What every launch of an op call depends on besides its shapes."""
 
     device: torch.device
-    dtype: torch.dtype  # W_hh's: the plan's
-    dtypes: tuple  # of every tensor argument: the kernels specialise on them
+    dtype: torch.dtype  # every tensor argument's (_C.check_rnn_arguments): the plan's
     precision: str  # dot_precision(dtype)
     settings: tuple  # this module's settings, which tests and tools change
 
 
-def call_key(tensors: tuple, weights: list[Tensor]) -> CallKey:
-    """The CallKey of an op call on tensors (None for an absent optional one) and weights."""
+def call_key(weights: list[Tensor]) -> CallKey:
+    """The CallKey of an op call on weights (their dtype is every tensor argument's)."""
     dtype = weights[1].dtype
-    dtypes = (*[t.dtype if t is not None else None for t in tensors], *[w.dtype for w in weights])
     settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP,
                 COOP_SPLIT_K, COOP_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS,
                 IEEE_DOT_PARTS, PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS,
                 WEIGHT_GRADS_MAX_STEPS, WEIGHT_GRADS_ELEMENTS)  # fmt: skip
-    return CallKey(weights[1].device, dtype, dtypes, dot_precision(dtype), settings)
+    return CallKey(weights[1].device, dtype, dot_precision(dtype), settings)
 
 
 def _plan(call: CallKey, hidden: int, tier: str | None = None) -> Plan:
@@ -730,6 +728,19 @@ def _both(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
     return tensors[0], tensors[-1]
 
 
+def _each_direction(cells: list[list[Tensor]], index: int) -> tuple[Tensor, Tensor]:
+    """Weight `index` (w_ih, w_hh, b_ih, b_hh) of each direction's cell, or of its
+    gradients, as _both passes them."""
+    return cells[0][index], cells[-1][index]
+
+
+def contiguous_weights(weights: list[Tensor]) -> list[Tensor]:
+    """The weights as the kernels read them, with unit strides (a copy only where not)."""
+    if all(map(Tensor.is_contiguous, weights)):
+        return weights
+    return [w.contiguous() for w in weights]
+
+
 def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, counters,
                        steps: Steps):  # fmt: skip
     """One layer, every direction in one launch (forward_launch): y[rows, direction d's
@@ -737,7 +748,7 @@ def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, c
     running backwards in time; h_n = final states.  xp: [D, N, H] (one direction:
     [N, H]), its rows in projection_rows' order, or None where the kernel computes it
     from x, x W_ih^T + b_ih; x: the layer input, padded [T, B, I] or packed [N, I], unit
-    column stride; layer_weights: each direction's [w_ih, w_hh(, b_ih, b_hh)];
+    column stride; layer_weights: each direction's contiguous [w_ih, w_hh(, b_ih, b_hh)];
     y: [N, D*H]; h0: [D, B, H] or None for zeros; h_n: [D, B, H];
     counters: [D] barrier counters (barrier_counters) or None."""
     if steps.batch == 0:
@@ -752,11 +763,11 @@ def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, c
     has_bias = len(layer_weights[0]) == 4
     pointers = (
         xp,
-        *_both([w[3].contiguous() for w in layer_weights] if has_bias else [xp]),
+        *(_each_direction(layer_weights, 3) if has_bias else (xp, xp)),
         y,
         h0 if h0 is not None else xp,
         h_n,
-        *_both([w[1].contiguous() for w in layer_weights]),
+        *_each_direction(layer_weights, 1),
         *steps.tables(xp),
     )
     if launch.state is not None:
@@ -765,8 +776,8 @@ def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, c
     launch((
         *pointers,
         x,
-        *_both([w[0].contiguous() for w in layer_weights]),
-        *_both([w[2].contiguous() for w in layer_weights] if has_bias else [x]),
+        *_each_direction(layer_weights, 0),
+        *(_each_direction(layer_weights, 2) if has_bias else (x, x)),
     ))  # fmt: skip
 
 
@@ -777,7 +788,7 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weight
     dh0 receives the gradient of the initial state.  dy, y, dz: [N, D*H], one row
     stride (dy: padded [T, B, D*H] too, any strides, as launch was made for); dh_n, dh0:
     [D, B, H]; dy, dh_n None: zeros; dh0 None: not wanted (no h0);
-    layer_weights: each direction's [w_ih, w_hh(, b_ih, b_hh)].  Where
+    layer_weights: each direction's contiguous [w_ih, w_hh(, b_ih, b_hh)].  Where
     launch.weight_grads, also each direction's [dW_ih, dW_hh(, db_ih, db_hh)] into
     weight_grads, from the layer input x (padded [T, B, I] or packed [N, I], unit column
     stride) and h0 [D, B, H] (None: zeros); where launch.input_grad, dx [N, I] = dz W_ih."""
@@ -790,12 +801,12 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weight
             dh0.zero_()
         return
     assert y.stride(0) == dz.stride(0), "y and dz share one row stride"
-    w_hh = [w[1].contiguous() for w in layer_weights]
     # Placeholders (never read or written) where dy, dh_n or dh0 is None.
     pointers = (dy if dy is not None else dz, y, dz, dh_n if dh_n is not None else dz,
-                dh0 if dh0 is not None else dz, *_both(w_hh), *steps.tables(dz))  # fmt: skip
+                dh0 if dh0 is not None else dz, *_each_direction(layer_weights, 1),
+                *steps.tables(dz))  # fmt: skip
     if launch.state is not None:
-        launch((*pointers, launch.workspace(dz, len(w_hh)), counters))
+        launch((*pointers, launch.workspace(dz, len(layer_weights)), counters))
         return
     if not launch.weight_grads:
         launch((*pointers, *[dz] * 14))  # placeholders of the weight gradients' arguments
@@ -806,8 +817,8 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weight
         x,
         h0 if h0 is not None else dz,
         *_both(steps.previous or [dz]),
-        *[tensor for i in range(4) for tensor in _both([g[i] for g in grads])],
-        *((layer_weights[0][0].contiguous(), dx) if launch.input_grad else (dz, dz)),
+        *[grad for i in range(4) for grad in _each_direction(grads, i)],
+        *((layer_weights[0][0], dx) if launch.input_grad else (dz, dz)),
     ))  # fmt: skip
 
 
@@ -928,6 +939,7 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
     # Devices (nn.RNN's message), shapes and dtypes, checked as the CPU kernels check
     # them: the kernels do not.
     _C.check_rnn_arguments(input, hx, weights, batch_sizes, num_layers, bidirectional)
+    weights = contiguous_weights(weights)
     directions = 2 if bidirectional else 1
     hidden = weights[1].shape[0]
     batch = hx.shape[1] if hx is not None else input.shape[1]
@@ -940,7 +952,7 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
     h0 = hx.contiguous() if hx is not None else None
     # The kernels read rows of unit column stride, at any step and batch strides.
     x = input if input.stride(-1) == 1 else input.contiguous()
-    call = call_key((input, hx), weights)
+    call = call_key(weights)
     counters = None
     for layer in range(num_layers):
         target = output if layer == num_layers - 1 else layer_outputs[layer]
@@ -969,6 +981,7 @@ def rnn_backward_triton(
     the kernels neither read nor get."""
     _C.check_rnn_backward_arguments(grad_output, grad_h_n, input, hx, weights, batch_sizes,
                                     output, layer_outputs, num_layers, bidirectional)  # fmt: skip
+    weights = contiguous_weights(weights)
     directions = 2 if bidirectional else 1
     hidden = weights[1].shape[0]
     batch = hx.shape[1] if hx is not None else input.shape[1]
@@ -980,7 +993,7 @@ def rnn_backward_triton(
     # Read with its strides: an expanded one (0) or a batch_first one needs no copy.
     grad_y = grad_output  # None: the top layer's output got no gradient
     dz = input.new_empty((steps.rows, directions * hidden))  # laid out as the layer's output
-    call = call_key((grad_output, grad_h_n, input, hx, output), weights)
+    call = call_key(weights)
     counters = None
     for layer in reversed(range(num_layers)):
         layer_in = input if layer == 0 else layer_outputs[layer - 1]
