@@ -1002,6 +1002,40 @@ def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
     assert programs(100) == [(1, plan_warps, False)] * 2
 
 
+@pytest.mark.parametrize("tier", ["cooperative", "cooperative-streamed"], indirect=True)
+def test_cooperative_tf32x3_products_of_split_weights(tier, monkeypatch, triton_kernels):
+    """fp32 under nn.RNN's TF32 flag (tf32x3) on the cooperative tier: where W_hh streams,
+    a program multiplies its TF32 parts (kernels._tf32_parts), the low ones split once
+    into a workspace before the first product, forward and backward; on chip Triton's
+    own tf32x3.  Every output and gradient matches fp64 nn.RNN at fp32 accuracy (the
+    interpreter multiplies the parts exactly; a part left out is an error of ~1e-3).
+    H=20 is one column tile, on chip unless streamed; H=70 streams (one program holds
+    its three column tiles)."""
+    monkeypatch.setattr(launch, "FP32_DOT_PRECISION", "tf32x3")
+    on_chip = []
+
+    def watch(direction):  # records each layer launch's W_ON_CHIP
+        run = getattr(launch, f"recurrence_{direction}")
+
+        def watched(layer_launch, *args):
+            on_chip.append(layer_launch.meta["W_ON_CHIP"])
+            return run(layer_launch, *args)
+
+        monkeypatch.setattr(launch, f"recurrence_{direction}", watched)
+
+    watch("forward")
+    watch("backward")
+    names = ["output", "h_n", "grad input", "grad h0"] + [f"grad param {i}" for i in range(99)]
+    for case, chip in [((17, 20, 5, 2, True, True, "tanh", True, tier), tier == "cooperative"),
+                       ((3, 70, 7, 1, False, False, "relu", True, tier), False)]:  # fmt: skip
+        on_chip.clear()
+        got, want = run_case(case, torch.float32)
+        for name, g, w in zip(names, got, want, strict=False):
+            assert_close(g, w, torch.float32, f"{case_id(case)} {name}")
+        if DEVICE.type == "cpu":  # a GPU's grid may keep more columns on chip
+            assert set(on_chip) == {chip}, on_chip
+
+
 def test_16_row_fp32_ieee_programs_multiply_in_k_parts(monkeypatch, triton_kernels):
     """dot_parts: a persistent program on tl.dot's 16 rows with fp32 IEEE products at
     padded H=128 (whose one-part forward spills registers) multiplies in IEEE_DOT_PARTS

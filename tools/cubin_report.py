@@ -208,6 +208,8 @@ def compile_config(config: Config, capability: int, padded: bool = False,
             signature[name] = "*i32"
         elif name == "state_ptr":  # the cooperative tier's state: fp32 (fp64 for fp64)
             signature[name] = "*fp64" if dt == "fp64" else "*fp32"
+        elif name == "w_low_ptr":  # W_hh's low TF32 parts where used, else a placeholder
+            signature[name] = "*fp32" if config.precision == "tf32x3" else f"*{dt}"
         elif name.endswith("_ptr"):
             signature[name] = f"*{dt}"
         else:

@@ -1,5 +1,7 @@
 """Small training steps on CUDA for compute-sanitizer, on the kernels that synchronise
-threads beyond a step's own work: the cooperative tier (a grid barrier per step) and
+threads beyond a step's own work: the cooperative tier (a grid barrier per step; W_hh
+on chip, and streamed, where fp32 under the TF32 flag reads the low parts of W_hh that
+every program wrote into a workspace before the first barrier) and
 the persistent backward that computes the weight gradients from the dz its threads
 stored (a block barrier), on 8-row FMA programs, on 32-row tl.dot ones and on one row;
 and one-row programs running the recurrence alone (threads summing whole columns, h
@@ -25,17 +27,23 @@ LOSSES = {
         (torch.rand(out.shape, device="cuda") * out).sum() + h_n.sum()
     ),
 }
-CASES = [  # (tier, T, B, H, packed, batch_first, loss)
+CASES = [  # (variant of the plan: launch.variant_settings, T, B, H, packed, batch_first, loss)
     ("cooperative", 6, 20, 70, False, True, "w * out + h_n"),
     ("cooperative", 6, 20, 70, False, False, "out"),
+    ("cooperative-streamed", 6, 20, 70, False, False, "out^2 + h_n"),
     ("persistent", 7, 5, 16, True, False, "out^2 + h_n"),
     ("persistent", 6, 20, 70, False, True, "out"),
     ("persistent", 40, 3, 100, False, True, "w * out + h_n"),
     ("persistent", 6, 1, 100, False, False, "out"),
 ]
 
+# The settings a variant may change, at their defaults.
+DEFAULTS = {name: getattr(launch, name) for option in launch.VARIANT_OPTIONS.values()
+            for name in option}  # fmt: skip
+
 for tier, steps, batch, hidden, packed, batch_first, loss in CASES:
-    launch.FORCE_TIER = tier
+    for setting, value in {**DEFAULTS, **launch.variant_settings(tier)}.items():
+        setattr(launch, setting, value)
     torch.manual_seed(0)
     options = dict(num_layers=2, bidirectional=True, batch_first=batch_first, device="cuda")
     rnn = fastrnn.RNN(8, hidden, **options)

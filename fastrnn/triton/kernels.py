@@ -34,7 +34,9 @@ bidirectional layer's two independent recurrences run side by side:
   are loaded once and stay on chip; otherwise they are streamed from L2 along K every
   step.  The product runs in SPLIT_K parts of K, one batched tl.dot whose parts are
   summed (_split_product): one product's tensor-core instructions form a single chain
-  through its accumulator, the parts independent shorter ones (launch.split_k).
+  through its accumulator, the parts independent shorter ones (launch.split_k).  Where
+  W_hh streams, fp32 tf32x3 products take its TF32 parts split once (_tf32_parts), by
+  the programs into a workspace before the first product (_store_low_parts).
   A grid-wide barrier separates the steps, so the grid is launched cooperatively
   (all programs of both directions resident, or the launch fails instead of
   deadlocking); each direction has its own barrier counter and G programs.  The state
@@ -242,14 +244,61 @@ def _split_k(k0, SPLIT_K: tl.constexpr, PART: tl.constexpr):
 
 
 @triton.jit
+def _tf32_high(x):
+    """fp32 x rounded to TF32 (its last 13 mantissa bits cleared, to nearest, ties away
+    from zero, as cvt.rna.tf32.f32), which a tensor core reads exactly."""
+    bits = x.to(tl.uint32, bitcast=True)
+    return ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _tf32_parts(x):
+    """(high, low) of fp32 x, both TF32: _tf32_high(x) and the rest rounded so (0 where
+    x is infinite), the parts of a tf32x3 product as Triton's tf32x3 splits them."""
+    high = _tf32_high(x)
+    return high, _tf32_high(tl.where(high == x, 0.0, x - high))
+
+
+@triton.jit
+def _store_low_parts(w_ptr, w_low_ptr, H, BLOCK: tl.constexpr):
+    """This program's rows of W_hh [H, H] (program_id, program_id + programs, ...) as
+    their low TF32 parts (_tf32_parts) into w_low_ptr, laid out alike."""
+    for row in range(tl.program_id(0), H, tl.num_programs(0)):
+        for c0 in range(0, H, BLOCK):
+            offsets = tl.cast(row, tl.int64) * H + c0 + tl.arange(0, BLOCK)
+            in_row = c0 + tl.arange(0, BLOCK) < H
+            w = tl.load(w_ptr + offsets, mask=in_row, other=0.0)
+            tl.store(w_low_ptr + offsets, _tf32_parts(w)[1], mask=in_row)
+
+
+@triton.jit
+def _part_rows(a_ptr, rows, active, stride, H, k):
+    """A[rows, k[s]] for each part s of k [SPLIT_K, PART] (_split_k): [SPLIT_K, rows, PART]."""
+    return _load_block(a_ptr, rows[None, :, None], active[None, :, None], k[:, None, :], stride,
+                       1, H)  # fmt: skip
+
+
+@triton.jit
 def _split_product(a_ptr, rows, active, stride, H, k, m, DOT_PRECISION: tl.constexpr,
                    ACC_DTYPE: tl.constexpr):  # fmt: skip
     """[SPLIT_K, rows, BLOCK_N]: A[rows, k[s]] @ M[k[s], :] for each part s of k
     [SPLIT_K, PART] (_split_k), with m [SPLIT_K, PART, BLOCK_N] M's rows in the same
     parts: one batched tl.dot, whose parts the caller sums (the design notes above)."""
-    a = _load_block(a_ptr, rows[None, :, None], active[None, :, None], k[:, None, :], stride,
-                    1, H)  # fmt: skip
+    a = _part_rows(a_ptr, rows, active, stride, H, k)
     return tl.dot(a.to(m.dtype), m, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+
+
+@triton.jit
+def _split_tf32x3_product(acc, a_ptr, rows, active, stride, H, k, m_high, m_low,
+                          ACC_DTYPE: tl.constexpr):  # fmt: skip
+    """acc + _split_product's tf32x3 product, with M given as its TF32 parts
+    (_tf32_parts): three plain TF32 products of the parts, small ones first, low times
+    low left out, as Triton's tf32x3 does, which would split M again at every product
+    (docs/performance.md)."""
+    a_high, a_low = _tf32_parts(_part_rows(a_ptr, rows, active, stride, H, k))
+    acc = tl.dot(a_low, m_high, acc, input_precision="tf32", out_dtype=ACC_DTYPE)
+    acc = tl.dot(a_high, m_low, acc, input_precision="tf32", out_dtype=ACC_DTYPE)
+    return tl.dot(a_high, m_high, acc, input_precision="tf32", out_dtype=ACC_DTYPE)
 
 
 @triton.jit
@@ -264,7 +313,7 @@ def _own_columns(w_ptr, col_tiles, H, BLOCK_N: tl.constexpr, BLOCK_H: tl.constex
 
 
 @triton.jit
-def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_chip, rn,
+def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_low_ptr, w_chip, rn,
                    TRANSPOSED: tl.constexpr, W_ON_CHIP: tl.constexpr, BLOCK_H: tl.constexpr,
                    SPLIT_K: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
                    ACC_DTYPE: tl.constexpr):  # fmt: skip
@@ -272,7 +321,9 @@ def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_chip, rn,
     _weight_block: forward h_{t-1} W_hh^T, backward dz_t W_hh; K in SPLIT_K parts
     (_split_product).  M's columns come from w_chip (_own_columns) when W_ON_CHIP, with
     all of A's row in one load; else they are streamed from L2 BLOCK_K rows at a time,
-    each part accumulating across the chunks."""
+    each part accumulating across the chunks; tf32x3 then multiplies M's TF32 parts, the
+    low ones split once into w_low_ptr (_store_low_parts; on chip Triton keeps its
+    split of M out of the time loop itself)."""
     if W_ON_CHIP:
         k = _split_k(0, SPLIT_K, BLOCK_H // SPLIT_K)
         parts = _split_product(a_ptr, rows, active, stride, H, k, w_chip, DOT_PRECISION,
@@ -282,8 +333,14 @@ def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_chip, rn,
         for k0 in range(0, H, BLOCK_K):
             k = _split_k(k0, SPLIT_K, BLOCK_K // SPLIT_K)
             w = _weight_block(w_ptr, k[:, :, None], rn[None, None, :], H, H, TRANSPOSED)
-            parts += _split_product(a_ptr, rows, active, stride, H, k, w, DOT_PRECISION,
-                                    ACC_DTYPE)  # fmt: skip
+            if DOT_PRECISION == "tf32x3":
+                w_low = _weight_block(w_low_ptr, k[:, :, None], rn[None, None, :], H, H,
+                                      TRANSPOSED)  # fmt: skip
+                parts = _split_tf32x3_product(parts, a_ptr, rows, active, stride, H, k,
+                                              _tf32_high(w), w_low, ACC_DTYPE)  # fmt: skip
+            else:
+                parts += _split_product(a_ptr, rows, active, stride, H, k, w, DOT_PRECISION,
+                                        ACC_DTYPE)  # fmt: skip
     return acc + tl.sum(parts, axis=0)
 
 
@@ -651,6 +708,7 @@ def rnn_forward_cooperative_kernel(
     offsets_ptr,  # [T] int64 (packed only)
     state_ptr,  # [D, 2, B, H] ACC_DTYPE workspace: h ping-pongs between a direction's halves
     counter_ptr,  # [D] int32, zero at launch: each direction's grid-barrier arrivals
+    w_low_ptr,  # [D, H, H] fp32 workspace: W_hh's low TF32 parts (tf32x3, W streamed)
     stride_y,
     T,
     N,
@@ -679,11 +737,15 @@ def rnn_forward_cooperative_kernel(
     state_size = B * H
     state_ptr += direction.to(tl.int64) * 2 * state_size
     counter_ptr += direction
+    w_low_ptr += direction.to(tl.int64) * H * H
     col_tiles = tl.cdiv(H, BLOCK_N)
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
     wt_chip = 0.0  # W_hh^T's columns of this program when on chip (unused when streamed)
     if W_ON_CHIP:
         wt_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K, True)
+    elif DOT_PRECISION == "tf32x3":
+        # Read by every program from the first product on, which a grid barrier precedes.
+        _store_low_parts(w_ptr, w_low_ptr, H, BLOCK_K)
     arrivals = 0
     if HAS_H0:  # h0 into the half that step 0 reads, in the state's precision
         for tile in range(tl.program_id(0), tiles, programs):
@@ -713,7 +775,7 @@ def rnn_forward_cooperative_kernel(
                     h_old = _load_rows(h_prev_ptr, rb, in_b, rn, H, H)
             if i > 0 or HAS_H0:
                 z = _times_columns(
-                    z, h_prev_ptr, rb, in_b, H, H, w_ptr, wt_chip, rn, True,
+                    z, h_prev_ptr, rb, in_b, H, H, w_ptr, w_low_ptr, wt_chip, rn, True,
                     W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K, DOT_PRECISION, ACC_DTYPE,
                 )  # fmt: skip
             y = _activation(z, RELU)
@@ -739,6 +801,7 @@ def rnn_backward_cooperative_kernel(
     offsets_ptr,
     state_ptr,  # [D, B, H] ACC_DTYPE workspace: dh of the rows outside the current step
     counter_ptr,  # [D] int32, zero at launch
+    w_low_ptr,  # [D, H, H] fp32 workspace: W_hh's low TF32 parts (tf32x3, W streamed)
     stride_y,
     T,
     B,
@@ -771,11 +834,14 @@ def rnn_backward_cooperative_kernel(
     )  # fmt: skip
     state_ptr += direction.to(tl.int64) * B * H
     counter_ptr += direction
+    w_low_ptr += direction.to(tl.int64) * H * H
     col_tiles = tl.cdiv(H, BLOCK_N)
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
     w_chip = 0.0  # W_hh's columns of this program when on chip (unused when streamed)
     if W_ON_CHIP:
         w_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K, False)
+    elif DOT_PRECISION == "tf32x3":  # read after the grid barrier below
+        _store_low_parts(w_ptr, w_low_ptr, H, BLOCK_K)
     t_first, step = _time_order(direction, T, True)
     # dz of the first step processed, from dh_n.
     for tile in range(tl.program_id(0), tiles, programs):
@@ -807,7 +873,7 @@ def rnn_backward_cooperative_kernel(
             # dh[:, n] = sum_k dz_t[:, k] W_hh[k, n], every column of dz_t stored already.
             acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
             acc = _times_columns(
-                acc, dz_ptr, rows, active, stride_y, H, w_ptr, w_chip, rn, False,
+                acc, dz_ptr, rows, active, stride_y, H, w_ptr, w_low_ptr, w_chip, rn, False,
                 W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K, DOT_PRECISION, ACC_DTYPE,
             )  # fmt: skip
             dh = tl.where(active[:, None], acc, dh_old)

@@ -444,6 +444,15 @@ class KernelLaunch:
         shape, dtype = self.state
         return like.new_empty((directions, *shape), dtype=dtype)
 
+    def low_parts(self, like: Tensor, directions: int) -> Tensor:
+        """The cooperative kernel's workspace of W_hh's low TF32 parts, [H, H] fp32 per
+        direction, where its tf32x3 products stream W_hh (kernels._store_low_parts);
+        else `like`, a placeholder never read."""
+        if self.meta["DOT_PRECISION"] != "tf32x3" or self.meta["W_ON_CHIP"]:
+            return like
+        hidden = self.state[0][-1]
+        return like.new_empty((directions, hidden, hidden), dtype=torch.float32)
+
 
 class CallKey(NamedTuple):
     """What every launch of an op call depends on besides its shapes."""
@@ -771,7 +780,9 @@ def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, c
         *steps.tables(xp),
     )
     if launch.state is not None:
-        launch((*pointers, launch.workspace(xp, len(layer_weights)), counters))
+        directions = len(layer_weights)
+        launch((*pointers, launch.workspace(xp, directions), counters,
+                launch.low_parts(xp, directions)))  # fmt: skip
         return
     launch((
         *pointers,
@@ -806,7 +817,9 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weight
                 dh0 if dh0 is not None else dz, *_each_direction(layer_weights, 1),
                 *steps.tables(dz))  # fmt: skip
     if launch.state is not None:
-        launch((*pointers, launch.workspace(dz, len(layer_weights)), counters))
+        directions = len(layer_weights)
+        launch((*pointers, launch.workspace(dz, directions), counters,
+                launch.low_parts(dz, directions)))  # fmt: skip
         return
     if not launch.weight_grads:
         launch((*pointers, *[dz] * 14))  # placeholders of the weight gradients' arguments
