@@ -2,7 +2,7 @@
 tier (a batch under 16 with FMA products or with tl.dot, one-row FMA programs summing
 whole columns or on the plan's warps in one sum; a short sequence's input projected in
 the kernel or by a GEMM, its weight gradients computed by the backward kernel or by
-GEMMs), onto the cooperative tier with 64- or 32-column tiles, or with W_hh's columns
+GEMMs), onto the cooperative tier with 64-, 32- or 16-column tiles, or with W_hh's columns
 streamed from L2 instead of held on chip, its products in one K part, its programs on
 8 warps or its streamed W_hh 32 rows a chunk; a 16-row fp32 IEEE product in K parts or
 in one; fp32 tensor-core products as tf32x3, plain TF32 or IEEE FMA products under
@@ -40,7 +40,9 @@ from fastrnn.triton import kernels, launch
 # largest; fp16 at H=256, where both tiers compile within the GPU's limits), and where
 # only the cooperative tier runs, its tile width and W_hh on chip or streamed.
 BOUNDARY = ("persistent", "cooperative", "cooperative-streamed")
-WIDTH = ("cooperative-64", "cooperative-32", "cooperative-streamed")
+# 16 columns: twice the programs of 32, each with half a step's work, and fp32's W_hh on
+# chip up to H=512 (offline SASS in docs/performance.md).
+WIDTH = ("cooperative-64", "cooperative-32", "cooperative-16", "cooperative-streamed")
 # FMA products on few rows (one row: threads summing whole columns, or on the plan's
 # warps in one sum), or tl.dot on 16.
 FMA = ("persistent", "persistent-onesum", "persistent-dot")
