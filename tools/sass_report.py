@@ -39,14 +39,16 @@ def sass(compiled) -> list[tuple[int, str]]:
 
 
 def time_loop(code: list[tuple[int, str]]) -> list[str]:
-    """The instructions of the widest backward branch's range: the kernel's time loop."""
+    """The instructions of the widest backward branch's range that synchronises threads
+    (where any does): the kernel's time loop, not a loop before it (the cooperative
+    tier's split of W_hh has no barrier)."""
     loops = []
     for address, body in code:
         target = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", body)
         if target and int(target.group(1), 16) <= address:
-            loops.append((int(target.group(1), 16), address))
-    first, last = max(loops, key=lambda loop: loop[1] - loop[0])
-    return [body for address, body in code if first <= address <= last]
+            loops.append([body for a, body in code if int(target.group(1), 16) <= a <= address])
+    synchronising = [loop for loop in loops if any(opcode(b).startswith("BAR") for b in loop)]
+    return max(synchronising or loops, key=len)
 
 
 def opcode(body: str) -> str:

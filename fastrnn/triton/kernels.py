@@ -261,14 +261,17 @@ def _tf32_parts(x):
 
 @triton.jit
 def _store_low_parts(w_ptr, w_low_ptr, H, BLOCK: tl.constexpr):
-    """This program's rows of W_hh [H, H] (program_id, program_id + programs, ...) as
-    their low TF32 parts (_tf32_parts) into w_low_ptr, laid out alike."""
-    for row in range(tl.program_id(0), H, tl.num_programs(0)):
-        for c0 in range(0, H, BLOCK):
-            offsets = tl.cast(row, tl.int64) * H + c0 + tl.arange(0, BLOCK)
-            in_row = c0 + tl.arange(0, BLOCK) < H
-            w = tl.load(w_ptr + offsets, mask=in_row, other=0.0)
-            tl.store(w_low_ptr + offsets, _tf32_parts(w)[1], mask=in_row)
+    """This program's share of W_hh [H, H], a run of its elements, as their low TF32
+    parts (_tf32_parts) into w_low_ptr, laid out alike: BLOCK elements at a time, so
+    that a program's loads are few and wide."""
+    size = tl.cast(H, tl.int64) * H
+    share = tl.cdiv(size, tl.num_programs(0))
+    start = tl.program_id(0) * share
+    for offset in range(0, share, BLOCK):
+        offsets = start + offset + tl.arange(0, BLOCK)
+        mask = (offsets < start + share) & (offsets < size)
+        w = tl.load(w_ptr + offsets, mask=mask, other=0.0)
+        tl.store(w_low_ptr + offsets, _tf32_parts(w)[1], mask=mask)
 
 
 @triton.jit
@@ -745,7 +748,7 @@ def rnn_forward_cooperative_kernel(
         wt_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K, True)
     elif DOT_PRECISION == "tf32x3":
         # Read by every program from the first product on, which a grid barrier precedes.
-        _store_low_parts(w_ptr, w_low_ptr, H, BLOCK_K)
+        _store_low_parts(w_ptr, w_low_ptr, H, 4096)
     arrivals = 0
     if HAS_H0:  # h0 into the half that step 0 reads, in the state's precision
         for tile in range(tl.program_id(0), tiles, programs):
@@ -841,7 +844,7 @@ def rnn_backward_cooperative_kernel(
     if W_ON_CHIP:
         w_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K, False)
     elif DOT_PRECISION == "tf32x3":  # read after the grid barrier below
-        _store_low_parts(w_ptr, w_low_ptr, H, BLOCK_K)
+        _store_low_parts(w_ptr, w_low_ptr, H, 4096)
     t_first, step = _time_order(direction, T, True)
     # dz of the first step processed, from dh_n.
     for tile in range(tl.program_id(0), tiles, programs):
