@@ -1198,6 +1198,13 @@ def test_variant_names_set_launch_settings(monkeypatch, request):
     assert not torch.backends.cudnn.allow_tf32
     gpu_tier_ab.use_variant("fastrnn-tf32gemm")
     assert matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 == gpu_tier_ab.DEFAULT_ALLOW_TF32
+    # A persistent program of 16 rows at H=256 on the plan's warps, or on pw16's 16.
+    fp16 = [torch.zeros(256, 4, dtype=torch.float16), torch.zeros(256, 256, dtype=torch.float16)]
+    args = (256, 1, 5, 40, 200, True, 4, (160, 4), 256, False, False, False)
+    for name, warps in [("fastrnn", 8), ("fastrnn-pw16", 16)]:
+        gpu_tier_ab.use_variant(name)
+        layer = launch.forward_launch(launch.call_key(fp16), *args)
+        assert (layer.meta["BLOCK_B"], layer.meta["num_warps"]) == (16, warps), layer.meta
     assert launch.FORCE_TIER is None and launch.FP32_DOT_PRECISION is None
     gpu_tier_ab.use_variant("fastrnn-tf32-tf32gemm")
     assert matmul.allow_tf32 and launch.dot_precision(torch.float32) == "tf32"

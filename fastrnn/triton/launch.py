@@ -46,6 +46,8 @@ COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed 
 # chains of tensor-core instructions (kernels.py; offline SASS in docs/performance.md).
 COOP_SPLIT_K = 4
 COOP_NUM_WARPS = 4  # tools/gpu_tier_ab.py times 8
+# Warps of a persistent program at the larger tiles (plan); tools/gpu_tier_ab.py times 16.
+PERSISTENT_NUM_WARPS = 8
 # Batch rows per program: tl.dot needs at least 16.  A persistent program may instead
 # take fewer rows and multiply with FMAs, where that [rows, H, H] product stays within
 # FMA_PRODUCT_ELEMENTS (persistent_rows): a shorter step than tl.dot's, as measured on
@@ -108,6 +110,7 @@ VARIANT_OPTIONS = {
     "streamed": {"COOP_W_ON_CHIP": False},  # W_hh's columns streamed where they would fit
     "unsplit": {"COOP_SPLIT_K": 1},  # cooperative products in one K part
     "w8": {"COOP_NUM_WARPS": 8},
+    "pw16": {"PERSISTENT_NUM_WARPS": 16},  # persistent programs at the larger tiles
     "k32": {"COOP_BLOCK_K": 32},  # streamed W_hh 32 rows a chunk
     "tf32": {"FP32_DOT_PRECISION": "tf32"},  # fp32 tensor-core products in plain TF32
 }
@@ -196,10 +199,12 @@ def cooperative_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
 def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
          shared_memory: int | None = None, force_tier: str | None = None,
          block_n: int | None = None, cooperative_warps: int = COOP_NUM_WARPS,
-         most_parts: int = COOP_SPLIT_K, tensor_core_dots: bool = True) -> Plan:  # fmt: skip
+         most_parts: int = COOP_SPLIT_K, tensor_core_dots: bool = True,
+         persistent_warps: int = PERSISTENT_NUM_WARPS) -> Plan:  # fmt: skip
     """The persistent tier up to MAX_PERSISTENT_H where its kernel fits shared_memory
     (bytes per block; None: no limit, as in the interpreter) on a device with or
-    without tensor_core_dots, else the cooperative one on cooperative_warps warps with
+    without tensor_core_dots, on persistent_warps warps at the larger tiles, else the
+    cooperative one on cooperative_warps warps with
     block_n-column tiles (None: chosen by H, see COOP_BLOCK_N), their W_hh columns on
     chip where they fit with products in at most most_parts K parts (split_k).  Without
     tensor_core_dots the persistent tier may fit on FMA rows only (dot_rows False),
@@ -216,10 +221,10 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
     persistent = block_h <= MAX_PERSISTENT_H[dtype] and (dot_rows or fma_rows_only)
     tier = force_tier or ("persistent" if persistent else "cooperative")
     if tier == "persistent":
-        # 8 warps at the larger tiles, the configuration measured on a GPU
+        # persistent_warps (8) at the larger tiles, the configuration measured on a GPU
         # (docs/performance.md).  One-row programs take their own (persistent_program).
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
-        return Plan("persistent", block_h, 8 if wide else 4, precision,
+        return Plan("persistent", block_h, persistent_warps if wide else 4, precision,
                     tensor_core_dots=tensor_core_dots, dot_rows=dot_rows)  # fmt: skip
     block_n = block_n or (32 if block_h <= 512 else 64)
     parts = split_k(dtype, precision, block_h, most_parts, tensor_core_dots)
@@ -467,9 +472,10 @@ def call_key(weights: list[Tensor]) -> CallKey:
     """The CallKey of an op call on weights (their dtype is every tensor argument's)."""
     dtype = weights[1].dtype
     settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP,
-                COOP_SPLIT_K, COOP_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS,
-                IEEE_DOT_PARTS, PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS,
-                WEIGHT_GRADS_MAX_STEPS, WEIGHT_GRADS_ELEMENTS)  # fmt: skip
+                COOP_SPLIT_K, COOP_NUM_WARPS, PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS,
+                FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS, PROJECT_INPUT_MAX_STEPS,
+                PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
+                WEIGHT_GRADS_ELEMENTS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dot_precision(dtype), settings)
 
 
@@ -479,7 +485,7 @@ def _plan(call: CallKey, hidden: int, tier: str | None = None) -> Plan:
     precision = call.precision if tensor_core_dots else "ieee"
     return plan(hidden, call.dtype, precision, device_shared_memory(call.device),
                 tier or FORCE_TIER, COOP_BLOCK_N, COOP_NUM_WARPS, COOP_SPLIT_K,
-                tensor_core_dots)  # fmt: skip
+                tensor_core_dots, PERSISTENT_NUM_WARPS)  # fmt: skip
 
 
 def _layer_plan(call: CallKey, hidden: int, batch: int, directions: int) -> Plan:
