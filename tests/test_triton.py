@@ -132,6 +132,23 @@ def tier(request, monkeypatch):
     return request.param
 
 
+def watch_layer_launches(monkeypatch, record, directions=("forward", "backward")) -> None:
+    """record(direction, layer_launch) at each layer's recurrence launch (launch.
+    recurrence_forward / recurrence_backward), which then runs as usual."""
+    for direction in directions:
+        run = getattr(launch, f"recurrence_{direction}")
+
+        def watched(layer_launch, *args, direction=direction, run=run):
+            record(direction, layer_launch)
+            return run(layer_launch, *args)
+
+        monkeypatch.setattr(launch, f"recurrence_{direction}", watched)
+
+
+# The names of run_case's results, in order (zip with them, strict=False).
+RESULT_NAMES = ["output", "h_n", "grad input", "grad h0"] + [f"grad param {i}" for i in range(99)]
+
+
 def run_case(case, dtype, with_h0=True, contender=fastrnn.RNN, loss_reads=("output", "h_n")):
     """([outputs and gradients of contender in dtype], [the same of nn.RNN in fp64]), of a
     loss that reads the outputs named in loss_reads."""
@@ -191,8 +208,7 @@ def run_case(case, dtype, with_h0=True, contender=fastrnn.RNN, loss_reads=("outp
 )
 def test_triton_matches_nn_rnn_fp64(case, tier, triton_kernels):
     got, want = run_case(case, torch.float64)
-    names = ["output", "h_n", "grad input", "grad h0"] + [f"grad param {i}" for i in range(99)]
-    for name, g, w in zip(names, got, want, strict=False):
+    for name, g, w in zip(RESULT_NAMES, got, want, strict=False):
         assert_close(g, w, torch.float64, name)
 
 
@@ -442,14 +458,11 @@ def test_a_plan_without_tensor_core_dots_runs_like_nn_rnn(monkeypatch, triton_ke
     force_tier(monkeypatch, "cooperative")
     monkeypatch.setattr(launch, "device_shared_memory", lambda device: 98_304)
     launched = []
-    run = launch.recurrence_forward
 
-    def watched(layer_launch, *args):
-        launched.append((layer_launch.meta["SPLIT_K"], layer_launch.meta["W_ON_CHIP"]))
-        return run(layer_launch, *args)
+    def record(_, layer):
+        launched.append((layer.meta["SPLIT_K"], layer.meta["W_ON_CHIP"]))
 
-    monkeypatch.setattr(launch, "recurrence_forward", watched)
-    names = ["output", "h_n", "grad input", "grad h0"] + [f"grad param {i}" for i in range(99)]
+    watch_layer_launches(monkeypatch, record, directions=("forward",))
     case = (3, 20, 4, 1, True, False, "tanh", True, None)
     for tensor_cores, parts in ((True, 2), (False, 1)):
         monkeypatch.setattr(launch, "device_tensor_core_dots", lambda _, cores=tensor_cores: cores)
@@ -462,7 +475,7 @@ def test_a_plan_without_tensor_core_dots_runs_like_nn_rnn(monkeypatch, triton_ke
             launch.forward_launch.cache_clear()
             launch.backward_launch.cache_clear()
         assert launched == [(parts, True)]
-        for name, g, w in zip(names, got, want, strict=False):
+        for name, g, w in zip(RESULT_NAMES, got, want, strict=False):
             assert_close(g, w, torch.float64, f"tensor-core dots {tensor_cores}: {name}")
 
 
@@ -1013,24 +1026,12 @@ def test_cooperative_tf32x3_products_of_split_weights(tier, monkeypatch, triton_
     its three column tiles)."""
     monkeypatch.setattr(launch, "FP32_DOT_PRECISION", "tf32x3")
     on_chip = []
-
-    def watch(direction):  # records each layer launch's W_ON_CHIP
-        run = getattr(launch, f"recurrence_{direction}")
-
-        def watched(layer_launch, *args):
-            on_chip.append(layer_launch.meta["W_ON_CHIP"])
-            return run(layer_launch, *args)
-
-        monkeypatch.setattr(launch, f"recurrence_{direction}", watched)
-
-    watch("forward")
-    watch("backward")
-    names = ["output", "h_n", "grad input", "grad h0"] + [f"grad param {i}" for i in range(99)]
+    watch_layer_launches(monkeypatch, lambda _, layer: on_chip.append(layer.meta["W_ON_CHIP"]))
     for case, chip in [((17, 20, 5, 2, True, True, "tanh", True, tier), tier == "cooperative"),
                        ((3, 70, 7, 1, False, False, "relu", True, tier), False)]:  # fmt: skip
         on_chip.clear()
         got, want = run_case(case, torch.float32)
-        for name, g, w in zip(names, got, want, strict=False):
+        for name, g, w in zip(RESULT_NAMES, got, want, strict=False):
             assert_close(g, w, torch.float32, f"{case_id(case)} {name}")
         if DEVICE.type == "cpu":  # a GPU's grid may keep more columns on chip
             assert set(on_chip) == {chip}, on_chip
@@ -1052,18 +1053,10 @@ def test_16_row_fp32_ieee_programs_multiply_in_k_parts(monkeypatch, triton_kerne
     monkeypatch.setattr(launch, "FP32_DOT_PRECISION", "ieee")
     launched = []
 
-    def watch(direction):  # records each layer launch's DOT_PARTS
-        run = getattr(launch, f"recurrence_{direction}")
+    def record(direction, layer):
+        launched.append((direction, layer.meta["DOT_PARTS"]))
 
-        def watched(layer_launch, *args):
-            launched.append((direction, layer_launch.meta["DOT_PARTS"]))
-            return run(layer_launch, *args)
-
-        monkeypatch.setattr(launch, f"recurrence_{direction}", watched)
-
-    watch("forward")
-    watch("backward")
-    names = ["output", "h_n", "grad input", "grad h0"] + [f"grad param {i}" for i in range(99)]
+    watch_layer_launches(monkeypatch, record)
     # (case, DOT_PARTS of its forward and backward layers): 2 layers, bidirectional, packed,
     # 32 weight-gradient rows in its backward; 16 weight-gradient rows; 2 programs of 16.
     for case, forward, backward in [
@@ -1073,7 +1066,7 @@ def test_16_row_fp32_ieee_programs_multiply_in_k_parts(monkeypatch, triton_kerne
     ]:
         launched.clear()
         got, want = run_case(case, torch.float32)
-        for name, g, w in zip(names, got, want, strict=False):
+        for name, g, w in zip(RESULT_NAMES, got, want, strict=False):
             assert_close(g, w, torch.float32, f"{case_id(case)} {name}")
         layers = case[3]
         assert launched == [("forward", forward)] * layers + [("backward", backward)] * layers

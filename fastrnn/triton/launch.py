@@ -203,12 +203,12 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
          persistent_warps: int = PERSISTENT_NUM_WARPS) -> Plan:  # fmt: skip
     """The persistent tier up to MAX_PERSISTENT_H where its kernel fits shared_memory
     (bytes per block; None: no limit, as in the interpreter) on a device with or
-    without tensor_core_dots, on persistent_warps warps at the larger tiles, else the
-    cooperative one on cooperative_warps warps with
-    block_n-column tiles (None: chosen by H, see COOP_BLOCK_N), their W_hh columns on
-    chip where they fit with products in at most most_parts K parts (split_k).  Without
-    tensor_core_dots the persistent tier may fit on FMA rows only (dot_rows False),
-    whose broadcast products stage no dot operand."""
+    without tensor_core_dots, on persistent_warps warps at the larger tiles; else the
+    cooperative one on cooperative_warps warps with block_n-column tiles (None: chosen
+    by H, see COOP_BLOCK_N), their W_hh columns on chip where they fit with products in
+    at most most_parts K parts (split_k).  Without tensor_core_dots the persistent tier
+    may fit on FMA rows only (dot_rows False), whose broadcast products stage no dot
+    operand."""
     block_h = _block(hidden)
 
     def fits(needed: int) -> bool:
