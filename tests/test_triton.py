@@ -513,6 +513,24 @@ def test_cooperative_tensor_core_products_run_in_k_parts(monkeypatch):
     assert layer.meta["W_ON_CHIP"] and layer.meta["SPLIT_K"] == 4
 
 
+def test_a_forward_cooperative_program_with_one_tile_runs_its_tile_loop_unpipelined(
+    monkeypatch,
+):
+    """B=17, H=70 in 64-column tiles: 4 tiles.  On 4 programs each has one, and the
+    forward's tile loop is not pipelined (nothing to prefetch); on 2 it is, and on 4 with
+    COOP_PIPELINE_ONE_TILE (the A/B's variant "pipelined")."""
+    force_tier(monkeypatch, "cooperative-64")
+    call_weights = [torch.zeros(70, 3), torch.zeros(70, 70)]
+    shape = (70, 1, 5, 17, 85, True, 3, (51, 3), 70, False, False, False)
+    for programs, pipelined, setting in [(4, False, False), (2, True, False), (4, True, True)]:
+        monkeypatch.setattr(launch, "FORCE_PROGRAMS", programs)
+        monkeypatch.setattr(launch, "COOP_PIPELINE_ONE_TILE", setting)
+        layer = launch.forward_launch(launch.call_key(call_weights), *shape)
+        assert (layer.grid, layer.meta["PIPELINE_TILES"]) == ((programs, 1), pipelined)
+    backward = launch.backward_launch(launch.call_key(call_weights), *shape, True, None, None)
+    assert "PIPELINE_TILES" not in backward.meta  # its unpipelined loop synchronises more
+
+
 class DeviceOps(TorchDispatchMode):
     """Records the ATen ops that run on tensor data (each a kernel launch on a GPU) and
     the Triton kernels launched (in `ops`; their grids and keyword arguments in
@@ -585,7 +603,10 @@ def test_cooperative_w_on_chip_with_several_programs(programs, launched, monkeyp
     with torch.no_grad():
         out, h_n = fast(x, h0)
         out_ref, h_ref = reference(x, h0)
-    assert [(grid, kw["W_ON_CHIP"]) for grid, kw in device_ops.launches] == [((launched, 1), True)]
+    # Pipelined where a program has several tiles (launch.COOP_PIPELINE_ONE_TILE).
+    assert [(grid, kw["W_ON_CHIP"], kw["PIPELINE_TILES"]) for grid, kw in device_ops.launches] == [
+        ((launched, 1), True, launched < 4)
+    ]
     assert_close(out, out_ref, torch.float64, "output")
     assert_close(h_n, h_ref, torch.float64, "h_n")
 

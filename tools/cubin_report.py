@@ -63,6 +63,9 @@ class Config:
     # persistent backward: computing the weight gradients and the input gradient too
     weight_grads: bool = False
     sum_in_parts: bool = False  # persistent, one row: launch.persistent_program's sums
+    # cooperative forward: its tile loop pipelined, as where a program has several tiles
+    # (launch.COOP_PIPELINE_ONE_TILE)
+    pipeline_tiles: bool = False
 
     def describe(self) -> str:
         dtype = TRITON_DTYPE[self.dtype] + (
@@ -71,6 +74,8 @@ class Config:
         if self.kernel.endswith("cooperative"):
             tile = f"W on chip H<={self.block_h}" if self.block_h else "W streamed"
             tile += f" N={self.block_n} K parts={self.split_k}"
+            if self.pipeline_tiles:
+                tile += " tiles pipelined"
         else:
             tile = f"H<={self.block_h}"
             if self.block_b != launch.BLOCK_B:
@@ -122,6 +127,8 @@ def plan_configurations(p: launch.Plan, dtype: torch.dtype, precision: str) -> l
                         split)  # fmt: skip
         configs.append(config)
         if p.tier != "persistent":
+            if direction == "forward":  # one tile a program, and several
+                configs.append(dataclasses.replace(config, pipeline_tiles=True))
             continue
         if direction == "backward":
             for block_b in (launch.BLOCK_B, launch.WEIGHT_GRADS_MAX_BATCH):
@@ -184,6 +191,8 @@ def compile_config(config: Config, capability: int, padded: bool = False,
         constexprs = {**common, "BLOCK_N": config.block_n, "BLOCK_K": launch.COOP_BLOCK_K,
                       "W_ON_CHIP": config.block_h > 0, "BLOCK_H": config.block_h,
                       "SPLIT_K": config.split_k}  # fmt: skip
+        if direction == "forward":
+            constexprs["PIPELINE_TILES"] = config.pipeline_tiles
     constexprs["HAS_H0"] = True
     if direction == "forward" or config.kernel == "backward_persistent":
         constexprs["HAS_BIAS"] = True

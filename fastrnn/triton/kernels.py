@@ -731,6 +731,7 @@ def rnn_forward_cooperative_kernel(
     SPLIT_K: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    PIPELINE_TILES: tl.constexpr,  # the tile loop pipelined (False: a program has one tile)
 ):
     programs = tl.num_programs(0)  # per direction; the directions never wait on each other
     direction = tl.program_id(1)
@@ -762,7 +763,11 @@ def rnn_forward_cooperative_kernel(
         t = t_first + i * step
         h_prev_ptr = state_ptr + ((i + 1) % 2) * state_size
         h_next_ptr = state_ptr + (i % 2) * state_size
-        for tile in range(tl.program_id(0), tiles, programs):
+        # Pipelined, a next tile's rows of h_{t-1} are staged through cp.async buffers:
+        # with one tile a program, instructions for nothing (docs/performance.md).
+        for tile in tl.range(
+            tl.program_id(0), tiles, programs, num_stages=None if PIPELINE_TILES else 1
+        ):
             rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
             in_b = rb < B
             in_n = rn < H

@@ -46,6 +46,12 @@ COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed 
 # chains of tensor-core instructions (kernels.py; offline SASS in docs/performance.md).
 COOP_SPLIT_K = 4
 COOP_NUM_WARPS = 4  # tools/gpu_tier_ab.py times 8
+# A forward cooperative program with one tile (as many programs as tiles) runs its tile
+# loop unpipelined: 4-16% fewer SASS instructions a step and 16-48 KB less shared memory
+# than with Triton's prefetch for a next tile there is not (offline SASS, Triton 3.6 and
+# 3.9, docs/performance.md).  True: pipelined, as with several tiles (tools/gpu_tier_ab.py
+# times both).
+COOP_PIPELINE_ONE_TILE = False
 # Warps of a persistent program at the larger tiles (plan); tools/gpu_tier_ab.py times 16.
 PERSISTENT_NUM_WARPS = 8
 # Batch rows per program: tl.dot needs at least 16.  A persistent program may instead
@@ -110,6 +116,7 @@ VARIANT_OPTIONS = {
     "streamed": {"COOP_W_ON_CHIP": False},  # W_hh's columns streamed where they would fit
     "unsplit": {"COOP_SPLIT_K": 1},  # cooperative products in one K part
     "w8": {"COOP_NUM_WARPS": 8},
+    "pipelined": {"COOP_PIPELINE_ONE_TILE": True},  # a forward program's one tile
     "pw16": {"PERSISTENT_NUM_WARPS": 16},  # persistent programs at the larger tiles
     "k32": {"COOP_BLOCK_K": 32},  # streamed W_hh 32 rows a chunk
     "tf32": {"FP32_DOT_PRECISION": "tf32"},  # fp32 tensor-core products in plain TF32
@@ -472,9 +479,9 @@ def call_key(weights: list[Tensor]) -> CallKey:
     """The CallKey of an op call on weights (their dtype is every tensor argument's)."""
     dtype = weights[1].dtype
     settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP,
-                COOP_SPLIT_K, COOP_NUM_WARPS, PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS,
-                FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS, PROJECT_INPUT_MAX_STEPS,
-                PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
+                COOP_SPLIT_K, COOP_NUM_WARPS, COOP_PIPELINE_ONE_TILE, PERSISTENT_NUM_WARPS,
+                FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
+                PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
                 WEIGHT_GRADS_ELEMENTS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dot_precision(dtype), settings)
 
@@ -572,6 +579,8 @@ def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hi
                 BLOCK_H=p.block_h if on_chip else 0, num_warps=p.num_warps,
                 SPLIT_K=split_k(call.dtype, p.precision, p.block_h if on_chip else 0,
                                 tensor_core_dots=p.tensor_core_dots))  # fmt: skip
+    if kernel_name == "rnn_forward_cooperative_kernel":
+        meta["PIPELINE_TILES"] = programs < tiles or COOP_PIPELINE_ONE_TILE
     if not interpreting(call.device):
         meta["launch_cooperative_grid"] = True
     state = (state_shape, STATE_DTYPE.get(call.dtype, torch.float32))
