@@ -1036,26 +1036,32 @@ def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
     assert programs(100) == [(1, plan_warps, False)] * 2
 
 
-@pytest.mark.parametrize("tier", ["cooperative", "cooperative-streamed"], indirect=True)
+@pytest.mark.parametrize(
+    "tier", ["cooperative", "cooperative-streamed", "cooperative-chunksplit"], indirect=True
+)
 def test_cooperative_tf32x3_products_of_split_weights(tier, monkeypatch, triton_kernels):
     """fp32 under nn.RNN's TF32 flag (tf32x3) on the cooperative tier: where W_hh streams,
     a program multiplies its TF32 parts (kernels._tf32_parts), the low ones split once
-    into a workspace before the first product, forward and backward; on chip Triton's
-    own tf32x3.  Every output and gradient matches fp64 nn.RNN at fp32 accuracy (the
-    interpreter multiplies the parts exactly; a part left out is an error of ~1e-3).
-    H=20 is one column tile, on chip unless streamed; H=70 streams (one program holds
-    its three column tiles)."""
+    into a workspace before the first product (W_LOW_PARTS), forward and backward, or
+    with "chunksplit" (launch.COOP_W_LOW_PARTS off) Triton's tf32x3 at every chunk; on
+    chip Triton's own tf32x3.  Every output and gradient matches fp64 nn.RNN at fp32
+    accuracy (the interpreter multiplies the parts exactly; a part left out is an error
+    of ~1e-3).  H=20 is one column tile, on chip unless streamed; H=70 streams (one
+    program holds its three column tiles)."""
     monkeypatch.setattr(launch, "FP32_DOT_PRECISION", "tf32x3")
-    on_chip = []
-    watch_layer_launches(monkeypatch, lambda _, layer: on_chip.append(layer.meta["W_ON_CHIP"]))
-    for case, chip in [((17, 20, 5, 2, True, True, "tanh", True, tier), tier == "cooperative"),
+    layers = []
+    watch_layer_launches(monkeypatch, lambda _, layer: layers.append(
+        (layer.meta["W_ON_CHIP"], layer.meta["W_LOW_PARTS"])))  # fmt: skip
+    low_parts = tier != "cooperative-chunksplit"
+    streamed = tier == "cooperative-streamed"
+    for case, chip in [((17, 20, 5, 2, True, True, "tanh", True, tier), not streamed),
                        ((3, 70, 7, 1, False, False, "relu", True, tier), False)]:  # fmt: skip
-        on_chip.clear()
+        layers.clear()
         got, want = run_case(case, torch.float32)
         for name, g, w in zip(RESULT_NAMES, got, want, strict=False):
             assert_close(g, w, torch.float32, f"{case_id(case)} {name}")
         if DEVICE.type == "cpu":  # a GPU's grid may keep more columns on chip
-            assert set(on_chip) == {chip}, on_chip
+            assert set(layers) == {(chip, low_parts and not chip)}, layers
 
 
 def test_16_row_fp32_ieee_programs_multiply_in_k_parts(monkeypatch, triton_kernels):

@@ -66,6 +66,9 @@ class Config:
     # cooperative forward: its tile loop pipelined, as where a program has several tiles
     # (launch.COOP_PIPELINE_ONE_TILE)
     pipeline_tiles: bool = False
+    # cooperative, fp32 tf32x3 on streamed W_hh: Triton splitting W_hh at every chunk
+    # rather than its parts split once (launch.COOP_W_LOW_PARTS)
+    chunk_split: bool = False
 
     def describe(self) -> str:
         dtype = TRITON_DTYPE[self.dtype] + (
@@ -76,6 +79,8 @@ class Config:
             tile += f" N={self.block_n} K parts={self.split_k}"
             if self.pipeline_tiles:
                 tile += " tiles pipelined"
+            if self.chunk_split:
+                tile += " split each chunk"
         else:
             tile = f"H<={self.block_h}"
             if self.block_b != launch.BLOCK_B:
@@ -127,8 +132,15 @@ def plan_configurations(p: launch.Plan, dtype: torch.dtype, precision: str) -> l
                         split)  # fmt: skip
         configs.append(config)
         if p.tier != "persistent":
-            if direction == "forward":  # one tile a program, and several
-                configs.append(dataclasses.replace(config, pipeline_tiles=True))
+            # One tile a program, and several; W_hh's parts split once, and each chunk.
+            pipelined = (False, True) if direction == "forward" else (False,)
+            chunk_split = (False, True) if precision == "tf32x3" and not tile else (False,)
+            configs += [
+                dataclasses.replace(config, pipeline_tiles=pipe, chunk_split=split)
+                for pipe in pipelined
+                for split in chunk_split
+                if pipe or split
+            ]
             continue
         if direction == "backward":
             for block_b in (launch.BLOCK_B, launch.WEIGHT_GRADS_MAX_BATCH):
@@ -190,7 +202,9 @@ def compile_config(config: Config, capability: int, padded: bool = False,
     else:  # block_h: the padded H with W_hh's columns on chip, 0 with them streamed
         constexprs = {**common, "BLOCK_N": config.block_n, "BLOCK_K": launch.COOP_BLOCK_K,
                       "W_ON_CHIP": config.block_h > 0, "BLOCK_H": config.block_h,
-                      "SPLIT_K": config.split_k}  # fmt: skip
+                      "SPLIT_K": config.split_k,
+                      "W_LOW_PARTS": config.precision == "tf32x3" and not config.block_h
+                      and not config.chunk_split}  # fmt: skip
         if direction == "forward":
             constexprs["PIPELINE_TILES"] = config.pipeline_tiles
     constexprs["HAS_H0"] = True

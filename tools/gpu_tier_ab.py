@@ -5,13 +5,14 @@ the kernel or by a GEMM, its weight gradients computed by the backward kernel or
 GEMMs; 16-row programs on 16 warps), onto the cooperative tier with 64-, 32- or
 16-column tiles, or with W_hh's columns streamed from L2 instead of held on chip, its
 products in one K part, its programs on 8 warps, its streamed W_hh 32 rows a chunk or
-a forward program's one tile pipelined as several are; a 16-row fp32 IEEE product in K
-parts or in one; fp32 tensor-core products as tf32x3, plain TF32 or IEEE FMA products
-under nn.RNN's TF32-on default, and fp32 GEMMs (input projections, weight and input
-gradients) on TF32 as cuDNN may run them under that default; and nn.RNN (cuDNN).  So
+split into TF32 parts by Triton at every chunk (fp32 tf32x3), or a forward program's
+one tile pipelined as several are; a 16-row fp32 IEEE product in K parts or in one;
+fp32 tensor-core products as tf32x3, plain TF32 or IEEE FMA products under nn.RNN's
+TF32-on default, and fp32 GEMMs (input projections, weight and input gradients) on
+TF32 as cuDNN may run them under that default; and nn.RNN (cuDNN).  So
 launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
 COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS,
-COOP_PIPELINE_ONE_TILE, PERSISTENT_NUM_WARPS, PROJECT_INPUT_MAX_STEPS,
+COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS, PERSISTENT_NUM_WARPS, PROJECT_INPUT_MAX_STEPS,
 WEIGHT_GRADS_MAX_STEPS and launch.dot_precision are set from measurement.  Each
 contender is validated against float64 nn.RNN first
 (fastrnn.bench.measure.validation_errors; every error goes into the JSON), one outside
@@ -66,6 +67,9 @@ PERSISTENT_WARPS = ("fastrnn", "fastrnn-pw16")
 # A forward cooperative program's one tile (W_hh's columns on chip) unpipelined, as
 # planned, or pipelined (fewer SASS instructions a step unpipelined, docs/performance.md).
 TILE_PIPELINE = ("fastrnn", "fastrnn-pipelined")
+# fp32 tf32x3 on streamed W_hh: its TF32 parts split once per launch (the plan), or by
+# Triton at every chunk (more instructions, half the bytes from L2; docs/performance.md).
+LOW_PARTS = ("fastrnn", "fastrnn-chunksplit")
 # fp32 IEEE (TF32 off) on 16-row tl.dot programs at H=128 (a batch over 2 FMA rows per
 # program on every SM): the products in K parts (launch.IEEE_DOT_PARTS) or in one, or the
 # cooperative tier.
@@ -98,6 +102,7 @@ CASES = [
     *cases((FP16,), ("medium", "bi2L", "bigbatch"), PERSISTENT_WARPS),
     *cases((FP32,), ("medium", "bi2L"), TILE_PIPELINE),
     *cases((FP16,), ("fastrnns", "wide"), TILE_PIPELINE),
+    *cases((FP32,), COOPERATIVE_16, LOW_PARTS),
     *cases((FP32,), (IEEE_ROWS.name,), IEEE_DOT),
 ]
 DEFAULT_ALLOW_TF32 = launch.tf32_allowed()

@@ -109,6 +109,8 @@ def main(argv=None) -> int:
     parser.add_argument("--split-k", type=int, default=1, help="cooperative K parts")
     parser.add_argument("--pipeline-tiles", action="store_true",
                         help="cooperative forward: its tile loop pipelined")  # fmt: skip
+    parser.add_argument("--chunk-split", action="store_true",
+                        help="cooperative tf32x3, W streamed: split by Triton")  # fmt: skip
     parser.add_argument(
         "--block-k", type=int, default=launch.COOP_BLOCK_K, help="cooperative streamed rows a chunk"
     )
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
         args.kernel, getattr(torch, args.dtype), args.block_h, args.warps, args.precision,
         block_n=args.block_n if cooperative else 0, split_k=args.split_k,
         block_b=launch.BLOCK_B if cooperative else args.rows, sum_in_parts=args.sum_in_parts,
-        pipeline_tiles=args.pipeline_tiles,
+        pipeline_tiles=args.pipeline_tiles, chunk_split=args.chunk_split,
     )  # fmt: skip
     counts = report(config, args.capability)
     print("| configuration | " + " | ".join(counts) + " |")

@@ -35,8 +35,9 @@ bidirectional layer's two independent recurrences run side by side:
   step.  The product runs in SPLIT_K parts of K, one batched tl.dot whose parts are
   summed (_split_product): one product's tensor-core instructions form a single chain
   through its accumulator, the parts independent shorter ones (launch.split_k).  Where
-  W_hh streams, fp32 tf32x3 products take its TF32 parts split once (_tf32_parts), by
-  the programs into a workspace before the first product (_store_low_parts).
+  W_hh streams, fp32 tf32x3 products may take its TF32 parts split once (W_LOW_PARTS;
+  _tf32_parts), by the programs into a workspace before the first product
+  (_store_low_parts), rather than split by Triton at every chunk.
   A grid-wide barrier separates the steps, so the grid is launched cooperatively
   (all programs of both directions resident, or the launch fails instead of
   deadlocking); each direction has its own barrier counter and G programs.  The state
@@ -319,14 +320,14 @@ def _own_columns(w_ptr, col_tiles, H, BLOCK_N: tl.constexpr, BLOCK_H: tl.constex
 def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_low_ptr, w_chip, rn,
                    TRANSPOSED: tl.constexpr, W_ON_CHIP: tl.constexpr, BLOCK_H: tl.constexpr,
                    SPLIT_K: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                   ACC_DTYPE: tl.constexpr):  # fmt: skip
+                   ACC_DTYPE: tl.constexpr, W_LOW_PARTS: tl.constexpr):  # fmt: skip
     """acc + A[rows, :H] @ M[:, rn], A row-major (row stride `stride`), M as in
     _weight_block: forward h_{t-1} W_hh^T, backward dz_t W_hh; K in SPLIT_K parts
     (_split_product).  M's columns come from w_chip (_own_columns) when W_ON_CHIP, with
     all of A's row in one load; else they are streamed from L2 BLOCK_K rows at a time,
-    each part accumulating across the chunks; tf32x3 then multiplies M's TF32 parts, the
-    low ones split once into w_low_ptr (_store_low_parts; on chip Triton keeps its
-    split of M out of the time loop itself)."""
+    each part accumulating across the chunks; with W_LOW_PARTS (tf32x3) as M's TF32 parts,
+    the low ones split once into w_low_ptr (_store_low_parts), else split by Triton at
+    each chunk (on chip Triton keeps its split of M out of the time loop itself)."""
     if W_ON_CHIP:
         k = _split_k(0, SPLIT_K, BLOCK_H // SPLIT_K)
         parts = _split_product(a_ptr, rows, active, stride, H, k, w_chip, DOT_PRECISION,
@@ -336,7 +337,7 @@ def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_low_ptr, w_chip
         for k0 in range(0, H, BLOCK_K):
             k = _split_k(k0, SPLIT_K, BLOCK_K // SPLIT_K)
             w = _weight_block(w_ptr, k[:, :, None], rn[None, None, :], H, H, TRANSPOSED)
-            if DOT_PRECISION == "tf32x3":
+            if W_LOW_PARTS:
                 w_low = _weight_block(w_low_ptr, k[:, :, None], rn[None, None, :], H, H,
                                       TRANSPOSED)  # fmt: skip
                 parts = _split_tf32x3_product(parts, a_ptr, rows, active, stride, H, k,
@@ -711,7 +712,7 @@ def rnn_forward_cooperative_kernel(
     offsets_ptr,  # [T] int64 (packed only)
     state_ptr,  # [D, 2, B, H] ACC_DTYPE workspace: h ping-pongs between a direction's halves
     counter_ptr,  # [D] int32, zero at launch: each direction's grid-barrier arrivals
-    w_low_ptr,  # [D, H, H] fp32 workspace: W_hh's low TF32 parts (tf32x3, W streamed)
+    w_low_ptr,  # [D, H, H] fp32 workspace: W_hh's low TF32 parts (W_LOW_PARTS only)
     stride_y,
     T,
     N,
@@ -731,6 +732,7 @@ def rnn_forward_cooperative_kernel(
     SPLIT_K: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    W_LOW_PARTS: tl.constexpr,  # tf32x3 on streamed W_hh: its parts split once (w_low_ptr)
     PIPELINE_TILES: tl.constexpr,  # the tile loop pipelined (False: a program has one tile)
 ):
     programs = tl.num_programs(0)  # per direction; the directions never wait on each other
@@ -747,7 +749,7 @@ def rnn_forward_cooperative_kernel(
     wt_chip = 0.0  # W_hh^T's columns of this program when on chip (unused when streamed)
     if W_ON_CHIP:
         wt_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K, True)
-    elif DOT_PRECISION == "tf32x3":
+    elif W_LOW_PARTS:
         # Read by every program from the first product on, which a grid barrier precedes.
         _store_low_parts(w_ptr, w_low_ptr, H, 4096)
     arrivals = 0
@@ -784,7 +786,7 @@ def rnn_forward_cooperative_kernel(
             if i > 0 or HAS_H0:
                 z = _times_columns(
                     z, h_prev_ptr, rb, in_b, H, H, w_ptr, w_low_ptr, wt_chip, rn, True,
-                    W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K, DOT_PRECISION, ACC_DTYPE,
+                    W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K, DOT_PRECISION, ACC_DTYPE, W_LOW_PARTS,
                 )  # fmt: skip
             y = _activation(z, RELU)
             _store_rows(y_ptr, rows, active, rn, stride_y, H, y)
@@ -809,7 +811,7 @@ def rnn_backward_cooperative_kernel(
     offsets_ptr,
     state_ptr,  # [D, B, H] ACC_DTYPE workspace: dh of the rows outside the current step
     counter_ptr,  # [D] int32, zero at launch
-    w_low_ptr,  # [D, H, H] fp32 workspace: W_hh's low TF32 parts (tf32x3, W streamed)
+    w_low_ptr,  # [D, H, H] fp32 workspace: W_hh's low TF32 parts (W_LOW_PARTS only)
     stride_y,
     T,
     B,
@@ -830,6 +832,7 @@ def rnn_backward_cooperative_kernel(
     SPLIT_K: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    W_LOW_PARTS: tl.constexpr,  # tf32x3 on streamed W_hh: its parts split once (w_low_ptr)
     HAS_DY: tl.constexpr,  # dy given (else zeros: the output did not reach the loss)
     HAS_DHN: tl.constexpr,  # dh_n given (else zeros)
     HAS_H0: tl.constexpr,  # h0 given: dh0 is written
@@ -848,7 +851,7 @@ def rnn_backward_cooperative_kernel(
     w_chip = 0.0  # W_hh's columns of this program when on chip (unused when streamed)
     if W_ON_CHIP:
         w_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K, False)
-    elif DOT_PRECISION == "tf32x3":  # read after the grid barrier below
+    elif W_LOW_PARTS:  # read after the grid barrier below
         _store_low_parts(w_ptr, w_low_ptr, H, 4096)
     t_first, step = _time_order(direction, T, True)
     # dz of the first step processed, from dh_n.
@@ -882,7 +885,7 @@ def rnn_backward_cooperative_kernel(
             acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
             acc = _times_columns(
                 acc, dz_ptr, rows, active, stride_y, H, w_ptr, w_low_ptr, w_chip, rn, False,
-                W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K, DOT_PRECISION, ACC_DTYPE,
+                W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K, DOT_PRECISION, ACC_DTYPE, W_LOW_PARTS,
             )  # fmt: skip
             dh = tl.where(active[:, None], acc, dh_old)
             if i < T - 1:

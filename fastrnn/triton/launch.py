@@ -52,6 +52,11 @@ COOP_NUM_WARPS = 4  # tools/gpu_tier_ab.py times 8
 # 3.9, docs/performance.md).  True: pipelined, as with several tiles (tools/gpu_tier_ab.py
 # times both).
 COOP_PIPELINE_ONE_TILE = False
+# fp32 tf32x3 on streamed W_hh multiplies W_hh's TF32 parts split once per launch into a
+# workspace (kernels._store_low_parts): 36-46% fewer instructions a chunk than Triton's
+# split at every chunk, for twice W_hh's bytes from L2 a step (offline SASS,
+# docs/performance.md).  False: Triton's split (tools/gpu_tier_ab.py times both).
+COOP_W_LOW_PARTS = True
 # Warps of a persistent program at the larger tiles (plan); tools/gpu_tier_ab.py times 16.
 PERSISTENT_NUM_WARPS = 8
 # Batch rows per program: tl.dot needs at least 16.  A persistent program may instead
@@ -117,6 +122,7 @@ VARIANT_OPTIONS = {
     "unsplit": {"COOP_SPLIT_K": 1},  # cooperative products in one K part
     "w8": {"COOP_NUM_WARPS": 8},
     "pipelined": {"COOP_PIPELINE_ONE_TILE": True},  # a forward program's one tile
+    "chunksplit": {"COOP_W_LOW_PARTS": False},  # streamed W_hh split by Triton each chunk
     "pw16": {"PERSISTENT_NUM_WARPS": 16},  # persistent programs at the larger tiles
     "k32": {"COOP_BLOCK_K": 32},  # streamed W_hh 32 rows a chunk
     "tf32": {"FP32_DOT_PRECISION": "tf32"},  # fp32 tensor-core products in plain TF32
@@ -460,7 +466,7 @@ class KernelLaunch:
         """The cooperative kernel's workspace of W_hh's low TF32 parts, [H, H] fp32 per
         direction, where its tf32x3 products stream W_hh (kernels._store_low_parts);
         else `like`, a placeholder never read."""
-        if self.meta["DOT_PRECISION"] != "tf32x3" or self.meta["W_ON_CHIP"]:
+        if not self.meta["W_LOW_PARTS"]:
             return like
         hidden = self.state[0][-1]
         return like.new_empty((directions, hidden, hidden), dtype=torch.float32)
@@ -479,8 +485,8 @@ def call_key(weights: list[Tensor]) -> CallKey:
     """The CallKey of an op call on weights (their dtype is every tensor argument's)."""
     dtype = weights[1].dtype
     settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP,
-                COOP_SPLIT_K, COOP_NUM_WARPS, COOP_PIPELINE_ONE_TILE, PERSISTENT_NUM_WARPS,
-                FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
+                COOP_SPLIT_K, COOP_NUM_WARPS, COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS,
+                PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
                 PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
                 WEIGHT_GRADS_ELEMENTS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dot_precision(dtype), settings)
@@ -578,7 +584,9 @@ def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hi
     meta.update(BLOCK_B=BLOCK_B, BLOCK_N=p.block_n, BLOCK_K=COOP_BLOCK_K, W_ON_CHIP=on_chip,
                 BLOCK_H=p.block_h if on_chip else 0, num_warps=p.num_warps,
                 SPLIT_K=split_k(call.dtype, p.precision, p.block_h if on_chip else 0,
-                                tensor_core_dots=p.tensor_core_dots))  # fmt: skip
+                                tensor_core_dots=p.tensor_core_dots),
+                W_LOW_PARTS=COOP_W_LOW_PARTS and p.precision == "tf32x3"
+                and not on_chip)  # fmt: skip
     if kernel_name == "rnn_forward_cooperative_kernel":
         meta["PIPELINE_TILES"] = programs < tiles or COOP_PIPELINE_ONE_TILE
     if not interpreting(call.device):
