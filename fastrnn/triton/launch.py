@@ -53,7 +53,7 @@ COOP_NUM_WARPS = 4  # tools/gpu_tier_ab.py times 8
 # times both).
 COOP_PIPELINE_ONE_TILE = False
 # fp32 tf32x3 on streamed W_hh multiplies W_hh's TF32 parts split once per launch into a
-# workspace (kernels._store_low_parts): 36-46% fewer instructions a chunk than Triton's
+# workspace (kernels._store_low_parts): 27-46% fewer instructions a chunk than Triton's
 # split at every chunk, for twice W_hh's bytes from L2 a step (offline SASS,
 # docs/performance.md).  False: Triton's split (tools/gpu_tier_ab.py times both).
 COOP_W_LOW_PARTS = True
