@@ -203,8 +203,8 @@ def compile_config(config: Config, capability: int, padded: bool = False,
         constexprs = {**common, "BLOCK_N": config.block_n, "BLOCK_K": launch.COOP_BLOCK_K,
                       "W_ON_CHIP": config.block_h > 0, "BLOCK_H": config.block_h,
                       "SPLIT_K": config.split_k,
-                      "W_LOW_PARTS": config.precision == "tf32x3" and not config.block_h
-                      and not config.chunk_split}  # fmt: skip
+                      "W_LOW_PARTS": launch.w_low_parts(config.precision, config.block_h > 0,
+                                                        not config.chunk_split)}  # fmt: skip
         if direction == "forward":
             constexprs["PIPELINE_TILES"] = config.pipeline_tiles
     constexprs["HAS_H0"] = True

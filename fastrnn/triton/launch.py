@@ -248,6 +248,14 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
                 tensor_core_dots)  # fmt: skip
 
 
+def w_low_parts(precision: str, on_chip: bool, enabled: bool | None = None) -> bool:
+    """Whether a cooperative kernel multiplies W_hh's TF32 parts split once into a
+    workspace (its W_LOW_PARTS; KernelLaunch.low_parts): tf32x3 on streamed W_hh, where
+    enabled (None: COOP_W_LOW_PARTS)."""
+    enabled = COOP_W_LOW_PARTS if enabled is None else enabled
+    return enabled and precision == "tf32x3" and not on_chip
+
+
 def split_k(dtype: torch.dtype, precision: str, block_h: int, most: int | None = None,
             tensor_core_dots: bool = True) -> int:  # fmt: skip
     """K parts (at most `most`, None: COOP_SPLIT_K) of a cooperative program's product
@@ -585,8 +593,7 @@ def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hi
                 BLOCK_H=p.block_h if on_chip else 0, num_warps=p.num_warps,
                 SPLIT_K=split_k(call.dtype, p.precision, p.block_h if on_chip else 0,
                                 tensor_core_dots=p.tensor_core_dots),
-                W_LOW_PARTS=COOP_W_LOW_PARTS and p.precision == "tf32x3"
-                and not on_chip)  # fmt: skip
+                W_LOW_PARTS=w_low_parts(p.precision, on_chip))  # fmt: skip
     if kernel_name == "rnn_forward_cooperative_kernel":
         meta["PIPELINE_TILES"] = programs < tiles or COOP_PIPELINE_ONE_TILE
     if not interpreting(call.device):
