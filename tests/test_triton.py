@@ -1189,13 +1189,13 @@ def test_fp32_precision_follows_the_flag_nn_rnn_reads():
 def test_variant_names_set_launch_settings(monkeypatch, request):
     """launch.variant_settings, which the tests (force_tier) and tools/gpu_tier_ab.py
     (use_variant) both run on: every variant the tool times sets settings launch has."""
-    assert (
-        launch.variant_settings(None) == launch.variant_settings("fastrnn") == {"FORCE_TIER": None}
-    )
+    defaults = launch.VARIANT_DEFAULTS
+    assert defaults["FORCE_TIER"] is None and defaults["COOP_SPLIT_K"] == launch.COOP_SPLIT_K
+    assert launch.variant_settings(None) == launch.variant_settings("fastrnn") == defaults
     assert launch.variant_settings("cooperative-32") == {
-        "FORCE_TIER": "cooperative", "COOP_BLOCK_N": 32
+        **defaults, "FORCE_TIER": "cooperative", "COOP_BLOCK_N": 32
     }  # fmt: skip
-    assert launch.variant_settings("fastrnn-unsplit") == {"FORCE_TIER": None, "COOP_SPLIT_K": 1}
+    assert launch.variant_settings("fastrnn-unsplit") == {**defaults, "COOP_SPLIT_K": 1}
     with pytest.raises(KeyError):
         launch.variant_settings("persistent-unknown")
     sys.path.insert(0, str(ROOT / "tools"))
@@ -1203,7 +1203,7 @@ def test_variant_names_set_launch_settings(monkeypatch, request):
         import gpu_tier_ab
     finally:
         sys.path.pop(0)
-    for setting in gpu_tier_ab.DEFAULTS:  # use_variant sets them: restored after the test
+    for setting in launch.VARIANT_DEFAULTS:  # use_variant sets them: restored after the test
         monkeypatch.setattr(launch, setting, getattr(launch, setting))
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", torch.backends.cudnn.allow_tf32)
     matmul = torch.backends.cuda.matmul  # a module proxy that monkeypatch cannot patch
@@ -1214,7 +1214,7 @@ def test_variant_names_set_launch_settings(monkeypatch, request):
     gpu_tier_ab.use_variant("cooperative-k32")
     assert launch.COOP_BLOCK_K == 32 and launch.FORCE_TIER == "cooperative"
     gpu_tier_ab.use_variant("fastrnn-ieee")
-    assert launch.COOP_BLOCK_K == gpu_tier_ab.DEFAULTS["COOP_BLOCK_K"]
+    assert launch.COOP_BLOCK_K == launch.VARIANT_DEFAULTS["COOP_BLOCK_K"]
     assert not torch.backends.cudnn.allow_tf32
     gpu_tier_ab.use_variant("fastrnn-tf32gemm")
     assert matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 == gpu_tier_ab.DEFAULT_ALLOW_TF32
@@ -1232,7 +1232,7 @@ def test_variant_names_set_launch_settings(monkeypatch, request):
     gpu_tier_ab.use_variant(None)
     assert matmul.allow_tf32 == gpu_tier_ab.DEFAULT_MATMUL_TF32
     assert launch.dot_precision(torch.float32) == ("tf32x3" if launch.tf32_allowed() else "ieee")
-    assert {s: getattr(launch, s) for s in gpu_tier_ab.DEFAULTS} == gpu_tier_ab.DEFAULTS
+    assert {s: getattr(launch, s) for s in launch.VARIANT_DEFAULTS} == launch.VARIANT_DEFAULTS
 
 
 def test_kept_kernels_are_keyed_by_what_triton_specialises_on():

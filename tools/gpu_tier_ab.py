@@ -109,12 +109,6 @@ DEFAULT_ALLOW_TF32 = launch.tf32_allowed()
 DEFAULT_MATMUL_TF32 = torch.backends.cuda.matmul.allow_tf32
 # Variants that set a torch flag, not a launch setting (use_variant).
 FLAG_OPTIONS = ("-ieee", "-tf32gemm")
-# Every setting a variant changes, at its default.
-DEFAULTS = {
-    setting: getattr(launch, setting)
-    for option in [{"FORCE_TIER": None, "COOP_BLOCK_N": None}, *launch.VARIANT_OPTIONS.values()]
-    for setting in option
-}
 
 
 def use_variant(name: str | None) -> None:
@@ -127,8 +121,7 @@ def use_variant(name: str | None) -> None:
     torch.backends.cudnn.allow_tf32 = DEFAULT_ALLOW_TF32 and not name.endswith("-ieee")
     torch.backends.cuda.matmul.allow_tf32 = DEFAULT_MATMUL_TF32 or name.endswith("-tf32gemm")
     launch_name = next((name.removesuffix(f) for f in FLAG_OPTIONS if name.endswith(f)), name)
-    settings = {**DEFAULTS, **launch.variant_settings(launch_name)}
-    for setting, value in settings.items():
+    for setting, value in launch.variant_settings(launch_name).items():
         setattr(launch, setting, value)
 
 

@@ -37,12 +37,8 @@ CASES = [  # (variant of the plan: launch.variant_settings, T, B, H, packed, bat
     ("persistent", 6, 1, 100, False, False, "out"),
 ]
 
-# The settings a variant may change, at their defaults.
-DEFAULTS = {name: getattr(launch, name) for option in launch.VARIANT_OPTIONS.values()
-            for name in option}  # fmt: skip
-
 for tier, steps, batch, hidden, packed, batch_first, loss in CASES:
-    for setting, value in {**DEFAULTS, **launch.variant_settings(tier)}.items():
+    for setting, value in launch.variant_settings(tier).items():
         setattr(launch, setting, value)
     torch.manual_seed(0)
     options = dict(num_layers=2, bidirectional=True, batch_first=batch_first, device="cuda")

@@ -129,10 +129,19 @@ VARIANT_OPTIONS = {
 }
 
 
+# Every setting a variant may change, at its default.
+VARIANT_DEFAULTS = {
+    setting: globals()[setting]
+    for option in [{"FORCE_TIER": None, "COOP_BLOCK_N": None}, *VARIANT_OPTIONS.values()]
+    for setting in option
+}
+
+
 def variant_settings(name: str | None) -> dict:
-    """{setting: value} of variant `name` (VARIANT_OPTIONS; None: the plan's own)."""
+    """{setting: value} of variant `name` (VARIANT_OPTIONS; None: the plan's own) for
+    every setting in VARIANT_DEFAULTS, so that setting them all undoes any other variant."""
     tier, _, option = (name or "").partition("-")
-    settings = {"FORCE_TIER": None if tier in ("", "fastrnn") else tier}
+    settings = {**VARIANT_DEFAULTS, "FORCE_TIER": None if tier in ("", "fastrnn") else tier}
     if option.isdigit():
         settings["COOP_BLOCK_N"] = int(option)
     elif option:
