@@ -261,7 +261,7 @@ def _tf32_parts(x):
 
 
 @triton.jit
-def _store_low_parts(w_ptr, w_low_ptr, H, BLOCK: tl.constexpr):
+def _store_low_parts(w_ptr, w_low_ptr, H, BLOCK: tl.constexpr = 4096):
     """This program's share of W_hh [H, H], a run of its elements, as their low TF32
     parts (_tf32_parts) into w_low_ptr, laid out alike: BLOCK elements at a time, so
     that a program's loads are few and wide."""
@@ -751,7 +751,7 @@ def rnn_forward_cooperative_kernel(
         wt_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K, True)
     elif W_LOW_PARTS:
         # Read by every program from the first product on, which a grid barrier precedes.
-        _store_low_parts(w_ptr, w_low_ptr, H, 4096)
+        _store_low_parts(w_ptr, w_low_ptr, H)
     arrivals = 0
     if HAS_H0:  # h0 into the half that step 0 reads, in the state's precision
         for tile in range(tl.program_id(0), tiles, programs):
@@ -852,7 +852,7 @@ def rnn_backward_cooperative_kernel(
     if W_ON_CHIP:
         w_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K, False)
     elif W_LOW_PARTS:  # read after the grid barrier below
-        _store_low_parts(w_ptr, w_low_ptr, H, 4096)
+        _store_low_parts(w_ptr, w_low_ptr, H)
     t_first, step = _time_order(direction, T, True)
     # dz of the first step processed, from dh_n.
     for tile in range(tl.program_id(0), tiles, programs):

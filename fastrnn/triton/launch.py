@@ -474,19 +474,19 @@ class KernelLaunch:
         if aligned:
             self.kept = kept
 
-    def workspace(self, like: Tensor, directions: int) -> Tensor:
-        """The cooperative kernel's state workspace, one per direction."""
+    def cooperative_arguments(self, like: Tensor, directions: int,
+                              counters: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        """A cooperative kernel's last arguments: its state workspace, one per direction;
+        the grid-barrier counters (barrier_counters); and where its tf32x3 products
+        stream W_hh, the workspace of W_hh's low TF32 parts, [H, H] fp32 per direction
+        (kernels._store_low_parts), else `like`, a placeholder never read."""
         shape, dtype = self.state
-        return like.new_empty((directions, *shape), dtype=dtype)
-
-    def low_parts(self, like: Tensor, directions: int) -> Tensor:
-        """The cooperative kernel's workspace of W_hh's low TF32 parts, [H, H] fp32 per
-        direction, where its tf32x3 products stream W_hh (kernels._store_low_parts);
-        else `like`, a placeholder never read."""
+        workspace = like.new_empty((directions, *shape), dtype=dtype)
         if not self.meta["W_LOW_PARTS"]:
-            return like
-        hidden = self.state[0][-1]
-        return like.new_empty((directions, hidden, hidden), dtype=torch.float32)
+            return workspace, counters, like
+        hidden = shape[-1]
+        return workspace, counters, like.new_empty((directions, hidden, hidden),
+                                                    dtype=torch.float32)  # fmt: skip
 
 
 class CallKey(NamedTuple):
@@ -819,9 +819,7 @@ def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, c
         *steps.tables(xp),
     )
     if launch.state is not None:
-        directions = len(layer_weights)
-        launch((*pointers, launch.workspace(xp, directions), counters,
-                launch.low_parts(xp, directions)))  # fmt: skip
+        launch((*pointers, *launch.cooperative_arguments(xp, len(layer_weights), counters)))
         return
     launch((
         *pointers,
@@ -856,9 +854,7 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weight
                 dh0 if dh0 is not None else dz, *_each_direction(layer_weights, 1),
                 *steps.tables(dz))  # fmt: skip
     if launch.state is not None:
-        directions = len(layer_weights)
-        launch((*pointers, launch.workspace(dz, directions), counters,
-                launch.low_parts(dz, directions)))  # fmt: skip
+        launch((*pointers, *launch.cooperative_arguments(dz, len(layer_weights), counters)))
         return
     if not launch.weight_grads:
         launch((*pointers, *[dz] * 14))  # placeholders of the weight gradients' arguments
