@@ -42,7 +42,8 @@ bench: setup
 	$(PY) -m fastrnn.bench $(BENCH_ARGS)
 
 # On a CUDA machine with torch and triton installed (no .venv): GPU tests, benchmark
-# grid in fp32/fp16/bf16 vs cuDNN, kernel counts, compute-sanitizer; JSON in gpu-results/.
+# grid in fp32/fp16/bf16 vs cuDNN, kernel counts, compute-sanitizer, tier A/B, as far as
+# GPU_CHECK_LIMIT seconds (360) allow; JSON in gpu-results/.
 gpu-check:
 	OUT=gpu-results bash tools/gpu_check.sh
 

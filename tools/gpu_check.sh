@@ -4,17 +4,26 @@
 # calls.json, checks.log), since a device call brings back 8 files at most.
 #     OUT=gpu-results bash tools/gpu_check.sh                 (make gpu-check)
 #     OUT=gpu-results bash tools/gpu_check.sh tests tiers bench32
-# Steps: tests bench32 bench16 bench16bf tiers kernels sanitize (the default), and
+# Steps: tests bench32 bench16 bench16bf kernels sanitize tiers (the default), and
 # single-tests (tests without the case grids), calls cprofile (host time per call), ncu
 # (Nsight Compute sections of the recurrence kernels; NCU_CASES="medium/float16 ...");
 # TIER_CASES=float16/large,..., TIER_VARIANT=fastrnn-ieee,... and TIER_LIMIT=seconds
 # narrow the tier A/B; SANITIZE_LIMIT=seconds per compute-sanitizer tool (30).
 # Builds against the torch and triton already installed (no package registry needed).
-# Each step has a time limit, about 540 s for the default steps plus the build (30-60 s),
-# so the whole stays within a device call's 10 minutes.
+# The whole, build included, stops within GPU_CHECK_LIMIT seconds (360: six minutes;
+# up to ~570 fits a device call's 10): each step has its own time limit and gets at most
+# what is left (a step with under 10 s left is skipped); a bench cut short prints and
+# keeps in its JSON the rows it finished.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-results}
+DEADLINE=$((SECONDS + ${GPU_CHECK_LIMIT:-360}))
+within() {  # seconds, command...: the command under `timeout`, at most until DEADLINE
+  local seconds=$(( $1 < DEADLINE - SECONDS ? $1 : DEADLINE - SECONDS ))
+  shift
+  if (( seconds < 10 )); then echo "skipped: GPU_CHECK_LIMIT spent" >&2; return 124; fi
+  timeout "$seconds" "$@"
+}
 mkdir -p "$OUT"
 CHECKS="$OUT/checks.log"
 export PYTHONUNBUFFERED=1
@@ -26,23 +35,23 @@ python3 -m pip install -q --no-build-isolation --no-deps -e . > /tmp/fastrnn-bui
 
 bench() {  # dtype, contenders, time limit (s)
   echo "== bench $1 ($2)" >> "$OUT/bench.log"
-  timeout "$3" python3 -m fastrnn.bench --device cuda --dtype "$1" --repeats 5 \
+  within "$3" python3 -m fastrnn.bench --device cuda --dtype "$1" --repeats 5 \
     --contenders "$2" --json "$OUT/bench-$1.json" >> "$OUT/bench.log" 2>&1
   echo "bench $1: exit $?"
-  sed -n '/^== bench '"$1"'/,$p' "$OUT/bench.log" | grep -E "^\| |geometric|ABORT|Error" \
+  sed -n '/^== bench '"$1"'/,$p' "$OUT/bench.log" | grep -E "^\| |geometric|ABORT|STOPPED|Error|skipped" \
     | cut -c1-160
 }
 gpu_tests() {  # time limit (s), pytest -k expression; in parallel where pytest-xdist is
   local workers=()
   python3 -c "import xdist" 2>/dev/null && workers=(-n 8)
-  timeout "$1" python3 -m pytest -q "${workers[@]}" --maxfail=5 tests/test_triton.py \
+  within "$1" python3 -m pytest -q "${workers[@]}" --maxfail=5 tests/test_triton.py \
     -m "not slow" -k "$2" -p no:cacheprovider >> "$CHECKS" 2>&1
   echo "tests ($2): exit $?"; tail -6 "$CHECKS"
 }
 ncu_calls() {  # Nsight Compute on the recurrence kernels of one call of each NAME/dtype
   for case in ${NCU_CASES:-medium/float16 medium/float32 fastrnns/float16}; do
     echo "== ncu $case" >> "$CHECKS"
-    timeout 60 ncu --kernel-name regex:rnn_ --launch-skip 4 --launch-count 2 \
+    within 60 ncu --kernel-name regex:rnn_ --launch-skip 4 --launch-count 2 \
       --section SpeedOfLight --section WarpStateStats --section LaunchStats \
       --section Occupancy python3 -c "
 import sys, torch, fastrnn
@@ -63,7 +72,7 @@ torch.cuda.synchronize()" "$case" 2>&1 | grep -vE "^==PROF==|^\s*$" | cut -c1-14
 }
 sanitize() {
   for tool in racecheck memcheck; do
-    timeout "${SANITIZE_LIMIT:-30}" compute-sanitizer --tool $tool --print-limit 5 \
+    within "${SANITIZE_LIMIT:-30}" compute-sanitizer --tool $tool --print-limit 5 \
       python3 tools/sanitize_kernels.py > /tmp/fastrnn-sanitizer.log 2>&1
     echo "$tool: exit $?" | tee -a "$CHECKS"
     tail -3 /tmp/fastrnn-sanitizer.log | tee -a "$CHECKS"
@@ -73,18 +82,18 @@ sanitize() {
 STEPS=("$@")
 # By default the correctness checks, then the tables, then the rest: a call cut short
 # loses the least.
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests bench32 bench16 bench16bf tiers kernels sanitize)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests bench32 bench16 bench16bf kernels sanitize tiers)
 for step in "${STEPS[@]}"; do
-  echo "== $step ($(date +%T))"
+  echo "== $step ($(date +%T), ${SECONDS} s in)"
   case $step in
     # The single tests first (graph capture, opcheck, launch counts), then the case grids.
     tests) gpu_tests 100 "not matches_nn_rnn and not error_at_most_twice"
            gpu_tests 110 "matches_nn_rnn or error_at_most_twice" ;;
     single-tests) gpu_tests 100 "not matches_nn_rnn and not error_at_most_twice" ;;
-    kernels) timeout 30 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20 ;;
-    calls) timeout 90 python3 tools/gpu_call_profile.py --json "$OUT/calls.json" 2>&1 | tail -16 ;;
-    cprofile) timeout 60 python3 tools/gpu_call_profile.py --cprofile 2>&1 | grep -v "^$" | cut -c1-150 ;;
-    tiers) timeout "${TIER_LIMIT:-45}" python3 tools/gpu_tier_ab.py --json "$OUT/tiers.json" \
+    kernels) within 30 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20 ;;
+    calls) within 90 python3 tools/gpu_call_profile.py --json "$OUT/calls.json" 2>&1 | tail -16 ;;
+    cprofile) within 60 python3 tools/gpu_call_profile.py --cprofile 2>&1 | grep -v "^$" | cut -c1-150 ;;
+    tiers) within "${TIER_LIMIT:-45}" python3 tools/gpu_tier_ab.py --json "$OUT/tiers.json" \
              ${TIER_CASES:+--cases "$TIER_CASES"} ${TIER_VARIANT:+--variant "$TIER_VARIANT"} \
              2>&1 | tail -60 ;;
     bench32) bench float32 fastrnn,nn.RNN,naive 100 ;;

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 import torch
@@ -69,31 +70,48 @@ def main(argv=None) -> int:
     repeats = args.repeats or (5 if args.quick else 7)
     target_s = 0.02 if args.quick else 0.05
     modes = args.modes.split(",")
-    print(machine_line(device, dtype), flush=True)
-    peak, rows = run_grid(
-        shapes, modes, device, dtype, names, repeats, target_s, log=lambda s: print(s, flush=True)
-    )
+    machine = machine_line(device, dtype)
+    print(machine, flush=True)
+    rows = []  # the rows measured, kept as each ends
+
+    def row_done(peak, grid_rows):
+        rows[:] = grid_rows
+        if args.json:  # after each row, so that a run stopped part way keeps its rows
+            write_json(args.json, machine, peak, names, rows)
+
+    previous_handler = signal.signal(signal.SIGTERM, stop)  # `timeout`'s: report rows done
+    try:
+        run_grid(shapes, modes, device, dtype, names, repeats, target_s,
+                 log=lambda s: print(s, flush=True), on_row=row_done)  # fmt: skip
+        stopped = False
+    except KeyboardInterrupt:
+        stopped = True
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     print()
+    if stopped:
+        print(f"STOPPED after {len(rows)} of {len(shapes) * len(modes)} rows: the table has those")
     print(markdown_table(rows, names, device))
     print()
     for line in summary_lines(rows):
         print(line)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "machine": machine_line(device, dtype),
-                    "gemm_peak_gflops": peak,
-                    "contenders": names,
-                    "rows": rows,
-                },
-                f,
-                indent=1,
-            )
-    if args.plot:
+    if args.plot and rows:
         plot(rows, args.plot)
         print(f"plot written to {args.plot}")
-    return 1 if any("error" in r for r in rows) else 0
+    return 1 if stopped or any("error" in r for r in rows) else 0
+
+
+def stop(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def write_json(path: str, machine: str, peak: float, names: list[str], rows: list[dict]) -> None:
+    with open(path, "w") as f:
+        json.dump(
+            {"machine": machine, "gemm_peak_gflops": peak, "contenders": names, "rows": rows},
+            f,
+            indent=1,
+        )
 
 
 if __name__ == "__main__":

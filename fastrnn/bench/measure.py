@@ -144,10 +144,13 @@ def gemm_peak_gflops(device, dtype, size=1024, repeats=5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def run_grid(shapes, modes, device, dtype, contender_names, repeats, target_s, log=print):
+def run_grid(shapes, modes, device, dtype, contender_names, repeats, target_s, log=print,
+             on_row=None):  # fmt: skip
+    """(GEMM peak GFLOP/s, one row per shape and mode); on_row(peak, rows) after each."""
     peak = gemm_peak_gflops(device, dtype)
     log(f"GEMM peak (torch.mm 1024^3): {peak:.1f} GFLOP/s")
     rows = []
+    on_row = on_row or (lambda peak, rows: None)
     for shape in shapes:
         for mode in modes:
             contenders = make_contenders(shape, device, dtype, contender_names)
@@ -156,6 +159,7 @@ def run_grid(shapes, modes, device, dtype, contender_names, repeats, target_s, l
             except ValidationError as error:
                 log(f"ABORTED {shape.name}/{mode}: {error}")
                 rows.append({"shape": dataclasses.asdict(shape), "mode": mode, "error": str(error)})
+                on_row(peak, rows)
                 continue
             timings = time_contenders(contenders, shape, mode, device, dtype, repeats, target_s)
             row = {"shape": dataclasses.asdict(shape), "mode": mode, "timings": timings}
@@ -183,4 +187,5 @@ def run_grid(shapes, modes, device, dtype, contender_names, repeats, target_s, l
                     row["peak_allocated_bytes"][c.name] = peak_bytes
             rows.append(row)
             log(progress_line(row, contender_names))
+            on_row(peak, rows)
     return peak, rows
