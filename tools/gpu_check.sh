@@ -44,7 +44,7 @@ bench() {  # dtype, contenders, time limit (s)
 gpu_tests() {  # time limit (s), pytest -k expression; in parallel where pytest-xdist is
   local workers=()
   python3 -c "import xdist" 2>/dev/null && workers=(-n 8)
-  within "$1" python3 -m pytest -q "${workers[@]}" --maxfail=5 tests/test_triton.py \
+  within "$1" python3 -m pytest -q "${workers[@]}" --maxfail=5 --durations=8 tests/test_triton.py \
     -m "not slow" -k "$2" -p no:cacheprovider >> "$CHECKS" 2>&1
   echo "tests ($2): exit $?"; tail -6 "$CHECKS"
 }
