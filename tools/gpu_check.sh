@@ -22,7 +22,8 @@ within() {  # seconds, command...: the command under `timeout`, at most until DE
   local seconds=$(( $1 < DEADLINE - SECONDS ? $1 : DEADLINE - SECONDS ))
   shift
   if (( seconds < 10 )); then echo "skipped: GPU_CHECK_LIMIT spent" >&2; return 124; fi
-  timeout "$seconds" "$@"
+  # TERM lets the bench report its rows; KILL 5 s later ends a process stuck on the GPU.
+  timeout -k 5 "$seconds" "$@"
 }
 mkdir -p "$OUT"
 CHECKS="$OUT/checks.log"
