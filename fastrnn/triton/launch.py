@@ -259,8 +259,8 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
 
 def w_low_parts(precision: str, on_chip: bool, enabled: bool | None = None) -> bool:
     """Whether a cooperative kernel multiplies W_hh's TF32 parts split once into a
-    workspace (its W_LOW_PARTS; KernelLaunch.low_parts): tf32x3 on streamed W_hh, where
-    enabled (None: COOP_W_LOW_PARTS)."""
+    workspace (its W_LOW_PARTS; KernelLaunch.cooperative_arguments): tf32x3 on streamed
+    W_hh, where enabled (None: COOP_W_LOW_PARTS)."""
     enabled = COOP_W_LOW_PARTS if enabled is None else enabled
     return enabled and precision == "tf32x3" and not on_chip
 
@@ -481,12 +481,10 @@ class KernelLaunch:
         stream W_hh, the workspace of W_hh's low TF32 parts, [H, H] fp32 per direction
         (kernels._store_low_parts), else `like`, a placeholder never read."""
         shape, dtype = self.state
-        workspace = like.new_empty((directions, *shape), dtype=dtype)
-        if not self.meta["W_LOW_PARTS"]:
-            return workspace, counters, like
-        hidden = shape[-1]
-        return workspace, counters, like.new_empty((directions, hidden, hidden),
-                                                    dtype=torch.float32)  # fmt: skip
+        low_parts = like
+        if self.meta["W_LOW_PARTS"]:
+            low_parts = like.new_empty((directions, shape[-1], shape[-1]), dtype=torch.float32)
+        return like.new_empty((directions, *shape), dtype=dtype), counters, low_parts
 
 
 class CallKey(NamedTuple):
