@@ -22,8 +22,9 @@ within() {  # seconds, command...: the command under `timeout`, at most until DE
   local seconds=$(( $1 < DEADLINE - SECONDS ? $1 : DEADLINE - SECONDS ))
   shift
   if (( seconds < 10 )); then echo "skipped: GPU_CHECK_LIMIT spent" >&2; return 124; fi
-  # TERM lets the bench report its rows; KILL 5 s later ends a process stuck on the GPU.
-  timeout -k 5 "$seconds" "$@"
+  # TERM lets the bench report its rows; KILL 5 s later ends a process stuck on the GPU,
+  # still within the step's seconds.
+  timeout -k 5 "$((seconds - 5))" "$@"
 }
 mkdir -p "$OUT"
 CHECKS="$OUT/checks.log"

@@ -63,7 +63,6 @@ GPU_SHAPES = [
 ]
 QUICK = ["hello", "pattern25", "regression2L", "cell-loop", "single-step", "small", "long"]
 MODES = ("inference", "training")
-TUTORIAL = {"hello", "pattern25", "regression2L", "cell-loop", "single-step"}
 
 
 def make_input(shape: Shape, device, dtype) -> Tensor:  # [T, B, I]
