@@ -513,6 +513,20 @@ def test_cooperative_tensor_core_products_run_in_k_parts(monkeypatch):
     assert layer.meta["W_ON_CHIP"] and layer.meta["SPLIT_K"] == 4
 
 
+@pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
+def test_every_launch_compiles_with_fp_fusion_on(tier):
+    """Forward and backward pass launch.COMPILE_OPTIONS to Triton: FMA contraction on
+    whatever Triton's default (Triton 3.10 turns it off), as the kernels were built."""
+    assert launch.COMPILE_OPTIONS == {"enable_fp_fusion": True}
+    call = launch.call_key([torch.zeros(70, 3), torch.zeros(70, 70)])
+    shape = (70, 1, 5, 17, 85, True, 3, (51, 3), 70, False, False, False)
+    forward = launch.forward_launch(call, *shape)
+    backward = launch.backward_launch(call, *shape, True, None, None)
+    for direction, layer in (("forward", forward), ("backward", backward)):
+        assert layer.kernel_name == f"rnn_{direction}_{tier}_kernel"
+        assert layer.meta["enable_fp_fusion"] is True, layer.meta
+
+
 def test_a_forward_cooperative_program_with_one_tile_runs_its_tile_loop_unpipelined(
     monkeypatch,
 ):

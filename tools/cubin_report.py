@@ -247,7 +247,7 @@ def compile_config(config: Config, capability: int, padded: bool = False,
     return triton.compile(
         source,
         target=GPUTarget("cuda", capability, 32),
-        options={"num_warps": config.num_warps},
+        options={"num_warps": config.num_warps, **launch.COMPILE_OPTIONS},
     )
 
 

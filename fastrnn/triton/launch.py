@@ -102,6 +102,9 @@ ACC_DTYPE = {
     torch.bfloat16: triton.language.float32,
 }
 STATE_DTYPE = {torch.float64: torch.float64}  # else float32
+# Compile options of every kernel.  Products and sums contracted to FMAs: Triton's default
+# through 3.9, which warns that 3.10 turns it off; the kernels were built and timed so.
+COMPILE_OPTIONS = {"enable_fp_fusion": True}
 
 # Tests set these: the tier regardless of H, and the cooperative grid's size.
 FORCE_TIER: str | None = None
@@ -619,7 +622,7 @@ def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batc
     tier's, as plan() picks.  x_strides: the layer input's (step_strides), which also
     give the order of the input projections' rows (projection_rows)."""
     p = _layer_plan(call, hidden, batch, directions)
-    meta = dict(PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
+    meta = dict(COMPILE_OPTIONS, PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
                 DOT_PRECISION=p.precision, HAS_BIAS=has_bias, HAS_H0=has_h0)  # fmt: skip
     if p.tier == "persistent":
         rows_per_program, grid = _persistent_grid(call, p, batch, directions)
@@ -653,7 +656,7 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
     None where that output got none (zeros, not read); has_h0: h0 was given (else its
     gradient is not written)."""
     p = _layer_plan(call, hidden, batch, directions)
-    meta = dict(PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
+    meta = dict(COMPILE_OPTIONS, PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
                 DOT_PRECISION=p.precision, HAS_DY=dy_strides is not None,
                 HAS_DHN=dhn_strides is not None, HAS_H0=has_h0)  # fmt: skip
     gradient_strides = (*(dy_strides or (0, 0, 0)), *(dhn_strides or (0, 0, 0)))
