@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -654,6 +655,21 @@ def test_tier_ab_tool_validates_times_and_records_on_cpu(tmp_path):
     for row in rows:
         assert set(row["errors"]) == set(row["timings"]) == contenders
         assert max(row["errors"].values()) <= row["allowed"]
+
+
+def test_sanitizer_cases_run_and_match_nn_rnn(monkeypatch, triton_kernels):
+    """tools/sanitize_kernels.py's cases, which compute-sanitizer runs on a GPU
+    (tools/gpu_check.sh), run here too, on DEVICE: each case's parameter gradients within
+    1e-3 of nn.RNN's (fp32), so a GPU session does not find the tool broken."""
+    for setting, value in launch.variant_settings(None).items():
+        monkeypatch.setattr(launch, setting, value)  # restored after the cases set theirs
+    path = ROOT / "tools" / "sanitize_kernels.py"
+    spec = importlib.util.spec_from_file_location("sanitize_kernels", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    # On the CPU, backend "cpp" runs the Triton kernels the fixture registered there.
+    errors = tool.run_cases(DEVICE.type, "triton" if DEVICE.type == "cuda" else "cpp")
+    assert len(errors) == len(tool.CASES) and max(errors) < 1e-3, errors
 
 
 @pytest.mark.slow

@@ -11,6 +11,8 @@ run batch_first, where the kernels read the input (or its projections) and a den
 gradient of the output at their batch-major strides:
 
 compute-sanitizer --tool racecheck python tools/sanitize_kernels.py
+
+(tests/test_triton.py runs the same cases through Triton's interpreter on CPU tensors.)
 """
 
 import torch
@@ -24,7 +26,7 @@ LOSSES = {
     "out": lambda out, h_n: out.sum(),
     # A weighting laid out as a batch_first output: the output's gradient is batch-major.
     "w * out + h_n": lambda out, h_n: (
-        (torch.rand(out.shape, device="cuda") * out).sum() + h_n.sum()
+        (torch.rand(out.shape, device=out.device) * out).sum() + h_n.sum()
     ),
 }
 CASES = [  # (variant of the plan: launch.variant_settings, T, B, H, packed, batch_first, loss)
@@ -37,27 +39,37 @@ CASES = [  # (variant of the plan: launch.variant_settings, T, B, H, packed, bat
     ("persistent", 6, 1, 100, False, False, "out"),
 ]
 
-for tier, steps, batch, hidden, packed, batch_first, loss in CASES:
-    for setting, value in launch.variant_settings(tier).items():
-        setattr(launch, setting, value)
-    torch.manual_seed(0)
-    options = dict(num_layers=2, bidirectional=True, batch_first=batch_first, device="cuda")
-    rnn = fastrnn.RNN(8, hidden, **options)
-    reference = torch.nn.RNN(8, hidden, **options)
-    reference.load_state_dict(rnn.state_dict())
-    x = torch.randn(batch, steps, 8, device="cuda")
-    x = x if batch_first else x.transpose(0, 1).contiguous()
-    h0 = torch.randn(4, batch, hidden, device="cuda")
-    lengths = torch.arange(steps, steps - batch, -1).clamp(min=1) if packed else None
-    grads = []
-    for module, backend in [(rnn, "triton"), (reference, "auto")]:
-        inputs = pack_padded_sequence(x, lengths) if packed else x
-        with fastrnn.use_backend(backend):
-            out, h_n = module(inputs, h0)
-        out = out.data if packed else out
-        torch.manual_seed(1)  # the same weighting w for both
-        grads.append(torch.autograd.grad(LOSSES[loss](out, h_n), module.parameters()))
-    torch.cuda.synchronize()
-    error = max((a - b).abs().max().item() for a, b in zip(*grads, strict=True))
-    print(f"{tier} T={steps} B={batch} H={hidden} packed={packed} batch_first={batch_first} "
-          f"loss {loss}: max |grad - cuDNN's| {error:.2e}")  # fmt: skip
+
+def run_cases(device: str = "cuda", backend: str = "triton") -> list[float]:
+    """Each case's largest difference between fastrnn's parameter gradients (on `backend`)
+    and nn.RNN's, printed as it runs.  Leaves launch's settings at the last case's."""
+    errors = []
+    for tier, steps, batch, hidden, packed, batch_first, loss in CASES:
+        for setting, value in launch.variant_settings(tier).items():
+            setattr(launch, setting, value)
+        torch.manual_seed(0)
+        options = dict(num_layers=2, bidirectional=True, batch_first=batch_first, device=device)
+        rnn = fastrnn.RNN(8, hidden, **options)
+        reference = torch.nn.RNN(8, hidden, **options)
+        reference.load_state_dict(rnn.state_dict())
+        x = torch.randn(batch, steps, 8, device=device)
+        x = x if batch_first else x.transpose(0, 1).contiguous()
+        h0 = torch.randn(4, batch, hidden, device=device)
+        lengths = torch.arange(steps, steps - batch, -1).clamp(min=1) if packed else None
+        grads = []
+        for module, module_backend in [(rnn, backend), (reference, "auto")]:
+            inputs = pack_padded_sequence(x, lengths) if packed else x
+            with fastrnn.use_backend(module_backend):
+                out, h_n = module(inputs, h0)
+            out = out.data if packed else out
+            torch.manual_seed(1)  # the same weighting w for both
+            grads.append(torch.autograd.grad(LOSSES[loss](out, h_n), module.parameters()))
+        error = max((a - b).abs().max().item() for a, b in zip(*grads, strict=True))
+        errors.append(error)
+        print(f"{tier} T={steps} B={batch} H={hidden} packed={packed} batch_first="
+              f"{batch_first} loss {loss}: max |grad - nn.RNN's| {error:.2e}")  # fmt: skip
+    return errors
+
+
+if __name__ == "__main__":
+    run_cases()
