@@ -661,8 +661,7 @@ def test_sanitizer_cases_run_and_match_nn_rnn(monkeypatch, triton_kernels):
     """tools/sanitize_kernels.py's cases, which compute-sanitizer runs on a GPU
     (tools/gpu_check.sh), run here too, on DEVICE: each case's parameter gradients within
     1e-3 of nn.RNN's (fp32), so a GPU session does not find the tool broken."""
-    for setting, value in launch.variant_settings(None).items():
-        monkeypatch.setattr(launch, setting, value)  # restored after the cases set theirs
+    force_tier(monkeypatch, None)  # the plan's settings, restored after the cases set theirs
     path = ROOT / "tools" / "sanitize_kernels.py"
     spec = importlib.util.spec_from_file_location("sanitize_kernels", path)
     tool = importlib.util.module_from_spec(spec)
