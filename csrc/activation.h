@@ -5,6 +5,9 @@
 // (<= 3 ulp).
 #pragma once
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -71,19 +74,30 @@ __attribute__((always_inline)) inline double fast_tanh(double x) {
 }
 
 // h[i, j] = act(h[i, j] + bias[j]) over rows x cols, rows ld elements apart; bias may
-// be null.  Defined in activation.cpp, once per dtype, with the CPU-specific clones.
+// be null.  Defined in activation.cpp, once per dtype, with the CPU-specific clones;
+// bfloat16 and float16 computed in float32 and rounded once.
 void bias_activation_rows(float* h, int64_t rows, int64_t cols, int64_t ld,
                           const float* bias, bool relu);
 void bias_activation_rows(double* h, int64_t rows, int64_t cols, int64_t ld,
                           const double* bias, bool relu);
+void bias_activation_rows(c10::BFloat16* h, int64_t rows, int64_t cols, int64_t ld,
+                          const c10::BFloat16* bias, bool relu);
+void bias_activation_rows(c10::Half* h, int64_t rows, int64_t cols, int64_t ld,
+                          const c10::Half* bias, bool relu);
 
 // dz[i, j] = (dy[i, j] + dh[i, j]) * act'(z), act' taken from the saved output y:
 // tanh' = 1 - y^2, relu' = (y > 0).  dy and y: rows ld_y apart; dh and dz: rows ld_h apart;
-// dh may be null (no recurrent gradient).
+// dh may be null (no recurrent gradient).  bfloat16 and float16 as above.
 void activation_backward_rows(float* dz, const float* dy, const float* dh, const float* y,
                               int64_t rows, int64_t cols, int64_t ld_y, int64_t ld_h, bool relu);
 void activation_backward_rows(double* dz, const double* dy, const double* dh,
                               const double* y, int64_t rows, int64_t cols, int64_t ld_y,
+                              int64_t ld_h, bool relu);
+void activation_backward_rows(c10::BFloat16* dz, const c10::BFloat16* dy,
+                              const c10::BFloat16* dh, const c10::BFloat16* y, int64_t rows,
+                              int64_t cols, int64_t ld_y, int64_t ld_h, bool relu);
+void activation_backward_rows(c10::Half* dz, const c10::Half* dy, const c10::Half* dh,
+                              const c10::Half* y, int64_t rows, int64_t cols, int64_t ld_y,
                               int64_t ld_h, bool relu);
 
 // out[j] = sum_i m[i, j] over a dense [rows, cols] matrix (bias gradients).  Accumulated

@@ -73,25 +73,10 @@ void gemm_portable(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
   c_view.addmm_(view(a, m, k, lda, trans_a), view(b, k, n, ldb, trans_b), beta, alpha);
 }
 
-}  // namespace
-
-std::string gemm_backend() {
-  const auto& blas = fortran_blas();
-  return (use_blas.load() && blas.sgemm != nullptr && blas.dgemm != nullptr) ? "blas"
-                                                                            : "portable";
-}
-
-void set_gemm_backend(const std::string& name) {
-  TORCH_CHECK(name == "blas" || name == "portable",
-              "fastrnn: gemm backend must be 'blas' or 'portable', got '", name, "'");
-  use_blas.store(name == "blas");
-}
-
 template <typename scalar_t>
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, scalar_t alpha,
-          const scalar_t* a, int64_t lda, const scalar_t* b, int64_t ldb, scalar_t beta,
-          scalar_t* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
+void gemm_fortran(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, scalar_t alpha,
+                  const scalar_t* a, int64_t lda, const scalar_t* b, int64_t ldb, scalar_t beta,
+                  scalar_t* c, int64_t ldc) {
   if (k == 0) {
     for (int64_t i = 0; i < m; ++i) {
       for (int64_t j = 0; j < n; ++j) {
@@ -120,6 +105,35 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, scalar_t 
     blas.sgemm(&tb, &ta, &mi, &ni, &ki, &alpha, b, &lda_i, a, &ldb_i, &beta, c, &ldc_i);
   } else {
     blas.dgemm(&tb, &ta, &mi, &ni, &ki, &alpha, b, &lda_i, a, &ldb_i, &beta, c, &ldc_i);
+  }
+}
+
+}  // namespace
+
+std::string gemm_backend() {
+  const auto& blas = fortran_blas();
+  return (use_blas.load() && blas.sgemm != nullptr && blas.dgemm != nullptr) ? "blas"
+                                                                            : "portable";
+}
+
+void set_gemm_backend(const std::string& name) {
+  TORCH_CHECK(name == "blas" || name == "portable",
+              "fastrnn: gemm backend must be 'blas' or 'portable', got '", name, "'");
+  use_blas.store(name == "blas");
+}
+
+template <typename scalar_t>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, scalar_t alpha,
+          const scalar_t* a, int64_t lda, const scalar_t* b, int64_t ldb, scalar_t beta,
+          scalar_t* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  constexpr bool fortran = std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>;
+  if constexpr (!fortran) {
+    // bfloat16/float16: ATen's GEMMs (oneDNN's), which the kernels run only for steps
+    // large enough that the dispatcher's cost does not show (cpu_dtypes.h).
+    gemm_portable(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    gemm_fortran(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
 }
 
@@ -167,5 +181,11 @@ template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const fl
                           int64_t, const float*, int64_t, float, float*, int64_t);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
                            int64_t, const double*, int64_t, double, double*, int64_t);
+template void gemm<c10::BFloat16>(bool, bool, int64_t, int64_t, int64_t, c10::BFloat16,
+                                  const c10::BFloat16*, int64_t, const c10::BFloat16*, int64_t,
+                                  c10::BFloat16, c10::BFloat16*, int64_t);
+template void gemm<c10::Half>(bool, bool, int64_t, int64_t, int64_t, c10::Half,
+                              const c10::Half*, int64_t, const c10::Half*, int64_t, c10::Half,
+                              c10::Half*, int64_t);
 
 }  // namespace fastrnn

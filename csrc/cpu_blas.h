@@ -18,6 +18,7 @@ namespace fastrnn {
 
 // C[m, n] = alpha * op(A)[m, k] @ op(B)[k, n] + beta * C, all row-major with leading
 // dimensions lda/ldb/ldc (elements between rows).  When beta == 0, C is not read.
+// float, double, c10::BFloat16 and c10::Half (the last two through ATen).
 template <typename scalar_t>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
           scalar_t alpha, const scalar_t* a, int64_t lda, const scalar_t* b,

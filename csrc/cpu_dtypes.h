@@ -1,24 +1,50 @@
-// The dtypes the CPU kernels take.  float32 and float64 run as they are; bfloat16 and
-// float16 run in float32 on float32 copies of the arguments (float32 accumulation, as
-// cuDNN's half-precision RNNs do), the results rounded once, at the end.
+// The dtypes the CPU kernels take.  float32 and float64 run as they are.  bfloat16 and
+// float16 run one of two ways: on float32 copies of the arguments (float32 accumulation,
+// as cuDNN's half-precision RNNs do; the results rounded once, at the end), or, for steps
+// of kNativeStepMacs or more on a CPU whose GEMMs of that dtype are native (oneDNN's),
+// in their own dtype: ATen's GEMMs (float32 accumulation, rounded per product) and the
+// kernels' pointwise passes computing in float32.  The native GEMMs are 2-5x faster than
+// float32 ones at large sizes and slower at small ones (docs/performance.md).
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 
+#include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace fastrnn {
 
-inline bool computed_in_float(at::ScalarType dtype) {
+// One step's multiply-adds, B*H*(I+H), from which native GEMMs beat the float32 kernels
+// (crossover measured on one CPU: docs/performance.md).
+constexpr int64_t kNativeStepMacs = int64_t{1} << 20;
+
+// AT_DISPATCH over the kernels' dtypes: scalar_t is float, double, c10::BFloat16 or
+// c10::Half (the last two only where they run in their own dtype).
+#define FASTRNN_DISPATCH_CPU_DTYPES(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, TYPE, NAME, __VA_ARGS__)
+
+inline bool reduced_precision(at::ScalarType dtype) {
   return dtype == at::kBFloat16 || dtype == at::kHalf;
 }
 
 inline void check_cpu_dtype(at::ScalarType dtype) {
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || computed_in_float(dtype),
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || reduced_precision(dtype),
               "fastrnn: the C++ CPU kernels support float32, float64, bfloat16 and float16, "
               "got ", dtype);
 }
+
+// Whether a call of this dtype whose steps take batch rows of input_size features into
+// hidden units runs on float32 copies (only bfloat16/float16 can, by the rule above).
+bool computed_in_float(at::ScalarType dtype, int64_t batch, int64_t input_size,
+                       int64_t hidden);
+
+// How bfloat16/float16 run: "auto" (the rule above; the default), "native" or "float32"
+// (every call one way, for tests).
+std::string reduced_precision_mode();
+void set_reduced_precision_mode(const std::string& mode);
 
 inline at::Tensor to_float(const at::Tensor& t) { return t.to(at::kFloat); }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cpu_blas.h"
+#include "cpu_dtypes.h"
 #include "rnn_arguments.h"
 
 namespace fastrnn {
@@ -66,6 +67,22 @@ PyObject* set_cpu_gemm_backend(PyObject*, PyObject* arg) {
   if (name == nullptr) return nullptr;
   try {
     fastrnn::set_gemm_backend(name);
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+PyObject* get_cpu_reduced_precision(PyObject*, PyObject*) {
+  return PyUnicode_FromString(fastrnn::reduced_precision_mode().c_str());
+}
+
+PyObject* set_cpu_reduced_precision(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_AsUTF8(arg);
+  if (name == nullptr) return nullptr;
+  try {
+    fastrnn::set_reduced_precision_mode(name);
   } catch (const std::exception& e) {
     PyErr_SetString(PyExc_ValueError, e.what());
     return nullptr;
@@ -153,6 +170,11 @@ PyMethodDef methods[] = {
      "'blas' when the CPU kernels call the BLAS torch links, else 'portable'."},
     {"set_cpu_gemm_backend", set_cpu_gemm_backend, METH_O,
      "Select 'blas' (default when available) or 'portable' GEMMs for the CPU kernels."},
+    {"get_cpu_reduced_precision", get_cpu_reduced_precision, METH_NOARGS,
+     "How the CPU kernels run bfloat16/float16: 'auto', 'native' or 'float32'."},
+    {"set_cpu_reduced_precision", set_cpu_reduced_precision, METH_O,
+     "'auto' (default): steps of 2^20 multiply-adds or more in their own dtype where the "
+     "CPU's GEMMs of it are native, else in float32; 'native' or 'float32': always so."},
     {"check_rnn_arguments", check_rnn_arguments, METH_VARARGS,
      "check_rnn_arguments(input, hx, weights, batch_sizes, num_layers, bidirectional): "
      "rnn_forward's argument checks; raises RuntimeError saying what is wrong."},

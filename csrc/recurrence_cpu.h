@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "activation.h"
 #include "cpu_blas.h"
@@ -35,6 +36,24 @@ void copy_rows(scalar_t* dst, int64_t ld_dst, const scalar_t* src, int64_t ld_sr
   }
 }
 
+// y[:rows, :H] (rows ld_y apart) = x W_ih^T, the input product of every step at once.
+// Returns the bias the activation pass still adds: bias itself, or null in bfloat16 /
+// float16, whose GEMMs round their results: there the bias enters this GEMM, before its
+// one rounding, rather than after two more (fewer relu masks flip than in nn.RNN's order).
+template <typename scalar_t>
+const scalar_t* input_projection(const scalar_t* x, int64_t rows, int64_t in_size,
+                                 const scalar_t* w_ih, const scalar_t* bias, scalar_t* y,
+                                 int64_t ld_y, int64_t H) {
+  constexpr bool rounds = !std::is_same_v<scalar_t, float> && !std::is_same_v<scalar_t, double>;
+  if (!rounds || bias == nullptr) {
+    gemm<scalar_t>(false, true, rows, H, in_size, 1, x, in_size, w_ih, in_size, 0, y, ld_y);
+    return bias;
+  }
+  for (int64_t i = 0; i < rows; ++i) std::memcpy(y + i * ld_y, bias, sizeof(scalar_t) * H);
+  gemm<scalar_t>(false, true, rows, H, in_size, 1, x, in_size, w_ih, in_size, 1, y, ld_y);
+  return nullptr;
+}
+
 // One (layer, direction) forward.  x: [N, in_size] dense; y: columns of a [N, ld_y]
 // buffer; h0, h_n: [B, H] dense; h0 null for a zero initial state (its product skipped).
 template <typename scalar_t>
@@ -42,7 +61,7 @@ void layer_forward(const StepLayout& s, const scalar_t* x, int64_t in_size, scal
                    int64_t ld_y, const scalar_t* w_ih, const scalar_t* w_hh,
                    const scalar_t* bias, const scalar_t* h0, scalar_t* h_n, int64_t H,
                    bool reverse, bool relu) {
-  gemm<scalar_t>(false, true, s.rows, H, in_size, 1, x, in_size, w_ih, in_size, 0, y, ld_y);
+  bias = input_projection(x, s.rows, in_size, w_ih, bias, y, ld_y, H);
   // c[:m, c0:c1] += a[:m] @ W_hh[c0:c1]^T (BLAS: a hand-written small GEMM never beat it).
   auto recurrent_product = [&](scalar_t* c, const scalar_t* a, int64_t lda, int64_t m,
                                int64_t c0, int64_t c1) {

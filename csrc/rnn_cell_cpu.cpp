@@ -13,6 +13,7 @@
 #include "cpu_blas.h"
 #include "cpu_dtypes.h"
 #include "ops.h"
+#include "recurrence_cpu.h"
 
 namespace fastrnn {
 namespace {
@@ -44,7 +45,7 @@ at::Tensor rnn_cell_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
                                 const std::optional<at::Tensor>& b_ih,
                                 const std::optional<at::Tensor>& b_hh, bool relu) {
   check_cell(input, hx, w_ih, w_hh);
-  if (computed_in_float(input.scalar_type())) {
+  if (computed_in_float(input.scalar_type(), input.size(0), input.size(1), w_hh.size(0))) {
     return rnn_cell_forward_cpu(to_float(input), to_float(hx), to_float(w_ih), to_float(w_hh),
                                 to_float(b_ih), to_float(b_hh), relu)
         .to(input.scalar_type());
@@ -54,12 +55,8 @@ at::Tensor rnn_cell_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
   const at::Tensor wi = dense(w_ih), wh = dense(w_hh);
   at::Tensor out = empty_cpu({B, H}, input.scalar_type());
   const bool has_bias = b_ih.has_value() && b_ih->defined();
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fastrnn_rnn_cell_forward_cpu", [&] {
+  FASTRNN_DISPATCH_CPU_DTYPES(input.scalar_type(), "fastrnn_rnn_cell_forward_cpu", [&] {
     scalar_t* y = out.data_ptr<scalar_t>();
-    gemm<scalar_t>(false, true, B, H, I, 1, x.data_ptr<scalar_t>(), I, wi.data_ptr<scalar_t>(),
-                   I, 0, y, H);
-    gemm<scalar_t>(false, true, B, H, H, 1, h.data_ptr<scalar_t>(), H, wh.data_ptr<scalar_t>(),
-                   H, 1, y, H);
     std::vector<scalar_t> bias;
     if (has_bias) {
       const at::Tensor bi = dense(*b_ih), bh = dense(*b_hh);
@@ -68,7 +65,12 @@ at::Tensor rnn_cell_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
       const scalar_t* bh_p = bh.const_data_ptr<scalar_t>();
       for (int64_t j = 0; j < H; ++j) bias[j] = bi_p[j] + bh_p[j];
     }
-    bias_activation_rows(y, B, H, H, has_bias ? bias.data() : nullptr, relu);
+    const scalar_t* bias_left = input_projection(x.data_ptr<scalar_t>(), B, I,
+                                                 wi.data_ptr<scalar_t>(),
+                                                 has_bias ? bias.data() : nullptr, y, H, H);
+    gemm<scalar_t>(false, true, B, H, H, 1, h.data_ptr<scalar_t>(), H, wh.data_ptr<scalar_t>(),
+                   H, 1, y, H);
+    bias_activation_rows(y, B, H, H, bias_left, relu);
   });
   return out;
 }
@@ -80,7 +82,7 @@ RnnCellBackwardResult rnn_cell_backward_cpu(
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& h_new, bool has_bias,
     bool relu, bool need_input_grad, bool need_hx_grad) {
   check_cell(input, hx, w_ih, w_hh);
-  if (computed_in_float(input.scalar_type())) {
+  if (computed_in_float(input.scalar_type(), input.size(0), input.size(1), w_hh.size(0))) {
     auto [gi, gh, gwi, gwh, gb] = rnn_cell_backward_cpu(
         to_float(grad_h), to_float(input), to_float(hx), to_float(w_ih), to_float(w_hh),
         to_float(h_new), has_bias, relu, need_input_grad, need_hx_grad);
@@ -97,7 +99,7 @@ RnnCellBackwardResult rnn_cell_backward_cpu(
   at::Tensor grad_w_ih = empty_cpu({H, I}, x.scalar_type());
   at::Tensor grad_w_hh = empty_cpu({H, H}, x.scalar_type());
   at::Tensor grad_bias = empty_cpu({has_bias ? H : 0}, x.scalar_type());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastrnn_rnn_cell_backward_cpu", [&] {
+  FASTRNN_DISPATCH_CPU_DTYPES(x.scalar_type(), "fastrnn_rnn_cell_backward_cpu", [&] {
     scalar_t* g = dz.data_ptr<scalar_t>();
     activation_backward_rows(g, dy.data_ptr<scalar_t>(), static_cast<scalar_t*>(nullptr),
                              y.data_ptr<scalar_t>(), B, H, H, H, relu);

@@ -40,6 +40,9 @@ void summed_bias(at::TensorList weights, int64_t base, int64_t H, scalar_t* bias
   for (int64_t j = 0; j < H; ++j) bias[j] = bi[j] + bh[j];
 }
 
+// Rows per step (packed input: on average), by which bfloat16/float16 pick how they run.
+int64_t step_batch(const StepLayout& s) { return s.steps == 0 ? 0 : s.rows / s.steps; }
+
 RnnForwardFn rnn_forward_cpu;
 RnnBackwardFn rnn_backward_cpu;
 
@@ -50,7 +53,7 @@ RnnForwardResult rnn_forward_cpu(const at::Tensor& input, const std::optional<at
   const StepLayout s = make_layout(input, batch_sizes, hx);
   const Geometry g = make_geometry(input, hx, weights, num_layers, bidirectional);
   check_cpu_dtype(input.scalar_type());  // make_geometry has matched every weight's to it
-  if (computed_in_float(input.scalar_type())) {
+  if (computed_in_float(input.scalar_type(), step_batch(s), input.size(-1), g.hidden)) {
     auto [output, h_n, layer_outputs] =
         rnn_forward_cpu(to_float(input), to_float(hx), converted(weights, at::kFloat),
                         batch_sizes, num_layers, bidirectional, relu);
@@ -70,7 +73,7 @@ RnnForwardResult rnn_forward_cpu(const at::Tensor& input, const std::optional<at
   at::Tensor layer_outputs = empty_cpu(stacked_shape, input.scalar_type());
   at::Tensor h_n = empty_cpu({g.cells(), s.batch, H}, input.scalar_type());
 
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fastrnn_rnn_forward_cpu", [&] {
+  FASTRNN_DISPATCH_CPU_DTYPES(input.scalar_type(), "fastrnn_rnn_forward_cpu", [&] {
     const LayerStack<scalar_t*> stack{x.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(),
                                       layer_outputs.data_ptr<scalar_t>(), s.rows,
                                       input.size(-1), DH, g.layers};
@@ -106,7 +109,7 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
   const Geometry g = make_geometry(input, hx, weights, num_layers, bidirectional);
   check_cpu_dtype(input.scalar_type());
   check_backward_arguments(grad_output, grad_h_n, input, output, layer_outputs, s, g);
-  if (computed_in_float(input.scalar_type())) {
+  if (computed_in_float(input.scalar_type(), step_batch(s), input.size(-1), g.hidden)) {
     auto [grad_input, grad_hx, grad_weights] = rnn_backward_cpu(
         to_float(grad_output), to_float(grad_h_n), to_float(input), to_float(hx),
         converted(weights, at::kFloat), batch_sizes, to_float(output), to_float(layer_outputs),
@@ -139,7 +142,7 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
   // A missing gradient is zeros, materialised here: the CPU loops read every row.
   at::Tensor grad_y = given(grad_output) ? dense(*grad_output) : at::zeros_like(y_last);
 
-  AT_DISPATCH_FLOATING_TYPES(dtype, "fastrnn_rnn_backward_cpu", [&] {
+  FASTRNN_DISPATCH_CPU_DTYPES(dtype, "fastrnn_rnn_backward_cpu", [&] {
     const LayerStack<const scalar_t*> stack{x.data_ptr<scalar_t>(), y_last.data_ptr<scalar_t>(),
                                             y_stack.data_ptr<scalar_t>(), s.rows,
                                             input.size(-1), DH, g.layers};

@@ -2,12 +2,12 @@
 
 ======== ============================================================================
 auto     C++ kernels for CPU tensors, Triton kernels for CUDA tensors; the reference
-         for CPU bfloat16/float16 steps of ``LARGE_STEP_MACS`` or more on a CPU whose
-         GEMMs of that dtype are native (oneDNN's, which ATen's ops use: there faster
-         than the C++ kernels' float32 ones), inside torch.func transforms (grad, vjp, jacrev,
-         vmap), which cannot trace the fused ops' C++ autograd, and inside
-         forward-mode AD's dual levels, which it cannot differentiate
-cpp      the C++ CPU kernels (fastrnn._C); bfloat16 and float16 computed in float32
+         inside torch.func transforms (grad, vjp, jacrev, vmap), which cannot trace the
+         fused ops' C++ autograd, and inside forward-mode AD's dual levels, which it
+         cannot differentiate
+cpp      the C++ CPU kernels (fastrnn._C); bfloat16 and float16 computed in float32, or,
+         for large steps on a CPU whose GEMMs of that dtype are native, in that dtype on
+         ATen's GEMMs (csrc/cpu_dtypes.h)
 triton   the fused Triton kernels; CUDA tensors
 reference  fastrnn.reference, plain PyTorch ops (any device and dtype)
 ======== ============================================================================
@@ -28,20 +28,7 @@ from torch._C._functorch import CInterpreter, peek_interpreter_stack
 from torch.autograd import forward_ad
 
 BACKENDS = ("auto", "cpp", "triton", "reference")
-# Computed in float32 by the C++ kernels.
-REDUCED_DTYPES = (torch.bfloat16, torch.float16)
-_CPP_DTYPES = (torch.float32, torch.float64, *REDUCED_DTYPES)
-# One step's multiply-adds, B*H*(I+H), from which native bfloat16 GEMMs beat the C++
-# kernels' float32 ones (crossover measured on one CPU: docs/performance.md).
-LARGE_STEP_MACS = 1 << 20
-
-
-@functools.cache
-def _native_gemms(dtype: torch.dtype) -> bool:
-    """Whether ATen runs this dtype's CPU GEMMs natively (oneDNN; its own test)."""
-    if dtype == torch.bfloat16:
-        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return torch.ops.mkldnn._is_mkldnn_fp16_supported()
+_CPP_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 class BackendUnavailableError(RuntimeError):
@@ -99,9 +86,8 @@ def _triton_missing() -> str | None:
     return None
 
 
-def resolve(device: torch.device, dtype: torch.dtype, step_macs: int = 0) -> str:
-    """The concrete backend ("cpp", "triton" or "reference") for tensors of this kind;
-    step_macs: one step's multiply-adds, B*H*(I+H) (read for REDUCED_DTYPES only)."""
+def resolve(device: torch.device, dtype: torch.dtype) -> str:
+    """The concrete backend ("cpp", "triton" or "reference") for tensors of this kind."""
     name = _backend
     # Inside a torch.func transform the interpreter stack is not empty (~80 ns to ask).
     # isinstance, not `is not None`: dynamo answers that one wrongly, this one rightly.
@@ -110,10 +96,7 @@ def resolve(device: torch.device, dtype: torch.dtype, step_macs: int = 0) -> str
         isinstance(peek_interpreter_stack(), CInterpreter) or forward_ad._current_level >= 0
     )
     if name == "auto" and device.type == "cpu" and dtype in _CPP_DTYPES and not transforming:
-        # The common case, first: this runs on every forward.
-        if dtype in REDUCED_DTYPES and step_macs >= LARGE_STEP_MACS and _native_gemms(dtype):
-            return "reference"
-        return "cpp"
+        return "cpp"  # the common case, first: this runs on every forward
     if transforming and name != "reference":
         if name == "auto":
             return "reference"

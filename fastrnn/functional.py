@@ -25,17 +25,6 @@ def autocasting(device_type: str) -> bool:
     return device_type != "meta" and torch.is_autocast_enabled(device_type)
 
 
-def step_macs(input: Tensor, weights: list[Tensor], batch_sizes: Tensor | None) -> int:
-    """One step's multiply-adds, B*H*(I+H) (packed input: B as rows per step on average),
-    by which backend.resolve picks for CPU bfloat16 and float16; 0 for other dtypes,
-    for which it is not read."""
-    if input.dtype not in backend.REDUCED_DTYPES:
-        return 0
-    hidden = weights[1].shape[0]
-    batch = input.shape[-2] if batch_sizes is None else input.shape[0] // batch_sizes.shape[0]
-    return batch * hidden * (input.shape[-1] + hidden)
-
-
 def rnn(
     input: Tensor,  # [T, B, I], or packed [N, I] with batch_sizes
     hx: Tensor | None,  # [L*D, B, H]; None: zeros
@@ -63,7 +52,7 @@ def rnn(
                 [w.to(dtype) for w in weights], batch_sizes,
                 num_layers, bidirectional, relu, dropout, training,
             )  # fmt: skip
-    kind = backend.resolve(device, input.dtype, step_macs(input, weights, batch_sizes))
+    kind = backend.resolve(device, input.dtype)
     per_layer_dropout = dropout > 0 and training and num_layers > 1
     # Where hx=None is decided: the fused op takes None for padded input and skips the
     # zero state's work; a packed batch's size is data its fake kernel cannot read, and
@@ -105,8 +94,7 @@ def rnn_cell(
     """One Elman cell step (nn.RNNCell math), on the backend fastrnn.backend selects."""
     device_type = input.device.type
     if not autocasting(device_type) and not exporting_to_onnx():
-        macs = step_macs(input, weights, None)
-        if backend.resolve(input.device, input.dtype, macs) == "cpp":
+        if backend.resolve(input.device, input.dtype) == "cpp":
             return rnn_cell_op(input, hx, weights, relu)  # the dedicated C++ cell op
     # Elsewhere (and in ONNX export: one RNN node) a cell step is the sequence RNN, T=1.
     _, h_n = rnn(input.unsqueeze(0), hx.unsqueeze(0), weights, None, 1, False, relu)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -22,6 +23,20 @@ TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
 # kernels with their portable GEMM (what runs where that BLAS is not exported), and the
 # pure-PyTorch reference.
 CPU_BACKENDS = ["cpp", "cpp-portable-gemm", "reference"]
+# For bfloat16/float16 also the C++ kernels in that dtype on ATen's GEMMs, which backend
+# auto runs for large steps where the CPU's GEMMs of it are native (csrc/cpu_dtypes.h).
+REDUCED_CPU_BACKENDS = [*CPU_BACKENDS, "cpp-native"]
+
+
+@contextlib.contextmanager
+def reduced_precision(mode: str):
+    """How the C++ kernels run bfloat16/float16 while active: auto, native or float32."""
+    previous = _C.get_cpu_reduced_precision()
+    _C.set_cpu_reduced_precision(mode)
+    try:
+        yield
+    finally:
+        _C.set_cpu_reduced_precision(previous)
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -57,7 +72,10 @@ def penalty_gradients(loss: torch.Tensor, inputs: list[torch.Tensor]) -> tuple:
 def cpu_backend(request):
     """Runs the test once per CPU backend."""
     name = request.param
-    if name == "cpp-portable-gemm":
+    if name == "cpp-native":
+        with reduced_precision("native"), fastrnn.use_backend("cpp"):
+            yield name
+    elif name == "cpp-portable-gemm":
         previous = _C.get_cpu_gemm_backend()
         _C.set_cpu_gemm_backend("portable")
         try:

@@ -8,11 +8,11 @@ import warnings
 
 import pytest
 import torch
+from conftest import reduced_precision
 from torch.nn.utils.rnn import pack_sequence
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastrnn
-from fastrnn import backend
+from fastrnn import _C, backend
 
 CONFIGS = [
     dict(input_size=4, hidden_size=3),
@@ -213,12 +213,6 @@ def test_backend_resolution_on_cpu():
     assert backend.resolve(cpu, torch.float32) == "cpp"
     assert backend.resolve(cpu, torch.bfloat16) == "cpp"
     assert backend.resolve(cpu, torch.float16) == "cpp"
-    for dtype, native in (
-        (torch.bfloat16, torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-        (torch.float16, torch.ops.mkldnn._is_mkldnn_fp16_supported()),
-    ):
-        large = backend.resolve(cpu, dtype, backend.LARGE_STEP_MACS)
-        assert large == ("reference" if native else "cpp")
     assert backend.resolve(cpu, torch.complex64) == "reference"
     with (
         fastrnn.use_backend("cpp"),
@@ -260,38 +254,42 @@ def test_triton_backend_with_a_too_old_triton_says_which_it_needs(monkeypatch, v
     assert backend._triton_missing() is None
 
 
-class OpNames(TorchDispatchMode):
-    """The names of the ops dispatched while active."""
-
-    def __init__(self):
-        super().__init__()
-        self.names = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func))
-        return func(*args, **(kwargs or {}))
+NATIVE_GEMMS = {
+    torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+    torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported(),
+}
 
 
-FUSED_OPS = {"fastrnn.rnn_forward.default", "fastrnn.rnn_cell_forward.default"}
-
-
-@pytest.mark.parametrize("dtype", backend.REDUCED_DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", list(NATIVE_GEMMS), ids=str)
 @pytest.mark.parametrize("kind", ["RNN", "RNNCell"])
-def test_reduced_precision_steps_from_the_threshold_run_the_reference_where_gemms_are_native(
-    kind, dtype, monkeypatch
+@pytest.mark.parametrize("input_size", [383, 384])  # 16*128*(384+128) = 2^20
+def test_reduced_precision_runs_natively_from_2_to_the_20_multiply_adds_a_step(
+    input_size, kind, dtype
 ):
-    """Backend auto on CPU bfloat16/float16: the fused op below LARGE_STEP_MACS
-    (B*H*(I+H)), the reference from it when the CPU's GEMMs of that dtype are native."""
-    monkeypatch.setattr(backend, "_native_gemms", lambda dtype: True)
-    module = getattr(fastrnn, kind)(3, 4, dtype=dtype)
-    x = torch.randn(5, 2, 3, dtype=dtype)
+    """bfloat16/float16 on the C++ kernels: steps of B*H*(I+H) >= 2^20 run in that dtype
+    on ATen's GEMMs where the CPU's GEMMs of it are native, smaller steps (and every step
+    elsewhere) on float32 copies; told apart by their rounding."""
+    batch, hidden = 16, 128
+    torch.manual_seed(0)
+    module = getattr(fastrnn, kind)(input_size, hidden, dtype=dtype)
+    x = torch.randn(3, batch, input_size, dtype=dtype)
     x = x if kind == "RNN" else x[0]
-    step_macs = 2 * 4 * (3 + 4)
-    for threshold, fused in ((step_macs + 1, True), (step_macs, False)):
-        monkeypatch.setattr(backend, "LARGE_STEP_MACS", threshold)
-        with OpNames() as ops:
-            module(x)
-        assert bool(FUSED_OPS.intersection(ops.names)) == fused
+
+    def run(mode):
+        with reduced_precision(mode), torch.no_grad():
+            out = module(x)
+        return out[0] if kind == "RNN" else out
+
+    native, in_float32, auto = run("native"), run("float32"), run("auto")
+    assert not torch.equal(native, in_float32)  # else this test could not tell
+    runs_natively = batch * hidden * (input_size + hidden) >= 2**20 and NATIVE_GEMMS[dtype]
+    assert torch.equal(auto, native if runs_natively else in_float32)
+
+
+def test_reduced_precision_mode_names_are_validated():
+    with pytest.raises(ValueError, match="must be 'auto', 'native' or 'float32', got 'fast'"):
+        _C.set_cpu_reduced_precision("fast")
+    assert _C.get_cpu_reduced_precision() == "auto"
 
 
 def run_python(code: str, **env) -> subprocess.CompletedProcess:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import bad_op_calls, paired_rnns, penalty_gradients
+from conftest import bad_op_calls, paired_rnns, penalty_gradients, reduced_precision
 from torch.nn.utils.rnn import pack_sequence, pad_sequence
 
 import fastrnn
@@ -67,10 +67,24 @@ def test_gradcheck_op(case):
     assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16], ids=str)
+# (dtype, how the C++ kernels run bfloat16/float16): float32 copies at these small steps
+# under "auto"; "native", in that dtype on ATen's GEMMs, as large steps run.
+DTYPES_AND_MODES = [
+    pytest.param(torch.float64, "auto", id="float64"),
+    pytest.param(torch.bfloat16, "auto", id="bfloat16"),
+    pytest.param(torch.float16, "auto", id="float16"),
+    pytest.param(torch.bfloat16, "native", id="bfloat16-native"),
+]
+
+
+@pytest.mark.parametrize(("dtype", "mode"), DTYPES_AND_MODES)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_opcheck_forward_and_backward(case, dtype):
-    """bfloat16 / float16 included: the CPU kernels compute them in float32."""
+def test_opcheck_forward_and_backward(case, dtype, mode):
+    with reduced_precision(mode):
+        opcheck_forward_and_backward(case, dtype)
+
+
+def opcheck_forward_and_backward(case, dtype):
     layers, bidir, bias, packed, relu = case
     x, hx, weights, batch_sizes = make_op_args(layers, bidir, bias, packed, dtype)
     for t in (x, hx, *weights):
@@ -319,8 +333,13 @@ def test_outputs_not_needing_gradients_get_zeros():
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
-def test_opcheck_cell_ops(bias, relu, dtype):
+@pytest.mark.parametrize(("dtype", "mode"), [DTYPES_AND_MODES[i] for i in (0, 1, 3)])
+def test_opcheck_cell_ops(bias, relu, dtype, mode):
+    with reduced_precision(mode):
+        opcheck_cell_ops(bias, relu, dtype)
+
+
+def opcheck_cell_ops(bias, relu, dtype):
     gen = torch.Generator().manual_seed(5)
     x, h = (
         torch.randn(3, 4, generator=gen, dtype=dtype),

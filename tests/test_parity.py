@@ -11,7 +11,13 @@ import itertools
 
 import pytest
 import torch
-from conftest import assert_close, paired_rnns, relative_error
+from conftest import (
+    REDUCED_CPU_BACKENDS,
+    assert_close,
+    paired_rnns,
+    reduced_precision,
+    relative_error,
+)
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
@@ -292,13 +298,14 @@ def assert_within_twice(errors: dict, names: list, dtype: torch.dtype):
         assert got <= 2 * max(own, eps), f"{name}: error {got:.3g} > 2 x nn.RNN's {own:.3g}"
 
 
+@pytest.mark.parametrize("cpu_backend", REDUCED_CPU_BACKENDS, indirect=True)
 @pytest.mark.parametrize("kind", ["batched", "packed"])
 @pytest.mark.parametrize("act", ["tanh", "relu"])
 @pytest.mark.parametrize("dtype_name", list(REDUCED))
 def test_reduced_precision_within_twice_nn_rnns_error(dtype_name, act, kind, cpu_backend):
-    """bfloat16 and float16 (the C++ kernels compute them in float32): output, h_n and
-    every gradient against nn.RNN in float64 on the same rounded inputs and weights, with
-    at most twice the error nn.RNN itself makes in that dtype."""
+    """bfloat16 and float16 (the C++ kernels on float32 copies, or in that dtype on ATen's
+    GEMMs): output, h_n and every gradient against nn.RNN in float64 on the same rounded
+    inputs and weights, with at most twice the error nn.RNN itself makes in that dtype."""
     dtype = REDUCED[dtype_name]
     options = dict(num_layers=2, bidirectional=True, nonlinearity=act)
     torch.manual_seed(0)
@@ -335,6 +342,49 @@ def test_reduced_precision_within_twice_nn_rnns_error(dtype_name, act, kind, cpu
     assert_within_twice(errors, names, dtype)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_reduced_precision_split_across_threads(threads):
+    """bfloat16 in its own dtype on ATen's GEMMs, with each step's hidden columns split
+    across threads (B*H*H >= 32k) or not, packed and bidirectional: output, h_n and every
+    gradient within twice nn.RNN's own error against float64."""
+    options = dict(num_layers=2, bidirectional=True)
+    torch.manual_seed(0)
+    modules = {"nn": torch.nn.RNN(4, 111, dtype=torch.bfloat16, **options)}
+    modules["fastrnn"] = fastrnn.RNN(4, 111, dtype=torch.bfloat16, **options)
+    modules["fastrnn"].load_state_dict(modules["nn"].state_dict())
+    exact = torch.nn.RNN(4, 111, dtype=torch.float64, **options)
+    exact.load_state_dict({k: v.double() for k, v in modules["nn"].state_dict().items()})
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 4, 4, generator=gen).bfloat16()
+    h0 = torch.randn(4, 4, 111, generator=gen).bfloat16()
+    lengths = torch.tensor([7, 5, 2, 1])
+    out_proj = torch.randn(15, 222, generator=gen, dtype=torch.float64)
+    h_proj = torch.randn(4, 4, 111, generator=gen, dtype=torch.float64)
+
+    def run(module, dtype):
+        inputs = (x.to(dtype).requires_grad_(), h0.to(dtype).requires_grad_())
+        out, h_n, grads = run_and_grads(module, *inputs, lengths, lambda m: m.parameters(),
+                                        out_proj, h_proj)  # fmt: skip
+        return [out, h_n, *grads]
+
+    want = run(exact, torch.float64)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with reduced_precision("native"):
+            got = {name: run(m, torch.bfloat16) for name, m in modules.items()}
+
+    finally:
+        torch.set_num_threads(previous)
+    errors = {
+        name: [relative_error(g, w) for g, w in zip(tensors, want, strict=True)]
+        for name, tensors in got.items()
+    }
+    names = ["output", "h_n", "grad of input", "grad of h0", *exact._flat_weights_names]
+    assert_within_twice(errors, names, torch.bfloat16)
+
+
+@pytest.mark.parametrize("cpu_backend", REDUCED_CPU_BACKENDS, indirect=True)
 @pytest.mark.parametrize("act", ["tanh", "relu"])
 @pytest.mark.parametrize("dtype_name", list(REDUCED))
 def test_reduced_precision_cell_within_twice_nn_rnncells_error(dtype_name, act, cpu_backend):
@@ -369,8 +419,7 @@ def test_reduced_precision_cell_within_twice_nn_rnncells_error(dtype_name, act, 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
 def test_reference_rounds_as_nn_rnn_does_on_the_cpu(dtype, act, kind):
     """The reference sums in ATen's order, so on the CPU it gives nn.RNN's numbers bit for
-    bit, outputs and gradients, in any dtype (what backend auto runs for large bfloat16
-    steps on CPUs with native bfloat16 GEMMs)."""
+    bit, outputs and gradients, in any dtype."""
     torch.manual_seed(0)
     options = dict(num_layers=2, bidirectional=True, nonlinearity=act, dtype=dtype)
     reference, fast = torch.nn.RNN(4, 6, **options), fastrnn.RNN(4, 6, **options)
