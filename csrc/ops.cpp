@@ -9,6 +9,7 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -58,33 +59,21 @@ TORCH_LIBRARY(fastrnn, m) {
 
 namespace {
 
-PyObject* get_cpu_gemm_backend(PyObject*, PyObject*) {
-  return PyUnicode_FromString(fastrnn::gemm_backend().c_str());
+// Python getter and setter of a string setting of the kernels (GEMM backend, reduced
+// precision); a refused value raises ValueError with the setting's own message.
+template <std::string (*get)()>
+PyObject* get_setting(PyObject*, PyObject*) {
+  return PyUnicode_FromString(get().c_str());
 }
 
-PyObject* set_cpu_gemm_backend(PyObject*, PyObject* arg) {
+template <void (*set)(const std::string&)>
+PyObject* set_setting(PyObject*, PyObject* arg) {
   const char* name = PyUnicode_AsUTF8(arg);
   if (name == nullptr) return nullptr;
   try {
-    fastrnn::set_gemm_backend(name);
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_ValueError, e.what());
-    return nullptr;
-  }
-  Py_RETURN_NONE;
-}
-
-PyObject* get_cpu_reduced_precision(PyObject*, PyObject*) {
-  return PyUnicode_FromString(fastrnn::reduced_precision_mode().c_str());
-}
-
-PyObject* set_cpu_reduced_precision(PyObject*, PyObject* arg) {
-  const char* name = PyUnicode_AsUTF8(arg);
-  if (name == nullptr) return nullptr;
-  try {
-    fastrnn::set_reduced_precision_mode(name);
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_ValueError, e.what());
+    set(name);
+  } catch (const c10::Error& e) {
+    PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
     return nullptr;
   }
   Py_RETURN_NONE;
@@ -166,13 +155,13 @@ PyObject* check_rnn_backward_arguments(PyObject*, PyObject* args) {
 }
 
 PyMethodDef methods[] = {
-    {"get_cpu_gemm_backend", get_cpu_gemm_backend, METH_NOARGS,
+    {"get_cpu_gemm_backend", get_setting<fastrnn::gemm_backend>, METH_NOARGS,
      "'blas' when the CPU kernels call the BLAS torch links, else 'portable'."},
-    {"set_cpu_gemm_backend", set_cpu_gemm_backend, METH_O,
+    {"set_cpu_gemm_backend", set_setting<fastrnn::set_gemm_backend>, METH_O,
      "Select 'blas' (default when available) or 'portable' GEMMs for the CPU kernels."},
-    {"get_cpu_reduced_precision", get_cpu_reduced_precision, METH_NOARGS,
+    {"get_cpu_reduced_precision", get_setting<fastrnn::reduced_precision_mode>, METH_NOARGS,
      "How the CPU kernels run bfloat16/float16: 'auto', 'native' or 'float32'."},
-    {"set_cpu_reduced_precision", set_cpu_reduced_precision, METH_O,
+    {"set_cpu_reduced_precision", set_setting<fastrnn::set_reduced_precision_mode>, METH_O,
      "'auto' (default): steps of 2^20 multiply-adds or more in their own dtype where the "
      "CPU's GEMMs of it are native, else in float32; 'native' or 'float32': always so."},
     {"check_rnn_arguments", check_rnn_arguments, METH_VARARGS,
