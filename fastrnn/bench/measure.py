@@ -144,13 +144,13 @@ def gemm_peak_gflops(device, dtype, size=1024, repeats=5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def run_grid(shapes, modes, device, dtype, contender_names, repeats, target_s, log=print,
-             on_row=None):  # fmt: skip
-    """(GEMM peak GFLOP/s, one row per shape and mode); on_row(peak, rows) after each."""
+def run_grid(shapes, modes, device, dtype, contender_names, repeats, target_s, *, on_row,
+             log=print):  # fmt: skip
+    """Measures one row per shape and mode; after each, on_row(GEMM peak GFLOP/s, the
+    rows so far), which is where the caller takes them (a run cut short keeps its rows)."""
     peak = gemm_peak_gflops(device, dtype)
     log(f"GEMM peak (torch.mm 1024^3): {peak:.1f} GFLOP/s")
     rows = []
-    on_row = on_row or (lambda peak, rows: None)
     for shape in shapes:
         for mode in modes:
             contenders = make_contenders(shape, device, dtype, contender_names)
@@ -188,4 +188,3 @@ def run_grid(shapes, modes, device, dtype, contender_names, repeats, target_s, l
             rows.append(row)
             log(progress_line(row, contender_names))
             on_row(peak, rows)
-    return peak, rows
