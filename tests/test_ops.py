@@ -333,7 +333,7 @@ def test_outputs_not_needing_gradients_get_zeros():
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
-@pytest.mark.parametrize(("dtype", "mode"), [DTYPES_AND_MODES[i] for i in (0, 1, 3)])
+@pytest.mark.parametrize(("dtype", "mode"), [p for p in DTYPES_AND_MODES if p.id != "float16"])
 def test_opcheck_cell_ops(bias, relu, dtype, mode):
     with reduced_precision(mode):
         opcheck_cell_ops(bias, relu, dtype)
