@@ -127,8 +127,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, scalar_t 
           const scalar_t* a, int64_t lda, const scalar_t* b, int64_t ldb, scalar_t beta,
           scalar_t* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
-  constexpr bool fortran = std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>;
-  if constexpr (!fortran) {
+  if constexpr (kAtenGemm<scalar_t>) {
     // bfloat16/float16: ATen's GEMMs (oneDNN's), which the kernels run only for steps
     // large enough that the dispatcher's cost does not show (cpu_dtypes.h).
     gemm_portable(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

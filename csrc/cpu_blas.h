@@ -13,12 +13,18 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 namespace fastrnn {
 
+// Whether gemm<scalar_t> runs on ATen's GEMMs (oneDNN's), which round each product's
+// result to scalar_t: bfloat16 and float16.  float and double call the BLAS.
+template <typename scalar_t>
+constexpr bool kAtenGemm = !std::is_same_v<scalar_t, float> && !std::is_same_v<scalar_t, double>;
+
 // C[m, n] = alpha * op(A)[m, k] @ op(B)[k, n] + beta * C, all row-major with leading
 // dimensions lda/ldb/ldc (elements between rows).  When beta == 0, C is not read.
-// float, double, c10::BFloat16 and c10::Half (the last two through ATen).
+// float, double, c10::BFloat16 and c10::Half.
 template <typename scalar_t>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
           scalar_t alpha, const scalar_t* a, int64_t lda, const scalar_t* b,

@@ -19,7 +19,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <type_traits>
 
 #include "activation.h"
 #include "cpu_blas.h"
@@ -44,8 +43,7 @@ template <typename scalar_t>
 const scalar_t* input_projection(const scalar_t* x, int64_t rows, int64_t in_size,
                                  const scalar_t* w_ih, const scalar_t* bias, scalar_t* y,
                                  int64_t ld_y, int64_t H) {
-  constexpr bool rounds = !std::is_same_v<scalar_t, float> && !std::is_same_v<scalar_t, double>;
-  if (!rounds || bias == nullptr) {
+  if (!kAtenGemm<scalar_t> || bias == nullptr) {
     gemm<scalar_t>(false, true, rows, H, in_size, 1, x, in_size, w_ih, in_size, 0, y, ld_y);
     return bias;
   }

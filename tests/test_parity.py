@@ -373,7 +373,6 @@ def test_native_reduced_precision_split_across_threads(threads):
     try:
         with reduced_precision("native"):
             got = {name: run(m, torch.bfloat16) for name, m in modules.items()}
-
     finally:
         torch.set_num_threads(previous)
     errors = {
