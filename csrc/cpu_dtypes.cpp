@@ -24,7 +24,7 @@ bool native_gemms(at::ScalarType dtype) {
 
 }  // namespace
 
-bool computed_in_float(at::ScalarType dtype, int64_t batch, int64_t input_size,
+bool computed_in_float(at::ScalarType dtype, int64_t steps, int64_t batch, int64_t input_size,
                        int64_t hidden) {
   if (!reduced_precision(dtype)) return false;
   switch (mode.load()) {
@@ -35,8 +35,10 @@ bool computed_in_float(at::ScalarType dtype, int64_t batch, int64_t input_size,
     case Mode::kAuto:
       break;
   }
-  const int64_t step_macs = batch * hidden * (input_size + hidden);
-  return step_macs < kNativeStepMacs || !native_gemms(dtype);
+  const int64_t weights = hidden * (input_size + hidden);
+  const bool native =
+      batch * weights >= kNativeStepMacs || weights >= steps * kNativeWeightsPerStep;
+  return !native || !native_gemms(dtype);
 }
 
 std::string reduced_precision_mode() {

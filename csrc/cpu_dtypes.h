@@ -1,10 +1,11 @@
 // The dtypes the CPU kernels take.  float32 and float64 run as they are.  bfloat16 and
 // float16 run one of two ways: on float32 copies of the arguments (float32 accumulation,
-// as cuDNN's half-precision RNNs do; the results rounded once, at the end), or, for steps
-// of kNativeStepMacs or more on a CPU whose GEMMs of that dtype are native (oneDNN's),
-// in their own dtype: ATen's GEMMs (float32 accumulation, rounded per product) and the
-// kernels' pointwise passes computing in float32.  The native GEMMs are 2-5x faster than
-// float32 ones at large sizes and slower at small ones (docs/performance.md).
+// as cuDNN's half-precision RNNs do; the results rounded once, at the end), or, on a CPU
+// whose GEMMs of that dtype are native (oneDNN's), for steps of kNativeStepMacs or more
+// and for calls whose weights are too large to copy (kNativeWeightsPerStep), in their
+// own dtype: ATen's GEMMs (float32 accumulation, rounded per product) and the kernels'
+// pointwise passes computing in float32.  The native GEMMs are 2-5x faster than float32
+// ones at large sizes and slower at small ones (docs/performance.md).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -21,6 +22,11 @@ namespace fastrnn {
 // (crossover measured on one CPU: docs/performance.md).
 constexpr int64_t kNativeStepMacs = int64_t{1} << 20;
 
+// A layer's weights per step of a call, H*(I+H)/T, from which converting them to float32
+// on every call costs more than the float32 kernels save (a cell call is one step;
+// measured on one CPU: docs/performance.md).
+constexpr int64_t kNativeWeightsPerStep = int64_t{3} << 16;
+
 // AT_DISPATCH over the kernels' dtypes: scalar_t is float, double, c10::BFloat16 or
 // c10::Half (the last two only where they run in their own dtype).
 #define FASTRNN_DISPATCH_CPU_DTYPES(TYPE, NAME, ...) \
@@ -36,9 +42,10 @@ inline void check_cpu_dtype(at::ScalarType dtype) {
               "got ", dtype);
 }
 
-// Whether a call of this dtype whose steps take batch rows of input_size features into
-// hidden units runs on float32 copies (only bfloat16/float16 can, by the rule above).
-bool computed_in_float(at::ScalarType dtype, int64_t batch, int64_t input_size,
+// Whether a call of this dtype, of `steps` steps that each take batch rows of input_size
+// features into hidden units, runs on float32 copies (only bfloat16/float16 can, by the
+// rules above).
+bool computed_in_float(at::ScalarType dtype, int64_t steps, int64_t batch, int64_t input_size,
                        int64_t hidden);
 
 // How bfloat16/float16 run: "auto" (the rule above; the default), "native" or "float32"

@@ -260,19 +260,26 @@ NATIVE_GEMMS = {
 }
 
 
+# (steps, batch, hidden, the input size at which a rule starts to hold): 16*128*(384+128)
+# = 2^20 multiply-adds a step; 384*(128+384) = 3*2^16 weights, and 512*(256+512) twice that.
+RULE_EDGES = {"step macs": (3, 16, 128, 384), "weights": (1, 1, 384, 128),
+              "weights per step": (2, 1, 512, 256)}  # fmt: skip
+
+
 @pytest.mark.parametrize("dtype", list(NATIVE_GEMMS), ids=str)
 @pytest.mark.parametrize("kind", ["RNN", "RNNCell"])
-@pytest.mark.parametrize("input_size", [383, 384])  # 16*128*(384+128) = 2^20
-def test_reduced_precision_runs_natively_from_2_to_the_20_multiply_adds_a_step(
-    input_size, kind, dtype
-):
-    """bfloat16/float16 on the C++ kernels: steps of B*H*(I+H) >= 2^20 run in that dtype
-    on ATen's GEMMs where the CPU's GEMMs of it are native, smaller steps (and every step
-    elsewhere) on float32 copies; told apart by their rounding."""
-    batch, hidden = 16, 128
+@pytest.mark.parametrize("below", [True, False], ids=["below", "at"])
+@pytest.mark.parametrize("edge", list(RULE_EDGES))
+def test_reduced_precision_runs_natively_for_large_steps_or_weights(edge, below, kind, dtype):
+    """bfloat16/float16 on the C++ kernels: where the CPU's GEMMs of the dtype are
+    native, steps of B*H*(I+H) >= 2^20, and calls whose weights H*(I+H) are 3*2^16 or
+    more a step (a cell call is one step), run in that dtype on ATen's GEMMs; the rest
+    (and every call elsewhere) on float32 copies.  Told apart by their rounding."""
+    steps, batch, hidden, edge_input_size = RULE_EDGES[edge]
+    input_size = edge_input_size - below
     torch.manual_seed(0)
     module = getattr(fastrnn, kind)(input_size, hidden, dtype=dtype)
-    x = torch.randn(3, batch, input_size, dtype=dtype)
+    x = torch.randn(steps, batch, input_size, dtype=dtype)
     x = x if kind == "RNN" else x[0]
 
     def run(mode):
@@ -282,8 +289,10 @@ def test_reduced_precision_runs_natively_from_2_to_the_20_multiply_adds_a_step(
 
     native, in_float32, auto = run("native"), run("float32"), run("auto")
     assert not torch.equal(native, in_float32)  # else this test could not tell
-    runs_natively = batch * hidden * (input_size + hidden) >= 2**20 and NATIVE_GEMMS[dtype]
-    assert torch.equal(auto, native if runs_natively else in_float32)
+    weights = hidden * (input_size + hidden)
+    call_steps = steps if kind == "RNN" else 1
+    large = batch * weights >= 2**20 or weights >= call_steps * 3 * 2**16
+    assert torch.equal(auto, native if large and NATIVE_GEMMS[dtype] else in_float32)
 
 
 def test_reduced_precision_mode_names_are_validated():
