@@ -35,6 +35,16 @@ void copy_rows(scalar_t* dst, int64_t ld_dst, const scalar_t* src, int64_t ld_sr
   }
 }
 
+// bias[:H] = b_ih + b_hh, the one bias the forward adds.
+template <typename scalar_t>
+void summed_bias(const at::Tensor& b_ih, const at::Tensor& b_hh, scalar_t* bias) {
+  const at::Tensor bi = dense(b_ih), bh = dense(b_hh);
+  // Pointers taken once: data_ptr() checks storage and dtype on every call.
+  const scalar_t* bi_p = bi.const_data_ptr<scalar_t>();
+  const scalar_t* bh_p = bh.const_data_ptr<scalar_t>();
+  for (int64_t j = 0; j < bi.numel(); ++j) bias[j] = bi_p[j] + bh_p[j];
+}
+
 // y[:rows, :H] (rows ld_y apart) = x W_ih^T, the input product of every step at once.
 // Returns the bias the activation pass still adds: bias itself, or null in bfloat16 /
 // float16, whose GEMMs round their results: there the bias enters this GEMM, before its

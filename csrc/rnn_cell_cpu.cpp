@@ -6,7 +6,6 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <cstring>
 #include <vector>
 
 #include "activation.h"
@@ -59,11 +58,8 @@ at::Tensor rnn_cell_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
     scalar_t* y = out.data_ptr<scalar_t>();
     std::vector<scalar_t> bias;
     if (has_bias) {
-      const at::Tensor bi = dense(*b_ih), bh = dense(*b_hh);
       bias.resize(H);
-      const scalar_t* bi_p = bi.const_data_ptr<scalar_t>();
-      const scalar_t* bh_p = bh.const_data_ptr<scalar_t>();
-      for (int64_t j = 0; j < H; ++j) bias[j] = bi_p[j] + bh_p[j];
+      summed_bias(*b_ih, *b_hh, bias.data());
     }
     const scalar_t* bias_left = input_projection(x.data_ptr<scalar_t>(), B, I,
                                                  wi.data_ptr<scalar_t>(),

@@ -29,17 +29,6 @@ struct LayerStack {
   int64_t layer_input_size(int64_t l) const { return l == 0 ? input_size : DH; }
 };
 
-// b_ih + b_hh of one cell, the one bias the forward adds.
-template <typename scalar_t>
-void summed_bias(at::TensorList weights, int64_t base, int64_t H, scalar_t* bias) {
-  const at::Tensor b_ih = dense(weights[base + 2]);
-  const at::Tensor b_hh = dense(weights[base + 3]);
-  // Pointers taken once: data_ptr() checks storage and dtype on every call.
-  const scalar_t* bi = b_ih.const_data_ptr<scalar_t>();
-  const scalar_t* bh = b_hh.const_data_ptr<scalar_t>();
-  for (int64_t j = 0; j < H; ++j) bias[j] = bi[j] + bh[j];
-}
-
 // Rows per step (packed input: on average), by which bfloat16/float16 pick how they run.
 int64_t step_batch(const StepLayout& s) { return s.steps == 0 ? 0 : s.rows / s.steps; }
 
@@ -83,7 +72,7 @@ RnnForwardResult rnn_forward_cpu(const at::Tensor& input, const std::optional<at
       for (int64_t d = 0; d < D; ++d) {
         const int64_t cell = l * D + d;
         const int64_t base = g.first_weight(cell);
-        if (g.has_bias) summed_bias<scalar_t>(weights, base, H, bias.data());
+        if (g.has_bias) summed_bias(weights[base + 2], weights[base + 3], bias.data());
         const at::Tensor w_ih = dense(weights[base]);
         const at::Tensor w_hh = dense(weights[base + 1]);
         layer_forward<scalar_t>(s, stack.layer_input(l), stack.layer_input_size(l),
