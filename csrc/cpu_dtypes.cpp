@@ -24,8 +24,8 @@ bool native_gemms(at::ScalarType dtype) {
 
 }  // namespace
 
-bool computed_in_float(at::ScalarType dtype, int64_t steps, int64_t batch, int64_t input_size,
-                       int64_t hidden) {
+bool computed_in_float(at::ScalarType dtype, Pass pass, int64_t steps, int64_t batch,
+                       int64_t input_size, int64_t hidden) {
   if (!reduced_precision(dtype)) return false;
   switch (mode.load()) {
     case Mode::kNative:
@@ -36,8 +36,10 @@ bool computed_in_float(at::ScalarType dtype, int64_t steps, int64_t batch, int64
       break;
   }
   const int64_t weights = hidden * (input_size + hidden);
-  const bool native =
-      batch * weights >= kNativeStepMacs || weights >= steps * kNativeWeightsPerStep;
+  const int64_t per_step =
+      pass == Pass::kForward ? kNativeWeightsPerStep : kNativeWeightsPerBackwardStep;
+  const bool native = batch * weights >= kNativeStepMacs ||
+                      (weights >= kNativeWeightsPerStep && weights >= steps * per_step);
   return !native || !native_gemms(dtype);
 }
 

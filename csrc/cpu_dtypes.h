@@ -24,8 +24,13 @@ constexpr int64_t kNativeStepMacs = int64_t{1} << 20;
 
 // A layer's weights per step of a call, H*(I+H)/T, from which converting them to float32
 // on every call costs more than the float32 kernels save (a cell call is one step;
-// measured on one CPU: docs/performance.md).
+// measured on one CPU: docs/performance.md).  A backward converts them, and their
+// gradients back, at more cost: for weights of kNativeWeightsPerStep or more, it runs in
+// its own dtype from kNativeWeightsPerBackwardStep a step.
 constexpr int64_t kNativeWeightsPerStep = int64_t{3} << 16;
+constexpr int64_t kNativeWeightsPerBackwardStep = int64_t{1} << 15;
+
+enum class Pass { kForward, kBackward };
 
 // AT_DISPATCH over the kernels' dtypes: scalar_t is float, double, c10::BFloat16 or
 // c10::Half (the last two only where they run in their own dtype).
@@ -42,11 +47,11 @@ inline void check_cpu_dtype(at::ScalarType dtype) {
               "got ", dtype);
 }
 
-// Whether a call of this dtype, of `steps` steps that each take batch rows of input_size
-// features into hidden units, runs on float32 copies (only bfloat16/float16 can, by the
-// rules above).
-bool computed_in_float(at::ScalarType dtype, int64_t steps, int64_t batch, int64_t input_size,
-                       int64_t hidden);
+// Whether a forward or backward call of this dtype, of `steps` steps that each take batch
+// rows of input_size features into hidden units, runs on float32 copies (only
+// bfloat16/float16 can, by the rules above).
+bool computed_in_float(at::ScalarType dtype, Pass pass, int64_t steps, int64_t batch,
+                       int64_t input_size, int64_t hidden);
 
 // How bfloat16/float16 run: "auto" (the rule above; the default), "native" or "float32"
 // (every call one way, for tests).

@@ -44,7 +44,8 @@ at::Tensor rnn_cell_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
                                 const std::optional<at::Tensor>& b_ih,
                                 const std::optional<at::Tensor>& b_hh, bool relu) {
   check_cell(input, hx, w_ih, w_hh);
-  if (computed_in_float(input.scalar_type(), 1, input.size(0), input.size(1), w_hh.size(0))) {
+  if (computed_in_float(input.scalar_type(), Pass::kForward, 1, input.size(0), input.size(1),
+                        w_hh.size(0))) {
     return rnn_cell_forward_cpu(to_float(input), to_float(hx), to_float(w_ih), to_float(w_hh),
                                 to_float(b_ih), to_float(b_hh), relu)
         .to(input.scalar_type());
@@ -78,7 +79,8 @@ RnnCellBackwardResult rnn_cell_backward_cpu(
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& h_new, bool has_bias,
     bool relu, bool need_input_grad, bool need_hx_grad) {
   check_cell(input, hx, w_ih, w_hh);
-  if (computed_in_float(input.scalar_type(), 1, input.size(0), input.size(1), w_hh.size(0))) {
+  if (computed_in_float(input.scalar_type(), Pass::kBackward, 1, input.size(0), input.size(1),
+                        w_hh.size(0))) {
     auto [gi, gh, gwi, gwh, gb] = rnn_cell_backward_cpu(
         to_float(grad_h), to_float(input), to_float(hx), to_float(w_ih), to_float(w_hh),
         to_float(h_new), has_bias, relu, need_input_grad, need_hx_grad);

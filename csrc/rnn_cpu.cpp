@@ -42,8 +42,8 @@ RnnForwardResult rnn_forward_cpu(const at::Tensor& input, const std::optional<at
   const StepLayout s = make_layout(input, batch_sizes, hx);
   const Geometry g = make_geometry(input, hx, weights, num_layers, bidirectional);
   check_cpu_dtype(input.scalar_type());  // make_geometry has matched every weight's to it
-  if (computed_in_float(input.scalar_type(), s.steps, step_batch(s), input.size(-1),
-                        g.hidden)) {
+  if (computed_in_float(input.scalar_type(), Pass::kForward, s.steps, step_batch(s),
+                        input.size(-1), g.hidden)) {
     auto [output, h_n, layer_outputs] =
         rnn_forward_cpu(to_float(input), to_float(hx), converted(weights, at::kFloat),
                         batch_sizes, num_layers, bidirectional, relu);
@@ -99,8 +99,8 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
   const Geometry g = make_geometry(input, hx, weights, num_layers, bidirectional);
   check_cpu_dtype(input.scalar_type());
   check_backward_arguments(grad_output, grad_h_n, input, output, layer_outputs, s, g);
-  if (computed_in_float(input.scalar_type(), s.steps, step_batch(s), input.size(-1),
-                        g.hidden)) {
+  if (computed_in_float(input.scalar_type(), Pass::kBackward, s.steps, step_batch(s),
+                        input.size(-1), g.hidden)) {
     auto [grad_input, grad_hx, grad_weights] = rnn_backward_cpu(
         to_float(grad_output), to_float(grad_h_n), to_float(input), to_float(hx),
         converted(weights, at::kFloat), batch_sizes, to_float(output), to_float(layer_outputs),

@@ -295,6 +295,40 @@ def test_reduced_precision_runs_natively_for_large_steps_or_weights(edge, below,
     assert torch.equal(auto, native if large and NATIVE_GEMMS[dtype] else in_float32)
 
 
+@pytest.mark.parametrize("dtype", list(NATIVE_GEMMS), ids=str)
+@pytest.mark.parametrize("below", [True, False], ids=["below", "at"])
+def test_reduced_precision_backward_runs_natively_from_2_to_the_15_weights_a_step(below, dtype):
+    """A backward converts the weights and their gradients back: for weights of 3*2^16
+    or more it runs in its own dtype (where the GEMMs are native) from 2^15 weights a
+    step, 448*(64+448) = 7*2^15 at 7 steps, while the forward of that call takes the
+    float32 copies.  The op's gradients of the same saved tensors tell the two apart."""
+    steps, batch, hidden, input_size = 7, 1, 448, 64 - below
+    torch.manual_seed(0)
+    w_ih = torch.randn(hidden, input_size, dtype=dtype) / 20
+    w_hh = torch.randn(hidden, hidden, dtype=dtype) / 20
+    weights = [w_ih, w_hh, torch.randn(hidden, dtype=dtype), torch.randn(hidden, dtype=dtype)]
+    x = torch.randn(steps, batch, input_size, dtype=dtype)
+    layer = (weights, None, 1, False, False)  # flat weights, batch sizes, layers, bidir, relu
+
+    with reduced_precision("auto"):
+        output, h_n, layer_outputs = torch.ops.fastrnn.rnn_forward(x, None, *layer)
+    with reduced_precision("float32"):
+        assert torch.equal(output, torch.ops.fastrnn.rnn_forward(x, None, *layer)[0])
+    grad_output, grad_h_n = torch.randn_like(output), torch.randn_like(h_n)
+
+    def weight_grads(mode):
+        with reduced_precision(mode):
+            return torch.ops.fastrnn.rnn_backward(
+                grad_output, grad_h_n, x, None, weights, None, output, layer_outputs,
+                *layer[2:], True
+            )[2]  # fmt: skip
+
+    native, in_float32, auto = weight_grads("native"), weight_grads("float32"), weight_grads("auto")
+    assert not torch.equal(native[1], in_float32[1])  # else this test could not tell
+    expected = in_float32 if below or not NATIVE_GEMMS[dtype] else native
+    assert all(torch.equal(a, e) for a, e in zip(auto, expected, strict=True))
+
+
 def test_reduced_precision_mode_names_are_validated():
     with pytest.raises(ValueError, match="must be 'auto', 'native' or 'float32', got 'fast'"):
         _C.set_cpu_reduced_precision("fast")
