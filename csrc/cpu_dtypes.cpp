@@ -38,9 +38,9 @@ bool computed_in_float(at::ScalarType dtype, Pass pass, int64_t steps, int64_t b
   const int64_t weights = hidden * (input_size + hidden);
   const int64_t per_step =
       pass == Pass::kForward ? kNativeWeightsPerStep : kNativeWeightsPerBackwardStep;
-  const bool native = batch * weights >= kNativeStepMacs ||
-                      (weights >= kNativeWeightsPerStep && weights >= steps * per_step);
-  return !native || !native_gemms(dtype);
+  const bool large_weights = weights >= kNativeWeightsPerStep && weights >= steps * per_step;
+  if (native_gemms(dtype)) return !(batch * weights >= kNativeStepMacs || large_weights);
+  return !(steps == 1 && batch == 1 && weights >= kNativeWeightsPerStep);
 }
 
 std::string reduced_precision_mode() {

@@ -1,11 +1,14 @@
 // The dtypes the CPU kernels take.  float32 and float64 run as they are.  bfloat16 and
 // float16 run one of two ways: on float32 copies of the arguments (float32 accumulation,
-// as cuDNN's half-precision RNNs do; the results rounded once, at the end), or, on a CPU
-// whose GEMMs of that dtype are native (oneDNN's), for steps of kNativeStepMacs or more
-// and for calls whose weights are too large to copy (kNativeWeightsPerStep), in their
+// as cuDNN's half-precision RNNs do; the results rounded once, at the end), or in their
 // own dtype: ATen's GEMMs (float32 accumulation, rounded per product) and the kernels'
-// pointwise passes computing in float32.  The native GEMMs are 2-5x faster than float32
-// ones at large sizes and slower at small ones (docs/performance.md).
+// pointwise passes computing in float32.  On a CPU whose GEMMs of that dtype are native
+// (oneDNN's), steps of kNativeStepMacs or more and calls whose weights are too large to
+// copy (kNativeWeightsPerStep) run in their own dtype; the native GEMMs are 2-5x faster
+// than float32 ones at large sizes and slower at small ones.  Elsewhere only one step of
+// one batch row with weights too large to copy does (a cell call at batch 1, or a
+// one-step sequence): there converting the weights, and in a backward their gradients
+// back, costs more than ATen's own kernels of the dtype lose (docs/performance.md).
 #pragma once
 
 #include <ATen/ATen.h>
