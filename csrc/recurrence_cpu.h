@@ -45,31 +45,71 @@ void summed_bias(const at::Tensor& b_ih, const at::Tensor& b_hh, scalar_t* bias)
   for (int64_t j = 0; j < bi.numel(); ++j) bias[j] = bi_p[j] + bh_p[j];
 }
 
-// y[:rows, :H] (rows ld_y apart) = x W_ih^T, the input product of every step at once.
-// Returns the bias the activation pass still adds: bias itself, or null in bfloat16 /
-// float16, whose GEMMs round their results: there the bias enters this GEMM, before its
-// one rounding, rather than after two more (fewer relu masks flip than in nn.RNN's order).
+// A layer's input rows, features contiguous: row b of step t at data + t * step_stride +
+// b * batch_stride.  Dense ([N, features], every packed input) unless layer 0 reads a
+// batch_first input where it is: [B, T, I] memory, step_stride = I, batch_stride = T * I.
 template <typename scalar_t>
-const scalar_t* input_projection(const scalar_t* x, int64_t rows, int64_t in_size,
-                                 const scalar_t* w_ih, const scalar_t* bias, scalar_t* y,
-                                 int64_t ld_y, int64_t H) {
+struct LayerInput {
+  const scalar_t* data;
+  int64_t features, step_stride, batch_stride;
+
+  static LayerInput dense(const scalar_t* data, int64_t features, int64_t batch) {
+    return {data, features, batch * features, features};
+  }
+};
+
+// The input's rows in blocks, each one GEMM operand of equally spaced rows:
+// block(first, spacing, m, a, lda) for rows first, first + spacing, ... (m of them, in
+// the step-major order t * B + b of every other buffer) at a, a + lda, ...  Dense input is
+// one block; a batch_first input one block per step or per batch row, whichever are fewer.
+template <typename scalar_t, typename Fn>
+void for_each_row_block(const StepLayout& s, const LayerInput<scalar_t>& in, const Fn& block) {
+  const bool dense = in.batch_stride == in.features && in.step_stride == s.batch * in.features;
+  if (dense || s.rows == 0) {
+    block(0, 1, s.rows, in.data, in.features);
+  } else if (s.steps <= s.batch) {
+    for (int64_t t = 0; t < s.steps; ++t) {
+      block(t * s.batch, 1, s.batch, in.data + t * in.step_stride, in.batch_stride);
+    }
+  } else {
+    for (int64_t b = 0; b < s.batch; ++b) {
+      block(b, s.batch, s.steps, in.data + b * in.batch_stride, in.step_stride);
+    }
+  }
+}
+
+// y[:rows, :H] (rows ld_y apart) = x W_ih^T (x's rows ld_x apart), the input product of
+// every step at once.  Returns the bias the activation pass still adds: bias itself, or
+// null in bfloat16 / float16, whose GEMMs round their results: there the bias enters this
+// GEMM, before its one rounding, rather than after two more (fewer relu masks flip than in
+// nn.RNN's order).
+template <typename scalar_t>
+const scalar_t* input_projection(const scalar_t* x, int64_t ld_x, int64_t rows,
+                                 int64_t in_size, const scalar_t* w_ih, const scalar_t* bias,
+                                 scalar_t* y, int64_t ld_y, int64_t H) {
   if (!kAtenGemm<scalar_t> || bias == nullptr) {
-    gemm<scalar_t>(false, true, rows, H, in_size, 1, x, in_size, w_ih, in_size, 0, y, ld_y);
+    gemm<scalar_t>(false, true, rows, H, in_size, 1, x, ld_x, w_ih, in_size, 0, y, ld_y);
     return bias;
   }
   for (int64_t i = 0; i < rows; ++i) std::memcpy(y + i * ld_y, bias, sizeof(scalar_t) * H);
-  gemm<scalar_t>(false, true, rows, H, in_size, 1, x, in_size, w_ih, in_size, 1, y, ld_y);
+  gemm<scalar_t>(false, true, rows, H, in_size, 1, x, ld_x, w_ih, in_size, 1, y, ld_y);
   return nullptr;
 }
 
-// One (layer, direction) forward.  x: [N, in_size] dense; y: columns of a [N, ld_y]
-// buffer; h0, h_n: [B, H] dense; h0 null for a zero initial state (its product skipped).
+// One (layer, direction) forward.  y: columns of a [N, ld_y] buffer; h0, h_n: [B, H]
+// dense; h0 null for a zero initial state (its product skipped).
 template <typename scalar_t>
-void layer_forward(const StepLayout& s, const scalar_t* x, int64_t in_size, scalar_t* y,
+void layer_forward(const StepLayout& s, const LayerInput<scalar_t>& x, scalar_t* y,
                    int64_t ld_y, const scalar_t* w_ih, const scalar_t* w_hh,
                    const scalar_t* bias, const scalar_t* h0, scalar_t* h_n, int64_t H,
                    bool reverse, bool relu) {
-  bias = input_projection(x, s.rows, in_size, w_ih, bias, y, ld_y, H);
+  const scalar_t* bias_left = bias;
+  for_each_row_block(s, x, [&](int64_t first, int64_t spacing, int64_t m, const scalar_t* a,
+                               int64_t lda) {
+    bias_left = input_projection(a, lda, m, x.features, w_ih, bias, y + first * ld_y,
+                                 spacing * ld_y, H);
+  });
+  bias = bias_left;
   // c[:m, c0:c1] += a[:m] @ W_hh[c0:c1]^T (BLAS: a hand-written small GEMM never beat it).
   auto recurrent_product = [&](scalar_t* c, const scalar_t* a, int64_t lda, int64_t m,
                                int64_t c0, int64_t c1) {
@@ -141,6 +181,19 @@ void layer_backward_through_time(const StepLayout& s, const scalar_t* dy, const 
       gemm<scalar_t>(false, false, bs, c1 - c0, H, 1, dz + s.offsets[t] * H, H, w_hh + c0, H,
                      0, dh + c0, H);
     }
+  });
+}
+
+// dW_ih = dZ^T X over every row of the layer (one GEMM for a dense input).
+template <typename scalar_t>
+void input_weight_grad(const StepLayout& s, const LayerInput<scalar_t>& x, const scalar_t* dz,
+                       scalar_t* grad_w_ih, int64_t H) {
+  bool first_block = true;
+  for_each_row_block(s, x, [&](int64_t first, int64_t spacing, int64_t m, const scalar_t* a,
+                               int64_t lda) {
+    gemm<scalar_t>(true, false, H, x.features, m, 1, dz + first * H, spacing * H, a, lda,
+                   first_block ? 0 : 1, grad_w_ih, x.features);
+    first_block = false;
   });
 }
 

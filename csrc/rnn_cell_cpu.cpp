@@ -62,7 +62,7 @@ at::Tensor rnn_cell_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
       bias.resize(H);
       summed_bias(*b_ih, *b_hh, bias.data());
     }
-    const scalar_t* bias_left = input_projection(x.data_ptr<scalar_t>(), B, I,
+    const scalar_t* bias_left = input_projection(x.data_ptr<scalar_t>(), I, B, I,
                                                  wi.data_ptr<scalar_t>(),
                                                  has_bias ? bias.data() : nullptr, y, H, H);
     gemm<scalar_t>(false, true, B, H, H, 1, h.data_ptr<scalar_t>(), H, wh.data_ptr<scalar_t>(),

@@ -29,6 +29,23 @@ struct LayerStack {
   int64_t layer_input_size(int64_t l) const { return l == 0 ? input_size : DH; }
 };
 
+// The op's input as layer 0 reads it: in place when dense or a batch_first input ([B, T,
+// I] memory, seen as [T, B, I]), else a dense copy.
+at::Tensor readable_input(const at::Tensor& input) {
+  const bool batch_major = input.dim() == 3 && input.stride(2) == 1 &&
+                           input.stride(0) == input.size(2) &&
+                           input.stride(1) == input.size(0) * input.size(2);
+  return batch_major ? input : dense(input);
+}
+
+template <typename scalar_t>
+LayerInput<scalar_t> first_layer_input(const at::Tensor& x, const StepLayout& s) {
+  const scalar_t* data = x.const_data_ptr<scalar_t>();
+  const int64_t features = x.size(-1);
+  if (x.is_contiguous()) return LayerInput<scalar_t>::dense(data, features, s.batch);
+  return {data, features, x.stride(0), x.stride(1)};
+}
+
 // Rows per step (packed input: on average), by which bfloat16/float16 pick how they run.
 int64_t step_batch(const StepLayout& s) { return s.steps == 0 ? 0 : s.rows / s.steps; }
 
@@ -52,7 +69,7 @@ RnnForwardResult rnn_forward_cpu(const at::Tensor& input, const std::optional<at
   }
   const int64_t H = g.hidden, D = g.directions, DH = D * H;
 
-  const at::Tensor x = dense(input);
+  const at::Tensor x = readable_input(input);
   // Without hx the initial state is zero and its products are skipped (h0 pointers null).
   const at::Tensor h0 = given(hx) ? dense(*hx) : at::Tensor();
   std::vector<int64_t> out_shape = input.sizes().vec();
@@ -75,8 +92,11 @@ RnnForwardResult rnn_forward_cpu(const at::Tensor& input, const std::optional<at
         if (g.has_bias) summed_bias(weights[base + 2], weights[base + 3], bias.data());
         const at::Tensor w_ih = dense(weights[base]);
         const at::Tensor w_hh = dense(weights[base + 1]);
-        layer_forward<scalar_t>(s, stack.layer_input(l), stack.layer_input_size(l),
-                                stack.layer_output(l) + d * H, DH, w_ih.data_ptr<scalar_t>(),
+        const LayerInput<scalar_t> layer_in =
+            l == 0 ? first_layer_input<scalar_t>(x, s)
+                   : LayerInput<scalar_t>::dense(stack.layer_input(l), DH, s.batch);
+        layer_forward<scalar_t>(s, layer_in, stack.layer_output(l) + d * H, DH,
+                                w_ih.data_ptr<scalar_t>(),
                                 w_hh.data_ptr<scalar_t>(), g.has_bias ? bias.data() : nullptr,
                                 h0.defined() ? h0.data_ptr<scalar_t>() + cell * s.batch * H
                                              : nullptr,
@@ -111,7 +131,7 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
   const int64_t H = g.hidden, D = g.directions, DH = D * H;
   const std::vector<int64_t> state_shape{g.cells(), s.batch, H};
 
-  const at::Tensor x = dense(input);
+  const at::Tensor x = readable_input(input);
   const at::Tensor h0 = given(hx) ? dense(*hx) : at::Tensor();  // undefined: zeros
   const at::Tensor y_last = dense(output);
   const at::Tensor y_stack = dense(layer_outputs);
@@ -157,8 +177,10 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
                                               dh, dz.data_ptr<scalar_t>(), H, reverse, relu,
                                               /*need_h0_grad=*/given(hx));
         const scalar_t* dz_p = dz.data_ptr<scalar_t>();
-        gemm<scalar_t>(true, false, H, layer_in_size, s.rows, 1, dz_p, H, layer_in,
-                       layer_in_size, 0, grad_weights[base].data_ptr<scalar_t>(), layer_in_size);
+        input_weight_grad<scalar_t>(s,
+                                    l == 0 ? first_layer_input<scalar_t>(x, s)
+                                           : LayerInput<scalar_t>::dense(layer_in, DH, s.batch),
+                                    dz_p, grad_weights[base].data_ptr<scalar_t>(), H);
         recurrent_weight_grad<scalar_t>(s, packed, dz_p, layer_out + d * H, DH, h0_cell,
                                         h_prev.data_ptr<scalar_t>(),
                                         grad_weights[base + 1].data_ptr<scalar_t>(), H, reverse);

@@ -122,6 +122,38 @@ def opcheck_forward_and_backward(case, dtype):
             torch.testing.assert_close(g, w, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(("dtype", "mode"), DTYPES_AND_MODES)
+@pytest.mark.parametrize(("steps", "batch"), [(3, 5), (5, 3), (7, 2), (2, 7)])
+def test_batch_first_input_read_where_it_is_matches_its_dense_copy(steps, batch, dtype, mode):
+    """A batch_first module hands the op a [T, B, I] view of [B, T, I] memory, which the
+    C++ kernels read in place: one GEMM per step or per batch row (whichever are fewer)
+    in the input projection and dW_ih.  Results as from the dense copy of the input."""
+    layers, bidirectional, relu = 2, True, True
+    x, hx, weights, _ = make_op_args(layers, bidirectional, True, False, dtype)
+    x = torch.randn(batch, steps, x.size(-1), dtype=dtype)
+    hx = hx[:, :1].expand(-1, batch, -1).contiguous()
+    args = (hx, weights, None, layers, bidirectional, relu)
+    batch_major = x.transpose(0, 1)
+    assert not batch_major.is_contiguous()
+    # The blocks' products round as the one GEMM's may not (float32 and the reduced dtypes
+    # differ by an ulp here and there); a row read from the wrong place would be off by O(1).
+    tolerance = (
+        {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 0.05, "atol": 0.05}
+    )
+    with reduced_precision(mode):
+        got = torch.ops.fastrnn.rnn_forward(batch_major, *args)
+        want = torch.ops.fastrnn.rnn_forward(batch_major.contiguous(), *args)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, **tolerance)
+        output, h_n, layer_outputs = want
+        grads = torch.randn_like(output), torch.randn_like(h_n)
+        rest = (hx, weights, None, output, layer_outputs, layers, bidirectional, relu, True)
+        got = torch.ops.fastrnn.rnn_backward(*grads, batch_major, *rest)
+        want = torch.ops.fastrnn.rnn_backward(*grads, batch_major.contiguous(), *rest)
+    for g, w in zip([got[0], got[1], *got[2]], [want[0], want[1], *want[2]], strict=True):
+        torch.testing.assert_close(g, w, **tolerance)
+
+
 @pytest.mark.parametrize("case", [c for c in CASES if not c[3]], ids=case_id)
 def test_op_without_hx_is_zero_initial_state(case):
     layers, bidir, bias, _, relu = case
