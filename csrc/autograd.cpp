@@ -117,7 +117,7 @@ RnnBackwardResult differentiable_rnn_backward(
     const std::optional<at::Tensor>& grad_output, const std::optional<at::Tensor>& grad_h_n,
     const at::Tensor& input, const std::optional<at::Tensor>& hx, at::TensorList weights,
     const std::optional<at::Tensor>& batch_sizes, int64_t num_layers, bool bidirectional,
-    bool relu, bool need_input_grad, bool record) {
+    bool relu, bool need_input_grad, bool need_hx_grad, bool record) {
   at::AutoGradMode grad_mode(true);  // an unrecorded backward runs with grad mode off
   variable_list arguments{differentiable(input)};
   const int64_t directions = bidirectional ? 2 : 1;
@@ -131,10 +131,11 @@ RnnBackwardResult differentiable_rnn_backward(
   variable_list outputs, output_grads;
   if (given(grad_output)) outputs.push_back(output), output_grads.push_back(*grad_output);
   if (given(grad_h_n)) outputs.push_back(h_n), output_grads.push_back(*grad_h_n);
-  // Only what the schema returns: grad_input when needed, grad_hx when hx was given.
+  // Only what the schema returns: grad_input and grad_hx when needed (hx given).
+  const bool hx_grad = hx && need_hx_grad;
   variable_list wrt;
   if (need_input_grad) wrt.push_back(arguments[0]);
-  if (hx) wrt.push_back(arguments[1]);
+  if (hx_grad) wrt.push_back(arguments[1]);
   wrt.insert(wrt.end(), weight_arguments.begin(), weight_arguments.end());
   variable_list grads = outputs.empty()
                             ? variable_list(wrt.size())
@@ -147,7 +148,7 @@ RnnBackwardResult differentiable_rnn_backward(
   }
   auto next = grads.begin();
   at::Tensor grad_input = need_input_grad ? *next++ : input.new_empty({0});
-  at::Tensor grad_hx = hx ? *next++ : input.new_empty({0});
+  at::Tensor grad_hx = hx_grad ? *next++ : input.new_empty({0});
   return {grad_input, grad_hx, std::vector<at::Tensor>(next, grads.end())};
 }
 
@@ -205,19 +206,21 @@ class RnnBackward : public torch::autograd::Function<RnnBackward> {
     };
     const std::optional<at::Tensor> grad_output = gradient(grads[0]);
     const std::optional<at::Tensor> grad_h_n = gradient(grads[1]);
+    // needs_input_grad counts tensor arguments only: hx, when given, is the second.
+    const bool hx_grad = hx && ctx->needs_input_grad(1);
     // Through the autograd kernel: under create_graph=True it records how the gradients
     // depend on the inputs.  Batched gradients cannot enter the op (see batched).
     auto [grad_input, grad_hx, grad_weights] =
         batched({grads[0], grads[1]})
             ? differentiable_rnn_backward(grad_output, grad_h_n, input, hx, weights,
                                           batch_sizes, o.num_layers, o.bidirectional, o.relu,
-                                          ctx->needs_input_grad(0),
+                                          ctx->needs_input_grad(0), hx_grad,
                                           at::GradMode::is_enabled())
             : rnn_backward()(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
                              layer_outputs, o.num_layers, o.bidirectional, o.relu,
-                             ctx->needs_input_grad(0));
+                             ctx->needs_input_grad(0), hx_grad);
     variable_list flat{ctx->needs_input_grad(0) ? grad_input : at::Tensor(),
-                       hx ? grad_hx : at::Tensor()};
+                       hx_grad ? grad_hx : at::Tensor()};
     flat.insert(flat.end(), grad_weights.begin(), grad_weights.end());
     // One entry per forward argument: input, hx, each weight, then the non-tensors.
     flat.resize(2 + weights.size() + 4);
@@ -249,17 +252,17 @@ RnnBackwardResult rnn_backward_autograd(
     const std::optional<at::Tensor>& hx, at::TensorList weights,
     const std::optional<at::Tensor>& batch_sizes, const at::Tensor& output,
     const at::Tensor& layer_outputs, int64_t num_layers, bool bidirectional, bool relu,
-    bool need_input_grad) {
+    bool need_input_grad, bool need_hx_grad) {
   if (!needs_graph({grad_output.value_or(at::Tensor()), grad_h_n.value_or(at::Tensor()),
                     input, hx.value_or(at::Tensor()), weights})) {
     // An ordinary backward pass: nothing to record.
     return rnn_backward().kernel(grad_output, grad_h_n, input, hx, weights, batch_sizes,
                                  output, layer_outputs, num_layers, bidirectional, relu,
-                                 need_input_grad);
+                                 need_input_grad, need_hx_grad);
   }
   return differentiable_rnn_backward(grad_output, grad_h_n, input, hx, weights, batch_sizes,
                                      num_layers, bidirectional, relu, need_input_grad,
-                                     /*record=*/true);
+                                     need_hx_grad, /*record=*/true);
 }
 
 class RnnCellBackward : public torch::autograd::Function<RnnCellBackward> {

@@ -31,12 +31,13 @@ TORCH_LIBRARY(fastrnn, m) {
   // grad_output / grad_h_n: None where that output did not reach the loss (zeros, which
   // the kernels then neither read nor need materialised).  Returns grad_input (empty [0]
   // unless need_input_grad: the input GEMM of layer 0 is skipped when nothing needs it),
-  // grad_hx ([0] when hx is None) and one gradient per weight.
+  // grad_hx ([0] when hx is None or not need_hx_grad: each direction's last product,
+  // dz W_hh of its first step, is skipped) and one gradient per weight.
   m.def(
       "rnn_backward(Tensor? grad_output, Tensor? grad_h_n, Tensor input, Tensor? hx, "
       "Tensor[] weights, Tensor? batch_sizes, Tensor output, Tensor layer_outputs, "
-      "int num_layers, bool bidirectional, bool relu, bool need_input_grad) "
-      "-> (Tensor, Tensor, Tensor[])");
+      "int num_layers, bool bidirectional, bool relu, bool need_input_grad, "
+      "bool need_hx_grad=True) -> (Tensor, Tensor, Tensor[])");
   // The same RNN in plain differentiable torch ops (fastrnn.reference, registered as this
   // op's CompositeImplicitAutograd kernel in fastrnn/ops.py): rnn_backward's autograd
   // recomputes through it, so that gradients of gradients are recorded.

@@ -37,7 +37,7 @@ using RnnBackwardFn = RnnBackwardResult(
     const std::optional<at::Tensor>& hx, at::TensorList weights,
     const std::optional<at::Tensor>& batch_sizes, const at::Tensor& output,
     const at::Tensor& layer_outputs, int64_t num_layers, bool bidirectional, bool relu,
-    bool need_input_grad);
+    bool need_input_grad, bool need_hx_grad);
 
 // (output, h_n)
 using RnnReferenceResult = std::tuple<at::Tensor, at::Tensor>;

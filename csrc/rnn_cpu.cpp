@@ -114,7 +114,7 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
                                    const std::optional<at::Tensor>& batch_sizes,
                                    const at::Tensor& output, const at::Tensor& layer_outputs,
                                    int64_t num_layers, bool bidirectional, bool relu,
-                                   bool need_input_grad) {
+                                   bool need_input_grad, bool need_hx_grad) {
   const StepLayout s = make_layout(input, batch_sizes, hx);
   const Geometry g = make_geometry(input, hx, weights, num_layers, bidirectional);
   check_cpu_dtype(input.scalar_type());
@@ -124,7 +124,7 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
     auto [grad_input, grad_hx, grad_weights] = rnn_backward_cpu(
         to_float(grad_output), to_float(grad_h_n), to_float(input), to_float(hx),
         converted(weights, at::kFloat), batch_sizes, to_float(output), to_float(layer_outputs),
-        num_layers, bidirectional, relu, need_input_grad);
+        num_layers, bidirectional, relu, need_input_grad, need_hx_grad);
     const auto dtype = input.scalar_type();
     return {grad_input.to(dtype), grad_hx.to(dtype), converted(grad_weights, dtype)};
   }
@@ -138,7 +138,8 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
   const auto dtype = x.scalar_type();
   at::Tensor grad_input = empty_cpu(need_input_grad ? x.sizes() : at::IntArrayRef{0}, dtype);
   // dh of every cell, grad of h_n on entry; it becomes the grad of hx in place, which is
-  // returned only when hx was given (else the initial state is no input: [0]).
+  // returned only when hx was given and needs it (else [0]).
+  const bool hx_grad = given(hx) && need_hx_grad;
   at::Tensor grad_hx =
       given(grad_h_n) ? dense_copy(*grad_h_n) : at::zeros(state_shape, x.options());
   std::vector<at::Tensor> grad_weights;
@@ -175,7 +176,7 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
         layer_backward_through_time<scalar_t>(s, grad_y.data_ptr<scalar_t>() + d * H,
                                               layer_out + d * H, DH, w_hh.data_ptr<scalar_t>(),
                                               dh, dz.data_ptr<scalar_t>(), H, reverse, relu,
-                                              /*need_h0_grad=*/given(hx));
+                                              /*need_h0_grad=*/hx_grad);
         const scalar_t* dz_p = dz.data_ptr<scalar_t>();
         input_weight_grad<scalar_t>(s,
                                     l == 0 ? first_layer_input<scalar_t>(x, s)
@@ -198,7 +199,7 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
       grad_y = grad_below;
     }
   });
-  if (!given(hx)) grad_hx = empty_cpu({0}, dtype);
+  if (!hx_grad) grad_hx = empty_cpu({0}, dtype);
   return {grad_input, grad_hx, grad_weights};
 }
 

@@ -62,20 +62,30 @@ def rnn_backward_flops(
     bidirectional,
     relu,
     need_input_grad,
+    need_hx_grad=True,
     out_shape=None,
 ) -> int:
     """Per layer and direction: the weight gradients, the gradient to the layer's input
-    (layer 0's only when needed) and the gradient through h_{t-1} W_hh^T (step 0's only
-    when hx is given)."""
+    (layer 0's only when needed) and the gradient through h_{t-1} W_hh^T, whose product
+    for the rows that start from hx is computed only when hx is given and needs it.  Those
+    rows are known from the shapes for padded input (B) and for a packed forward
+    direction (batch_sizes[0]); a packed reverse direction's (batch_sizes[-1]) are counted."""
     rows = prod(input_shape[:-1])
-    first_step_rows = input_shape[1] if hx_shape is None else 0  # a padded batch's B
+    packed = batch_sizes_shape is not None
     directions = 2 if bidirectional else 1
     total = 0
     for cell, (w_ih, w_hh) in enumerate(_cells(weight_shapes, num_layers, bidirectional)):
         input_grad = need_input_grad or cell >= directions
+        reverse = cell % directions == 1
+        skipped_rows = 0  # rows starting from hx whose product is not computed
+        if hx_shape is None or not need_hx_grad:
+            if not packed:
+                skipped_rows = input_shape[1]
+            elif not reverse:
+                skipped_rows = hx_shape[1]
         total += 2 * rows * (prod(w_ih) + prod(w_hh))  # dW_ih, dW_hh
         total += 2 * rows * prod(w_ih) * input_grad
-        total += 2 * (rows - first_step_rows) * prod(w_hh)
+        total += 2 * (rows - skipped_rows) * prod(w_hh)
     return total
 
 

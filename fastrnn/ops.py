@@ -79,11 +79,12 @@ def _rnn_forward_fake(input, hx, weights, batch_sizes, num_layers, bidirectional
     return output, h_n, layer_outputs
 
 
-def _rnn_backward_fake(grad_output, grad_h_n, input, hx, weights, *rest):
-    need_input_grad = rest[-1]  # the schema's last argument
+def _rnn_backward_fake(grad_output, grad_h_n, input, hx, weights, batch_sizes, output,
+                       layer_outputs, num_layers, bidirectional, relu, need_input_grad,
+                       need_hx_grad=True):  # fmt: skip
     return (
         input.new_empty(input.shape if need_input_grad else (0,)),
-        hx.new_empty(hx.shape) if hx is not None else input.new_empty((0,)),
+        hx.new_empty(hx.shape) if hx is not None and need_hx_grad else input.new_empty((0,)),
         [w.new_empty(w.shape) for w in weights],
     )
 

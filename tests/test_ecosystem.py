@@ -533,6 +533,7 @@ def padded_and_packed_steps(x, hx, lengths):
         "training": lambda m: train(m(leaf(x), leaf(hx))),
         "training without hx": lambda m: train(m(leaf(x))),
         "training, input without grad": lambda m: train(m(x, leaf(hx))),
+        "training, hx without grad": lambda m: train(m(leaf(x), hx)),
         "packed training": lambda m: train(m(pack_padded_sequence(leaf(x), lengths), leaf(hx))),
         "packed inference without hx": lambda m: m(pack_padded_sequence(x, lengths)),
     }
@@ -551,15 +552,15 @@ def test_flop_counter_counts_the_fused_ops_as_nn_rnns_products(layers, bidirecti
         assert want > 0
         assert total_flops(lambda: step(rnn)) == want, name  # noqa: B023
 
-    # Packed input without hx: the op is given zeros and computes their gradient too, where
-    # nn.RNN skips the h_0 W_hh product of each direction's first step: 2*rows*H*H per layer,
-    # rows = 3 forward (batch_sizes[0]), 1 reverse (batch_sizes[-1]).
+    # Packed input without hx: the op is given zeros that need no gradient, and skips the
+    # h_0 W_hh product of each direction's first step as nn.RNN does; the formula cannot
+    # see the reverse direction's rows (batch_sizes[-1] = 1) and counts 2*1*H*H per layer.
     def packed_training_without_hx(module):
         out, _ = module(pack_padded_sequence(leaf(x), torch.tensor([5, 3, 2])))
         out.data.sum().backward()
 
     counts = [total_flops(lambda: packed_training_without_hx(m)) for m in (reference, rnn)]  # noqa: B023
-    assert counts[1] - counts[0] == 2 * (3 + (1 if bidirectional else 0)) * 6 * 6 * layers
+    assert counts[1] - counts[0] == 2 * (1 if bidirectional else 0) * 6 * 6 * layers
 
 
 def test_flop_counter_counts_the_cell_as_nn_rnn_cells_products():

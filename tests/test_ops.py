@@ -109,6 +109,20 @@ def opcheck_forward_and_backward(case, dtype):
             torch.ops.fastrnn.rnn_backward.default,
             (grad_output, grad_h_n, *backward_args, need_input_grad),
         )
+    # hx needing no gradient: none returned, its product skipped, the rest unchanged.
+    backward_with_hx_grad = torch.ops.fastrnn.rnn_backward(
+        grad_output, grad_h_n, *backward_args, True
+    )
+    without_hx_grad = (grad_output, grad_h_n, *backward_args, True, False)
+    torch.library.opcheck(torch.ops.fastrnn.rnn_backward.default, without_hx_grad)
+    grad_input, grad_hx, grad_weights = torch.ops.fastrnn.rnn_backward(*without_hx_grad)
+    assert grad_hx.shape == (0,)
+    for got, want in zip(
+        [grad_input, *grad_weights],
+        [backward_with_hx_grad[0], *backward_with_hx_grad[2]],
+        strict=True,
+    ):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
     # An output that did not reach the loss: its gradient None, taken as zeros.
     backward = torch.ops.fastrnn.rnn_backward.default
     for grads, zeros in (

@@ -1023,11 +1023,11 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
 
 def rnn_backward_triton(
     grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
-    num_layers, bidirectional, relu, need_input_grad,
+    num_layers, bidirectional, relu, need_input_grad, need_hx_grad=True,
 ):  # fmt: skip
     """fastrnn::rnn_backward on Triton: (grad_input, grad_hx, grad_weights); grad_hx is
-    [0] when hx is None (zeros are no input).  grad_output / grad_h_n None: zeros, which
-    the kernels neither read nor get."""
+    [0] when hx is None (zeros are no input) or not need_hx_grad (computed all the same).
+    grad_output / grad_h_n None: zeros, which the kernels neither read nor get."""
     _C.check_rnn_backward_arguments(grad_output, grad_h_n, input, hx, weights, batch_sizes,
                                     output, layer_outputs, num_layers, bidirectional)  # fmt: skip
     weights = contiguous_weights(weights)
@@ -1094,4 +1094,6 @@ def rnn_backward_triton(
                     grad_below.addmm_(dz_cell, w_ih)
         grad_y = grad_below
     grad_input = grad_y.reshape(input.shape) if need_input_grad else input.new_empty(0)
-    return grad_input, grad_hx if grad_hx is not None else input.new_empty(0), grad_weights
+    if grad_hx is None or not need_hx_grad:
+        grad_hx = input.new_empty(0)
+    return grad_input, grad_hx, grad_weights
