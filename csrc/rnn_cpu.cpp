@@ -38,6 +38,7 @@ at::Tensor readable_input(const at::Tensor& input) {
   return batch_major ? input : dense(input);
 }
 
+// Layer 0's rows in x, the op's input as readable_input gives it.
 template <typename scalar_t>
 LayerInput<scalar_t> first_layer_input(const at::Tensor& x, const StepLayout& s) {
   const scalar_t* data = x.const_data_ptr<scalar_t>();

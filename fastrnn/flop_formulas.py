@@ -67,9 +67,10 @@ def rnn_backward_flops(
 ) -> int:
     """Per layer and direction: the weight gradients, the gradient to the layer's input
     (layer 0's only when needed) and the gradient through h_{t-1} W_hh^T, whose product
-    for the rows that start from hx is computed only when hx is given and needs it.  Those
-    rows are known from the shapes for padded input (B) and for a packed forward
-    direction (batch_sizes[0]); a packed reverse direction's (batch_sizes[-1]) are counted."""
+    for the rows that start from hx the CPU kernels compute only when hx is given and needs
+    it (the Triton kernels always do).  Those rows are known from the shapes for padded
+    input (B) and for a packed forward direction (batch_sizes[0]); a packed reverse
+    direction's (batch_sizes[-1]) are counted."""
     rows = prod(input_shape[:-1])
     packed = batch_sizes_shape is not None
     directions = 2 if bidirectional else 1
