@@ -240,8 +240,14 @@ void recurrent_weight_grad(const StepLayout& s, bool packed, const scalar_t* dz,
   const scalar_t* dz_carried = reverse ? dz : dz + B * H;
   const scalar_t* y_prev = reverse ? y + B * ld_y : y;
   const scalar_t* dz_first = reverse ? dz + carried * H : dz;
-  gemm<scalar_t>(true, false, H, H, carried, 1, dz_carried, H, y_prev, ld_y, 0, grad_w_hh, H);
-  if (h0 != nullptr) gemm<scalar_t>(true, false, H, H, B, 1, dz_first, H, h0, H, 1, grad_w_hh, H);
+  // One step (nothing carried) with h0: its product alone, not added onto a zero fill.
+  if (carried > 0 || h0 == nullptr) {
+    gemm<scalar_t>(true, false, H, H, carried, 1, dz_carried, H, y_prev, ld_y, 0, grad_w_hh, H);
+  }
+  if (h0 != nullptr) {
+    gemm<scalar_t>(true, false, H, H, B, 1, dz_first, H, h0, H, carried > 0 ? 1 : 0, grad_w_hh,
+                   H);
+  }
 }
 
 }  // namespace fastrnn
