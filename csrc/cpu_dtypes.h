@@ -56,7 +56,7 @@ inline void check_cpu_dtype(at::ScalarType dtype) {
 bool computed_in_float(at::ScalarType dtype, Pass pass, int64_t steps, int64_t batch,
                        int64_t input_size, int64_t hidden);
 
-// How bfloat16/float16 run: "auto" (the rule above; the default), "native" or "float32"
+// How bfloat16/float16 run: "auto" (the rules above; the default), "native" or "float32"
 // (every call one way, for tests).
 std::string reduced_precision_mode();
 void set_reduced_precision_mode(const std::string& mode);

@@ -163,8 +163,8 @@ PyMethodDef methods[] = {
     {"get_cpu_reduced_precision", get_setting<fastrnn::reduced_precision_mode>, METH_NOARGS,
      "How the CPU kernels run bfloat16/float16: 'auto', 'native' or 'float32'."},
     {"set_cpu_reduced_precision", set_setting<fastrnn::set_reduced_precision_mode>, METH_O,
-     "'auto' (default): steps of 2^20 multiply-adds or more in their own dtype where the "
-     "CPU's GEMMs of it are native, else in float32; 'native' or 'float32': always so."},
+     "'auto' (default): by the rules of csrc/cpu_dtypes.h; 'native' (in their own dtype) or "
+     "'float32' (on float32 copies): every call so."},
     {"check_rnn_arguments", check_rnn_arguments, METH_VARARGS,
      "check_rnn_arguments(input, hx, weights, batch_sizes, num_layers, bidirectional): "
      "rnn_forward's argument checks; raises RuntimeError saying what is wrong."},

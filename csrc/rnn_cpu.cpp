@@ -38,13 +38,15 @@ at::Tensor readable_input(const at::Tensor& input) {
   return batch_major ? input : dense(input);
 }
 
-// Layer 0's rows in x, the op's input as readable_input gives it.
-template <typename scalar_t>
-LayerInput<scalar_t> first_layer_input(const at::Tensor& x, const StepLayout& s) {
-  const scalar_t* data = x.const_data_ptr<scalar_t>();
-  const int64_t features = x.size(-1);
-  if (x.is_contiguous()) return LayerInput<scalar_t>::dense(data, features, s.batch);
-  return {data, features, x.stride(0), x.stride(1)};
+// Layer l's input rows: the stack's dense buffers, but for layer 0 of a batch_first input
+// x (as readable_input gives it), read where it is.
+template <typename scalar_t, typename Pointer>
+LayerInput<scalar_t> layer_rows(const LayerStack<Pointer>& stack, const at::Tensor& x,
+                                const StepLayout& s, int64_t l) {
+  if (l > 0 || x.is_contiguous()) {
+    return LayerInput<scalar_t>::dense(stack.layer_input(l), stack.layer_input_size(l), s.batch);
+  }
+  return {x.const_data_ptr<scalar_t>(), x.size(-1), x.stride(0), x.stride(1)};
 }
 
 // Rows per step (packed input: on average), by which bfloat16/float16 pick how they run.
@@ -93,10 +95,8 @@ RnnForwardResult rnn_forward_cpu(const at::Tensor& input, const std::optional<at
         if (g.has_bias) summed_bias(weights[base + 2], weights[base + 3], bias.data());
         const at::Tensor w_ih = dense(weights[base]);
         const at::Tensor w_hh = dense(weights[base + 1]);
-        const LayerInput<scalar_t> layer_in =
-            l == 0 ? first_layer_input<scalar_t>(x, s)
-                   : LayerInput<scalar_t>::dense(stack.layer_input(l), DH, s.batch);
-        layer_forward<scalar_t>(s, layer_in, stack.layer_output(l) + d * H, DH,
+        layer_forward<scalar_t>(s, layer_rows<scalar_t>(stack, x, s, l),
+                                stack.layer_output(l) + d * H, DH,
                                 w_ih.data_ptr<scalar_t>(),
                                 w_hh.data_ptr<scalar_t>(), g.has_bias ? bias.data() : nullptr,
                                 h0.defined() ? h0.data_ptr<scalar_t>() + cell * s.batch * H
@@ -160,7 +160,6 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
                                             y_stack.data_ptr<scalar_t>(), s.rows,
                                             input.size(-1), DH, g.layers};
     for (int64_t l = g.layers - 1; l >= 0; --l) {
-      const scalar_t* layer_in = stack.layer_input(l);
       const scalar_t* layer_out = stack.layer_output(l);
       const int64_t layer_in_size = stack.layer_input_size(l);
       at::Tensor grad_below = l == 0 ? grad_input : empty_cpu({s.rows, DH}, dtype);
@@ -179,10 +178,8 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
                                               dh, dz.data_ptr<scalar_t>(), H, reverse, relu,
                                               /*need_h0_grad=*/hx_grad);
         const scalar_t* dz_p = dz.data_ptr<scalar_t>();
-        input_weight_grad<scalar_t>(s,
-                                    l == 0 ? first_layer_input<scalar_t>(x, s)
-                                           : LayerInput<scalar_t>::dense(layer_in, DH, s.batch),
-                                    dz_p, grad_weights[base].data_ptr<scalar_t>(), H);
+        input_weight_grad<scalar_t>(s, layer_rows<scalar_t>(stack, x, s, l), dz_p,
+                                    grad_weights[base].data_ptr<scalar_t>(), H);
         recurrent_weight_grad<scalar_t>(s, packed, dz_p, layer_out + d * H, DH, h0_cell,
                                         h_prev.data_ptr<scalar_t>(),
                                         grad_weights[base + 1].data_ptr<scalar_t>(), H, reverse);

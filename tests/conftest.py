@@ -24,7 +24,7 @@ TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
 # pure-PyTorch reference.
 CPU_BACKENDS = ["cpp", "cpp-portable-gemm", "reference"]
 # For bfloat16/float16 also the C++ kernels in that dtype on ATen's GEMMs, which backend
-# auto runs for large steps where the CPU's GEMMs of it are native (csrc/cpu_dtypes.h).
+# auto runs where csrc/cpu_dtypes.h's rules say it pays.
 REDUCED_CPU_BACKENDS = [*CPU_BACKENDS, "cpp-native"]
 
 
