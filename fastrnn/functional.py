@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.jit import is_scripting
 
 from fastrnn import backend
 from fastrnn.onnx_export import rnn_onnx
@@ -36,35 +37,43 @@ def rnn(
     dropout: float = 0.0,
     training: bool = False,
 ) -> tuple[Tensor, Tensor]:  # output [T, B, D*H] or [N, D*H], h_n [L*D, B, H]
-    """The Elman RNN over a whole sequence, on the backend fastrnn.backend selects."""
-    if torch.compiler.is_compiling() and torch.onnx.is_in_onnx_export():  # dynamo exporter
-        return rnn_onnx(
-            input, hx, weights, batch_sizes, num_layers, bidirectional, relu, dropout, training
-        )
-    device = input.device
-    if autocasting(device.type):
-        # As nn.RNN under autocast: every floating input in the autocast dtype, the RNN
-        # run in it.
-        dtype = torch.get_autocast_dtype(device.type)
-        with torch.autocast(device.type, enabled=False):
-            return rnn(
-                input.to(dtype), None if hx is None else hx.to(dtype),
-                [w.to(dtype) for w in weights], batch_sizes,
-                num_layers, bidirectional, relu, dropout, training,
+    """The Elman RNN over a whole sequence, on the backend fastrnn.backend selects.
+
+    TorchScript compiles it (scripted fastrnn modules call it): there the fused op runs
+    (C++ on CPU, Triton on CUDA), without the Python-only choices of the first block."""
+    if not is_scripting():  # settled at compile time: TorchScript skips this block
+        if torch.compiler.is_compiling() and torch.onnx.is_in_onnx_export():  # dynamo exporter
+            return rnn_onnx(
+                input, hx, weights, batch_sizes, num_layers, bidirectional, relu, dropout,
+                training,
             )  # fmt: skip
-    kind = backend.resolve(device, input.dtype)
+        device = input.device
+        if autocasting(device.type):
+            # As nn.RNN under autocast: every floating input in the autocast dtype, the RNN
+            # run in it.
+            dtype = torch.get_autocast_dtype(device.type)
+            with torch.autocast(device.type, enabled=False):
+                return rnn(
+                    input.to(dtype), None if hx is None else hx.to(dtype),
+                    [w.to(dtype) for w in weights], batch_sizes,
+                    num_layers, bidirectional, relu, dropout, training,
+                )  # fmt: skip
+        if backend.resolve(device, input.dtype) == "reference":
+            if hx is None:
+                hx = initial_state(input, weights, batch_sizes, num_layers, bidirectional)
+            return rnn_reference(
+                input, hx, weights, batch_sizes, num_layers, bidirectional, relu, dropout,
+                training,
+            )  # fmt: skip
     per_layer_dropout = dropout > 0 and training and num_layers > 1
     # Where hx=None is decided: the fused op takes None for padded input and skips the
     # zero state's work; a packed batch's size is data its fake kernel cannot read, and
-    # the reference and per-layer calls slice hx, so those get zeros here.
-    if hx is None and (batch_sizes is not None or kind == "reference" or per_layer_dropout):
+    # the per-layer calls slice hx, so those get zeros here.
+    if hx is None and (batch_sizes is not None or per_layer_dropout):
         hx = initial_state(input, weights, batch_sizes, num_layers, bidirectional)
-    if kind == "reference":
-        return rnn_reference(
-            input, hx, weights, batch_sizes, num_layers, bidirectional, relu, dropout, training
-        )
     if not per_layer_dropout:
         return rnn_op(input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
+    assert hx is not None  # for TorchScript's type refinement
     # Dropout sits between layers, so each layer is its own fused call.  F.dropout on the
     # layer output is what ATen's nn.RNN applies, drawing from the same generator.
     directions = 2 if bidirectional else 1
@@ -91,11 +100,19 @@ def rnn_cell(
     weights: list[Tensor],  # w_ih, w_hh[, b_ih, b_hh]
     relu: bool,
 ) -> Tensor:  # [B, H]
-    """One Elman cell step (nn.RNNCell math), on the backend fastrnn.backend selects."""
-    device_type = input.device.type
-    if not autocasting(device_type) and not exporting_to_onnx():
-        if backend.resolve(input.device, input.dtype) == "cpp":
-            return rnn_cell_op(input, hx, weights, relu)  # the dedicated C++ cell op
+    """One Elman cell step (nn.RNNCell math), on the backend fastrnn.backend selects.
+
+    TorchScript compiles it as it does rnn: the C++ cell op on CPU, the fused RNN else."""
+    if is_scripting():  # settled at compile time
+        cell_op = input.device.type == "cpu"
+    else:
+        cell_op = (
+            not autocasting(input.device.type)
+            and not exporting_to_onnx()
+            and backend.resolve(input.device, input.dtype) == "cpp"
+        )
+    if cell_op:
+        return rnn_cell_op(input, hx, weights, relu)  # the dedicated C++ cell op
     # Elsewhere (and in ONNX export: one RNN node) a cell step is the sequence RNN, T=1.
     _, h_n = rnn(input.unsqueeze(0), hx.unsqueeze(0), weights, None, 1, False, relu)
     return h_n[0]

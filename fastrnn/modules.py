@@ -6,11 +6,13 @@ forward differs.  (Not nn.RNN itself: torch.compile refuses to trace nn.RNN inst
 and fastrnn.RNN is meant to compile with fullgraph=True.)
 """
 
-from __future__ import annotations
+from typing import overload
 
+import torch
 from torch import Tensor, nn
 from torch.fx import Proxy
 from torch.fx.proxy import TraceError
+from torch.jit import is_scripting
 from torch.nn.utils.rnn import PackedSequence
 
 from fastrnn.functional import autocasting, exporting_to_onnx, rnn, rnn_cell
@@ -72,26 +74,43 @@ class RNN(nn.RNNBase):
     def flatten_parameters(self) -> None:
         """No-op: the fused kernels read the parameters where they are."""
 
+    # Overloads as nn.RNN declares them, for TorchScript (a padded and a packed forward).
+    @overload
+    @torch._jit_internal._overload_method
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]: ...
+
+    @overload
+    @torch._jit_internal._overload_method
+    def forward(
+        self, input: PackedSequence, hx: Tensor | None = None
+    ) -> tuple[PackedSequence, Tensor]: ...
+
     def forward(self, input, hx=None):
-        if isinstance(input, Proxy):
-            return traced_call(self, input, hx)
+        # is_scripting() branches are settled when TorchScript compiles this (it skips
+        # their Python-only side), and isinstance(orig_input, PackedSequence) per
+        # overload, so that is asked where it is needed.
+        if not is_scripting():
+            if isinstance(input, Proxy):
+                return traced_call(self, input, hx)
         num_directions = 2 if self.bidirectional else 1
-        is_packed = isinstance(input, PackedSequence)
+        orig_input = input
         is_batched = True
-        sorted_indices = unsorted_indices = None
-        if is_packed:
-            if exporting_to_onnx():  # before int(batch_sizes[0]), which export cannot trace
-                raise RuntimeError(PACKED_INPUT_ERROR)
+        batch_dim = 0 if self.batch_first else 1
+        if isinstance(orig_input, PackedSequence):
+            if not is_scripting():  # TorchScript cannot read the message's global
+                if exporting_to_onnx():  # before int(batch_sizes[0]), which export cannot trace
+                    raise RuntimeError(PACKED_INPUT_ERROR)
             input, batch_sizes, sorted_indices, unsorted_indices = input
             max_batch_size = int(batch_sizes[0])
         else:
             batch_sizes = None
+            sorted_indices = None
+            unsorted_indices = None
             if input.dim() not in (2, 3):
                 raise ValueError(
                     f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead"
                 )
             is_batched = input.dim() == 3
-            batch_dim = 0 if self.batch_first else 1
             if not is_batched:
                 input = input.unsqueeze(batch_dim)
                 if hx is not None:
@@ -106,26 +125,35 @@ class RNN(nn.RNNBase):
                     f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor"
                 )
             max_batch_size = input.size(0) if self.batch_first else input.size(1)
-        hidden_shape = (self.num_layers * num_directions, max_batch_size, self.hidden_size)
         if hx is not None and sorted_indices is not None:
             hx = self.permute_hidden(hx, sorted_indices)
-        weights = module_weights(self, self._flat_weights_names)
-        # nn.RNN's own checks (and messages) run whenever the cheap test sees a mismatch;
-        # at tutorial sizes running them on every call was ~10% of the call.
-        if (
-            input.dtype != weights[0].dtype
-            or input.size(-1) != self.input_size
-            or input.dim() != (2 if is_packed else 3)
-            or (hx is not None and hx.shape != hidden_shape)
-        ):
-            self.check_forward_args(
-                input, input.new_zeros(hidden_shape) if hx is None else hx, batch_sizes
-            )
-        if hx is not None and hx.dtype != input.dtype and not autocasting(input.device.type):
-            raise RuntimeError(
-                f"RNN: hx dtype ({hx.dtype}) does not match input dtype ({input.dtype}); "
-                f"convert it with hx.to({input.dtype})"
-            )
+        if is_scripting():
+            weights = self._flat_weights
+            # nn.RNN's own checks, on every call (check_forward_args less its zero hx); a
+            # dtype mismatch the op's own check reports (TorchScript prints a dtype as a
+            # number).
+            self.check_input(input, batch_sizes)
+            if hx is not None:
+                self.check_hidden_size(hx, self.get_expected_hidden_size(input, batch_sizes))
+        else:
+            weights = module_weights(self, self._flat_weights_names)
+            hidden_shape = (self.num_layers * num_directions, max_batch_size, self.hidden_size)
+            # nn.RNN's own checks (and messages) run whenever the cheap test sees a
+            # mismatch; at tutorial sizes running them on every call was ~10% of the call.
+            if (
+                input.dtype != weights[0].dtype
+                or input.size(-1) != self.input_size
+                or input.dim() != (2 if batch_sizes is not None else 3)
+                or (hx is not None and hx.shape != hidden_shape)
+            ):
+                self.check_forward_args(
+                    input, input.new_zeros(hidden_shape) if hx is None else hx, batch_sizes
+                )
+            if hx is not None and hx.dtype != input.dtype and not autocasting(input.device.type):
+                raise RuntimeError(
+                    f"RNN: hx dtype ({hx.dtype}) does not match input dtype ({input.dtype}); "
+                    f"convert it with hx.to({input.dtype})"
+                )
         if batch_sizes is None and self.batch_first:
             input = input.transpose(0, 1)
         if batch_sizes is None and input.size(0) == 0:
@@ -142,7 +170,7 @@ class RNN(nn.RNNBase):
             self.dropout,
             self.training,
         )
-        if is_packed:
+        if isinstance(orig_input, PackedSequence):
             packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
             return packed, self.permute_hidden(hidden, unsorted_indices)
         if self.batch_first:
@@ -173,8 +201,9 @@ class RNNCell(nn.RNNCellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         # Kept lean: at tutorial sizes this Python is most of a cell call's cost.
-        if isinstance(input, Proxy):
-            return traced_call(self, input, hx)
+        if not is_scripting():  # settled when TorchScript compiles this
+            if isinstance(input, Proxy):
+                return traced_call(self, input, hx)
         if input.dim() not in (1, 2):
             raise ValueError(f"RNNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if hx is not None and hx.dim() not in (1, 2):
@@ -187,7 +216,6 @@ class RNNCell(nn.RNNCellBase):
             hx = input.new_zeros(batch, self.hidden_size)
         elif not is_batched:
             hx = hx.unsqueeze(0)
-        weights = module_weights(self, CELL_WEIGHTS if self.bias else CELL_WEIGHTS[:2])
         # ATen's checks for nn.RNNCell, with its messages.
         if input_size != self.input_size:
             raise RuntimeError(
@@ -205,11 +233,17 @@ class RNNCell(nn.RNNCellBase):
         relu = self.nonlinearity == "relu"
         if not relu and self.nonlinearity != "tanh":
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        dtype = weights[0].dtype
-        if (input.dtype != dtype or hx.dtype != dtype) and not autocasting(input.device.type):
-            raise RuntimeError(
-                f"RNNCell: input dtype ({input.dtype}) and hx dtype ({hx.dtype}) must match "
-                f"the weight dtype ({dtype})"
-            )
+        if is_scripting():  # a dtype mismatch the op's own check reports, as in RNN
+            weights = [self.weight_ih, self.weight_hh]
+            if self.bias_ih is not None and self.bias_hh is not None:
+                weights += [self.bias_ih, self.bias_hh]
+        else:
+            weights = module_weights(self, CELL_WEIGHTS if self.bias else CELL_WEIGHTS[:2])
+            dtype = weights[0].dtype
+            if (input.dtype != dtype or hx.dtype != dtype) and not autocasting(input.device.type):
+                raise RuntimeError(
+                    f"RNNCell: input dtype ({input.dtype}) and hx dtype ({hx.dtype}) must "
+                    f"match the weight dtype ({dtype})"
+                )
         h = rnn_cell(input, hx, weights, relu)
         return h if is_batched else h.squeeze(0)

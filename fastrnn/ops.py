@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.jit import is_scripting
 
 from fastrnn import flop_formulas
 from fastrnn.reference import rnn_reference
@@ -61,9 +62,16 @@ def rnn_op(
     relu: bool,
 ) -> tuple[Tensor, Tensor]:  # output [T, B, D*H] or [N, D*H], h_n [L*D, B, H]
     """The fused RNN through the dispatcher (C++ on CPU, Triton on CUDA), with autograd."""
-    if _RNN_FORWARD is None:
-        require_extension()
-    output, h_n, _ = _RNN_FORWARD(input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
+    if is_scripting():  # settled at compile time; TorchScript calls the op by name
+        output, h_n, _ = torch.ops.fastrnn.rnn_forward(
+            input, hx, weights, batch_sizes, num_layers, bidirectional, relu
+        )
+    else:
+        if _RNN_FORWARD is None:
+            require_extension()
+        output, h_n, _ = _RNN_FORWARD(
+            input, hx, weights, batch_sizes, num_layers, bidirectional, relu
+        )
     return output, h_n
 
 
@@ -96,10 +104,11 @@ def rnn_cell_op(
     relu: bool,
 ) -> Tensor:  # [B, H]
     """One nn.RNNCell step through the C++ cell op (CPU), with autograd."""
-    require_extension()
-    w_ih, w_hh, *biases = weights
-    b_ih, b_hh = biases if biases else (None, None)
-    return torch.ops.fastrnn.rnn_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh, relu)
+    if not is_scripting():
+        require_extension()
+    b_ih = weights[2] if len(weights) == 4 else None
+    b_hh = weights[3] if len(weights) == 4 else None
+    return torch.ops.fastrnn.rnn_cell_forward(input, hx, weights[0], weights[1], b_ih, b_hh, relu)
 
 
 def _rnn_cell_forward_fake(input, hx, w_ih, w_hh, b_ih, b_hh, relu):

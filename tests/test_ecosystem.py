@@ -602,3 +602,185 @@ def test_module_is_usable_without_warnings():
         warnings.simplefilter("error")
         fastrnn.RNN(3, 4)(torch.randn(2, 1, 3))
         fastrnn.RNNCell(3, 4)(torch.randn(2, 3))
+
+
+# TorchScript (deprecated in this torch, still used by older deployment code): a model
+# holding fastrnn's modules scripts as one holding nn.RNN's does, and runs the fused ops.
+# Annotations below are real types: TorchScript does not read them as strings.
+class ScriptedUser(nn.Module):
+    """What a TorchScript user writes: the RNN on padded, unbatched and packed input, with
+    and without hx, then the cell from zeros and from a state."""
+
+    def __init__(self, module, batch_first=False, **options):
+        super().__init__()
+        self.batch_first = batch_first
+        self.rnn = module.RNN(4, 6, batch_first=batch_first, **options)
+        width = 12 if options.get("bidirectional") else 6
+        self.cell = module.RNNCell(width, 5, nonlinearity=options.get("nonlinearity", "tanh"))
+
+    def forward(self, x, lengths, h0):
+        out, h_n = self.rnn(x, h0)
+        out_no_hx, h_n_no_hx = self.rnn(x)
+        unbatched, h_unbatched = self.rnn(x[0] if self.batch_first else x[:, 0])
+        packed = pack_padded_sequence(
+            x, lengths, batch_first=self.batch_first, enforce_sorted=False
+        )
+        packed_out, packed_h_n = self.rnn(packed, h0)
+        packed_out_no_hx, packed_h_n_no_hx = self.rnn(packed)
+        h = self.cell(out_no_hx[-1] if not self.batch_first else out_no_hx[:, -1])
+        h = self.cell(unbatched[:2], h[:2])
+        outputs = [out, h_n, out_no_hx, h_n_no_hx, unbatched, h_unbatched]
+        return outputs + [packed_out.data, packed_h_n, packed_out_no_hx.data, packed_h_n_no_hx, h]
+
+
+SCRIPT_OPTIONS = {
+    "2 layers bidirectional batch_first": dict(num_layers=2, bidirectional=True, batch_first=True),
+    "relu no bias": dict(nonlinearity="relu", bias=False),
+    "3 layers dropout, eval": dict(num_layers=3, dropout=0.5),
+}
+
+
+def scripted_pair(options, dtype=torch.float64):
+    """nn.RNN's and fastrnn's ScriptedUser with the same weights, each scripted."""
+    torch.manual_seed(0)
+    reference = ScriptedUser(nn, **options).to(dtype)
+    model = ScriptedUser(fastrnn, **options).to(dtype)
+    model.load_state_dict(reference.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script's own
+        return torch.jit.script(reference.eval()), torch.jit.script(model.eval())
+
+
+def scripted_inputs(dtype=torch.float64):
+    x = torch.randn(3, 5, 4, dtype=dtype)  # [B, T, I] or [T, B, I]: both 3 and 5 fit
+    h0_layers = torch.randn(6, 5, 6, dtype=dtype)  # sliced per model below
+    return x, torch.tensor([3, 1, 2]), h0_layers
+
+
+@pytest.mark.parametrize("options", SCRIPT_OPTIONS.values(), ids=SCRIPT_OPTIONS.keys())
+def test_torchscript_scripts_a_model_and_matches_nn_rnn(options):
+    """Forward outputs and every gradient equal nn.RNN's under torch.jit.script, and the
+    scripted graph calls the fused ops (not a fallback)."""
+    reference, model = scripted_pair(options)
+    assert "fastrnn::rnn_forward" in str(model.inlined_graph)
+    assert "fastrnn::rnn_cell_forward" in str(model.inlined_graph)
+    x, lengths, h0_layers = scripted_inputs()
+    batch = 3 if options.get("batch_first") else 5
+    layers = options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
+    results = []
+    for scripted in (reference, model):
+        x_leaf, h0 = leaf(x), leaf(h0_layers[:layers, :batch])
+        outputs = scripted(x_leaf, lengths, h0)
+        sum(o.square().sum() for o in outputs).backward()
+        grads = [x_leaf.grad, h0.grad] + [p.grad for p in scripted.parameters()]
+        results.append(outputs + grads)
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_torchscript_dropout_in_training_draws_as_eager_does():
+    """A scripted 3-layer RNN with dropout in training mode gives the eager module's
+    result under the same seed (F.dropout between layers, the same generator)."""
+    torch.manual_seed(0)
+    rnn = fastrnn.RNN(4, 6, num_layers=3, dropout=0.5).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(nn.Sequential(rnn))
+    x = torch.randn(5, 2, 4, dtype=torch.float64)
+    torch.manual_seed(1)
+    want = rnn(x)
+    torch.manual_seed(1)
+    got = scripted(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.manual_seed(2)
+    assert not torch.equal(scripted(x)[0], want[0])  # dropout does act
+
+
+def test_torchscript_saved_model_loads_and_runs_in_a_fresh_process(tmp_path):
+    """torch.jit.save, then torch.jit.load after `import fastrnn` (which registers the
+    ops) in another process, gives the same outputs."""
+    _, model = scripted_pair(SCRIPT_OPTIONS["2 layers bidirectional batch_first"])
+    x, lengths, h0_layers = scripted_inputs()
+    inputs = (x, lengths, h0_layers[:4, :3])
+    model.save(str(tmp_path / "model.pt"))
+    torch.save(inputs, tmp_path / "inputs.pt")
+    code = (
+        "import sys, torch, fastrnn\n"
+        "model = torch.jit.load(sys.argv[1] + '/model.pt')\n"
+        "torch.save(model(*torch.load(sys.argv[1] + '/inputs.pt')), sys.argv[1] + '/out.pt')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    for got, want in zip(torch.load(tmp_path / "out.pt"), model(*inputs), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+class RNNWithState(nn.Module):
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x, hx):
+        return self.rnn(x, hx)
+
+
+def script_error(module, *args) -> str:
+    """The message a scripted module raises (TorchScript's last line: type and text)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(RNNWithState(module))
+    with pytest.raises((torch.jit.Error, RuntimeError)) as error:  # a raise, or the op's
+        scripted(*args)
+    return str(error.value).strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "make_input",
+    [
+        lambda: (torch.randn(5, 2, 3), torch.randn(2, 2, 6)),  # wrong input size
+        lambda: (torch.randn(5, 2, 4), torch.randn(2, 3, 6)),  # wrong hx batch
+        lambda: (torch.randn(5, 2, 4), torch.randn(2, 6)),  # 2-D hx for 3-D input
+        lambda: (torch.randn(2, 5, 2, 4), torch.randn(2, 2, 6)),  # 4-D input
+        lambda: (torch.randn(5, 2, 4), torch.randn(2, 2, 6, dtype=torch.float64)),
+    ],
+    ids=["input size", "hx batch", "hx dims", "input dims", "hx dtype"],
+)
+def test_torchscript_errors_are_nn_rnns(make_input):
+    args = make_input()
+    got = script_error(fastrnn.RNN(4, 6, num_layers=2), *args)
+    if args[-1].dtype == torch.float64:  # nn.RNN's: "mat1 and mat2 must have the same dtype"
+        assert got.endswith("fastrnn: hx dtype (Double) must match input dtype (Float)")
+    else:
+        assert got == script_error(nn.RNN(4, 6, num_layers=2), *args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (torch.randn(2, 4), torch.randn(2, 6)),
+        (torch.randn(4),),
+        (torch.randn(2, 5), torch.randn(2, 6)),  # wrong input size
+        (torch.randn(2, 4), torch.randn(3, 6)),  # wrong hx batch
+        (torch.randn(2, 2, 4),),  # 3-D input
+    ],
+    ids=["batched", "unbatched", "input size", "hx batch", "input dims"],
+)
+def test_torchscript_scripts_the_cell_alone_as_nn_rnn_cell(args):
+    """nn.RNNCell scripts by itself (nn.RNN does not: its forward is overloaded); so does
+    fastrnn.RNNCell, with nn.RNNCell's results and messages."""
+    results = []
+    for module in (nn, fastrnn):
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            cell = torch.jit.script(module.RNNCell(4, 6))
+        try:
+            results.append(cell(*args))
+        except (torch.jit.Error, RuntimeError) as error:  # from a raise, or from an op
+            results.append(str(error).strip().splitlines()[-1].removeprefix("builtins."))
+    if isinstance(results[0], str):
+        assert results[1] == results[0]
+    else:
+        torch.testing.assert_close(results[1], results[0])

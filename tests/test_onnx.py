@@ -145,3 +145,18 @@ def test_export_with_dynamic_sequence_length_and_batch(exporter):
     other = torch.randn(9, 6, 4)
     for got, expected in zip(run_onnx(data, [other]), rnn(other), strict=True):
         torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_scripted_model_exports_with_the_torchscript_exporter():
+    """torch.jit.script, then torch.onnx.export(..., dynamo=False): RNN nodes, eager's
+    numbers (a scripted RNNCell does not export, nor does a scripted nn.RNNCell)."""
+    torch.manual_seed(0)
+    rnn = fastrnn.RNN(5, 7, num_layers=2, bidirectional=True, batch_first=True).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(torch.nn.Sequential(rnn))
+    x = torch.randn(3, 4, 5)
+    data = export(scripted, (x,), dynamo=False)
+    assert op_types(data).count("RNN") == 2
+    for got, expected in zip(run_onnx(data, [x]), rnn(x), strict=True):
+        torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-5)

@@ -982,6 +982,44 @@ def test_capturing_a_packed_sequence_says_why_it_cannot(triton_kernels):
             rnn(packed)
 
 
+class ScriptedTagger(torch.nn.Module):
+    """A model for torch.jit.script: the RNN on padded and packed input, then the cell."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.rnn = module.RNN(5, 7, num_layers=2, bidirectional=True, batch_first=True)
+        self.cell = module.RNNCell(14, 3, nonlinearity="relu")
+
+    def forward(self, x, lengths):
+        out, h_n = self.rnn(x)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        packed_out, packed_h_n = self.rnn(packed, h_n)
+        return [out, h_n, packed_out.data, packed_h_n, self.cell(out[:, -1])]
+
+
+@pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
+def test_a_scripted_model_runs_the_triton_kernels(tier, triton_kernels):
+    """torch.jit.script: the scripted graph calls the op whose kernels these are, with
+    nn.RNN's results, forward and backward (CPU: the interpreter, behind the same op)."""
+    torch.manual_seed(0)
+    reference = ScriptedTagger(torch.nn).double().to(DEVICE)
+    model = ScriptedTagger(fastrnn).double().to(DEVICE)
+    model.load_state_dict(reference.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script's own
+        scripted = torch.jit.script(model)
+    x = torch.randn(3, 4, 5, dtype=torch.float64, device=DEVICE)
+    lengths = torch.tensor([4, 1, 3])
+    results = []
+    for contender in (reference, scripted):
+        x_leaf = x.clone().requires_grad_()
+        outputs = contender(x_leaf, lengths)
+        sum(o.square().sum() for o in outputs).backward()
+        results.append(outputs + [x_leaf.grad] + [p.grad for p in contender.parameters()])
+    for got, want in zip(results[1], results[0], strict=True):
+        assert_close(got, want, torch.float64, "scripted")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_compile_reduce_overhead_replays_training_steps_as_eager(triton_kernels):
