@@ -128,6 +128,24 @@ def test_export_runs_and_matches_eager():
     torch.testing.assert_close(exported.module()(x), model(x))
 
 
+def test_aot_inductor_package_matches_eager_at_other_sizes(tmp_path):
+    """torch.export with dynamic batch and length, then AOTInductor
+    (aoti_compile_and_package / aoti_load_package, torch.export's deployment path): the
+    compiled package calls the fused op and gives eager's results at new sizes."""
+    torch.manual_seed(0)
+    model = Tagger().eval()
+    dims = {"x": {0: torch.export.Dim("batch", min=2), 1: torch.export.Dim("steps", min=2)}}
+    with torch.no_grad():
+        exported = torch.export.export(model, (torch.randn(3, 7, 4),), dynamic_shapes=dims)
+        assert any("fastrnn.rnn_forward" in str(node.target) for node in exported.graph.nodes)
+        path = torch._inductor.aoti_compile_and_package(
+            exported, package_path=str(tmp_path / "model.pt2")
+        )
+        loaded = torch._inductor.aoti_load_package(path)
+        x = torch.randn(5, 11, 4)
+        torch.testing.assert_close(loaded(x), model(x))
+
+
 class TaggerWithCell(Tagger):
     """Tagger, then two cell steps over its last output, starting from zeros and from a
     state."""
