@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from fastrnn.functional import autocasting, exporting_to_onnx, rnn, rnn_cell
 from fastrnn.onnx_export import PACKED_INPUT_ERROR
+from fastrnn.ops import require_extension
 
 
 def module_weights(module: nn.Module, names) -> list[Tensor]:
@@ -73,6 +74,10 @@ class RNN(nn.RNNBase):
 
     def flatten_parameters(self) -> None:
         """No-op: the fused kernels read the parameters where they are."""
+
+    def __prepare_scriptable__(self):
+        require_extension()  # scripted, it runs the fused ops only
+        return self
 
     # Overloads as nn.RNN declares them, for TorchScript (a padded and a packed forward).
     @overload
@@ -198,6 +203,10 @@ class RNNCell(nn.RNNCellBase):
     ) -> None:
         super().__init__(input_size, hidden_size, bias, num_chunks=1, device=device, dtype=dtype)
         self.nonlinearity = nonlinearity
+
+    def __prepare_scriptable__(self):
+        require_extension()  # scripted, it runs the fused ops only
+        return self
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         # Kept lean: at tutorial sizes this Python is most of a cell call's cost.
