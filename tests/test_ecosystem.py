@@ -714,24 +714,35 @@ def test_torchscript_dropout_in_training_draws_as_eager_does():
     assert not torch.equal(scripted(x)[0], want[0])  # dropout does act
 
 
-def test_torchscript_saved_model_loads_and_runs_in_a_fresh_process(tmp_path):
-    """torch.jit.save, then torch.jit.load after `import fastrnn` (which registers the
-    ops) in another process, gives the same outputs."""
+def test_scripted_and_traced_models_load_and_run_in_a_fresh_process(tmp_path):
+    """torch.jit.save of a scripted and of a traced (torch.jit.trace) model, then
+    torch.jit.load after `import fastrnn` (which registers the ops) in another process:
+    the same outputs.  The traced graph calls the fused op too, at any batch and length."""
     _, model = scripted_pair(SCRIPT_OPTIONS["2 layers bidirectional batch_first"])
     x, lengths, h0_layers = scripted_inputs()
     inputs = (x, lengths, h0_layers[:4, :3])
-    model.save(str(tmp_path / "model.pt"))
-    torch.save(inputs, tmp_path / "inputs.pt")
+    model.save(str(tmp_path / "scripted.pt"))
+    torch.manual_seed(0)
+    tagger = Tagger().eval()
+    traced = torch.jit.trace(tagger, (torch.randn(3, 7, 4),))
+    assert "fastrnn::rnn_forward" in str(traced.inlined_graph)
+    traced.save(str(tmp_path / "traced.pt"))
+    traced_input = torch.randn(5, 9, 4)  # another batch and length than traced with
+    torch.save((inputs, traced_input), tmp_path / "inputs.pt")
     code = (
         "import sys, torch, fastrnn\n"
-        "model = torch.jit.load(sys.argv[1] + '/model.pt')\n"
-        "torch.save(model(*torch.load(sys.argv[1] + '/inputs.pt')), sys.argv[1] + '/out.pt')\n"
+        "folder = sys.argv[1]\n"
+        "inputs, traced_input = torch.load(folder + '/inputs.pt')\n"
+        "outputs = torch.jit.load(folder + '/scripted.pt')(*inputs)\n"
+        "outputs.append(torch.jit.load(folder + '/traced.pt')(traced_input))\n"
+        "torch.save(outputs, folder + '/out.pt')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                          text=True, timeout=120, env=env)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    for got, want in zip(torch.load(tmp_path / "out.pt"), model(*inputs), strict=True):
+    expected = model(*inputs) + [tagger(traced_input)]
+    for got, want in zip(torch.load(tmp_path / "out.pt"), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
