@@ -188,12 +188,11 @@ void layer_backward_through_time(const StepLayout& s, const scalar_t* dy, const 
 template <typename scalar_t>
 void input_weight_grad(const StepLayout& s, const LayerInput<scalar_t>& x, const scalar_t* dz,
                        scalar_t* grad_w_ih, int64_t H) {
-  bool first_block = true;
   for_each_row_block(s, x, [&](int64_t first, int64_t spacing, int64_t m, const scalar_t* a,
                                int64_t lda) {
+    // The block holding row 0 comes first and writes dW_ih; the others add to it.
     gemm<scalar_t>(true, false, H, x.features, m, 1, dz + first * H, spacing * H, a, lda,
-                   first_block ? 0 : 1, grad_w_ih, x.features);
-    first_block = false;
+                   first == 0 ? 0 : 1, grad_w_ih, x.features);
   });
 }
 
