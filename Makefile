@@ -22,7 +22,7 @@ $(VENV)/.fastrnn-deps: Makefile
 	$(PY) -m pip install -q $(DEPS)
 	touch $@
 
-$(VENV)/.fastrnn-built: $(VENV)/.fastrnn-deps setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h)
+$(VENV)/.fastrnn-built: $(VENV)/.fastrnn-deps setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/python/*.cpp)
 	$(PY) -m pip install -q --no-build-isolation -e .
 	touch $@
 

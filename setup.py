@@ -1,4 +1,5 @@
-"""Builds fastrnn._C, the C++ CPU kernels, ahead of time (never at import)."""
+"""Builds the C++ extension ahead of time (never at import): the op library
+fastrnn/libfastrnn_ops.so and the Python module fastrnn._C."""
 
 import glob
 import os
@@ -7,8 +8,14 @@ import sys
 import tempfile
 
 import torch
-from setuptools import setup
-from torch.utils.cpp_extension import BuildExtension, CppExtension, get_cxx_compiler
+from setuptools import Extension, setup
+from torch.utils.cpp_extension import (
+    BuildExtension,
+    CppExtension,
+    get_cxx_compiler,
+    include_paths,
+    library_paths,
+)
 
 debug = os.environ.get("FASTRNN_DEBUG", "0") == "1"
 # -fno-trapping-math lets GCC vectorise the selects in the activation loops (nothing
@@ -47,14 +54,54 @@ if sys.platform.startswith("linux") and "OpenMP" in torch.__config__.parallel_in
             "(each step of the CPU kernels runs on one thread)"
         )
 
-setup(
-    ext_modules=[
-        CppExtension(
-            "fastrnn._C",
-            sorted(glob.glob("csrc/*.cpp")),
-            extra_compile_args={"cxx": [*extra_compile_args, *openmp, "-fvisibility=hidden"]},
-            extra_link_args=["-ldl", *openmp],
-        )
+# The op library (kernels, op schemas, C++ autograd) needs no Python, so that a C++
+# program running a TorchScript or AOTInductor model can load it; the Python module
+# fastrnn._C (csrc/python/) links against it and finds it beside itself.
+OPS_LIBRARY = "fastrnn.libfastrnn_ops"
+headers = sorted(glob.glob("csrc/*.h"))  # rebuild on a change; shipped in the sdist
+ops_library = Extension(
+    OPS_LIBRARY,
+    sorted(glob.glob("csrc/*.cpp")),
+    depends=headers,
+    include_dirs=include_paths(),
+    library_dirs=library_paths(),
+    libraries=["c10", "torch", "torch_cpu"],
+    language="c++",
+    extra_compile_args={"cxx": [*extra_compile_args, *openmp, "-fvisibility=hidden"]},
+    extra_link_args=[
+        "-ldl",
+        *openmp,
+        "-Wl,-install_name,@rpath/libfastrnn_ops.so"
+        if sys.platform == "darwin"
+        else "-Wl,-soname,libfastrnn_ops.so",
     ],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
+python_module = CppExtension(
+    "fastrnn._C",
+    ["csrc/python/module.cpp"],
+    depends=headers,
+    extra_compile_args={"cxx": [*extra_compile_args, "-fvisibility=hidden"]},
+    extra_link_args=["-Wl,-rpath," + ("@loader_path" if sys.platform == "darwin" else "$ORIGIN")],
+)
+
+
+class BuildExtensions(BuildExtension):
+    """torch's BuildExtension, naming the op library as a library (libfastrnn_ops.so,
+    not a Python module's name) and linking fastrnn._C against it."""
+
+    def get_ext_filename(self, ext_name):
+        filename = super().get_ext_filename(ext_name)  # ext_name: dotted, or its last part
+        if ext_name.split(".")[-1] == OPS_LIBRARY.split(".")[-1]:
+            return os.path.join(os.path.dirname(filename), "libfastrnn_ops.so")
+        return filename
+
+    def build_extension(self, ext):
+        if ext is python_module:  # built after the op library (ext_modules' order)
+            ext.extra_objects = [self.get_ext_fullpath(OPS_LIBRARY)]
+        super().build_extension(ext)
+
+
+setup(
+    ext_modules=[ops_library, python_module],
+    cmdclass={"build_ext": BuildExtensions.with_options(use_ninja=True)},
 )

@@ -10,12 +10,12 @@
 // Batched (vmapped) gradients take those torch ops too.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
-#include <torch/csrc/autograd/python_cpp_function.h>
 #include <torch/library.h>
 
 #include <utility>
 #include <vector>
 
+#include "autograd.h"
 #include "ops.h"
 
 namespace fastrnn {
@@ -323,24 +323,14 @@ RnnCellBackwardResult rnn_cell_backward_autograd(const at::Tensor& grad_h,
                                           need_input_grad, need_hx_grad);
 }
 
-template <typename Fn>
-void register_node_type(PyObject* module, PyTypeObject& type, const char* name) {
-  torch::autograd::_initFunctionPyTypeObject(type, name, nullptr, nullptr);
-  Py_INCREF(&type);
-  PyModule_AddObject(module, name, reinterpret_cast<PyObject*>(&type));
-  torch::autograd::registerCppFunction(typeid(torch::autograd::CppNode<Fn>), &type);
-}
-
-PyTypeObject rnn_backward_type, rnn_cell_backward_type;
-
 }  // namespace
 
-// Python types named after the autograd nodes, so that a grad_fn prints as
-// <RnnBackward>, as torch's own nodes do (a C++ Function's node otherwise prints its
-// template type, "CppNode<...RnnBackward>").
-void register_node_python_types(PyObject* module) {
-  register_node_type<RnnBackward>(module, rnn_backward_type, "RnnBackward");
-  register_node_type<RnnCellBackward>(module, rnn_cell_backward_type, "RnnCellBackward");
+const std::type_info& rnn_backward_node_type() {
+  return typeid(torch::autograd::CppNode<RnnBackward>);
+}
+
+const std::type_info& rnn_cell_backward_node_type() {
+  return typeid(torch::autograd::CppNode<RnnCellBackward>);
 }
 
 TORCH_LIBRARY_IMPL(fastrnn, Autograd, m) {

@@ -15,6 +15,8 @@
 #include <string>
 #include <type_traits>
 
+#include "library_api.h"
+
 namespace fastrnn {
 
 // Whether gemm<scalar_t> runs on ATen's GEMMs (oneDNN's), which round each product's
@@ -62,8 +64,8 @@ class BlasSingleThreadGuard {
 };
 
 // "blas" when the exported Fortran BLAS is found and enabled, else "portable".
-std::string gemm_backend();
+FASTRNN_API std::string gemm_backend();
 // Forces the portable path (for tests) or re-enables BLAS when available.
-void set_gemm_backend(const std::string& name);
+FASTRNN_API void set_gemm_backend(const std::string& name);
 
 }  // namespace fastrnn

@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "library_api.h"
+
 namespace fastrnn {
 
 // One step's multiply-adds, B*H*(I+H), from which native GEMMs beat the float32 kernels
@@ -58,8 +60,8 @@ bool computed_in_float(at::ScalarType dtype, Pass pass, int64_t steps, int64_t b
 
 // How bfloat16/float16 run: "auto" (the rules above; the default), "native" or "float32"
 // (every call one way, for tests).
-std::string reduced_precision_mode();
-void set_reduced_precision_mode(const std::string& mode);
+FASTRNN_API std::string reduced_precision_mode();
+FASTRNN_API void set_reduced_precision_mode(const std::string& mode);
 
 inline at::Tensor to_float(const at::Tensor& t) { return t.to(at::kFloat); }
 

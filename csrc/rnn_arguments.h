@@ -7,6 +7,8 @@
 #include <optional>
 #include <vector>
 
+#include "library_api.h"
+
 namespace fastrnn {
 
 // Rows of the recurrence grouped by time step: step t owns rows
@@ -24,7 +26,7 @@ struct StepLayout {
   int64_t next_batch(int64_t t) const { return t + 1 < steps ? batch_sizes[t + 1] : 0; }
 };
 
-StepLayout make_layout(const at::Tensor& input, const std::optional<at::Tensor>& batch_sizes,
+FASTRNN_API StepLayout make_layout(const at::Tensor& input, const std::optional<at::Tensor>& batch_sizes,
                        const std::optional<at::Tensor>& hx);
 
 // Layers, directions and hidden size, after checking every weight's shape and dtype.
@@ -37,12 +39,12 @@ struct Geometry {
   int64_t first_weight(int64_t cell) const { return cell * weights_per_cell; }
 };
 
-Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>& hx,
+FASTRNN_API Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>& hx,
                        at::TensorList weights, int64_t num_layers, bool bidirectional);
 
 // rnn_backward's own arguments beyond rnn_forward's: output, layer_outputs and the
 // gradients (None: zeros) of the shapes and dtype the forward gives.
-void check_backward_arguments(const std::optional<at::Tensor>& grad_output,
+FASTRNN_API void check_backward_arguments(const std::optional<at::Tensor>& grad_output,
                               const std::optional<at::Tensor>& grad_h_n,
                               const at::Tensor& input, const at::Tensor& output,
                               const at::Tensor& layer_outputs, const StepLayout& s,

@@ -5,8 +5,9 @@ auto     C++ kernels for CPU tensors, Triton kernels for CUDA tensors; the refer
          inside torch.func transforms (grad, vjp, jacrev, vmap), which cannot trace the
          fused ops' C++ autograd, and inside forward-mode AD's dual levels, which it
          cannot differentiate
-cpp      the C++ CPU kernels (fastrnn._C); bfloat16 and float16 computed in float32, or
-         in that dtype on ATen's GEMMs where csrc/cpu_dtypes.h's rules say it pays
+cpp      the C++ CPU kernels (csrc/, built into fastrnn/libfastrnn_ops.so); bfloat16 and
+         float16 computed in float32, or in that dtype on ATen's GEMMs where
+         csrc/cpu_dtypes.h's rules say it pays
 triton   the fused Triton kernels; CUDA tensors
 reference  fastrnn.reference, plain PyTorch ops (any device and dtype)
 ======== ============================================================================

@@ -41,6 +41,39 @@ def grads_of(model):
     return [p.grad.clone() for p in model.parameters()]
 
 
+@pytest.fixture(scope="module")
+def cpp_runner(tmp_path_factory):
+    """tests/cpp/run_model.cpp built against libtorch and fastrnn's op library alone (no
+    Python in its process), as a C++ deployment links them: a function that runs it on
+    a saved model and a list of input tensors and returns what it computed."""
+    from torch.utils import cpp_extension
+
+    folder = tmp_path_factory.mktemp("cpp")
+    ops_folder = Path(fastrnn.__file__).parent  # libfastrnn_ops.so
+    (torch_lib,) = cpp_extension.library_paths()
+    command = [
+        cpp_extension.get_cxx_compiler(), "-std=c++20", "-O1", "-w",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+        *(f"-I{path}" for path in cpp_extension.include_paths()),
+        str(Path(__file__).parent / "cpp" / "run_model.cpp"), "-o", str(folder / "run_model"),
+        f"-L{torch_lib}", f"-L{ops_folder}", f"-Wl,-rpath,{torch_lib}", f"-Wl,-rpath,{ops_folder}",
+        # Linked though no symbol of it is used: loading it registers the ops.
+        "-Wl,--no-as-needed", "-lfastrnn_ops", "-Wl,--as-needed", "-ltorch", "-ltorch_cpu", "-lc10",
+    ]  # fmt: skip
+    build = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr
+
+    def run(mode, model_path, inputs):
+        torch.save(list(inputs), folder / "inputs.pt")
+        command = [str(folder / "run_model"), mode, str(model_path), str(folder / "inputs.pt"),
+                   str(folder / "outputs.pt")]  # fmt: skip
+        ran = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        return torch.load(folder / "outputs.pt")
+
+    return run
+
+
 @pytest.fixture(autouse=True)
 def fresh_dynamo():
     torch._dynamo.reset()
@@ -128,10 +161,12 @@ def test_export_runs_and_matches_eager():
     torch.testing.assert_close(exported.module()(x), model(x))
 
 
-def test_aot_inductor_package_matches_eager_at_other_sizes(tmp_path):
+def test_aot_inductor_package_matches_eager_at_other_sizes(tmp_path, cpp_runner):
     """torch.export with dynamic batch and length, then AOTInductor
-    (aoti_compile_and_package / aoti_load_package, torch.export's deployment path): the
-    compiled package calls the fused op and gives eager's results at new sizes."""
+    (aoti_compile_and_package, torch.export's deployment path): the compiled package calls
+    the fused op and gives eager's results at new sizes, loaded with aoti_load_package in
+    Python and with torch::inductor::AOTIModelPackageLoader in a C++ program that links
+    fastrnn's op library and no Python."""
     torch.manual_seed(0)
     model = Tagger().eval()
     dims = {"x": {0: torch.export.Dim("batch", min=2), 1: torch.export.Dim("steps", min=2)}}
@@ -144,6 +179,8 @@ def test_aot_inductor_package_matches_eager_at_other_sizes(tmp_path):
         loaded = torch._inductor.aoti_load_package(path)
         x = torch.randn(5, 11, 4)
         torch.testing.assert_close(loaded(x), model(x))
+        (cpp_result,) = cpp_runner("aoti", path, [x])
+        torch.testing.assert_close(cpp_result, model(x))
 
 
 class TaggerWithCell(Tagger):
@@ -744,6 +781,24 @@ def test_scripted_and_traced_models_load_and_run_in_a_fresh_process(tmp_path):
     expected = model(*inputs) + [tagger(traced_input)]
     for got, want in zip(torch.load(tmp_path / "out.pt"), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_a_cpp_program_runs_a_scripted_model_forward_and_backward(tmp_path, cpp_runner):
+    """A scripted model (padded, unbatched and packed input, the cell) saved, then loaded
+    with torch::jit::load in a C++ program that links fastrnn's op library and no
+    Python: its outputs and, through the ops' C++ autograd, every parameter's gradient
+    equal scripted nn.RNN's in Python."""
+    reference, model = scripted_pair(SCRIPT_OPTIONS["2 layers bidirectional batch_first"])
+    model.save(str(tmp_path / "scripted.pt"))
+    x, lengths, h0_layers = scripted_inputs()
+    inputs = (x, lengths, h0_layers[:4, :3])
+    got = cpp_runner("script", tmp_path / "scripted.pt", inputs)
+    outputs = reference(*inputs)
+    sum(o.square().sum() for o in outputs).backward()
+    expected = outputs + [p.grad for p in reference.parameters()]
+    assert len(got) == len(expected)
+    for got_tensor, want in zip(got, expected, strict=True):
+        torch.testing.assert_close(got_tensor, want)
 
 
 class RNNWithState(nn.Module):

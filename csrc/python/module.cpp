@@ -1,0 +1,164 @@
+// The Python module fastrnn._C: the kernels' settings and the ops' argument checks as
+// Python functions, and Python types for the autograd nodes.  Everything else (kernels,
+// op schemas, autograd) is in the op library, libfastrnn_ops.so, which needs no Python
+// (a C++ program running a TorchScript or AOTInductor model loads it alone); this module
+// links against it.
+#include <Python.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_cpp_function.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+#include <optional>
+#include <string>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "../autograd.h"
+#include "../cpu_blas.h"
+#include "../cpu_dtypes.h"
+#include "../rnn_arguments.h"
+
+namespace {
+
+// Python getter and setter of a string setting of the kernels (GEMM backend, reduced
+// precision); a refused value raises ValueError with the setting's own message.
+template <std::string (*get)()>
+PyObject* get_setting(PyObject*, PyObject*) {
+  return PyUnicode_FromString(get().c_str());
+}
+
+template <void (*set)(const std::string&)>
+PyObject* set_setting(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_AsUTF8(arg);
+  if (name == nullptr) return nullptr;
+  try {
+    set(name);
+  } catch (const c10::Error& e) {
+    PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+std::optional<at::Tensor> optional_tensor(PyObject* object) {
+  if (object == Py_None) return std::nullopt;
+  TORCH_CHECK(THPVariable_Check(object), "fastrnn: expected a tensor or None");
+  return THPVariable_Unpack(object);
+}
+
+at::Tensor tensor(PyObject* object) {
+  TORCH_CHECK(THPVariable_Check(object), "fastrnn: expected a tensor");
+  return THPVariable_Unpack(object);
+}
+
+std::vector<at::Tensor> tensors(PyObject* sequence) {
+  PyObject* fast = PySequence_Fast(sequence, "fastrnn: weights must be a list of tensors");
+  if (fast == nullptr) throw python_error();
+  std::vector<at::Tensor> result;
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+  result.reserve(n);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* item = PySequence_Fast_GET_ITEM(fast, i);
+    if (!THPVariable_Check(item)) {
+      Py_DECREF(fast);
+      TORCH_CHECK(false, "fastrnn: weights must be a list of tensors");
+    }
+    result.push_back(THPVariable_Unpack(item));
+  }
+  Py_DECREF(fast);
+  return result;
+}
+
+// rnn_forward's argument checks (rnn_arguments.cpp) on Python objects; the layout and
+// geometry they give.
+std::pair<fastrnn::StepLayout, fastrnn::Geometry> checked_forward_arguments(
+    const at::Tensor& input, PyObject* hx, PyObject* weights, PyObject* batch_sizes,
+    long long num_layers, int bidirectional) {
+  const auto h = optional_tensor(hx);
+  auto layout = fastrnn::make_layout(input, optional_tensor(batch_sizes), h);
+  auto geometry = fastrnn::make_geometry(input, h, tensors(weights), num_layers, bidirectional);
+  return {std::move(layout), std::move(geometry)};
+}
+
+// For kernels outside C++: the Triton launch functions, which would otherwise read out
+// of bounds on bad shapes.
+PyObject* check_rnn_arguments(PyObject*, PyObject* args) {
+  HANDLE_TH_ERRORS
+  PyObject *input, *hx, *weights, *batch_sizes;
+  long long num_layers;
+  int bidirectional;
+  if (!PyArg_ParseTuple(args, "OOOOLp", &input, &hx, &weights, &batch_sizes, &num_layers,
+                        &bidirectional)) {
+    return nullptr;
+  }
+  checked_forward_arguments(tensor(input), hx, weights, batch_sizes, num_layers, bidirectional);
+  Py_RETURN_NONE;
+  END_HANDLE_TH_ERRORS
+}
+
+// rnn_backward's, likewise.
+PyObject* check_rnn_backward_arguments(PyObject*, PyObject* args) {
+  HANDLE_TH_ERRORS
+  PyObject *grad_output, *grad_h_n, *input, *hx, *weights, *batch_sizes, *output, *layer_outputs;
+  long long num_layers;
+  int bidirectional;
+  if (!PyArg_ParseTuple(args, "OOOOOOOOLp", &grad_output, &grad_h_n, &input, &hx, &weights,
+                        &batch_sizes, &output, &layer_outputs, &num_layers, &bidirectional)) {
+    return nullptr;
+  }
+  const at::Tensor x = tensor(input);
+  const auto [layout, geometry] =
+      checked_forward_arguments(x, hx, weights, batch_sizes, num_layers, bidirectional);
+  fastrnn::check_backward_arguments(optional_tensor(grad_output), optional_tensor(grad_h_n), x,
+                                    tensor(output), tensor(layer_outputs), layout, geometry);
+  Py_RETURN_NONE;
+  END_HANDLE_TH_ERRORS
+}
+
+PyMethodDef methods[] = {
+    {"get_cpu_gemm_backend", get_setting<fastrnn::gemm_backend>, METH_NOARGS,
+     "'blas' when the CPU kernels call the BLAS torch links, else 'portable'."},
+    {"set_cpu_gemm_backend", set_setting<fastrnn::set_gemm_backend>, METH_O,
+     "Select 'blas' (default when available) or 'portable' GEMMs for the CPU kernels."},
+    {"get_cpu_reduced_precision", get_setting<fastrnn::reduced_precision_mode>, METH_NOARGS,
+     "How the CPU kernels run bfloat16/float16: 'auto', 'native' or 'float32'."},
+    {"set_cpu_reduced_precision", set_setting<fastrnn::set_reduced_precision_mode>, METH_O,
+     "'auto' (default): by the rules of csrc/cpu_dtypes.h; 'native' (in their own dtype) or "
+     "'float32' (on float32 copies): every call so."},
+    {"check_rnn_arguments", check_rnn_arguments, METH_VARARGS,
+     "check_rnn_arguments(input, hx, weights, batch_sizes, num_layers, bidirectional): "
+     "rnn_forward's argument checks; raises RuntimeError saying what is wrong."},
+    {"check_rnn_backward_arguments", check_rnn_backward_arguments, METH_VARARGS,
+     "check_rnn_backward_arguments(grad_output, grad_h_n, input, hx, weights, batch_sizes, "
+     "output, layer_outputs, num_layers, bidirectional): rnn_backward's argument checks."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "fastrnn: kernel settings, argument checks", -1,
+                          methods};
+
+void register_node_type(PyObject* module, PyTypeObject& type, const char* name,
+                        const std::type_info& node_type) {
+  torch::autograd::_initFunctionPyTypeObject(type, name, nullptr, nullptr);
+  Py_INCREF(&type);
+  PyModule_AddObject(module, name, reinterpret_cast<PyObject*>(&type));
+  torch::autograd::registerCppFunction(node_type, &type);
+}
+
+PyTypeObject rnn_backward_type, rnn_cell_backward_type;
+
+}  // namespace
+
+// The autograd nodes get Python types named after them, so that a grad_fn prints as
+// <RnnBackward>, as torch's own nodes do (a C++ Function's node otherwise prints its
+// template type, "CppNode<...RnnBackward>").
+PyMODINIT_FUNC PyInit__C(void) {
+  PyObject* module = PyModule_Create(&module_def);
+  if (module != nullptr) {
+    register_node_type(module, rnn_backward_type, "RnnBackward",
+                       fastrnn::rnn_backward_node_type());
+    register_node_type(module, rnn_cell_backward_type, "RnnCellBackward",
+                       fastrnn::rnn_cell_backward_node_type());
+  }
+  return module;
+}
