@@ -19,8 +19,9 @@ TORCH_LIBRARY(fastrnn, m) {
   // grad_output / grad_h_n: None where that output did not reach the loss (zeros, which
   // the kernels then neither read nor need materialised).  Returns grad_input (empty [0]
   // unless need_input_grad: the input GEMM of layer 0 is skipped when nothing needs it),
-  // grad_hx ([0] when hx is None or not need_hx_grad: each direction's last product,
-  // dz W_hh of its first step, is skipped) and one gradient per weight.
+  // grad_hx ([0] when hx is None or not need_hx_grad: the CPU kernels then skip each
+  // direction's last product, dz W_hh of its first step; the Triton kernels compute it
+  // and write nothing) and one gradient per weight.
   m.def(
       "rnn_backward(Tensor? grad_output, Tensor? grad_h_n, Tensor input, Tensor? hx, "
       "Tensor[] weights, Tensor? batch_sizes, Tensor output, Tensor layer_outputs, "

@@ -152,7 +152,8 @@ RESULT_NAMES = ["output", "h_n", "grad input", "grad h0"] + [f"grad param {i}" f
 
 def run_case(case, dtype, with_h0=True, contender=fastrnn.RNN, loss_reads=("output", "h_n")):
     """([outputs and gradients of contender in dtype], [the same of nn.RNN in fp64]), of a
-    loss that reads the outputs named in loss_reads."""
+    loss that reads the outputs named in loss_reads; with_h0 "detached": h0 given but
+    needing no gradient (a state carried over from an earlier batch)."""
     batch, hidden, steps, layers, bidir, packed, act, bias, _ = case
     input_size = 5
     options = dict(num_layers=layers, nonlinearity=act, bias=bias, bidirectional=bidir)
@@ -168,7 +169,9 @@ def run_case(case, dtype, with_h0=True, contender=fastrnn.RNN, loss_reads=("outp
     )
     x64, h64 = x64.to(DEVICE).requires_grad_(), h64.to(DEVICE).requires_grad_()
     x = x64.detach().to(dtype).requires_grad_()
-    h0 = h64.detach().to(dtype).requires_grad_()
+    h0 = h64.detach().to(dtype).requires_grad_(with_h0 != "detached")
+    if with_h0 == "detached":
+        h64 = h64.detach()
     x_before, h_before = x.detach().clone(), h0.detach().clone()
     lengths = None
     if packed:
@@ -191,9 +194,9 @@ def run_case(case, dtype, with_h0=True, contender=fastrnn.RNN, loss_reads=("outp
                  "output summed": out.sum()}  # fmt: skip
         return sum(terms[name] for name in loss_reads)
 
-    inputs = [x, h0] if with_h0 else [x]
+    inputs = [x, h0] if h0.requires_grad and with_h0 else [x]
     grads = torch.autograd.grad(loss(out, h_n), [*inputs, *fast.parameters()])
-    ref_inputs = [x64, h64] if with_h0 else [x64]
+    ref_inputs = [x64, h64] if h64.requires_grad and with_h0 else [x64]
     ref_grads = torch.autograd.grad(loss(out_ref, hn_ref), [*ref_inputs, *reference.parameters()])
     assert torch.equal(x.detach(), x_before) and torch.equal(h0.detach(), h_before), (
         "input modified"
@@ -336,8 +339,13 @@ ONE_OUTPUT_CASES = [
 
 @pytest.mark.parametrize(
     ("loss_reads", "with_h0"),
-    [(("output",), False), (("h_n",), True), (("output summed", "h_n"), True)],
-    ids=["output-no-h0", "h_n", "sums"],
+    [
+        (("output",), False),
+        (("h_n",), True),
+        (("output summed", "h_n"), True),
+        (("output", "h_n"), "detached"),
+    ],
+    ids=["output-no-h0", "h_n", "sums", "h0-detached"],
 )
 @pytest.mark.parametrize(
     ("case", "tier"),
@@ -346,10 +354,17 @@ ONE_OUTPUT_CASES = [
     indirect=["tier"],
 )
 def test_triton_matches_nn_rnn_with_a_loss_reading_one_output(case, tier, loss_reads, with_h0,
-                                                              triton_kernels):  # fmt: skip
+                                                              triton_kernels,
+                                                              monkeypatch):  # fmt: skip
+    """Gradients of a loss reading one output or both, with and without h0, equal to
+    nn.RNN's; with an h0 that needs no gradient the backward launches write none (DH0)."""
+    wants_dh0 = []
+    watch_layer_launches(monkeypatch, lambda direction, layer_launch: wants_dh0.append(
+        layer_launch.meta["DH0"]), directions=("backward",))  # fmt: skip
     got, want = run_case(case, torch.float64, with_h0, loss_reads=loss_reads)
     for g, w in zip(got, want, strict=True):
         assert_close(g, w, torch.float64, f"loss reading {loss_reads}")
+    assert wants_dh0 and set(wants_dh0) == {with_h0 is True}
 
 
 # Lowest error bound per dtype, for shapes where cuDNN's own error is near zero.
@@ -522,7 +537,7 @@ def test_every_launch_compiles_with_fp_fusion_on(tier):
     call = launch.call_key([torch.zeros(70, 3), torch.zeros(70, 70)])
     shape = (70, 1, 5, 17, 85, True, 3, (51, 3), 70, False, False, False)
     forward = launch.forward_launch(call, *shape)
-    backward = launch.backward_launch(call, *shape, True, None, None)
+    backward = launch.backward_launch(call, *shape, False, True, None, None)
     for direction, layer in (("forward", forward), ("backward", backward)):
         assert layer.kernel_name == f"rnn_{direction}_{tier}_kernel"
         assert layer.meta["enable_fp_fusion"] is True, layer.meta
@@ -542,7 +557,9 @@ def test_a_forward_cooperative_program_with_one_tile_runs_its_tile_loop_unpipeli
         monkeypatch.setattr(launch, "COOP_PIPELINE_ONE_TILE", setting)
         layer = launch.forward_launch(launch.call_key(call_weights), *shape)
         assert (layer.grid, layer.meta["PIPELINE_TILES"]) == ((programs, 1), pipelined)
-    backward = launch.backward_launch(launch.call_key(call_weights), *shape, True, None, None)
+    backward = launch.backward_launch(
+        launch.call_key(call_weights), *shape, False, True, None, None
+    )
     assert "PIPELINE_TILES" not in backward.meta  # its unpipelined loop synchronises more
 
 
@@ -1087,7 +1104,7 @@ def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
                 False, False)  # fmt: skip
         forward = launch.forward_launch(launch.call_key(weights), *args)
         backward = launch.backward_launch(launch.call_key(weights),
-                                          *args, True, (batch * hidden, hidden, 1),
+                                          *args, False, True, (batch * hidden, hidden, 1),
                                           (batch * hidden, hidden, 1))  # fmt: skip
         return [(layer.meta["BLOCK_B"], layer.meta["num_warps"], layer.meta["SUM_IN_PARTS"])
                 for layer in (forward, backward)]  # fmt: skip
@@ -1207,7 +1224,7 @@ def test_weight_gradients_in_the_backward_kernel_for_short_small_layers(monkeypa
         rows = steps * batch
         layer = launch.backward_launch(call, hidden, 1, steps, batch, rows, True, input_size,
                                        (batch * input_size, input_size), hidden, False, True,
-                                       False, True, (batch * hidden, hidden, 1),
+                                       False, False, True, (batch * hidden, hidden, 1),
                                        (batch * hidden, hidden, 1))  # fmt: skip
         return layer.weight_grads, layer.grid[0], layer.meta["BLOCK_B"]
 

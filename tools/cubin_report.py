@@ -207,7 +207,7 @@ def compile_config(config: Config, capability: int, padded: bool = False,
                                                         not config.chunk_split)}  # fmt: skip
         if direction == "forward":
             constexprs["PIPELINE_TILES"] = config.pipeline_tiles
-    constexprs["HAS_H0"] = True
+    constexprs["HAS_H0" if direction == "forward" else "DH0"] = True
     if direction == "forward" or config.kernel == "backward_persistent":
         constexprs["HAS_BIAS"] = True
     if direction == "backward":  # both outputs reached the loss; their gradients dense,
@@ -218,7 +218,11 @@ def compile_config(config: Config, capability: int, padded: bool = False,
         constexprs["DOT_PARTS"] = launch.dot_parts(config.dtype, config.precision,
                                                    config.block_h, config.block_b)  # fmt: skip
     if config.kernel == "backward_persistent":
-        constexprs.update(WEIGHT_GRADS=config.weight_grads, INPUT_GRAD=config.weight_grads)
+        constexprs.update(
+            WEIGHT_GRADS=config.weight_grads,
+            INPUT_GRAD=config.weight_grads,
+            HAS_H0=config.weight_grads,
+        )
     if config.kernel == "forward_persistent":
         constexprs.update(PROJECT_INPUT=config.block_i > 0, BLOCK_I=config.block_i or 16)
     signature = {}

@@ -51,8 +51,9 @@ Backward mirrors both: dz_t = (dy_t + dh) * act'(y_t) from the saved outputs (ta
 cooperative tier a program computes its columns of dh from every column of dz_t (stored
 before the barrier), then at once its columns of the next step's dz.  A gradient that
 did not reach the loss (dy or dh_n: HAS_DY, HAS_DHN) is zeros that no kernel reads or
-anyone fills, and without h0 (HAS_H0) no dh0 is written.  dy and dh_n are read with
-their own strides, so an expanded one (a sum's gradient: strides 0) needs no copy.
+anyone fills, and where no gradient of h0 is wanted (DH0) none is written.  dy and dh_n
+are read with their own strides, so an expanded one (a sum's gradient: strides 0) needs
+no copy.
 
 Latency: loads that do not depend on the previous step are issued before the work that
 does (the persistent tier loads step t+1's xp, or dy and y, while step t computes; the
@@ -599,7 +600,7 @@ def rnn_backward_persistent_kernel(
     y_ptr,  # [N, D*H] saved layer output; direction d owns columns d*H + [0, H)
     dz_ptr,  # [N, D*H] out: pre-activation gradients, laid out as y
     dhn_ptr,  # [D, B, H] gradient of h_n, strides stride_dhn_* (HAS_DHN only)
-    dh0_ptr,  # [D, B, H] out: gradient of h0 (HAS_H0 only)
+    dh0_ptr,  # [D, B, H] out: gradient of h0 (DH0 only)
     w_ptr,  # W_hh [H, H] of direction 0
     w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
     batch_sizes_ptr,
@@ -640,7 +641,8 @@ def rnn_backward_persistent_kernel(
     DOT_PRECISION: tl.constexpr,
     HAS_DY: tl.constexpr,  # dy given (else zeros: the output did not reach the loss)
     HAS_DHN: tl.constexpr,  # dh_n given (else zeros)
-    HAS_H0: tl.constexpr,  # h0 given: dh0 is written (and read with WEIGHT_GRADS)
+    HAS_H0: tl.constexpr,  # h0 given (read with WEIGHT_GRADS)
+    DH0: tl.constexpr,  # dh0 wanted (h0 given and needing a gradient): written
     WEIGHT_GRADS: tl.constexpr,  # one program per direction: the weight gradients here too
     HAS_BIAS: tl.constexpr,
     INPUT_GRAD: tl.constexpr,  # WEIGHT_GRADS of one direction: the input gradient too
@@ -678,7 +680,7 @@ def rnn_backward_persistent_kernel(
         dh_prev = _product(dz, w, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS, DOT_PARTS)
         dh = tl.where(active[:, None], dh_prev, dh)
         active, rows, dy, y = active_next, rows_next, dy_next, y_next
-    if HAS_H0:
+    if DH0:
         _store_rows(dh0_ptr, rb, in_b, rh, H, H, dh)
     if WEIGHT_GRADS:
         tl.debug_barrier()  # every thread's dz stores before any thread reads them back
@@ -804,7 +806,7 @@ def rnn_backward_cooperative_kernel(
     y_ptr,  # [N, D*H] saved layer output; direction d owns columns d*H + [0, H)
     dz_ptr,  # [N, D*H] out: pre-activation gradients, laid out as y
     dhn_ptr,  # [D, B, H] gradient of h_n, strides stride_dhn_* (HAS_DHN only)
-    dh0_ptr,  # [D, B, H] out: gradient of h0 (HAS_H0 only)
+    dh0_ptr,  # [D, B, H] out: gradient of h0 (DH0 only)
     w_ptr,  # W_hh [H, H] of direction 0
     w_rev_ptr,  # W_hh [H, H] of direction 1 (bidirectional)
     batch_sizes_ptr,
@@ -835,7 +837,7 @@ def rnn_backward_cooperative_kernel(
     W_LOW_PARTS: tl.constexpr,  # tf32x3 on streamed W_hh: its parts split once (w_low_ptr)
     HAS_DY: tl.constexpr,  # dy given (else zeros: the output did not reach the loss)
     HAS_DHN: tl.constexpr,  # dh_n given (else zeros)
-    HAS_H0: tl.constexpr,  # h0 given: dh0 is written
+    DH0: tl.constexpr,  # dh0 wanted (h0 given and needing a gradient): written
 ):
     programs = tl.num_programs(0)  # per direction
     direction = tl.program_id(1)
@@ -892,7 +894,7 @@ def rnn_backward_cooperative_kernel(
                 dz = _activation_grad(dy_next.to(ACC_DTYPE) + dh, y_next.to(ACC_DTYPE), RELU)
                 _store_rows(dz_ptr, rows_next, active_next, rn, stride_y, H, dz)
                 _store_rows(state_ptr, rb, in_b, rn, H, H, dh)
-            elif HAS_H0:
+            elif DH0:
                 _store_rows(dh0_ptr, rb, in_b, rn, H, H, dh)
         if i < T - 1:
             _grid_barrier(counter_ptr, (i + 2) * programs)

@@ -645,7 +645,7 @@ def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batc
 def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, batch: int,
                     rows: int, padded: bool, input_size: int, x_strides: tuple[int, int],
                     y_stride: int, relu: bool, has_bias: bool, has_h0: bool,
-                    need_input_grad: bool,
+                    need_dh0: bool, need_input_grad: bool,
                     dy_strides: tuple | None,
                     dhn_strides: tuple | None) -> KernelLaunch:  # fmt: skip
     """A layer's backward recurrence launch (recurrence_backward), on plan()'s tier; on
@@ -653,12 +653,12 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
     says so, and then for one direction the input gradient where needed.  x_strides:
     the layer input's (step_strides); dy_strides, dhn_strides: the gradients' of the
     layer's output (step, batch and column: gradient_strides) and of h_n ([D, B, H]),
-    None where that output got none (zeros, not read); has_h0: h0 was given (else its
-    gradient is not written)."""
+    None where that output got none (zeros, not read); has_h0: h0 was given; need_dh0:
+    its gradient is wanted (else not written)."""
     p = _layer_plan(call, hidden, batch, directions)
     meta = dict(COMPILE_OPTIONS, PADDED=padded, RELU=relu, ACC_DTYPE=ACC_DTYPE[call.dtype],
                 DOT_PRECISION=p.precision, HAS_DY=dy_strides is not None,
-                HAS_DHN=dhn_strides is not None, HAS_H0=has_h0)  # fmt: skip
+                HAS_DHN=dhn_strides is not None, DH0=need_dh0)  # fmt: skip
     gradient_strides = (*(dy_strides or (0, 0, 0)), *(dhn_strides or (0, 0, 0)))
     if p.tier == "persistent":
         rows_per_program = weight_grads_rows(call, p, steps, batch, rows, input_size)
@@ -671,7 +671,7 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
                     DOT_PARTS=dot_parts(call.dtype, p.precision, p.block_h, rows_per_program),
                     **persistent_program(p, rows_per_program, not weight_grads),
                     WEIGHT_GRADS=weight_grads, HAS_BIAS=weight_grads and has_bias,
-                    INPUT_GRAD=input_grad)  # fmt: skip
+                    HAS_H0=weight_grads and has_h0, INPUT_GRAD=input_grad)  # fmt: skip
         scalars = (y_stride, steps, batch, hidden, rows, *x_strides, input_size,
                    *gradient_strides)  # fmt: skip
         return KernelLaunch("rnn_backward_persistent_kernel", grid, scalars, meta,
@@ -836,7 +836,7 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weight
     (dy + dh) * act'(y), dh = dz @ W_hh, through time in reverse order of processing;
     dh0 receives the gradient of the initial state.  dy, y, dz: [N, D*H], one row
     stride (dy: padded [T, B, D*H] too, any strides, as launch was made for); dh_n, dh0:
-    [D, B, H]; dy, dh_n None: zeros; dh0 None: not wanted (no h0);
+    [D, B, H]; dy, dh_n None: zeros; dh0 None: not wanted (as launch was made for);
     layer_weights: each direction's contiguous [w_ih, w_hh(, b_ih, b_hh)].  Where
     launch.weight_grads, also each direction's [dW_ih, dW_hh(, db_ih, db_hh)] into
     weight_grads, from the layer input x (padded [T, B, I] or packed [N, I], unit column
@@ -1026,7 +1026,7 @@ def rnn_backward_triton(
     num_layers, bidirectional, relu, need_input_grad, need_hx_grad=True,
 ):  # fmt: skip
     """fastrnn::rnn_backward on Triton: (grad_input, grad_hx, grad_weights); grad_hx is
-    [0] when hx is None (zeros are no input) or not need_hx_grad (computed all the same).
+    [0] when hx is None (zeros are no input) or not need_hx_grad (then not written).
     grad_output / grad_h_n None: zeros, which the kernels neither read nor get."""
     _C.check_rnn_backward_arguments(grad_output, grad_h_n, input, hx, weights, batch_sizes,
                                     output, layer_outputs, num_layers, bidirectional)  # fmt: skip
@@ -1037,7 +1037,7 @@ def rnn_backward_triton(
     steps = make_steps(input, batch_sizes, batch, directions)
     per_cell = len(weights) // (num_layers * directions)
     h0 = hx.contiguous() if hx is not None else None
-    grad_hx = torch.empty_like(h0) if h0 is not None else None
+    grad_hx = torch.empty_like(h0) if h0 is not None and need_hx_grad else None
     grad_weights: list[Tensor] = [None] * len(weights)  # each filled below
     # Read with its strides: an expanded one (0) or a batch_first one needs no copy.
     grad_y = grad_output  # None: the top layer's output got no gradient
@@ -1057,7 +1057,8 @@ def rnn_backward_triton(
         launch = backward_launch(call, hidden, directions, steps.steps, steps.batch, steps.rows,
                                  steps.padded, layer_in.shape[-1], step_strides(layer_in, steps),
                                  y_all.stride(0), relu, per_cell == 4, h0 is not None,
-                                 need_below, gradient_strides(grad_y, steps),
+                                 grad_hx is not None, need_below,
+                                 gradient_strides(grad_y, steps),
                                  _strides(dh_n))  # fmt: skip
         counters = barrier_counters(counters, launch, dz, num_layers * directions)
         # Per cell: gradients of distinct parameters must not share storage.
@@ -1094,6 +1095,6 @@ def rnn_backward_triton(
                     grad_below.addmm_(dz_cell, w_ih)
         grad_y = grad_below
     grad_input = grad_y.reshape(input.shape) if need_input_grad else input.new_empty(0)
-    if grad_hx is None or not need_hx_grad:
+    if grad_hx is None:
         grad_hx = input.new_empty(0)
     return grad_input, grad_hx, grad_weights
