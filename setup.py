@@ -58,6 +58,7 @@ if sys.platform.startswith("linux") and "OpenMP" in torch.__config__.parallel_in
 # program running a TorchScript or AOTInductor model can load it; the Python module
 # fastrnn._C (csrc/python/) links against it and finds it beside itself.
 OPS_LIBRARY = "fastrnn.libfastrnn_ops"
+OPS_LIBRARY_FILE = "libfastrnn_ops.so"  # its name in fastrnn/ and its soname
 headers = sorted(glob.glob("csrc/*.h"))  # rebuild on a change; shipped in the sdist
 ops_library = Extension(
     OPS_LIBRARY,
@@ -71,9 +72,9 @@ ops_library = Extension(
     extra_link_args=[
         "-ldl",
         *openmp,
-        "-Wl,-install_name,@rpath/libfastrnn_ops.so"
+        f"-Wl,-install_name,@rpath/{OPS_LIBRARY_FILE}"
         if sys.platform == "darwin"
-        else "-Wl,-soname,libfastrnn_ops.so",
+        else f"-Wl,-soname,{OPS_LIBRARY_FILE}",
     ],
 )
 python_module = CppExtension(
@@ -86,13 +87,13 @@ python_module = CppExtension(
 
 
 class BuildExtensions(BuildExtension):
-    """torch's BuildExtension, naming the op library as a library (libfastrnn_ops.so,
-    not a Python module's name) and linking fastrnn._C against it."""
+    """torch's BuildExtension, naming the op library as a library (OPS_LIBRARY_FILE, not
+    a Python module's name) and linking fastrnn._C against it."""
 
     def get_ext_filename(self, ext_name):
         filename = super().get_ext_filename(ext_name)  # ext_name: dotted, or its last part
         if ext_name.split(".")[-1] == OPS_LIBRARY.split(".")[-1]:
-            return os.path.join(os.path.dirname(filename), "libfastrnn_ops.so")
+            return os.path.join(os.path.dirname(filename), OPS_LIBRARY_FILE)
         return filename
 
     def build_extension(self, ext):
