@@ -26,8 +26,9 @@ struct StepLayout {
   int64_t next_batch(int64_t t) const { return t + 1 < steps ? batch_sizes[t + 1] : 0; }
 };
 
-FASTRNN_API StepLayout make_layout(const at::Tensor& input, const std::optional<at::Tensor>& batch_sizes,
-                       const std::optional<at::Tensor>& hx);
+FASTRNN_API StepLayout make_layout(const at::Tensor& input,
+                                   const std::optional<at::Tensor>& batch_sizes,
+                                   const std::optional<at::Tensor>& hx);
 
 // Layers, directions and hidden size, after checking every weight's shape and dtype.
 struct Geometry {
@@ -39,15 +40,16 @@ struct Geometry {
   int64_t first_weight(int64_t cell) const { return cell * weights_per_cell; }
 };
 
-FASTRNN_API Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>& hx,
-                       at::TensorList weights, int64_t num_layers, bool bidirectional);
+FASTRNN_API Geometry make_geometry(const at::Tensor& input,
+                                   const std::optional<at::Tensor>& hx, at::TensorList weights,
+                                   int64_t num_layers, bool bidirectional);
 
 // rnn_backward's own arguments beyond rnn_forward's: output, layer_outputs and the
 // gradients (None: zeros) of the shapes and dtype the forward gives.
 FASTRNN_API void check_backward_arguments(const std::optional<at::Tensor>& grad_output,
-                              const std::optional<at::Tensor>& grad_h_n,
-                              const at::Tensor& input, const at::Tensor& output,
-                              const at::Tensor& layer_outputs, const StepLayout& s,
-                              const Geometry& g);
+                                          const std::optional<at::Tensor>& grad_h_n,
+                                          const at::Tensor& input, const at::Tensor& output,
+                                          const at::Tensor& layer_outputs, const StepLayout& s,
+                                          const Geometry& g);
 
 }  // namespace fastrnn

@@ -134,8 +134,8 @@ PyMethodDef methods[] = {
      "output, layer_outputs, num_layers, bidirectional): rnn_backward's argument checks."},
     {nullptr, nullptr, 0, nullptr}};
 
-PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "fastrnn: kernel settings, argument checks", -1,
-                          methods};
+PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",
+                          "fastrnn: kernel settings, argument checks", -1, methods};
 
 void register_node_type(PyObject* module, PyTypeObject& type, const char* name,
                         const std::type_info& node_type) {

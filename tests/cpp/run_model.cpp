@@ -48,7 +48,9 @@ std::vector<at::Tensor> run_script(const std::string& model_path,
   if (result.isTensor()) {
     outputs.push_back(result.toTensor());
   } else if (result.isTuple()) {
-    for (const auto& element : result.toTupleRef().elements()) outputs.push_back(element.toTensor());
+    for (const auto& element : result.toTupleRef().elements()) {
+      outputs.push_back(element.toTensor());
+    }
   } else {
     for (const auto& element : result.toListRef()) outputs.push_back(element.toTensor());
   }
