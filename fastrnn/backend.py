@@ -70,7 +70,10 @@ def use_backend(name: str):
 TRITON_MINIMUM = (3, 5)
 
 
+# Called, not traced, under torch.compile: torch 2.11's dynamo breaks the graph on the
+# version parsing (re).
 @functools.cache
+@torch.compiler.assume_constant_result
 def _triton_missing() -> str | None:
     """Why backend 'triton' cannot run in this environment (None: it can)."""
     try:

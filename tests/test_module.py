@@ -254,6 +254,20 @@ def test_triton_backend_with_a_too_old_triton_says_which_it_needs(monkeypatch, v
     assert backend._triton_missing() is None
 
 
+def test_triton_backend_resolves_inside_a_fullgraph_compile():
+    """The check that Triton can run (its version) is called, not traced, under
+    torch.compile: torch 2.11's dynamo broke fullgraph on tracing it (found on a GPU)."""
+    pytest.importorskip("triton")
+    backend._triton_missing.cache_clear()
+
+    def add_one_on_triton(x):
+        return x + (1 if backend.resolve(torch.device("cuda"), x.dtype) == "triton" else 0)
+
+    with fastrnn.use_backend("triton"):
+        out = torch.compile(add_one_on_triton, fullgraph=True, backend="eager")(torch.zeros(2))
+    torch.testing.assert_close(out, torch.ones(2))
+
+
 NATIVE_GEMMS = {
     torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported(),
     torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported(),

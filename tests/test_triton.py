@@ -169,8 +169,9 @@ def run_case(case, dtype, with_h0=True, contender=fastrnn.RNN, loss_reads=("outp
     )
     x64, h64 = x64.to(DEVICE).requires_grad_(), h64.to(DEVICE).requires_grad_()
     x = x64.detach().to(dtype).requires_grad_()
-    h0 = h64.detach().to(dtype).requires_grad_(with_h0 != "detached")
-    if with_h0 == "detached":
+    h0_grad = with_h0 is True  # else no h0, or a "detached" one
+    h0 = h64.detach().to(dtype).requires_grad_(h0_grad)
+    if not h0_grad:
         h64 = h64.detach()
     x_before, h_before = x.detach().clone(), h0.detach().clone()
     lengths = None
@@ -194,9 +195,9 @@ def run_case(case, dtype, with_h0=True, contender=fastrnn.RNN, loss_reads=("outp
                  "output summed": out.sum()}  # fmt: skip
         return sum(terms[name] for name in loss_reads)
 
-    inputs = [x, h0] if h0.requires_grad and with_h0 else [x]
+    inputs = [x, h0] if h0_grad else [x]
     grads = torch.autograd.grad(loss(out, h_n), [*inputs, *fast.parameters()])
-    ref_inputs = [x64, h64] if h64.requires_grad and with_h0 else [x64]
+    ref_inputs = [x64, h64] if h0_grad else [x64]
     ref_grads = torch.autograd.grad(loss(out_ref, hn_ref), [*ref_inputs, *reference.parameters()])
     assert torch.equal(x.detach(), x_before) and torch.equal(h0.detach(), h_before), (
         "input modified"
@@ -965,17 +966,20 @@ def test_a_training_step_never_waits_for_the_device(packed, tier, triton_kernels
     torch.manual_seed(0)
     rnn = fastrnn.RNN(8, 48, num_layers=2, bidirectional=True, device=DEVICE)
     x = torch.randn(12, 5, 8, device=DEVICE, requires_grad=True)
-    batch = pack_padded_sequence(x, [12, 9, 9, 4, 1]) if packed else x
 
-    def training_step():
+    def make_batch():  # a pack per step: a backward frees the pack's graph
+        return pack_padded_sequence(x, [12, 9, 9, 4, 1]) if packed else x
+
+    def training_step(batch):
         out, h_n = rnn(batch)
         ((out.data if packed else out).square().sum() + h_n.sum()).backward()
 
-    training_step()  # compiles the kernels
+    training_step(make_batch())  # compiles the kernels
+    batch = make_batch()  # torch's packing, outside the check
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        training_step()
+        training_step(batch)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
