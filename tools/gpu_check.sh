@@ -4,8 +4,8 @@
 # calls.json, checks.log), since a device call brings back 8 files at most.
 #     OUT=gpu-results bash tools/gpu_check.sh                 (make gpu-check)
 #     OUT=gpu-results bash tools/gpu_check.sh tests tiers bench32
-# Steps: tests bench32 bench16 bench16bf kernels sanitize tiers (the default), and
-# single-tests (tests without the case grids), calls cprofile (host time per call), ncu
+# Steps: errorpaths tests bench32 bench16 bench16bf kernels sanitize tiers (the default),
+# and single-tests (tests without the case grids), calls cprofile (host time per call), ncu
 # (Nsight Compute sections of the recurrence kernels; NCU_CASES="medium/float16 ...");
 # TIER_CASES=float16/large,..., TIER_VARIANT=fastrnn-ieee,... and TIER_LIMIT=seconds
 # narrow the tier A/B; SANITIZE_LIMIT=seconds per compute-sanitizer tool (30).
@@ -29,7 +29,7 @@ within() {  # seconds, command...: the command under `timeout`, at most until DE
 mkdir -p "$OUT"
 CHECKS="$OUT/checks.log"
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-build-isolation --no-deps -e . > /tmp/fastrnn-build.log 2>&1 \
+python3 -m pip install -v --no-build-isolation --no-deps -e . > /tmp/fastrnn-build.log 2>&1 \
   || { tail -30 /tmp/fastrnn-build.log; exit 1; }
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
@@ -72,6 +72,25 @@ torch.cuda.synchronize()" "$case" 2>&1 | grep -vE "^==PROF==|^\s*$" | cut -c1-14
   done
   grep -iE "^== ncu|rnn_.*kernel|duration|throughput|registers per|achieved occupancy|warp cycles per issued|stall" "$CHECKS" | tail -60
 }
+error_paths() {  # each refused call in its own process; a native backtrace of a crash
+  { c++ --version | head -1
+    python3 -c "import sysconfig as s; print('LDSHARED', s.get_config_var('LDSHARED'))"
+    grep -E "fvisibility|-shared" /tmp/fastrnn-build.log | cut -c1-700 | head -4
+    readelf -d fastrnn/libfastrnn_ops.so | grep -E "NEEDED|SONAME|RUNPATH"
+  } >> "$CHECKS" 2>&1
+  local crashed=""
+  for path in $(python3 tools/error_paths.py --list); do
+    within 60 python3 tools/error_paths.py "$path" >> "$CHECKS" 2>&1
+    local rc=$?
+    echo "error path $path: exit $rc" | tee -a "$CHECKS"
+    if (( rc != 0 )) && [ -z "$crashed" ]; then crashed=$path; fi
+  done
+  if [ -n "$crashed" ]; then
+    within 120 cuda-gdb -q -batch -ex run -ex bt -ex "x/3i \$pc" \
+      --args python3 tools/error_paths.py "$crashed" 2>&1 | grep -vE "^\[(New )?Thread" \
+      | tail -60 | tee -a "$CHECKS"
+  fi
+}
 sanitize() {
   for tool in racecheck memcheck; do
     within "${SANITIZE_LIMIT:-30}" compute-sanitizer --tool $tool --print-limit 5 \
@@ -84,7 +103,7 @@ sanitize() {
 STEPS=("$@")
 # By default the correctness checks, then the tables, then the rest: a call cut short
 # loses the least.
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests bench32 bench16 bench16bf kernels sanitize tiers)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(errorpaths tests bench32 bench16 bench16bf kernels sanitize tiers)
 for step in "${STEPS[@]}"; do
   echo "== $step ($(date +%T), ${SECONDS} s in)"
   case $step in
@@ -102,6 +121,7 @@ for step in "${STEPS[@]}"; do
     bench16) bench float16 fastrnn,nn.RNN 55 ;;
     bench16bf) bench bfloat16 fastrnn,nn.RNN 40 ;;
     sanitize) sanitize ;;
+    errorpaths) error_paths ;;
     ncu) ncu_calls ;;
     *) echo "unknown step $step" ;;
   esac
