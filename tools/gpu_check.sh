@@ -77,6 +77,9 @@ error_paths() {  # each refused call in its own process; a native backtrace of a
     python3 -c "import sysconfig as s; print('LDSHARED', s.get_config_var('LDSHARED'))"
     grep -E "fvisibility|-shared" /tmp/fastrnn-build.log | cut -c1-700 | head -4
     readelf -d fastrnn/libfastrnn_ops.so | grep -E "NEEDED|SONAME|RUNPATH"
+    for lib in fastrnn/libfastrnn_ops.so fastrnn/_C*.so; do  # newest libstdc++ symbol used
+      echo "$lib: $(objdump -T "$lib" | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1)"
+    done
   } >> "$CHECKS" 2>&1
   local crashed=""
   for path in $(python3 tools/error_paths.py --list); do
