@@ -421,8 +421,8 @@ def test_plan_by_hidden_size_dtype_and_the_devices_shared_memory():
     assert launch.persistent_rows(133, 128, 132) == 2
     assert launch.persistent_rows(300, 128, 132) == 16
     assert launch.persistent_rows(3, 256) == 16
-    # Cooperative tiles: 32 columns up to padded H=512, 64 above.
-    assert launch.plan(512, torch.float16).block_n == 32
+    # Cooperative tiles: 16 columns up to padded H=512, 64 above.
+    assert launch.plan(512, torch.float16).block_n == 16
     assert launch.plan(513, torch.float32).block_n == 64
 
 
@@ -471,8 +471,9 @@ def test_a_plan_without_tensor_core_dots_runs_like_nn_rnn(monkeypatch, triton_ke
     """On a V100's plan (98,304 bytes, dots built from FMAs: device_tensor_core_dots
     False) a cooperative program's product with W_hh on chip is one K part where a
     tensor-core GPU's is two (launch.split_k), and matches nn.RNN in fp64, forward and
-    backward, both directions."""
-    force_tier(monkeypatch, "cooperative")
+    backward, both directions.  H=20 in one 32-column tile, which one program holds on
+    chip (the interpreter's grid)."""
+    force_tier(monkeypatch, "cooperative-32")
     monkeypatch.setattr(launch, "device_shared_memory", lambda device: 98_304)
     launched = []
 
@@ -501,11 +502,12 @@ def test_plan_holds_cooperative_w_hh_on_chip_where_it_fits():
     assert launch.plan(512, torch.float16, "ieee", hopper).w_on_chip
     assert not launch.plan(1024, torch.float16, "ieee", hopper).w_on_chip
     assert launch.plan(256, torch.float32, "tf32x3", a100).w_on_chip
-    assert not launch.plan(512, torch.float32, "tf32x3", hopper).w_on_chip
+    assert launch.plan(512, torch.float32, "tf32x3", hopper).w_on_chip  # 16-column tiles
+    assert not launch.plan(512, torch.float32, "tf32x3", a100).w_on_chip
     assert launch.plan(512, torch.float32, "ieee", a100).w_on_chip
     assert not launch.plan(1024, torch.float32, "ieee", hopper).w_on_chip
     # Its K parts' products count (launch.split_k): a limit that fits one part only.
-    one_part = launch.cooperative_shared_memory(512, torch.float16, "ieee", 32, 1)
+    one_part = launch.cooperative_shared_memory(512, torch.float16, "ieee", 16, 1)
     assert launch.plan(512, torch.float16, "ieee", one_part, most_parts=1).w_on_chip
     assert not launch.plan(512, torch.float16, "ieee", one_part, most_parts=4).w_on_chip
 
@@ -613,9 +615,11 @@ class DeviceOps(TorchDispatchMode):
         monkeypatch.setattr(launch.kernels, name, Watched())
 
 
-@pytest.mark.parametrize(("programs", "launched"), [(4, 4), (3, 2)])
-def test_cooperative_w_on_chip_with_several_programs(programs, launched, monkeypatch,
-                                                      triton_kernels):  # fmt: skip
+@pytest.mark.parametrize(
+    ("programs", "launched", "one_tile_pipelined"), [(4, 4, False), (4, 4, True), (3, 2, False)]
+)
+def test_cooperative_w_on_chip_with_several_programs(programs, launched, one_tile_pipelined,
+                                                      monkeypatch, triton_kernels):  # fmt: skip
     """B=17, H=70 in 64-column tiles: 2 batch x 2 column tiles.  Each program holds its
     W_hh columns on chip, so a program's tiles must share them: 4 programs for 4 tiles,
     and 3 rounded down to 2.  On a GPU: 3 steps from h0.  Under the interpreter, which runs one
@@ -625,6 +629,7 @@ def test_cooperative_w_on_chip_with_several_programs(programs, launched, monkeyp
     force_tier(monkeypatch, "cooperative")
     monkeypatch.setattr(launch, "COOP_BLOCK_N", 64)
     monkeypatch.setattr(launch, "FORCE_PROGRAMS", programs)
+    monkeypatch.setattr(launch, "COOP_PIPELINE_ONE_TILE", one_tile_pipelined)
     device_ops = DeviceOps()
     device_ops.watch(monkeypatch, "rnn_forward_cooperative_kernel")
     reference, fast = paired_rnns(5, 70, torch.float64)
@@ -636,9 +641,9 @@ def test_cooperative_w_on_chip_with_several_programs(programs, launched, monkeyp
     with torch.no_grad():
         out, h_n = fast(x, h0)
         out_ref, h_ref = reference(x, h0)
-    # Pipelined where a program has several tiles (launch.COOP_PIPELINE_ONE_TILE).
+    # Pipelined where a program has several tiles, or by COOP_PIPELINE_ONE_TILE.
     assert [(grid, kw["W_ON_CHIP"], kw["PIPELINE_TILES"]) for grid, kw in device_ops.launches] == [
-        ((launched, 1), True, launched < 4)
+        ((launched, 1), True, launched < 4 or one_tile_pipelined)
     ]
     assert_close(out, out_ref, torch.float64, "output")
     assert_close(h_n, h_ref, torch.float64, "h_n")

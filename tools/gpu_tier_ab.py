@@ -94,7 +94,7 @@ CASES = [
     *cases((BF16,), ("long",), FMA),
     *cases((FP32,), ("single-step", "small", "long-B1"), BOUNDARY),
     *cases((FP16,), ("medium", "bi2L", "bigbatch"), BOUNDARY),
-    *cases((FP32,), COOPERATIVE_32, WIDTH),
+    *cases((FP32,), (*COOPERATIVE_32, "bi2L", "bigbatch"), WIDTH),
     *cases((FP16,), COOPERATIVE_16, WIDTH),
     *cases((FP32,), ("small", *COOPERATIVE_32, "bigbatch"), PRECISION),
     *cases((FP32,), COOPERATIVE_32, COOP_OPTIONS),

@@ -32,12 +32,12 @@ from fastrnn.triton import kernels
 # fp16/bf16 H=256 it beat the cooperative tier's inference on an H200 and tied its
 # training (docs/performance.md).
 MAX_PERSISTENT_H = {torch.float32: 128, torch.float64: 64, torch.float16: 256, torch.bfloat16: 256}
-# Cooperative tier tiles: 32 hidden columns per tile up to padded H=512 (more programs
-# share the work; at fp32 H=256 64-wide tiles spilled), 64 above (fewer passes over h),
-# as measured on an H200 (docs/performance.md); a program's W_hh columns held on chip
-# where they fit (cooperative_shared_memory), else streamed from L2 COOP_BLOCK_K rows at
-# a time: 64, in 4 parts (split_k), on which Triton 3.6 builds half the tensor-core
-# instructions per row of K that 32 rows in 2 parts take (offline SASS,
+# Cooperative tier tiles: 16 hidden columns per tile up to padded H=512 (more programs
+# share the work: faster than 32 at fp32 and fp16 H=256 and 512 on an H200, slower at
+# H=1024 and 2048), 64 above (fewer passes over h; docs/performance.md); a program's W_hh
+# columns held on chip where they fit (cooperative_shared_memory), else streamed from L2
+# COOP_BLOCK_K rows at a time: 64, in 4 parts (split_k), on which Triton 3.6 builds half
+# the tensor-core instructions per row of K that 32 rows in 2 parts take (offline SASS,
 # docs/performance.md; tools/gpu_tier_ab.py times 32).
 COOP_BLOCK_N: int | None = None  # overrides the choice by H (tools/gpu_tier_ab.py, tests)
 COOP_BLOCK_K = 64
@@ -48,9 +48,11 @@ COOP_SPLIT_K = 4
 COOP_NUM_WARPS = 4  # tools/gpu_tier_ab.py times 8
 # A forward cooperative program with one tile (as many programs as tiles) runs its tile
 # loop unpipelined: 4-16% fewer SASS instructions a step and 16-48 KB less shared memory
-# than with Triton's prefetch for a next tile there is not (offline SASS, Triton 3.6 and
-# 3.9, docs/performance.md).  True: pipelined, as with several tiles (tools/gpu_tier_ab.py
-# times both).
+# than with Triton's prefetch for a next tile there is not, and with 16-column tiles no
+# spills where pipelined builds spill (offline SASS, Triton 3.6 and 3.9).  Timed on an
+# H200 with 32-column tiles pipelined was 1-2% faster; the 16-column tiles now chosen
+# were timed unpipelined (docs/performance.md).  True: pipelined, as with several tiles
+# (tools/gpu_tier_ab.py times both).
 COOP_PIPELINE_ONE_TILE = False
 # fp32 tf32x3 on streamed W_hh multiplies W_hh's TF32 parts split once per launch into a
 # workspace (kernels._store_low_parts): 27-46% fewer instructions a chunk than Triton's
@@ -251,7 +253,7 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
         return Plan("persistent", block_h, persistent_warps if wide else 4, precision,
                     tensor_core_dots=tensor_core_dots, dot_rows=dot_rows)  # fmt: skip
-    block_n = block_n or (32 if block_h <= 512 else 64)
+    block_n = block_n or (16 if block_h <= 512 else 64)
     parts = split_k(dtype, precision, block_h, most_parts, tensor_core_dots)
     on_chip = shared_memory is None or (
         cooperative_shared_memory(block_h, dtype, precision, block_n, parts) <= shared_memory
