@@ -680,6 +680,18 @@ def test_tier_ab_tool_validates_times_and_records_on_cpu(tmp_path):
         assert max(row["errors"].values()) <= row["allowed"]
 
 
+def test_error_paths_tool_raises_on_every_path_in_its_own_process():
+    """tools/error_paths.py: each path a C++ argument error takes to Python raises, each
+    in its own process, so that a crash (the H200's build crashed on the CUDA paths whose
+    message formats a number: docs/performance.md) fails a test rather than the run; the
+    CUDA paths where there is a GPU."""
+    paths = run_tool("error_paths.py", "--list").split()
+    assert len(paths) == 9
+    for path in paths:
+        if "cuda" not in path or torch.cuda.is_available():
+            assert f"{path}: raised" in run_tool("error_paths.py", path, timeout=120)
+
+
 def test_sanitizer_cases_run_and_match_nn_rnn(monkeypatch, triton_kernels):
     """tools/sanitize_kernels.py's cases, which compute-sanitizer runs on a GPU
     (tools/gpu_check.sh), run here too, on DEVICE: each case's parameter gradients within
@@ -1139,9 +1151,10 @@ def test_cooperative_tf32x3_products_of_split_weights(tier, monkeypatch, triton_
     with "chunksplit" (launch.COOP_W_LOW_PARTS off) Triton's tf32x3 at every chunk; on
     chip Triton's own tf32x3.  Every output and gradient matches fp64 nn.RNN at fp32
     accuracy (the interpreter multiplies the parts exactly; a part left out is an error
-    of ~1e-3).  H=20 is one column tile, on chip unless streamed; H=70 streams (one
-    program holds its three column tiles)."""
+    of ~1e-3).  In 32-column tiles H=20 is one, on chip unless streamed; H=70 streams
+    (one program holds its three)."""
     monkeypatch.setattr(launch, "FP32_DOT_PRECISION", "tf32x3")
+    monkeypatch.setattr(launch, "COOP_BLOCK_N", 32)
     layers = []
     watch_layer_launches(monkeypatch, lambda _, layer: layers.append(
         (layer.meta["W_ON_CHIP"], layer.meta["W_LOW_PARTS"])))  # fmt: skip
