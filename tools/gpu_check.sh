@@ -77,8 +77,11 @@ error_paths() {  # each refused call in its own process; a native backtrace of a
     python3 -c "import sysconfig as s; print('LDSHARED', s.get_config_var('LDSHARED'))"
     grep -E "fvisibility|-shared" /tmp/fastrnn-build.log | cut -c1-700 | head -4
     readelf -d fastrnn/libfastrnn_ops.so | grep -E "NEEDED|SONAME|RUNPATH"
-    for lib in fastrnn/libfastrnn_ops.so fastrnn/_C*.so; do  # newest libstdc++ symbol used
-      echo "$lib: $(objdump -T "$lib" | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1)"
+    # Per library: the newest libstdc++ symbol version it uses, and how many std::locale
+    # symbols it defines itself (0 here; 136 when built with -static-libstdc++).
+    for lib in fastrnn/libfastrnn_ops.so fastrnn/_C*.so; do
+      echo "$lib: $(objdump -T "$lib" | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1)," \
+        "$(nm -C --defined-only "$lib" | grep -c 'std::locale::') std::locale symbols"
     done
   } >> "$CHECKS" 2>&1
   local crashed=""
