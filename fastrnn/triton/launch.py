@@ -49,9 +49,9 @@ COOP_NUM_WARPS = 4  # tools/gpu_tier_ab.py times 8
 # A forward cooperative program with one tile (as many programs as tiles) runs its tile
 # loop unpipelined: 4-16% fewer SASS instructions a step and 16-48 KB less shared memory
 # than with Triton's prefetch for a next tile there is not, and with 16-column tiles no
-# spills where pipelined builds spill (offline SASS, Triton 3.6 and 3.9).  Timed on an
-# H200 with 32-column tiles pipelined was 1-2% faster; the 16-column tiles now chosen
-# were timed unpipelined (docs/performance.md).  True: pipelined, as with several tiles
+# spills where pipelined builds spill (offline SASS, Triton 3.6 and 3.9).  On an H200,
+# at 32-column tiles, pipelined was 1-2% faster; the 16-column tiles now chosen were
+# timed unpipelined (docs/performance.md).  True: pipelined, as with several tiles
 # (tools/gpu_tier_ab.py times both).
 COOP_PIPELINE_ONE_TILE = False
 # fp32 tf32x3 on streamed W_hh multiplies W_hh's TF32 parts split once per launch into a
