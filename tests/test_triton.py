@@ -1170,6 +1170,101 @@ def test_cooperative_tf32x3_products_of_split_weights(tier, monkeypatch, triton_
             assert set(layers) == {(chip, low_parts and not chip)}, layers
 
 
+# (M, K, N, bias, accumulate, a transposed): odd sizes, one of each, K split (over
+# launch.GEMM_MIN_SPLIT_K rows where the tiles are fewer than the SMs), K = 0.
+GEMM_CASES = [
+    (1, 1, 1, False, False, False),
+    (37, 5, 3, True, False, False),
+    (130, 600, 17, True, False, True),
+    (16, 1000, 33, False, True, True),
+    (20, 700, 40, True, True, False),
+    (3, 0, 5, True, False, False),
+]
+
+
+@pytest.mark.parametrize("case", GEMM_CASES, ids=str)
+def test_tf32_gemm_is_a_tf32_product_at_any_strides(case):
+    """launch.gemm on kernels.gemm_tf32_kernel: a @ b (+ bias, + out where accumulating)
+    with a and b at any strides (b a transposed view, as W^T is), within TF32's error of
+    the float64 product: each factor carries 10 mantissa bits, so each term's error is
+    under 2^-9 of its size (the interpreter multiplies exactly)."""
+    m, k, n, bias, accumulate, transposed = case
+    gen = torch.Generator().manual_seed(5)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(DEVICE)
+
+    a = rand(k, m).t() if transposed else rand(m, k)
+    b = rand(n, k).t()
+    bias_ = rand(n) if bias else None
+    out = rand(m, n) if accumulate else None
+    want = a.double() @ b.double()
+    want += bias_.double() if bias else 0
+    want += out.double() if accumulate else 0
+    block_m, block_n, _ = launch.gemm_tile(m, n)
+    tiles = -(-m // block_m) * -(-n // block_n)
+    splits = launch.gemm_splits(tiles, k, a.device)
+    got = launch.gemm(a, b, out=out, bias=bias_, accumulate=accumulate, tf32=True)
+    assert got.shape == (m, n) and got.dtype == torch.float32
+    if accumulate:
+        assert got is out
+    bound = 2.0**-9 * (a.double().abs() @ b.double().abs()) + 1e-6
+    assert ((got.double() - want).abs() <= bound).all(), (splits, (got.double() - want).abs().max())
+    if DEVICE.type == "cpu" and k >= 2 * launch.GEMM_MIN_SPLIT_K:
+        assert splits > 1  # the interpreter's few SMs: these cases split K
+
+
+@pytest.mark.parametrize("tier", [None, "cooperative", "persistent-xp", "persistent-gemm"],
+                         indirect=True)  # fmt: skip
+def test_fp32_gemms_on_tf32_where_nn_rnn_may_use_it(tier, monkeypatch, triton_kernels):
+    """With launch.TF32_GEMMS on ("tritongemm"), fp32 under nn.RNN's TF32 flag runs every
+    GEMM outside the recurrence (input projections, weight and input gradients) on
+    kernels.gemm_tf32_kernel and none on torch's; every output and gradient matches fp64
+    nn.RNN (on the CPU at fp32 accuracy: the interpreter multiplies exactly).  Under
+    IEEE fp32 (the flag off) the GEMMs stay torch's."""
+    force_tier(monkeypatch, f"{tier or 'fastrnn'}-tritongemm")
+    case = (17, 33, 5, 2, True, True, "tanh", True, tier)
+    gemm, on_tf32 = launch.gemm, []
+
+    def watched(*args, tf32, **kwargs):
+        on_tf32.append(tf32)
+        return gemm(*args, tf32=tf32, **kwargs)
+
+    monkeypatch.setattr(launch, "gemm", watched)
+    device_ops = DeviceOps()
+    device_ops.watch(monkeypatch, "gemm_tf32_kernel")
+    for precision in ("tf32x3", "ieee"):
+        monkeypatch.setattr(launch, "FP32_DOT_PRECISION", precision)
+        on_tf32.clear()
+        device_ops.ops.clear()
+        got, want = run_case(case, torch.float32)
+        tf32 = precision == "tf32x3"
+        # The GEMMs that the kernels leave (a short sequence's: few or none, tier None).
+        assert set(on_tf32) == {tf32}
+        assert ("gemm_tf32_kernel" in device_ops.ops) == tf32
+        if DEVICE.type == "cpu" or not tf32:  # on a GPU TF32's error: cuDNN's bounds it
+            for name, g, w in zip(RESULT_NAMES, got, want, strict=False):
+                assert_close(g, w, torch.float32, f"{precision} {case_id(case)} {name}")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("case", CASES[:12:3], ids=[case_id(c) for c in CASES[:12:3]])
+def test_tf32_gemms_error_at_most_twice_cudnn_under_tf32_on_gpu(case, monkeypatch):
+    """fp32 with nn.RNN's TF32 flag on (PyTorch's default) for both, and the GEMMs on TF32
+    ("tritongemm"): fastrnn's error against fp64 nn.RNN at most twice cuDNN's own."""
+    force_tier(monkeypatch, f"{case[-1] or 'fastrnn'}-tritongemm")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    with fastrnn.use_backend("triton"):
+        got, want = run_case(case, torch.float32)
+    cudnn_got, _ = run_case(case, torch.float32, contender=torch.nn.RNN)
+    fast_errors = relative_errors(got, want)
+    cudnn_errors = relative_errors(cudnn_got, want)
+    for i, (mine, theirs) in enumerate(zip(fast_errors, cudnn_errors, strict=True)):
+        bound = max(2 * theirs, ERROR_FLOOR[torch.float32])
+        assert mine <= bound, f"value {i}: error {mine:.3g}, cuDNN {theirs:.3g}"
+
+
 def test_16_row_fp32_ieee_programs_multiply_in_k_parts(monkeypatch, triton_kernels):
     """dot_parts: a persistent program on tl.dot's 16 rows with fp32 IEEE products at
     padded H=128 (whose one-part forward spills registers) multiplies in IEEE_DOT_PARTS
@@ -1302,6 +1397,9 @@ def test_variant_names_set_launch_settings(monkeypatch, request):
         **defaults, "FORCE_TIER": "cooperative", "COOP_BLOCK_N": 32
     }  # fmt: skip
     assert launch.variant_settings("fastrnn-unsplit") == {**defaults, "COOP_SPLIT_K": 1}
+    assert launch.variant_settings("cooperative-16-tritongemm") == {
+        **defaults, "FORCE_TIER": "cooperative", "COOP_BLOCK_N": 16, "TF32_GEMMS": True
+    }  # fmt: skip
     with pytest.raises(KeyError):
         launch.variant_settings("persistent-unknown")
     sys.path.insert(0, str(ROOT / "tools"))

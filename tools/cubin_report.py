@@ -1,6 +1,7 @@
 """Compile every kernel configuration the dispatcher can choose down to cubin, without a
 GPU, and report shared memory, registers and spills (the stack frame, where ptxas
-spills registers, and other local memory) per target.  Each is built for
+spills registers, and other local memory) per target; the TF32 GEMM's tiles too, where
+tl.dot runs on tensor cores.  Each is built for
 padded input as Triton specialises a launch with 16-byte aligned pointers and integers
 that are multiples of 16 (H=64, say), and for packed input with neither (H=70); the
 builds run in parallel over the machine's cores.
@@ -49,7 +50,9 @@ TRITON_DTYPE = {
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    kernel: str  # "forward_persistent", "backward_persistent", "forward_cooperative", ...
+    # "forward_persistent", "backward_persistent", "forward_cooperative", ...; "gemm":
+    # kernels.gemm_tf32_kernel, its tile block_b x block_n (launch.gemm)
+    kernel: str
     dtype: torch.dtype
     # persistent: the whole padded H; cooperative: the padded H with W_hh's columns on
     # chip, 0 with them streamed
@@ -74,7 +77,9 @@ class Config:
         dtype = TRITON_DTYPE[self.dtype] + (
             f" {self.precision}" if self.dtype == torch.float32 else ""
         )
-        if self.kernel.endswith("cooperative"):
+        if self.kernel == "gemm":
+            tile = f"tile {self.block_b}x{self.block_n}"
+        elif self.kernel.endswith("cooperative"):
             tile = f"W on chip H<={self.block_h}" if self.block_h else "W streamed"
             tile += f" N={self.block_n} K parts={self.split_k}"
             if self.pipeline_tiles:
@@ -102,7 +107,7 @@ def shared_memory_bound(config: Config, capability: int) -> int | None:
     """The bound by which plan(), input_block() and weight_grads_rows() choose config
     (launch.persistent_shared_memory, launch.cooperative_shared_memory); None for
     streamed W_hh, which no bound chooses."""
-    if not config.block_h:
+    if not config.block_h:  # streamed W_hh, and the GEMM
         return None
     if config.kernel.endswith("persistent"):
         # FMA rows running the recurrence alone stage no dot operand (launch.plan).
@@ -183,13 +188,48 @@ def configurations(capability: int) -> list[Config]:
                 for plan in plans:
                     configs += [c for c in plan_configurations(plan, dtype, precision)
                                 if c not in configs]  # fmt: skip
-    return [c for c in configs if (shared_memory_bound(c, capability) or 0) <= limit]
+    configs = [c for c in configs if (shared_memory_bound(c, capability) or 0) <= limit]
+    return configs + (gemm_configurations() if dots else [])
+
+
+def gemm_configurations() -> list[Config]:
+    """The TF32 GEMM's tiles (launch.gemm_tile, on tensor cores only): every pair of
+    sides."""
+    sides = [16 << i for i in range(5) if 16 << i <= launch.GEMM_BLOCK]
+    tiles = [launch.gemm_tile(m, n) for m in sides for n in sides]
+    return [Config("gemm", torch.float32, 0, warps, "tf32", block_n=block_n, block_b=block_m)
+            for block_m, block_n, warps in tiles]  # fmt: skip
+
+
+def compile_gemm(config: Config, capability: int, aligned: bool):
+    """The compiled GEMM of `config`, launched with a bias; aligned: pointers and
+    integers Triton specialises on taken as multiples of 16, b's column stride as 1."""
+    fn = kernels.gemm_tf32_kernel
+    constexprs = {"HAS_BIAS": True, "ACCUMULATE": False, "BLOCK_M": config.block_b,
+                  "BLOCK_N": config.block_n, "BLOCK_K": launch.GEMM_BLOCK_K,
+                  "GROUP_M": launch.GEMM_GROUP_M}  # fmt: skip
+    if aligned:
+        constexprs.update(stride_ak=1, stride_bk=1, stride_cn=1)
+    signature = {name: "constexpr" if name in constexprs else "*fp32" if name.endswith("_ptr")
+                 else "i32" for name in fn.arg_names}  # fmt: skip
+    unspecialised = {fn.arg_names[i] if isinstance(i, int) else i for i in fn.do_not_specialize}
+    attrs = {
+        (i,): [["tt.divisibility", 16]]
+        for i, name in enumerate(fn.arg_names)
+        if aligned and signature[name] != "constexpr" and name not in unspecialised
+    }
+    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+    options = {"num_warps": config.num_warps, "num_stages": launch.GEMM_STAGES,
+               **launch.COMPILE_OPTIONS}  # fmt: skip
+    return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
 
 
 def compile_config(config: Config, capability: int, padded: bool = False,
                    aligned: bool = False):  # fmt: skip
     """The compiled kernel of `config`; aligned: every pointer and every integer Triton
     specialises on taken as a multiple of 16."""
+    if config.kernel == "gemm":
+        return compile_gemm(config, capability, aligned)
     dt = TRITON_DTYPE[config.dtype]
     acc = launch.ACC_DTYPE[config.dtype]
     common = {"RELU": False, "BLOCK_B": config.block_b, "ACC_DTYPE": acc,
@@ -306,6 +346,8 @@ def main() -> int:
             builds, results, strict=True
         ):
             kind = ("padded" if padded else "packed") + (", aligned" if aligned else "")
+            if config.kernel == "gemm":  # any strides: aligned or not
+                kind = "aligned" if aligned else "unaligned"
             print(
                 f"| {config.describe()} | {kind} | sm_{capability} | {shared} | "
                 f"{SHARED_MEMORY_LIMIT[capability]} | {regs} | {local} |"

@@ -9,11 +9,12 @@ split into TF32 parts by Triton at every chunk (fp32 tf32x3), or a forward progr
 one tile pipelined as several are; a 16-row fp32 IEEE product in K parts or in one;
 fp32 tensor-core products as tf32x3, plain TF32 or IEEE FMA products under nn.RNN's
 TF32-on default, and fp32 GEMMs (input projections, weight and input gradients) on
-TF32 as cuDNN may run them under that default; and nn.RNN (cuDNN).  So
+TF32 as cuDNN may run them under that default (cuBLAS's, or fastrnn's own GEMM kernel);
+and nn.RNN (cuDNN).  So
 launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
 COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS,
 COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS, PERSISTENT_NUM_WARPS, PROJECT_INPUT_MAX_STEPS,
-WEIGHT_GRADS_MAX_STEPS and launch.dot_precision are set from measurement.  Each
+WEIGHT_GRADS_MAX_STEPS, TF32_GEMMS and launch.dot_precision are set from measurement.  Each
 contender is validated against float64 nn.RNN first
 (fastrnn.bench.measure.validation_errors; every error goes into the JSON), one outside
 the allowance is dropped from the row, and the others are timed with the contenders
@@ -58,6 +59,10 @@ PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
 # cuDNN's own error allows that is in the JSON (validation_errors).
 PRECISION = ("fastrnn", "fastrnn-ieee", "fastrnn-tf32gemm", "fastrnn-tf32",
              "fastrnn-tf32-tf32gemm")  # fmt: skip
+# fp32 GEMMs under TF32-on: cuBLAS in IEEE fp32 (the default), cuBLAS on TF32 (its global
+# flag, which the package cannot set per call), or fastrnn's own TF32 GEMM kernel
+# (launch.TF32_GEMMS): whether it does what cuBLAS's TF32 did.
+GEMMS = ("fastrnn", "fastrnn-tf32gemm", "fastrnn-tritongemm")
 # The cooperative tier as planned, with its products in one K part, on 8 warps, or
 # streaming W_hh 32 rows a chunk (in 2 parts; the default is 64 in 4).
 COOP_OPTIONS = ("fastrnn", "fastrnn-unsplit", "fastrnn-w8", "fastrnn-k32")
@@ -88,6 +93,8 @@ FP32, FP16, BF16 = torch.float32, torch.float16, torch.bfloat16
 COOPERATIVE_16 = ("fastrnns", "wide", "large", "H2048")
 COOPERATIVE_32 = ("medium", *COOPERATIVE_16)
 CASES = [
+    # The GEMMs first: a run cut short by its time limit keeps them.
+    *cases((FP32,), ("small", *COOPERATIVE_32, "bi2L", "bigbatch"), GEMMS),
     *cases((FP32, FP16), ("hello", "pattern25", "regression2L", "single-step"), PROJECT),
     *cases((FP32,), ("long-B1", "long", "small"), FMA),
     *cases((FP16,), ("small", "long-B1"), FMA),

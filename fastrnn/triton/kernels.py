@@ -2,9 +2,10 @@
 
 Design
 ------
-The input projection of every step, X @ W_ih^T + b_ih, is one large GEMM (cuBLAS) before
-the recurrence, and the weight gradients are large GEMMs after it; only the sequential
-part, h_t = act(xp_t + b_hh + h_{t-1} W_hh^T), needs custom kernels.  The exceptions are
+The input projection of every step, X @ W_ih^T + b_ih, is one large GEMM (cuBLAS, or
+for fp32 on TF32 gemm_tf32_kernel: launch.TF32_GEMMS) before the recurrence, and the
+weight gradients are large GEMMs after it; only the sequential part,
+h_t = act(xp_t + b_hh + h_{t-1} W_hh^T), needs custom kernels.  The exceptions are
 short sequences, whose calls are bound by host time, of which the GEMMs' launches are a
 large part: on the persistent tier's FMA programs the forward projects each step's
 input itself (PROJECT_INPUT, launch.input_block), and a backward on one program per
@@ -898,3 +899,57 @@ def rnn_backward_cooperative_kernel(
                 _store_rows(dh0_ptr, rb, in_b, rn, H, H, dh)
         if i < T - 1:
             _grid_barrier(counter_ptr, (i + 2) * programs)
+
+
+@triton.jit(do_not_specialize=["M", "K", "K_SPLIT"])
+def gemm_tf32_kernel(
+    a_ptr,  # [M, K] at strides stride_am, stride_ak (a transposed view too)
+    b_ptr,  # [K, N] at strides stride_bk, stride_bn
+    bias_ptr,  # [N], added to C (unused without HAS_BIAS)
+    c_ptr,  # [S, M, N] at strides stride_cs, stride_cm, stride_cn: split s's part of A @ B
+    M, N, K,
+    K_SPLIT,  # rows of K per split (grid axis 1), a multiple of BLOCK_K
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cs, stride_cm, stride_cn,
+    HAS_BIAS: tl.constexpr,
+    ACCUMULATE: tl.constexpr,  # C += A @ B (one split)
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):  # fmt: skip
+    """C = A @ B (+ bias) in fp32 on TF32 tensor cores, the precision cuDNN's fp32 GEMMs
+    take under nn.RNN's TF32 flag: one [BLOCK_M, BLOCK_N] tile of C per program, its K
+    split over grid axis 1 (each split's sum into its own part of C, summed by the
+    launcher: deterministic).  Tiles run GROUP_M rows of tiles at a time, so that
+    neighbouring programs share A's and B's blocks in L2.  Offsets are int64."""
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    pid = tl.program_id(0)
+    group = pid // (GROUP_M * tiles_n)
+    first_m = group * GROUP_M
+    group_m = tl.minimum(tiles_m - first_m, GROUP_M)
+    tile_m = first_m + (pid % (GROUP_M * tiles_n)) % group_m
+    tile_n = (pid % (GROUP_M * tiles_n)) // group_m
+    rm = (tile_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    rn = (tile_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    split = tl.program_id(1)
+    k_first = split.to(tl.int64) * K_SPLIT
+    k_end = tl.minimum(k_first + K_SPLIT, K)
+    rk = k_first + tl.arange(0, BLOCK_K).to(tl.int64)
+    a_ptrs = a_ptr + rm[:, None] * stride_am + rk[None, :] * stride_ak
+    b_ptrs = b_ptr + rk[:, None] * stride_bk + rn[None, :] * stride_bn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(k_first, k_end, BLOCK_K):
+        in_k = k + tl.arange(0, BLOCK_K) < k_end
+        a = tl.load(a_ptrs, mask=(rm[:, None] < M) & in_k[None, :], other=0.0)
+        b = tl.load(b_ptrs, mask=in_k[:, None] & (rn[None, :] < N), other=0.0)
+        acc = tl.dot(a, b, acc, input_precision="tf32")
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)
+        acc += tl.where(split == 0, bias, 0.0)[None, :]  # once, in split 0's part
+    c_ptr += split.to(tl.int64) * stride_cs
+    c_ptrs = c_ptr + rm[:, None] * stride_cm + rn[None, :] * stride_cn
+    in_c = (rm[:, None] < M) & (rn[None, :] < N)
+    if ACCUMULATE:
+        acc += tl.load(c_ptrs, mask=in_c, other=0.0)
+    tl.store(c_ptrs, acc, mask=in_c)

@@ -1,10 +1,11 @@
 """Launch functions: the whole multi-layer RNN forward / backward on the kernels of
 kernels.py, with the signatures of the fastrnn::rnn_forward / rnn_backward ops whose CUDA
 kernels they are (registration.py).  The GEMMs outside the recurrence are torch ops
-(cuBLAS on a GPU), except where a short sequence's kernels do them (input_block,
-weight_grads_rows).  Everything a layer's kernel launch takes besides its tensors (tier,
-grid, integer arguments, constexprs) is worked out once per layer shape and kept
-(forward_launch, backward_launch), since at small shapes a call's host time is its cost.
+(cuBLAS on a GPU) or, for fp32 on TF32, kernels.gemm_tf32_kernel (gemm, TF32_GEMMS),
+except where a short sequence's kernels do them (input_block, weight_grads_rows).
+Everything a layer's kernel launch takes besides its tensors (tier, grid, integer
+arguments, constexprs) is worked out once per layer shape and kept (forward_launch,
+backward_launch), since at small shapes a call's host time is its cost.
 
 Nothing here copies between host and device for padded input, so a forward and backward
 on CUDA tensors can be captured in a CUDA graph; nothing waits for the device either, for
@@ -96,6 +97,23 @@ PROJECT_INPUT_ELEMENTS = 64 * 128
 WEIGHT_GRADS_MAX_STEPS = 32
 WEIGHT_GRADS_MAX_BATCH = 2 * BLOCK_B
 WEIGHT_GRADS_ELEMENTS = 1 << 22
+# fp32 GEMMs outside the recurrence (input projections, weight and input gradients) on
+# TF32 tensor cores where nn.RNN's flag allows TF32 (tf32_gemms), as cuDNN's run under
+# it: on kernels.gemm_tf32_kernel, whose precision is its own, since cuBLAS's TF32
+# follows torch's global matmul flag, which one call cannot set for itself alone
+# (docs/performance.md).  False: cuBLAS in IEEE fp32 (tools/gpu_tier_ab.py times both).
+TF32_GEMMS = False
+# The GEMM's tiles: up to 128 x 128 (gemm_tile), K 32 rows a block, 3 blocks in flight
+# (96 KB of shared memory at the largest tile on sm_90: python tools/cubin_report.py),
+# GEMM_GROUP_M rows of tiles at a time.  Where the tiles are fewer than the SMs, K is
+# split (gemm_splits) into parts of at least GEMM_MIN_SPLIT_K rows.
+GEMM_BLOCK = 128
+GEMM_BLOCK_K = 32
+GEMM_STAGES = 3
+GEMM_GROUP_M = 8
+GEMM_MIN_SPLIT_K = 256
+# SMs the interpreter's GEMM splits K for: a few, so that small tests split it too.
+GEMM_INTERPRETER_SMS = 4
 
 ACC_DTYPE = {
     torch.float64: triton.language.float64,
@@ -115,8 +133,8 @@ FORCE_PROGRAMS: int | None = None
 # TF32 flag ("tf32": plain TF32, timed against cuDNN's own error); None: dot_precision.
 FP32_DOT_PRECISION: str | None = None
 # Variants of the plan that tests and tools/gpu_tier_ab.py run, named "<tier>-<option>"
-# (tier "fastrnn": the plan's; either part may be left out): the settings above that
-# each option changes; a number as option sets the cooperative tile width.
+# (tier "fastrnn": the plan's; options may be left out or several): the settings above
+# that each option changes; a number as option sets the cooperative tile width.
 VARIANT_OPTIONS = {
     "dot": {"FMA_PRODUCT_ELEMENTS": 0},  # tl.dot on 16 rows where FMA rows would run
     "onesum": {"FMA_WHOLE_COLUMNS": False},  # one-row programs on the plan's warps
@@ -131,6 +149,7 @@ VARIANT_OPTIONS = {
     "pw16": {"PERSISTENT_NUM_WARPS": 16},  # persistent programs at the larger tiles
     "k32": {"COOP_BLOCK_K": 32},  # streamed W_hh 32 rows a chunk
     "tf32": {"FP32_DOT_PRECISION": "tf32"},  # fp32 tensor-core products in plain TF32
+    "tritongemm": {"TF32_GEMMS": True},  # fp32 GEMMs on TF32 (kernels.gemm_tf32_kernel)
 }
 
 
@@ -143,14 +162,16 @@ VARIANT_DEFAULTS = {
 
 
 def variant_settings(name: str | None) -> dict:
-    """{setting: value} of variant `name` (VARIANT_OPTIONS; None: the plan's own) for
-    every setting in VARIANT_DEFAULTS, so that setting them all undoes any other variant."""
-    tier, _, option = (name or "").partition("-")
+    """{setting: value} of variant `name`, "<tier>-<option>-<option>..." (VARIANT_OPTIONS;
+    None: the plan's own) for every setting in VARIANT_DEFAULTS, so that setting them all
+    undoes any other variant."""
+    tier, *options = (name or "").split("-")
     settings = {**VARIANT_DEFAULTS, "FORCE_TIER": None if tier in ("", "fastrnn") else tier}
-    if option.isdigit():
-        settings["COOP_BLOCK_N"] = int(option)
-    elif option:
-        settings.update(VARIANT_OPTIONS[option])
+    for option in options:
+        if option.isdigit():
+            settings["COOP_BLOCK_N"] = int(option)
+        else:
+            settings.update(VARIANT_OPTIONS[option])
     return settings
 
 
@@ -508,7 +529,7 @@ def call_key(weights: list[Tensor]) -> CallKey:
                 COOP_SPLIT_K, COOP_NUM_WARPS, COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS,
                 PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
                 PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
-                WEIGHT_GRADS_ELEMENTS)  # fmt: skip
+                WEIGHT_GRADS_ELEMENTS, TF32_GEMMS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dot_precision(dtype), settings)
 
 
@@ -873,23 +894,92 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weight
     ))  # fmt: skip
 
 
-def recurrent_weight_grad(dz, y, h0, steps: Steps, reverse: bool) -> Tensor:  # [H, H]
-    """dW_hh = dZ^T H_prev, H_prev holding each row's previous state (h0 None: zeros)."""
+def tf32_gemms(call: CallKey) -> bool:
+    """Whether a call's GEMMs run on gemm_tf32_kernel (TF32_GEMMS): fp32 whose products
+    may use TF32 (dot_precision), on tensor cores (device_tensor_core_dots)."""
+    return (
+        TF32_GEMMS
+        and call.dtype == torch.float32
+        and call.precision != "ieee"
+        and device_tensor_core_dots(call.device)
+    )
+
+
+def gemm_tile(m: int, n: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, warps) of a GEMM of an [m, n] result: each side a power of two
+    from 16 (tl.dot's least) to GEMM_BLOCK; 8 warps from 64 x 128, where 4 take 250-255
+    registers a thread and spill on sm_86 (python tools/cubin_report.py)."""
+    block_m, block_n = (min(GEMM_BLOCK, max(16, triton.next_power_of_2(s))) for s in (m, n))
+    return block_m, block_n, 8 if block_m * block_n >= 64 * 128 else 4
+
+
+def gemm_splits(tiles: int, k: int, device: torch.device) -> int:
+    """Parts of K for a GEMM of `tiles` output tiles: about one program per SM where the
+    tiles are fewer (weight gradients: K is the batch's rows), each of at least
+    GEMM_MIN_SPLIT_K rows."""
+    sms = GEMM_INTERPRETER_SMS if interpreting(device) else device_sms(device)
+    return max(1, min(_cdiv(sms, tiles), k // GEMM_MIN_SPLIT_K))
+
+
+def gemm(a: Tensor, b: Tensor, out: Tensor | None = None, bias: Tensor | None = None,
+         accumulate: bool = False, tf32: bool = False) -> Tensor:  # [M, N]  # fmt: skip
+    """a [M, K] @ b [K, N] (+ bias [N]) into out (new where None; where accumulate, added
+    to out's values), at any strides: on kernels.gemm_tf32_kernel where tf32
+    (tf32_gemms), else torch's GEMM (cuBLAS)."""
+    if not tf32:
+        if accumulate:
+            return out.addmm_(a, b)
+        if bias is not None:
+            return torch.addmm(bias, a, b, out=out)
+        return torch.mm(a, b, out=out)
+    (m, k), n = a.shape, b.shape[1]
+    if out is None:
+        out = a.new_empty((m, n))
+    if m == 0 or n == 0:
+        return out
+    block_m, block_n, warps = gemm_tile(m, n)
+    tiles = _cdiv(m, block_m) * _cdiv(n, block_n)
+    # K rows per split, whole blocks of them; no split left empty.
+    k_split = GEMM_BLOCK_K * _cdiv(k, GEMM_BLOCK_K * gemm_splits(tiles, k, a.device))
+    splits = max(1, _cdiv(k, k_split or GEMM_BLOCK_K))
+    # Each split sums into its own part: summed below, in a fixed order.
+    parts = out if splits == 1 else out.new_empty((splits, m, n))
+    part_stride = parts.stride(0) if splits > 1 else 0
+    meta = dict(COMPILE_OPTIONS, HAS_BIAS=bias is not None, ACCUMULATE=accumulate and splits == 1,
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=GEMM_BLOCK_K, GROUP_M=GEMM_GROUP_M,
+                num_warps=warps, num_stages=GEMM_STAGES)  # fmt: skip
+    launch_kernel(kernels.gemm_tf32_kernel, (tiles, splits),
+                  (a, b, bias if bias is not None else a, parts),
+                  (m, n, k, k_split, *a.stride(), *b.stride(), part_stride, *out.stride()[-2:]),
+                  meta)  # fmt: skip
+    if splits > 1:
+        if accumulate:
+            out.add_(parts.sum(0))
+        else:
+            torch.sum(parts, 0, out=out)
+    return out
+
+
+def recurrent_weight_grad(dz, y, h0, steps: Steps, reverse: bool,
+                          tf32: bool) -> Tensor:  # [H, H]  # fmt: skip
+    """dW_hh = dZ^T H_prev, H_prev holding each row's previous state (h0 None: zeros);
+    tf32: the GEMMs on TF32 (tf32_gemms)."""
     hidden = dz.shape[1]
     if steps.padded and steps.steps > 0:
         # H_prev is y shifted by one step, plus h0 for the first step processed.
         batch, carried = steps.batch, steps.rows - steps.batch
         dz_carried = dz[:carried] if reverse else dz[batch:]
         y_prev = y[batch:] if reverse else y[:carried]
-        grad = dz_carried.t() @ y_prev
+        grad = gemm(dz_carried.t(), y_prev, tf32=tf32)
         if h0 is not None:
-            grad.addmm_((dz[carried:] if reverse else dz[:batch]).t(), h0)
+            dz_first = dz[carried:] if reverse else dz[:batch]
+            gemm(dz_first.t(), h0, out=grad, accumulate=True, tf32=tf32)
         return grad
     if steps.steps == 0:
         return dz.new_zeros(hidden, hidden)
     h0 = h0 if h0 is not None else dz.new_zeros(steps.batch, hidden)
     h_prev = torch.cat([y, h0]).index_select(0, steps.previous[int(reverse)])
-    return dz.t() @ h_prev
+    return gemm(dz.t(), h_prev, tf32=tf32)
 
 
 def layer_cells(weights: list[Tensor], layer: int, directions: int, per_cell: int):
@@ -900,21 +990,17 @@ def layer_cells(weights: list[Tensor], layer: int, directions: int, per_cell: in
     ]
 
 
-def input_projections(layer_input: Tensor, layer_weights) -> Tensor:  # [D, N, H]
+def input_projections(layer_input: Tensor, layer_weights, tf32: bool) -> Tensor:  # [D, N, H]
     """layer_input @ W_ih^T + b_ih for each direction (b_hh joins the recurrence kernel);
-    one direction: [N, H], the same memory, from a GEMM that allocates it."""
+    one direction: [N, H], the same memory, from a GEMM that allocates it; tf32: the
+    GEMMs on TF32 (tf32_gemms)."""
     if len(layer_weights) == 1:
         w_ih, _, *biases = layer_weights[0]
-        if biases:
-            return torch.addmm(biases[0], layer_input, w_ih.t())
-        return torch.mm(layer_input, w_ih.t())
+        return gemm(layer_input, w_ih.t(), bias=biases[0] if biases else None, tf32=tf32)
     hidden = layer_weights[0][1].shape[0]
     xp = layer_input.new_empty((len(layer_weights), layer_input.shape[0], hidden))
     for d, (w_ih, _, *biases) in enumerate(layer_weights):
-        if biases:
-            torch.addmm(biases[0], layer_input, w_ih.t(), out=xp[d])
-        else:
-            torch.mm(layer_input, w_ih.t(), out=xp[d])
+        gemm(layer_input, w_ih.t(), out=xp[d], bias=biases[0] if biases else None, tf32=tf32)
     return xp
 
 
@@ -1004,6 +1090,7 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
     # The kernels read rows of unit column stride, at any step and batch strides.
     x = input if input.stride(-1) == 1 else input.contiguous()
     call = call_key(weights)
+    tf32 = tf32_gemms(call)
     counters = None
     for layer in range(num_layers):
         target = output if layer == num_layers - 1 else layer_outputs[layer]
@@ -1016,7 +1103,7 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
         counters = barrier_counters(counters, launch, input, num_layers * directions)
         # No GEMM where the recurrence kernel projects the input itself.
         xp = None if launch.block_i else input_projections(projection_rows(x, steps, x_strides),
-                                                           layer_weights)  # fmt: skip
+                                                           layer_weights, tf32)  # fmt: skip
         recurrence_forward(launch, xp, x, layer_weights, y_all, _cells(h0, cells),
                            _cells(h_n, cells), _cells(counters, cells), steps)  # fmt: skip
         x = target
@@ -1045,6 +1132,7 @@ def rnn_backward_triton(
     grad_y = grad_output  # None: the top layer's output got no gradient
     dz = input.new_empty((steps.rows, directions * hidden))  # laid out as the layer's output
     call = call_key(weights)
+    tf32 = tf32_gemms(call)
     counters = None
     for layer in reversed(range(num_layers)):
         layer_in = input if layer == 0 else layer_outputs[layer - 1]
@@ -1082,19 +1170,17 @@ def rnn_backward_triton(
             if launch.weight_grads:
                 grad_weights[base : base + per_cell] = kernel_grads[d]
             else:
-                grad_weights[base] = dz_cell.t() @ layer_in
+                grad_weights[base] = gemm(dz_cell.t(), layer_in, tf32=tf32)
                 grad_weights[base + 1] = recurrent_weight_grad(
                     dz_cell, _columns(y_all, d, directions),
-                    h0[cell] if h0 is not None else None, steps, d == 1,
+                    h0[cell] if h0 is not None else None, steps, d == 1, tf32,
                 )  # fmt: skip
                 if per_cell == 4:
                     grad_weights[base + 2] = dz_cell.sum(0)  # accumulates in fp32 (fp16/bf16)
                     grad_weights[base + 3] = grad_weights[base + 2].clone()
             if need_below and not launch.input_grad:
-                if grad_below is None:
-                    grad_below = dz_cell @ w_ih
-                else:
-                    grad_below.addmm_(dz_cell, w_ih)
+                grad_below = gemm(dz_cell, w_ih, out=grad_below,
+                                  accumulate=grad_below is not None, tf32=tf32)  # fmt: skip
         grad_y = grad_below
     grad_input = grad_y.reshape(input.shape) if need_input_grad else input.new_empty(0)
     if grad_hx is None:
