@@ -680,6 +680,25 @@ def test_tier_ab_tool_validates_times_and_records_on_cpu(tmp_path):
         assert max(row["errors"].values()) <= row["allowed"]
 
 
+def test_gemm_ab_tool_validates_times_and_records_on_cpu(tmp_path):
+    """tools/gpu_gemm_ab.py's plumbing (each contender validated, timed, the JSON) runs on
+    CPU tensors, fastrnn's TF32 GEMM through the interpreter, so a GPU session does not
+    find it broken."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import gpu_gemm_ab
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "gemms.json"
+    gpu_gemm_ab.main(["--device", "cpu", "--shapes", "hello", "--repeats", "1",
+                      "--json", str(out)])  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["gemm"] for row in rows] == ["projection", "input grad", "dW_ih", "dW_hh"]
+    for row in rows:
+        assert set(row["seconds"]) == set(row["errors"]) == set(gpu_gemm_ab.CONTENDERS)
+        assert max(row["errors"].values()) <= 1
+
+
 def test_error_paths_tool_raises_on_every_path_in_its_own_process():
     """tools/error_paths.py: each path a C++ argument error takes to Python raises, each
     in its own process, so that a crash (the H200's build crashed on the CUDA paths whose

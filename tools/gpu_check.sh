@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # On a GPU machine: build, then the named steps (all when none is named), results under
-# $OUT in at most 8 files (bench-<dtype>.json, bench.log, kernels.json, tiers.json,
-# calls.json, checks.log), since a device call brings back 8 files at most.
+# $OUT (bench-<dtype>.json, bench.log, kernels.json, tiers.json, gemms.json, calls.json,
+# checks.log): a device call brings back 8 files at most, so not every step in one call.
 #     OUT=gpu-results bash tools/gpu_check.sh                 (make gpu-check)
 #     OUT=gpu-results bash tools/gpu_check.sh tests tiers bench32
 # Steps: errorpaths tests bench32 bench16 bench16bf kernels sanitize tiers (the default),
-# and single-tests (tests without the case grids), calls cprofile (host time per call), ncu
+# and single-tests (tests without the case grids), gemms (the fp32 GEMMs alone: cuBLAS
+# IEEE, cuBLAS TF32, fastrnn's TF32 kernel), calls cprofile (host time per call), ncu
 # (Nsight Compute sections of the recurrence kernels; NCU_CASES="medium/float16 ...");
 # TIER_CASES=float16/large,..., TIER_VARIANT=fastrnn-ieee,... and TIER_LIMIT=seconds
 # narrow the tier A/B; SANITIZE_LIMIT=seconds per compute-sanitizer tool (30).
@@ -123,6 +124,8 @@ for step in "${STEPS[@]}"; do
     tiers) within "${TIER_LIMIT:-45}" python3 tools/gpu_tier_ab.py --json "$OUT/tiers.json" \
              ${TIER_CASES:+--cases "$TIER_CASES"} ${TIER_VARIANT:+--variant "$TIER_VARIANT"} \
              2>&1 | tail -60 ;;
+    gemms) within "${GEMM_LIMIT:-60}" python3 tools/gpu_gemm_ab.py --json "$OUT/gemms.json" \
+             2>&1 | tail -40 ;;
     bench32) bench float32 fastrnn,nn.RNN,naive 100 ;;
     bench16) bench float16 fastrnn,nn.RNN 55 ;;
     bench16bf) bench bfloat16 fastrnn,nn.RNN 40 ;;
