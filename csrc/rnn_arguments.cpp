@@ -2,6 +2,7 @@
 // CPU kernels and, through fastrnn._C, by the Triton launch functions.
 #include "rnn_arguments.h"
 
+#include "message_text.h"
 #include "ops.h"
 
 namespace fastrnn {
@@ -10,8 +11,8 @@ namespace {
 // nn.RNN's message (ATen's check_attributes) for a tensor on another device than input.
 void check_device(const at::Tensor& input, const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device() == input.device(), "Input and ", name,
-              " tensors are not at the same device, found input tensor at ", input.device(),
-              " and ", name, " tensor at ", t.device());
+              " tensors are not at the same device, found input tensor at ",
+              text(input.device()), " and ", name, " tensor at ", text(t.device()));
 }
 
 }  // namespace
@@ -24,16 +25,17 @@ StepLayout make_layout(const at::Tensor& input, const std::optional<at::Tensor>&
                 "is data a traced graph cannot see); pass zeros of shape "
                 "[num_layers * num_directions, batch_sizes[0], hidden_size]");
     TORCH_CHECK(input.dim() == 2, "fastrnn: packed input must be 2-D [N, input_size], got ",
-                input.dim(), "-D");
+                text(input.dim()), "-D");
     const at::Tensor sizes = batch_sizes->to(at::kCPU, at::kLong).contiguous();
-    TORCH_CHECK(sizes.dim() == 1, "fastrnn: batch_sizes must be 1-D, got ", sizes.dim(), "-D");
+    TORCH_CHECK(sizes.dim() == 1, "fastrnn: batch_sizes must be 1-D, got ", text(sizes.dim()),
+                "-D");
     layout.steps = sizes.numel();
     const int64_t* data = sizes.data_ptr<int64_t>();
     layout.batch_sizes.assign(data, data + layout.steps);
     layout.batch = layout.steps > 0 ? layout.batch_sizes[0] : hx->size(1);
   } else {
     TORCH_CHECK(input.dim() == 3, "fastrnn: input must be 3-D [T, B, input_size], got ",
-                input.dim(), "-D");
+                text(input.dim()), "-D");
     layout.steps = input.size(0);
     layout.batch = input.size(1);
     layout.batch_sizes.assign(layout.steps, layout.batch);
@@ -44,23 +46,23 @@ StepLayout make_layout(const at::Tensor& input, const std::optional<at::Tensor>&
     const int64_t bs = layout.batch_sizes[t];
     TORCH_CHECK(bs >= 0 && bs <= layout.batch && (t == 0 || bs <= layout.batch_sizes[t - 1]),
                 "fastrnn: batch_sizes must be non-increasing and at most batch_sizes[0], got ",
-                bs, " at step ", t);
+                text(bs), " at step ", text(t));
     layout.offsets[t] = offset;
     offset += bs;
   }
   layout.rows = offset;
   const int64_t input_rows = input.dim() == 3 ? input.size(0) * input.size(1) : input.size(0);
-  TORCH_CHECK(layout.rows == input_rows, "fastrnn: batch_sizes sum to ", layout.rows,
-              " but the packed input has ", input_rows, " rows");
+  TORCH_CHECK(layout.rows == input_rows, "fastrnn: batch_sizes sum to ", text(layout.rows),
+              " but the packed input has ", text(input_rows), " rows");
   TORCH_CHECK(!given(hx) || (hx->dim() == 3 && hx->size(1) == layout.batch),
-              "fastrnn: hx must be [num_layers * num_directions, ", layout.batch,
-              ", hidden_size], got ", hx->sizes());
+              "fastrnn: hx must be [num_layers * num_directions, ", text(layout.batch),
+              ", hidden_size], got ", text(hx->sizes()));
   return layout;
 }
 
 Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>& hx,
                        at::TensorList weights, int64_t num_layers, bool bidirectional) {
-  TORCH_CHECK(num_layers >= 1, "fastrnn: num_layers must be >= 1, got ", num_layers);
+  TORCH_CHECK(num_layers >= 1, "fastrnn: num_layers must be >= 1, got ", text(num_layers));
   TORCH_CHECK(weights.size() >= 2 && weights[1].dim() >= 1,
               "fastrnn: weights must start with weight_ih_l0 and weight_hh_l0");
   Geometry g;
@@ -72,13 +74,14 @@ Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>&
     check_device(input, *hx, "hidden");
     TORCH_CHECK(hx->size(0) == cells && hx->size(2) == g.hidden,
                 "fastrnn: hx must be [num_layers * num_directions, batch, hidden_size] = [",
-                cells, ", batch, ", g.hidden, "], got ", hx->sizes());
+                text(cells), ", batch, ", text(g.hidden), "], got ", text(hx->sizes()));
     TORCH_CHECK(hx->scalar_type() == input.scalar_type(), "fastrnn: hx dtype (",
                 hx->scalar_type(), ") must match input dtype (", input.scalar_type(), ")");
   }
   const auto num_weights = static_cast<int64_t>(weights.size());
   TORCH_CHECK(num_weights == 2 * cells || num_weights == 4 * cells, "fastrnn: expected ",
-              2 * cells, " (no bias) or ", 4 * cells, " weight tensors, got ", num_weights);
+              text(2 * cells), " (no bias) or ", text(4 * cells), " weight tensors, got ",
+              text(num_weights));
   g.weights_per_cell = num_weights / cells;
   g.has_bias = g.weights_per_cell == 4;
   for (int64_t l = 0; l < g.layers; ++l) {
@@ -88,19 +91,19 @@ Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>&
       const auto& w_ih = weights[base];
       const auto& w_hh = weights[base + 1];
       TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) == g.hidden && w_ih.size(1) == in_size,
-                  "fastrnn: weight_ih of layer ", l, " must be [", g.hidden, ", ", in_size,
-                  "], got ", w_ih.sizes());
+                  "fastrnn: weight_ih of layer ", text(l), " must be [", text(g.hidden), ", ",
+                  text(in_size), "], got ", text(w_ih.sizes()));
       TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) == g.hidden && w_hh.size(1) == g.hidden,
-                  "fastrnn: weight_hh of layer ", l, " must be [", g.hidden, ", ", g.hidden,
-                  "], got ", w_hh.sizes());
+                  "fastrnn: weight_hh of layer ", text(l), " must be [", text(g.hidden), ", ",
+                  text(g.hidden), "], got ", text(w_hh.sizes()));
       for (int64_t i = 0; i < g.weights_per_cell; ++i) {
         const auto& w = weights[base + i];
         TORCH_CHECK(w.scalar_type() == input.scalar_type(), "fastrnn: weight dtype (",
                     w.scalar_type(), ") must match input dtype (", input.scalar_type(), ")");
         check_device(input, w, "parameter");
         if (i >= 2) {
-          TORCH_CHECK(w.dim() == 1 && w.size(0) == g.hidden, "fastrnn: bias of layer ", l,
-                      " must be [", g.hidden, "], got ", w.sizes());
+          TORCH_CHECK(w.dim() == 1 && w.size(0) == g.hidden, "fastrnn: bias of layer ",
+                      text(l), " must be [", text(g.hidden), "], got ", text(w.sizes()));
         }
       }
     }
@@ -116,18 +119,19 @@ void check_backward_arguments(const std::optional<at::Tensor>& grad_output,
   std::vector<int64_t> out_shape = input.sizes().vec();
   out_shape.back() = g.directions * g.hidden;
   TORCH_CHECK(output.sizes() == at::IntArrayRef(out_shape), "fastrnn: output must be ",
-              at::IntArrayRef(out_shape), ", got ", output.sizes());
+              text(out_shape), ", got ", text(output.sizes()));
   std::vector<int64_t> stacked_shape = out_shape;
   stacked_shape.insert(stacked_shape.begin(), g.layers - 1);
   TORCH_CHECK(layer_outputs.sizes() == at::IntArrayRef(stacked_shape),
-              "fastrnn: layer_outputs must be ", at::IntArrayRef(stacked_shape), ", got ",
-              layer_outputs.sizes());
+              "fastrnn: layer_outputs must be ", text(stacked_shape), ", got ",
+              text(layer_outputs.sizes()));
   TORCH_CHECK(!given(grad_output) || grad_output->sizes() == output.sizes(),
-              "fastrnn: grad_output must be ", output.sizes(), ", got ", grad_output->sizes());
+              "fastrnn: grad_output must be ", text(output.sizes()), ", got ",
+              text(grad_output->sizes()));
   const std::vector<int64_t> state_shape{g.cells(), s.batch, g.hidden};
   TORCH_CHECK(!given(grad_h_n) || grad_h_n->sizes() == at::IntArrayRef(state_shape),
-              "fastrnn: grad_h_n must be ", at::IntArrayRef(state_shape), ", got ",
-              grad_h_n->sizes());
+              "fastrnn: grad_h_n must be ", text(state_shape), ", got ",
+              text(grad_h_n->sizes()));
   for (const auto* t : {&output, &layer_outputs}) {
     check_device(input, *t, "output");
     TORCH_CHECK(t->scalar_type() == input.scalar_type(), "fastrnn: output dtype (",

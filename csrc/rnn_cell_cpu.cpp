@@ -11,6 +11,7 @@
 #include "activation.h"
 #include "cpu_blas.h"
 #include "cpu_dtypes.h"
+#include "message_text.h"
 #include "ops.h"
 #include "recurrence_cpu.h"
 
@@ -20,15 +21,16 @@ namespace {
 void check_cell(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& w_ih,
                 const at::Tensor& w_hh) {
   TORCH_CHECK(input.dim() == 2 && hx.dim() == 2,
-              "fastrnn: rnn_cell takes input [B, I] and hx [B, H], got ", input.sizes(), " and ",
-              hx.sizes());
+              "fastrnn: rnn_cell takes input [B, I] and hx [B, H], got ", text(input.sizes()),
+              " and ", text(hx.sizes()));
   const int64_t H = w_hh.size(0);
   TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) == H && w_ih.size(1) == input.size(1),
-              "fastrnn: weight_ih must be [", H, ", ", input.size(1), "], got ", w_ih.sizes());
-  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(1) == H, "fastrnn: weight_hh must be [", H, ", ", H,
-              "], got ", w_hh.sizes());
+              "fastrnn: weight_ih must be [", text(H), ", ", text(input.size(1)), "], got ",
+              text(w_ih.sizes()));
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(1) == H, "fastrnn: weight_hh must be [", text(H),
+              ", ", text(H), "], got ", text(w_hh.sizes()));
   TORCH_CHECK(hx.size(0) == input.size(0) && hx.size(1) == H, "fastrnn: hx must be [",
-              input.size(0), ", ", H, "], got ", hx.sizes());
+              text(input.size(0)), ", ", text(H), "], got ", text(hx.sizes()));
   for (const auto* t : {&hx, &w_ih, &w_hh}) {
     TORCH_CHECK(t->scalar_type() == input.scalar_type(), "fastrnn: dtype ", t->scalar_type(),
                 " does not match input dtype ", input.scalar_type());
