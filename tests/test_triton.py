@@ -1266,9 +1266,15 @@ def test_fp32_gemms_on_tf32_where_nn_rnn_may_use_it(tier, monkeypatch, triton_ke
                 assert_close(g, w, torch.float32, f"{precision} {case_id(case)} {name}")
 
 
+# The cases whose GEMMs run outside the recurrence kernels: GEMM tiers, and sequences
+# over launch.PROJECT_INPUT_MAX_STEPS and WEIGHT_GRADS_MAX_STEPS.
+GEMM_RNN_CASES = [c for c in CASES if c[-1] in ("persistent-xp", "persistent-gemm", "cooperative")
+                  or c[2] > launch.PROJECT_INPUT_MAX_STEPS]  # fmt: skip
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("case", CASES[:12:3], ids=[case_id(c) for c in CASES[:12:3]])
+@pytest.mark.parametrize("case", GEMM_RNN_CASES, ids=[case_id(c) for c in GEMM_RNN_CASES])
 def test_tf32_gemms_error_at_most_twice_cudnn_under_tf32_on_gpu(case, monkeypatch):
     """fp32 with nn.RNN's TF32 flag on (PyTorch's default) for both, and the GEMMs on TF32
     ("tritongemm"): fastrnn's error against fp64 nn.RNN at most twice cuDNN's own."""

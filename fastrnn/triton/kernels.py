@@ -901,14 +901,14 @@ def rnn_backward_cooperative_kernel(
             _grid_barrier(counter_ptr, (i + 2) * programs)
 
 
-@triton.jit(do_not_specialize=["M", "K", "K_SPLIT"])
+@triton.jit
 def gemm_tf32_kernel(
     a_ptr,  # [M, K] at strides stride_am, stride_ak (a transposed view too)
     b_ptr,  # [K, N] at strides stride_bk, stride_bn
     bias_ptr,  # [N], added to C (unused without HAS_BIAS)
     c_ptr,  # [S, M, N] at strides stride_cs, stride_cm, stride_cn: split s's part of A @ B
     M, N, K,
-    K_SPLIT,  # rows of K per split (grid axis 1), a multiple of BLOCK_K
+    SPLIT_BLOCKS,  # BLOCK_K blocks of K per split (grid axis 1)
     stride_am, stride_ak, stride_bk, stride_bn, stride_cs, stride_cm, stride_cn,
     HAS_BIAS: tl.constexpr,
     ACCUMULATE: tl.constexpr,  # C += A @ B (one split)
@@ -919,7 +919,11 @@ def gemm_tf32_kernel(
     take under nn.RNN's TF32 flag: one [BLOCK_M, BLOCK_N] tile of C per program, its K
     split over grid axis 1 (each split's sum into its own part of C, summed by the
     launcher: deterministic).  Tiles run GROUP_M rows of tiles at a time, so that
-    neighbouring programs share A's and B's blocks in L2.  Offsets are int64."""
+    neighbouring programs share A's and B's blocks in L2.  A split starts at a multiple
+    of BLOCK_K and the masks compare with M, N and K alone, so that where Triton knows
+    those and the strides to be multiples of 16 it loads an operand stored along K 16
+    bytes at a time (TF32 tensor cores read only such operands; others it copies 4
+    bytes at a time: docs/performance.md).  Offsets are int64."""
     tiles_m = tl.cdiv(M, BLOCK_M)
     tiles_n = tl.cdiv(N, BLOCK_N)
     pid = tl.program_id(0)
@@ -931,14 +935,14 @@ def gemm_tf32_kernel(
     rm = (tile_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     rn = (tile_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     split = tl.program_id(1)
-    k_first = split.to(tl.int64) * K_SPLIT
-    k_end = tl.minimum(k_first + K_SPLIT, K)
-    rk = k_first + tl.arange(0, BLOCK_K).to(tl.int64)
-    a_ptrs = a_ptr + rm[:, None] * stride_am + rk[None, :] * stride_ak
-    b_ptrs = b_ptr + rk[:, None] * stride_bk + rn[None, :] * stride_bn
+    k_first = split.to(tl.int64) * SPLIT_BLOCKS * BLOCK_K
+    k_end = tl.minimum(k_first + SPLIT_BLOCKS * BLOCK_K, K)
+    rk = tl.arange(0, BLOCK_K).to(tl.int64)
+    a_ptrs = a_ptr + rm[:, None] * stride_am + (k_first + rk)[None, :] * stride_ak
+    b_ptrs = b_ptr + (k_first + rk)[:, None] * stride_bk + rn[None, :] * stride_bn
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(k_first, k_end, BLOCK_K):
-        in_k = k + tl.arange(0, BLOCK_K) < k_end
+        in_k = k + rk < K  # a split's blocks end where the next one's begin
         a = tl.load(a_ptrs, mask=(rm[:, None] < M) & in_k[None, :], other=0.0)
         b = tl.load(b_ptrs, mask=in_k[:, None] & (rn[None, :] < N), other=0.0)
         acc = tl.dot(a, b, acc, input_precision="tf32")

@@ -907,10 +907,11 @@ def tf32_gemms(call: CallKey) -> bool:
 
 def gemm_tile(m: int, n: int) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, warps) of a GEMM of an [m, n] result: each side a power of two
-    from 16 (tl.dot's least) to GEMM_BLOCK; 8 warps from 64 x 128, where 4 take 250-255
-    registers a thread and spill on sm_86 (python tools/cubin_report.py)."""
+    from 16 (tl.dot's least) to GEMM_BLOCK; 8 warps from 4096 elements, where 4 take up
+    to 255 registers a thread at strides Triton cannot take as multiples of 16, and
+    spill (sm_86, sm_90: python tools/cubin_report.py)."""
     block_m, block_n = (min(GEMM_BLOCK, max(16, triton.next_power_of_2(s))) for s in (m, n))
-    return block_m, block_n, 8 if block_m * block_n >= 64 * 128 else 4
+    return block_m, block_n, 8 if block_m * block_n >= 64 * 64 else 4
 
 
 def gemm_splits(tiles: int, k: int, device: torch.device) -> int:
@@ -939,9 +940,9 @@ def gemm(a: Tensor, b: Tensor, out: Tensor | None = None, bias: Tensor | None = 
         return out
     block_m, block_n, warps = gemm_tile(m, n)
     tiles = _cdiv(m, block_m) * _cdiv(n, block_n)
-    # K rows per split, whole blocks of them; no split left empty.
-    k_split = GEMM_BLOCK_K * _cdiv(k, GEMM_BLOCK_K * gemm_splits(tiles, k, a.device))
-    splits = max(1, _cdiv(k, k_split or GEMM_BLOCK_K))
+    # Whole BLOCK_K blocks of K per split; no split left empty.
+    split_blocks = _cdiv(_cdiv(k, GEMM_BLOCK_K), gemm_splits(tiles, k, a.device))
+    splits = max(1, _cdiv(k, GEMM_BLOCK_K * split_blocks or 1))
     # Each split sums into its own part: summed below, in a fixed order.
     parts = out if splits == 1 else out.new_empty((splits, m, n))
     part_stride = parts.stride(0) if splits > 1 else 0
@@ -950,7 +951,8 @@ def gemm(a: Tensor, b: Tensor, out: Tensor | None = None, bias: Tensor | None = 
                 num_warps=warps, num_stages=GEMM_STAGES)  # fmt: skip
     launch_kernel(kernels.gemm_tf32_kernel, (tiles, splits),
                   (a, b, bias if bias is not None else a, parts),
-                  (m, n, k, k_split, *a.stride(), *b.stride(), part_stride, *out.stride()[-2:]),
+                  (m, n, k, split_blocks, *a.stride(), *b.stride(), part_stride,
+                   *out.stride()[-2:]),
                   meta)  # fmt: skip
     if splits > 1:
         if accumulate:
