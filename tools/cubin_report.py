@@ -212,6 +212,13 @@ def compile_gemm(config: Config, capability: int, aligned: bool):
         constexprs.update(stride_ak=1, stride_bk=1, stride_cn=1)
     signature = {name: "constexpr" if name in constexprs else "*fp32" if name.endswith("_ptr")
                  else "i32" for name in fn.arg_names}  # fmt: skip
+    return build(fn, signature, constexprs, capability, aligned, num_warps=config.num_warps,
+                 num_stages=launch.GEMM_STAGES)  # fmt: skip
+
+
+def build(fn, signature: dict, constexprs: dict, capability: int, aligned: bool, **options):
+    """triton.compile of fn for `capability` with `options` and launch.COMPILE_OPTIONS;
+    aligned: every argument Triton specialises on taken as a multiple of 16."""
     unspecialised = {fn.arg_names[i] if isinstance(i, int) else i for i in fn.do_not_specialize}
     attrs = {
         (i,): [["tt.divisibility", 16]]
@@ -219,9 +226,8 @@ def compile_gemm(config: Config, capability: int, aligned: bool):
         if aligned and signature[name] != "constexpr" and name not in unspecialised
     }
     source = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    options = {"num_warps": config.num_warps, "num_stages": launch.GEMM_STAGES,
-               **launch.COMPILE_OPTIONS}  # fmt: skip
-    return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
+    return triton.compile(source, target=GPUTarget("cuda", capability, 32),
+                          options={**options, **launch.COMPILE_OPTIONS})  # fmt: skip
 
 
 def compile_config(config: Config, capability: int, padded: bool = False,
@@ -281,18 +287,7 @@ def compile_config(config: Config, capability: int, padded: bool = False,
             signature[name] = f"*{dt}"
         else:
             signature[name] = "i32"
-    unspecialised = {fn.arg_names[i] if isinstance(i, int) else i for i in fn.do_not_specialize}
-    attrs = {
-        (i,): [["tt.divisibility", 16]]
-        for i, name in enumerate(fn.arg_names)
-        if aligned and signature[name] != "constexpr" and name not in unspecialised
-    }
-    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    return triton.compile(
-        source,
-        target=GPUTarget("cuda", capability, 32),
-        options={"num_warps": config.num_warps, **launch.COMPILE_OPTIONS},
-    )
+    return build(fn, signature, constexprs, capability, aligned, num_warps=config.num_warps)
 
 
 def cuobjdump(compiled, option: str) -> str:
