@@ -1189,15 +1189,17 @@ def test_cooperative_tf32x3_products_of_split_weights(tier, monkeypatch, triton_
             assert set(layers) == {(chip, low_parts and not chip)}, layers
 
 
-# (M, K, N, bias, accumulate, a transposed): odd sizes, one of each, K split (over
-# launch.GEMM_MIN_SPLIT_K rows where the tiles are fewer than the SMs), K = 0.
+# (M, K, N, bias, accumulate, a transposed, out a column slice): odd sizes, one of each,
+# K split (over launch.GEMM_MIN_SPLIT_K rows where the tiles are fewer than the SMs),
+# K = 0.
 GEMM_CASES = [
-    (1, 1, 1, False, False, False),
-    (37, 5, 3, True, False, False),
-    (130, 600, 17, True, False, True),
-    (16, 1000, 33, False, True, True),
-    (20, 700, 40, True, True, False),
-    (3, 0, 5, True, False, False),
+    (1, 1, 1, False, False, False, False),
+    (37, 5, 3, True, False, False, True),
+    (130, 600, 17, True, False, True, False),
+    (16, 1000, 33, False, True, True, True),
+    (20, 700, 40, True, True, False, False),
+    (20, 700, 40, True, False, False, True),
+    (3, 0, 5, True, False, False, False),
 ]
 
 
@@ -1207,7 +1209,7 @@ def test_tf32_gemm_is_a_tf32_product_at_any_strides(case):
     with a and b at any strides (b a transposed view, as W^T is), within TF32's error of
     the float64 product: each factor carries 10 mantissa bits, so each term's error is
     under 2^-9 of its size (the interpreter multiplies exactly)."""
-    m, k, n, bias, accumulate, transposed = case
+    m, k, n, bias, accumulate, transposed, sliced = case
     gen = torch.Generator().manual_seed(5)
 
     def rand(*shape):
@@ -1216,7 +1218,8 @@ def test_tf32_gemm_is_a_tf32_product_at_any_strides(case):
     a = rand(k, m).t() if transposed else rand(m, k)
     b = rand(n, k).t()
     bias_ = rand(n) if bias else None
-    out = rand(m, n) if accumulate else None
+    out = rand(m, 2 * n)[:, n:] if sliced else rand(m, n) if accumulate else None
+    before = out.clone() if sliced and not accumulate else None
     want = a.double() @ b.double()
     want += bias_.double() if bias else 0
     want += out.double() if accumulate else 0
@@ -1225,8 +1228,10 @@ def test_tf32_gemm_is_a_tf32_product_at_any_strides(case):
     splits = launch.gemm_splits(tiles, k, a.device)
     got = launch.gemm(a, b, out=out, bias=bias_, accumulate=accumulate, tf32=True)
     assert got.shape == (m, n) and got.dtype == torch.float32
-    if accumulate:
+    if out is not None:
         assert got is out
+    if before is not None:
+        assert not torch.equal(got, before)  # written in place, at its strides
     bound = 2.0**-9 * (a.double().abs() @ b.double().abs()) + 1e-6
     assert ((got.double() - want).abs() <= bound).all(), (splits, (got.double() - want).abs().max())
     if DEVICE.type == "cpu" and k >= 2 * launch.GEMM_MIN_SPLIT_K:

@@ -922,6 +922,27 @@ def gemm_splits(tiles: int, k: int, device: torch.device) -> int:
     return max(1, min(_cdiv(sms, tiles), k // GEMM_MIN_SPLIT_K))
 
 
+@functools.lru_cache(maxsize=LAUNCHES_CACHED)
+def gemm_launch(device: torch.device, m: int, n: int, k: int, a_strides: tuple,
+                b_strides: tuple, out_strides: tuple, has_bias: bool, accumulate: bool,
+                settings: tuple) -> tuple[KernelLaunch, int]:  # fmt: skip
+    """gemm's launch of kernels.gemm_tf32_kernel for these sizes and strides, and its
+    number of K splits (1: the kernel writes out itself; more: a contiguous [splits, m,
+    n] of parts to sum).  settings: the GEMM_* settings it is worked out with (tools
+    change them)."""
+    block_m, block_n, warps = gemm_tile(m, n)
+    tiles = _cdiv(m, block_m) * _cdiv(n, block_n)
+    # Whole BLOCK_K blocks of K per split; no split left empty.
+    split_blocks = _cdiv(_cdiv(k, GEMM_BLOCK_K), gemm_splits(tiles, k, device))
+    splits = max(1, _cdiv(k, GEMM_BLOCK_K * split_blocks or 1))
+    part_strides = (m * n, n, 1) if splits > 1 else (0, *out_strides)
+    meta = dict(COMPILE_OPTIONS, HAS_BIAS=has_bias, ACCUMULATE=accumulate and splits == 1,
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=GEMM_BLOCK_K, GROUP_M=GEMM_GROUP_M,
+                num_warps=warps, num_stages=GEMM_STAGES)  # fmt: skip
+    scalars = (m, n, k, split_blocks, *a_strides, *b_strides, *part_strides)
+    return KernelLaunch("gemm_tf32_kernel", (tiles, splits), scalars, meta), splits
+
+
 def gemm(a: Tensor, b: Tensor, out: Tensor | None = None, bias: Tensor | None = None,
          accumulate: bool = False, tf32: bool = False) -> Tensor:  # [M, N]  # fmt: skip
     """a [M, K] @ b [K, N] (+ bias [N]) into out (new where None; where accumulate, added
@@ -938,22 +959,13 @@ def gemm(a: Tensor, b: Tensor, out: Tensor | None = None, bias: Tensor | None = 
         out = a.new_empty((m, n))
     if m == 0 or n == 0:
         return out
-    block_m, block_n, warps = gemm_tile(m, n)
-    tiles = _cdiv(m, block_m) * _cdiv(n, block_n)
-    # Whole BLOCK_K blocks of K per split; no split left empty.
-    split_blocks = _cdiv(_cdiv(k, GEMM_BLOCK_K), gemm_splits(tiles, k, a.device))
-    splits = max(1, _cdiv(k, GEMM_BLOCK_K * split_blocks or 1))
+    settings = (GEMM_BLOCK, GEMM_BLOCK_K, GEMM_STAGES, GEMM_GROUP_M, GEMM_MIN_SPLIT_K,
+                GEMM_INTERPRETER_SMS)  # fmt: skip
+    kernel_launch, splits = gemm_launch(a.device, m, n, k, a.stride(), b.stride(), out.stride(),
+                                        bias is not None, accumulate, settings)  # fmt: skip
     # Each split sums into its own part: summed below, in a fixed order.
     parts = out if splits == 1 else out.new_empty((splits, m, n))
-    part_stride = parts.stride(0) if splits > 1 else 0
-    meta = dict(COMPILE_OPTIONS, HAS_BIAS=bias is not None, ACCUMULATE=accumulate and splits == 1,
-                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=GEMM_BLOCK_K, GROUP_M=GEMM_GROUP_M,
-                num_warps=warps, num_stages=GEMM_STAGES)  # fmt: skip
-    launch_kernel(kernels.gemm_tf32_kernel, (tiles, splits),
-                  (a, b, bias if bias is not None else a, parts),
-                  (m, n, k, split_blocks, *a.stride(), *b.stride(), part_stride,
-                   *out.stride()[-2:]),
-                  meta)  # fmt: skip
+    kernel_launch((a, b, bias if bias is not None else a, parts))
     if splits > 1:
         if accumulate:
             out.add_(parts.sum(0))
