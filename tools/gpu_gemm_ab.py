@@ -1,15 +1,16 @@
 """fp32's GEMMs outside the recurrence, one at a time, on a GPU: cuBLAS in IEEE fp32 (what
 fastrnn runs by default), cuBLAS on TF32 (torch's global matmul flag, which the package
 cannot set per call) and fastrnn's own TF32 kernel (launch.gemm, kernels.gemm_tf32_kernel)
-with its tiles' settings as planned and varied (K 64 rows a block, 4 blocks in flight, K
-never split).  The GEMMs of layer 0 of each fp32 throughput shape, with the operands'
-layouts the launch functions pass: the input projection (x @ W_ih^T + b_ih), the input
-gradient (dZ @ W_ih), dW_ih (dZ^T @ x) and dW_hh (dZ^T @ y); dZ's rows at a
-bidirectional layer's stride.  Each result is validated first (its error against the
-float64 product, in units of the TF32 bound 2^-9 (|A| @ |B|): at most 1, or it is
-dropped), then the contenders are timed alternated, median of --repeats.  So
-launch.GEMM_BLOCK_K, GEMM_STAGES and GEMM_MIN_SPLIT_K are set from measurement.  Prints a
-markdown table (microseconds a GEMM); --json writes every number.
+as planned ("fastrnn") and with one tile setting varied ("fastrnn-gk64": K 64 rows a
+block, "-gs4": 4 blocks in flight, "-nosplit": K never split).  The GEMMs of layer 0 of
+each fp32 throughput shape, with the operands' layouts the launch functions pass: the
+input projection (x @ W_ih^T + b_ih), the input gradient (dZ @ W_ih), dW_ih (dZ^T @ x)
+and dW_hh (dZ^T @ y); dZ's rows at a bidirectional layer's stride.  Each result is
+validated first (its error against the float64 product, in units of the TF32 bound
+2^-9 (|A| @ |B|): at most 1, or it is dropped), then the contenders are timed
+alternated, median of --repeats.  So launch.GEMM_BLOCK_K, GEMM_STAGES and
+GEMM_MIN_SPLIT_K are set from measurement.  Prints a markdown table (microseconds a
+GEMM); --json writes every number.
 
     python tools/gpu_gemm_ab.py --json gpu-results/gemms.json
 """
@@ -18,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
+from fastrnn.bench.measure import time_calls
 from fastrnn.bench.report import machine_line
 from fastrnn.bench.shapes import GPU_SHAPES, SHAPES
 from fastrnn.triton import launch
@@ -30,13 +30,9 @@ from fastrnn.triton import launch
 # The fp32 shapes whose GEMMs run outside the recurrence kernels (their sequences are
 # longer than launch.PROJECT_INPUT_MAX_STEPS).
 NAMES = ("small", "medium", "fastrnns", "wide", "large", "bi2L", "H2048", "bigbatch")
-# fastrnn's TF32 kernel as planned, and with one tile setting changed.
-TRITON_VARIANTS = {
-    "triton": {},
-    "triton-k64": {"GEMM_BLOCK_K": 64},
-    "triton-s4": {"GEMM_STAGES": 4},
-    "triton-nosplit": {"GEMM_MIN_SPLIT_K": 1 << 62},
-}
+# fastrnn's TF32 kernel as planned, and with one tile setting changed (launch.
+# VARIANT_OPTIONS).
+TRITON_VARIANTS = ("fastrnn", "fastrnn-gk64", "fastrnn-gs4", "fastrnn-nosplit")
 CONTENDERS = ("cublas-ieee", "cublas-tf32", *TRITON_VARIANTS)
 
 
@@ -60,20 +56,22 @@ def operands(shape, device, gen) -> dict:
     }
 
 
+def use_variant(name: str | None) -> None:
+    """launch's settings of variant `name` (launch.variant_settings; None: the plan's)."""
+    for setting, value in launch.variant_settings(name).items():
+        setattr(launch, setting, value)
+
+
 def contender(name: str, a, b, bias):
     """A call of contender `name` on (a, b, bias)."""
-    if name.startswith("triton"):
-        settings = TRITON_VARIANTS[name]
+    if name in TRITON_VARIANTS:
 
         def run():
-            saved = {s: getattr(launch, s) for s in settings}
-            for setting, value in settings.items():
-                setattr(launch, setting, value)
+            use_variant(name)
             try:
                 return launch.gemm(a, b, bias=bias, tf32=True)
             finally:
-                for setting, value in saved.items():
-                    setattr(launch, setting, value)
+                use_variant(None)
 
         return run
     tf32 = name == "cublas-tf32"
@@ -96,33 +94,6 @@ def tf32_error(got, a, b, bias) -> float:
     return ((got.double() - want).abs() / bound).max().item()
 
 
-def synchronize(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_calls(calls: dict, device, repeats: int, target_s: float = 0.01) -> dict:
-    """Median seconds a call of each of `calls` ({name: call}), alternated per repeat."""
-    counts = {}
-    for name, call in calls.items():
-        call()
-        synchronize(device)
-        start = time.perf_counter()
-        call()
-        synchronize(device)
-        counts[name] = max(1, min(1000, int(target_s / max(time.perf_counter() - start, 1e-7))))
-    samples = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            synchronize(device)
-            start = time.perf_counter()
-            for _ in range(counts[name]):
-                call()
-            synchronize(device)
-            samples[name].append((time.perf_counter() - start) / counts[name])
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", default=None)
@@ -142,8 +113,9 @@ def main(argv=None) -> int:
         for gemm, (a, b, bias) in operands(grid[name], device, gen).items():
             calls = {c: contender(c, a, b, bias) for c in CONTENDERS}
             errors = {c: tf32_error(call(), a, b, bias) for c, call in calls.items()}
-            timings = time_calls({c: calls[c] for c in calls if errors[c] <= 1}, device,
-                                 args.repeats)  # fmt: skip
+            valid = {c: call for c, call in calls.items() if errors[c] <= 1}
+            timed = time_calls(valid, device, args.repeats, 0.01)
+            timings = {c: t["median_s"] for c, t in timed.items()}
             size = (a.shape[0], a.shape[1], b.shape[1])
             rows.append({"shape": name, "gemm": gemm, "mkn": size, "errors": errors,
                          "seconds": timings})  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import statistics
 import time
@@ -100,27 +101,34 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_contenders(contenders, shape, mode, device, dtype, repeats, target_s):
-    """Median and IQR of per-call seconds; contenders alternate inside every repeat."""
+    """Median and IQR of per-call seconds of each contender's step (time_calls)."""
     x = make_input(shape, device, dtype)
-    calls = {}
-    for c in contenders:  # warm up, then size each contender's batch of calls
-        step(c, x, mode)
+    calls = {c.name: functools.partial(step, c, x, mode) for c in contenders}
+    return time_calls(calls, device, repeats, target_s)
+
+
+def time_calls(calls: dict, device, repeats: int, target_s: float) -> dict:
+    """{name: median, IQR and samples of per-call seconds} of calls ({name: call}), the
+    calls alternating inside every repeat, each repeat a batch of about target_s."""
+    counts = {}
+    for name, call in calls.items():  # warm up, then size each batch of calls
+        call()
         synchronize(device)
         start = time.perf_counter()
-        step(c, x, mode)
+        call()
         synchronize(device)
         once = time.perf_counter() - start
-        calls[c.name] = max(1, min(1000, int(target_s / max(once, 1e-7))))
-    samples = {c.name: [] for c in contenders}
+        counts[name] = max(1, min(1000, int(target_s / max(once, 1e-7))))
+    samples = {name: [] for name in calls}
     for _ in range(repeats):
-        for c in contenders:
-            n = calls[c.name]
+        for name, call in calls.items():
+            n = counts[name]
             synchronize(device)
             start = time.perf_counter()
             for _ in range(n):
-                step(c, x, mode)
+                call()
             synchronize(device)
-            samples[c.name].append((time.perf_counter() - start) / n)
+            samples[name].append((time.perf_counter() - start) / n)
     result = {}
     for name, s in samples.items():
         q = statistics.quantiles(s, n=4) if len(s) > 1 else [s[0], s[0], s[0]]

@@ -150,6 +150,9 @@ VARIANT_OPTIONS = {
     "k32": {"COOP_BLOCK_K": 32},  # streamed W_hh 32 rows a chunk
     "tf32": {"FP32_DOT_PRECISION": "tf32"},  # fp32 tensor-core products in plain TF32
     "tritongemm": {"TF32_GEMMS": True},  # fp32 GEMMs on TF32 (kernels.gemm_tf32_kernel)
+    "gk64": {"GEMM_BLOCK_K": 64},  # that GEMM 64 rows of K a block
+    "gs4": {"GEMM_STAGES": 4},  # 4 blocks in flight
+    "nosplit": {"GEMM_MIN_SPLIT_K": 1 << 62},  # K never split
 }
 
 
