@@ -62,7 +62,7 @@ PRECISION = ("fastrnn", "fastrnn-ieee", "fastrnn-tf32gemm", "fastrnn-tf32",
 # fp32 GEMMs under TF32-on: cuBLAS in IEEE fp32 (the default), cuBLAS on TF32 (its global
 # flag, which the package cannot set per call), or fastrnn's own TF32 GEMM kernel
 # (launch.TF32_GEMMS): whether it does what cuBLAS's TF32 did.
-GEMMS = ("fastrnn", "fastrnn-tf32gemm", "fastrnn-tritongemm")
+GEMMS = ("fastrnn", "fastrnn-tf32gemm", "fastrnn-tritongemm", "fastrnn-tritongemm-wgieee")
 # The cooperative tier as planned, with its products in one K part, on 8 warps, or
 # streaming W_hh 32 rows a chunk (in 2 parts; the default is 64 in 4).
 COOP_OPTIONS = ("fastrnn", "fastrnn-unsplit", "fastrnn-w8", "fastrnn-k32")

@@ -945,7 +945,9 @@ def gemm_tf32_kernel(
         in_k = k + rk < K  # a split's blocks end where the next one's begin
         a = tl.load(a_ptrs, mask=(rm[:, None] < M) & in_k[None, :], other=0.0)
         b = tl.load(b_ptrs, mask=in_k[:, None] & (rn[None, :] < N), other=0.0)
-        acc = tl.dot(a, b, acc, input_precision="tf32")
+        # Rounded to TF32 as cuBLAS's TF32 does: the tensor cores would drop the low bits
+        # (truncation, twice cuBLAS's error on an H200: docs/performance.md).
+        acc = tl.dot(_tf32_high(a), _tf32_high(b), acc, input_precision="tf32")
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
     if HAS_BIAS:

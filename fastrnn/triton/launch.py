@@ -103,6 +103,9 @@ WEIGHT_GRADS_ELEMENTS = 1 << 22
 # follows torch's global matmul flag, which one call cannot set for itself alone
 # (docs/performance.md).  False: cuBLAS in IEEE fp32 (tools/gpu_tier_ab.py times both).
 TF32_GEMMS = False
+# With TF32_GEMMS, the weight gradients' GEMMs too (K the batch's rows; both operands
+# stored along M or N, which TF32 tensor cores cannot read as they are).
+TF32_WEIGHT_GRAD_GEMMS = True
 # The GEMM's tiles: up to 128 x 128 (gemm_tile), K 32 rows a block, 3 blocks in flight
 # (96 KB of shared memory at the largest tile on sm_90: python tools/cubin_report.py),
 # GEMM_GROUP_M rows of tiles at a time.  Where the tiles are fewer than the SMs, K is
@@ -150,6 +153,7 @@ VARIANT_OPTIONS = {
     "k32": {"COOP_BLOCK_K": 32},  # streamed W_hh 32 rows a chunk
     "tf32": {"FP32_DOT_PRECISION": "tf32"},  # fp32 tensor-core products in plain TF32
     "tritongemm": {"TF32_GEMMS": True},  # fp32 GEMMs on TF32 (kernels.gemm_tf32_kernel)
+    "wgieee": {"TF32_WEIGHT_GRAD_GEMMS": False},  # but the weight gradients' on cuBLAS
     "gk64": {"GEMM_BLOCK_K": 64},  # that GEMM 64 rows of K a block
     "gs4": {"GEMM_STAGES": 4},  # 4 blocks in flight
     "nosplit": {"GEMM_MIN_SPLIT_K": 1 << 62},  # K never split
@@ -532,7 +536,7 @@ def call_key(weights: list[Tensor]) -> CallKey:
                 COOP_SPLIT_K, COOP_NUM_WARPS, COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS,
                 PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
                 PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
-                WEIGHT_GRADS_ELEMENTS, TF32_GEMMS)  # fmt: skip
+                WEIGHT_GRADS_ELEMENTS, TF32_GEMMS, TF32_WEIGHT_GRAD_GEMMS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dot_precision(dtype), settings)
 
 
@@ -1150,6 +1154,7 @@ def rnn_backward_triton(
     dz = input.new_empty((steps.rows, directions * hidden))  # laid out as the layer's output
     call = call_key(weights)
     tf32 = tf32_gemms(call)
+    tf32_weight_grads = tf32 and TF32_WEIGHT_GRAD_GEMMS
     counters = None
     for layer in reversed(range(num_layers)):
         layer_in = input if layer == 0 else layer_outputs[layer - 1]
@@ -1187,10 +1192,10 @@ def rnn_backward_triton(
             if launch.weight_grads:
                 grad_weights[base : base + per_cell] = kernel_grads[d]
             else:
-                grad_weights[base] = gemm(dz_cell.t(), layer_in, tf32=tf32)
+                grad_weights[base] = gemm(dz_cell.t(), layer_in, tf32=tf32_weight_grads)
                 grad_weights[base + 1] = recurrent_weight_grad(
                     dz_cell, _columns(y_all, d, directions),
-                    h0[cell] if h0 is not None else None, steps, d == 1, tf32,
+                    h0[cell] if h0 is not None else None, steps, d == 1, tf32_weight_grads,
                 )  # fmt: skip
                 if per_cell == 4:
                     grad_weights[base + 2] = dz_cell.sum(0)  # accumulates in fp32 (fp16/bf16)
