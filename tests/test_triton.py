@@ -1189,6 +1189,62 @@ def test_cooperative_tf32x3_products_of_split_weights(tier, monkeypatch, triton_
             assert set(layers) == {(chip, low_parts and not chip)}, layers
 
 
+# (case, programs, FP32_DOT_PRECISION, whether the exchange is tagged): W_hh on chip
+# (one 32-column tile) in tf32x3; streamed in IEEE fp32 and in tf32x3 split at each
+# chunk; several programs, each owning whole batch tiles (one 128-column tile); not
+# where streamed tf32x3 products take W_hh's parts split once, nor in fp64.
+TAGGED_CASES = [
+    ((17, 20, 5, 2, True, True, "tanh", True, "cooperative-tagged-32"), None, None, True),
+    ((3, 70, 4, 1, False, False, "relu", False, "cooperative-tagged"), None, "ieee", True),
+    (
+        (3, 33, 3, 1, True, True, "tanh", True, "cooperative-tagged-chunksplit"),
+        None,
+        "tf32x3",
+        True,
+    ),
+    ((40, 70, 4, 1, True, True, "tanh", True, "cooperative-tagged-128"), 3, None, True),
+    ((17, 33, 3, 1, False, True, "relu", True, "cooperative-tagged"), None, "tf32x3", False),
+]
+
+
+@pytest.mark.parametrize("case", TAGGED_CASES, ids=[case_id(c[0]) for c in TAGGED_CASES])
+def test_cooperative_state_exchanged_tagged_with_its_step(case, monkeypatch, triton_kernels):
+    """launch.COOP_TAGGED_EXCHANGE: the cooperative programs exchange the state (h_t
+    forward, dz_t backward) as fp32 values tagged with their step in 64-bit words, and
+    read it once the tags show, with no grid barrier.  Every output and gradient matches
+    fp64 nn.RNN at fp32 accuracy, and one zero-fill a call makes the exchange of every
+    layer (the barrier counters' fill, which it replaces).  Under the interpreter, which
+    runs programs one after another, several programs can run only where none reads
+    another's state (each owns whole batch tiles): with the grid barrier they would wait
+    forever.  fp64 states fill the word, and streamed W_hh's parts split once by all
+    programs need a barrier: those keep it."""
+    rnn_case, programs, precision, tagged = case
+    force_tier(monkeypatch, rnn_case[-1])
+    monkeypatch.setattr(launch, "FORCE_PROGRAMS", programs)
+    monkeypatch.setattr(launch, "FP32_DOT_PRECISION", precision)
+    seen = set()
+    watch_layer_launches(monkeypatch, lambda _, layer: seen.add(layer.meta["TAGGED"]))
+    if DEVICE.type == "cuda" or tagged:
+        got, want = run_case(rnn_case, torch.float32)
+        for name, g, w in zip(RESULT_NAMES, got, want, strict=False):
+            assert_close(g, w, torch.float32, f"{case_id(rnn_case)} {name}")
+        assert seen == {tagged}
+    hidden = rnn_case[1]
+    weights = [torch.randn(hidden, i, device=DEVICE) for i in (5, hidden) * 2] + [
+        torch.randn(hidden, i, device=DEVICE) for i in (2 * hidden, hidden) * 2]  # fmt: skip
+    x = torch.randn(1, 40, 5, device=DEVICE)  # one step, no h0: no program waits
+    device_ops = DeviceOps()
+    device_ops.watch(monkeypatch, "rnn_forward_cooperative_kernel")
+    with device_ops:
+        launch.rnn_forward_triton(x, None, weights, None, 2, True, False)
+    assert [op for op in device_ops.ops if op in FILLS] == ["zeros"]
+    assert seen == {tagged}
+    fp64_weights = [w.double() for w in weights]
+    with device_ops:
+        launch.rnn_forward_triton(x.double(), None, fp64_weights, None, 2, True, False)
+    assert seen == {tagged, False}
+
+
 # (M, K, N, bias, accumulate, a transposed, out a column slice): odd sizes, one of each,
 # K split (over launch.GEMM_MIN_SPLIT_K rows where the tiles are fewer than the SMs),
 # K = 0.
@@ -1476,6 +1532,25 @@ def test_variant_names_set_launch_settings(monkeypatch, request):
     assert matmul.allow_tf32 == gpu_tier_ab.DEFAULT_MATMUL_TF32
     assert launch.dot_precision(torch.float32) == ("tf32x3" if launch.tf32_allowed() else "ieee")
     assert {s: getattr(launch, s) for s in launch.VARIANT_DEFAULTS} == launch.VARIANT_DEFAULTS
+
+
+def test_every_variant_setting_is_in_the_launches_cache_key(monkeypatch):
+    """forward_launch and backward_launch are cached by CallKey: each setting a variant
+    changes must change the key (fp32's, whose precision one of them sets), or a
+    launch made under other settings would be reused; the GEMM's (GEMM_*) key its own
+    launches (launch.gemm_launch)."""
+    weights = [torch.zeros(4, 3), torch.zeros(4, 4)]
+    default = launch.call_key(weights)
+    for option, settings in launch.VARIANT_OPTIONS.items():
+        if all(setting.startswith("GEMM_") for setting in settings):
+            continue
+        force_tier(monkeypatch, f"fastrnn-{option}")
+        assert launch.call_key(weights) != default, option
+    for tier, block_n in (("cooperative", None), ("fastrnn", 32)):
+        monkeypatch.setattr(launch, "FORCE_TIER", tier if tier != "fastrnn" else None)
+        monkeypatch.setattr(launch, "COOP_BLOCK_N", block_n)
+        assert launch.call_key(weights) != default, (tier, block_n)
+        force_tier(monkeypatch, None)
 
 
 def test_kept_kernels_are_keyed_by_what_triton_specialises_on():

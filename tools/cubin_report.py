@@ -72,6 +72,9 @@ class Config:
     # cooperative, fp32 tf32x3 on streamed W_hh: Triton splitting W_hh at every chunk
     # rather than its parts split once (launch.COOP_W_LOW_PARTS)
     chunk_split: bool = False
+    # cooperative: the state exchanged as tagged words, no grid barrier
+    # (launch.COOP_TAGGED_EXCHANGE)
+    tagged: bool = False
 
     def describe(self) -> str:
         dtype = TRITON_DTYPE[self.dtype] + (
@@ -86,6 +89,8 @@ class Config:
                 tile += " tiles pipelined"
             if self.chunk_split:
                 tile += " split each chunk"
+            if self.tagged:
+                tile += " tagged"
         else:
             tile = f"H<={self.block_h}"
             if self.block_b != launch.BLOCK_B:
@@ -146,6 +151,12 @@ def plan_configurations(p: launch.Plan, dtype: torch.dtype, precision: str) -> l
                 for split in chunk_split
                 if pipe or split
             ]
+            # Tagged exchange where the state is fp32 and W_hh's parts are not split once.
+            if dtype != torch.float64:
+                configs += [dataclasses.replace(c, tagged=True) for c in configs
+                            if c.kernel == config.kernel and not c.tagged
+                            and not launch.w_low_parts(precision, tile > 0,
+                                                       not c.chunk_split)]  # fmt: skip
             continue
         if direction == "backward":
             for block_b in (launch.BLOCK_B, launch.WEIGHT_GRADS_MAX_BATCH):
@@ -251,6 +262,7 @@ def compile_config(config: Config, capability: int, padded: bool = False,
                       "SPLIT_K": config.split_k,
                       "W_LOW_PARTS": launch.w_low_parts(config.precision, config.block_h > 0,
                                                         not config.chunk_split)}  # fmt: skip
+        constexprs["TAGGED"] = config.tagged
         if direction == "forward":
             constexprs["PIPELINE_TILES"] = config.pipeline_tiles
     constexprs["HAS_H0" if direction == "forward" else "DH0"] = True
@@ -277,8 +289,8 @@ def compile_config(config: Config, capability: int, padded: bool = False,
             signature[name] = "constexpr"
         elif name in ("batch_sizes_ptr", "offsets_ptr", "previous_ptr", "previous_rev_ptr"):
             signature[name] = "*i64"
-        elif name == "counter_ptr":
-            signature[name] = "*i32"
+        elif name == "sync_ptr":  # grid-barrier counters, or the tagged exchange's words
+            signature[name] = "*i64" if config.tagged else "*i32"
         elif name == "state_ptr":  # the cooperative tier's state: fp32 (fp64 for fp64)
             signature[name] = "*fp64" if dt == "fp64" else "*fp32"
         elif name == "w_low_ptr":  # W_hh's low TF32 parts where used, else a placeholder

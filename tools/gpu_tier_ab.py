@@ -6,16 +6,17 @@ GEMMs; 16-row programs on 16 warps), onto the cooperative tier with 64-, 32- or
 16-column tiles, or with W_hh's columns streamed from L2 instead of held on chip, its
 products in one K part, its programs on 8 warps, its streamed W_hh 32 rows a chunk or
 split into TF32 parts by Triton at every chunk (fp32 tf32x3), or a forward program's
-one tile pipelined as several are; a 16-row fp32 IEEE product in K parts or in one;
+one tile pipelined as several are, or its state exchanged tagged with each step
+instead of a grid barrier a step; a 16-row fp32 IEEE product in K parts or in one;
 fp32 tensor-core products as tf32x3, plain TF32 or IEEE FMA products under nn.RNN's
 TF32-on default, and fp32 GEMMs (input projections, weight and input gradients) on
 TF32 as cuDNN may run them under that default (cuBLAS's, or fastrnn's own GEMM kernel);
 and nn.RNN (cuDNN).  So
 launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
 COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS,
-COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS, PERSISTENT_NUM_WARPS, PROJECT_INPUT_MAX_STEPS,
-WEIGHT_GRADS_MAX_STEPS, TF32_GEMMS and launch.dot_precision are set from measurement.  Each
-contender is validated against float64 nn.RNN first
+COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS, COOP_TAGGED_EXCHANGE, PERSISTENT_NUM_WARPS,
+PROJECT_INPUT_MAX_STEPS, WEIGHT_GRADS_MAX_STEPS, TF32_GEMMS and launch.dot_precision are
+set from measurement.  Each contender is validated against float64 nn.RNN first
 (fastrnn.bench.measure.validation_errors; every error goes into the JSON), one outside
 the allowance is dropped from the row, and the others are timed with the contenders
 alternated.  Prints a markdown table; --json writes every number (after each row, so a
@@ -63,6 +64,11 @@ PRECISION = ("fastrnn", "fastrnn-ieee", "fastrnn-tf32gemm", "fastrnn-tf32",
 # flag, which the package cannot set per call), or fastrnn's own TF32 GEMM kernel
 # (launch.TF32_GEMMS): whether it does what cuBLAS's TF32 did.
 GEMMS = ("fastrnn", "fastrnn-tf32gemm", "fastrnn-tritongemm", "fastrnn-tritongemm-wgieee")
+# The cooperative tier's state exchanged through a grid barrier a step (the plan), or
+# tagged with its step and read when the tags show (launch.COOP_TAGGED_EXCHANGE; not
+# where fp32 tf32x3 takes streamed W_hh's parts split once: "chunksplit" there).
+TAGGED = ("fastrnn", "fastrnn-tagged")
+TAGGED_STREAMED = ("fastrnn", "fastrnn-chunksplit", "fastrnn-chunksplit-tagged")
 # The cooperative tier as planned, with its products in one K part, on 8 warps, or
 # streaming W_hh 32 rows a chunk (in 2 parts; the default is 64 in 4).
 COOP_OPTIONS = ("fastrnn", "fastrnn-unsplit", "fastrnn-w8", "fastrnn-k32")
@@ -95,6 +101,9 @@ COOPERATIVE_32 = ("medium", *COOPERATIVE_16)
 CASES = [
     # The GEMMs first: a run cut short by its time limit keeps them.
     *cases((FP32,), ("small", *COOPERATIVE_32, "bi2L", "bigbatch"), GEMMS),
+    *cases((FP32,), ("medium", "fastrnns", "wide", "bi2L", "bigbatch"), TAGGED),
+    *cases((FP16,), COOPERATIVE_16, TAGGED),
+    *cases((FP32,), ("large", "H2048"), TAGGED_STREAMED),
     *cases((FP32, FP16), ("hello", "pattern25", "regression2L", "single-step"), PROJECT),
     *cases((FP32,), ("long-B1", "long", "small"), FMA),
     *cases((FP16,), ("small", "long-B1"), FMA),

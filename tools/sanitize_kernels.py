@@ -1,7 +1,8 @@
 """Small training steps on CUDA for compute-sanitizer, on the kernels that synchronise
 threads beyond a step's own work: the cooperative tier (a grid barrier per step; W_hh
 on chip, and streamed, where fp32 under the TF32 flag reads the low parts of W_hh that
-every program wrote into a workspace before the first barrier) and
+every program wrote into a workspace before the first barrier; and with the state
+exchanged as tagged words instead, whose reads wait for the tags), and
 the persistent backward that computes the weight gradients from the dz its threads
 stored (a block barrier), on 8-row FMA programs, on 32-row tl.dot ones and on one row;
 and one-row programs running the recurrence alone (threads summing whole columns, h
@@ -33,6 +34,7 @@ CASES = [  # (variant of the plan: launch.variant_settings, T, B, H, packed, bat
     ("cooperative", 6, 20, 70, False, True, "w * out + h_n"),
     ("cooperative", 6, 20, 70, False, False, "out"),
     ("cooperative-streamed", 6, 20, 70, False, False, "out^2 + h_n"),
+    ("cooperative-tagged", 6, 20, 70, True, False, "out^2 + h_n"),
     ("persistent", 7, 5, 16, True, False, "out^2 + h_n"),
     ("persistent", 6, 20, 70, False, True, "out"),
     ("persistent", 40, 3, 100, False, True, "w * out + h_n"),

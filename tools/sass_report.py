@@ -1,5 +1,7 @@
 """The SASS of kernel configurations' time loops, without a GPU: per warp and step, the
-instructions, barriers, shuffles, shared-memory and tensor-core instructions, and the
+instructions (those of the tagged exchange's wait loops, which repeat only while a
+step's state has not arrived, counted apart too), barriers, shuffles, shared-memory and
+tensor-core instructions, and the
 longest chain of dependent floating-point instructions (a tensor-core instruction's
 accumulator included), as cuobjdump reads the cubins that tools/cubin_report.py builds
 (padded input, aligned pointers).  docs/performance.md's SASS tables come from it.
@@ -38,17 +40,44 @@ def sass(compiled) -> list[tuple[int, str]]:
     return [(int(address, 16), body) for address, body in INSTRUCTION.findall(text)]
 
 
-def time_loop(code: list[tuple[int, str]]) -> list[str]:
-    """The instructions of the widest backward branch's range that synchronises threads
-    (where any does): the kernel's time loop, not a loop before it (the cooperative
-    tier's split of W_hh has no barrier)."""
-    loops = []
+def backward_branches(code: list[tuple[int, str]]) -> list[tuple[int, int]]:
+    """(target, address) of each branch back to an earlier instruction: a loop's range."""
+    ranges = []
     for address, body in code:
         target = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", body)
         if target and int(target.group(1), 16) <= address:
-            loops.append([body for a, body in code if int(target.group(1), 16) <= a <= address])
-    synchronising = [loop for loop in loops if any(opcode(b).startswith("BAR") for b in loop)]
+            ranges.append((int(target.group(1), 16), address))
+    return ranges
+
+
+def time_loop(code: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The (address, instruction)s of the widest backward branch's range that
+    synchronises threads (where any does): the kernel's time loop, not a loop before it
+    (the cooperative tier's split of W_hh has no barrier)."""
+    loops = [[(a, body) for a, body in code if start <= a <= end]
+             for start, end in backward_branches(code)]  # fmt: skip
+    synchronising = [loop for loop in loops if any(opcode(b).startswith("BAR") for _, b in loop)]
     return max(synchronising or loops, key=len)
+
+
+def wait_loops(loop: list[tuple[int, str]]) -> int:
+    """Instructions of the innermost loops inside a time loop that read with volatile
+    (.STRONG.SYS) loads: the tagged exchange's waits (kernels._load_tagged), which run
+    again only while a step's state is not there yet."""
+    ranges = backward_branches(loop)
+    innermost = [
+        (start, end)
+        for start, end in ranges
+        if not any(
+            (start, end) != inner and start <= inner[0] and inner[1] <= end for inner in ranges
+        )
+    ]
+    inside = set()
+    for start, end in innermost:
+        body = [(a, b) for a, b in loop if start <= a <= end]
+        if any(".STRONG.SYS" in b for _, b in body):
+            inside.update(a for a, _ in body)
+    return len(inside)
 
 
 def opcode(body: str) -> str:
@@ -80,10 +109,12 @@ def longest_chain(loop: list[str]) -> int:
 def report(config: cubin_report.Config, capability: int = 90) -> dict:
     """The time loop's counts of one configuration (see the module docstring)."""
     compiled = cubin_report.compile_config(config, capability, True, True)
-    loop = time_loop(sass(compiled))
+    with_addresses = time_loop(sass(compiled))
+    loop = [body for _, body in with_addresses]
     kinds = collections.Counter(opcode(body).split(".")[0] for body in loop)
     registers, local = cubin_report.cubin_usage(compiled)
-    return {"instructions": len(loop), **{kind: kinds[kind] for kind in COUNTED},
+    return {"instructions": len(loop), "in wait loops": wait_loops(with_addresses),
+            **{kind: kinds[kind] for kind in COUNTED},
             "chain": longest_chain(loop), "registers": registers, "local": local,
             "shared": compiled.metadata.shared}  # fmt: skip
 
@@ -111,6 +142,8 @@ def main(argv=None) -> int:
                         help="cooperative forward: its tile loop pipelined")  # fmt: skip
     parser.add_argument("--chunk-split", action="store_true",
                         help="cooperative tf32x3, W streamed: split by Triton")  # fmt: skip
+    parser.add_argument("--tagged", action="store_true",
+                        help="cooperative: state exchanged tagged, no grid barrier")  # fmt: skip
     parser.add_argument(
         "--block-k", type=int, default=launch.COOP_BLOCK_K, help="cooperative streamed rows a chunk"
     )
@@ -129,7 +162,7 @@ def main(argv=None) -> int:
         args.kernel, getattr(torch, args.dtype), args.block_h, args.warps, args.precision,
         block_n=args.block_n if cooperative else 0, split_k=args.split_k,
         block_b=launch.BLOCK_B if cooperative else args.rows, sum_in_parts=args.sum_in_parts,
-        pipeline_tiles=args.pipeline_tiles, chunk_split=args.chunk_split,
+        pipeline_tiles=args.pipeline_tiles, chunk_split=args.chunk_split, tagged=args.tagged,
     )  # fmt: skip
     counts = report(config, args.capability)
     print("| configuration | " + " | ".join(counts) + " |")

@@ -45,7 +45,14 @@ bidirectional layer's two independent recurrences run side by side:
   ping-pongs between two workspace buffers, so one barrier per step is enough: a
   program writes buffer t % 2 only after every program has finished reading it at step
   t - 1.  With G = 1 (the interpreter, which runs programs one after another) the
-  barrier is trivially satisfied.
+  barrier is trivially satisfied.  With TAGGED (launch.COOP_TAGGED_EXCHANGE) there is
+  no barrier: the exchanged state (h_t; the backward's dz_t) is stored as fp32 values
+  each tagged with its step in one 64-bit word (_tagged_words), and a program reads the
+  words it needs again until all carry the step it waits for (_load_tagged), as
+  NCCL's low-latency protocol does: one store carries value and flag, so no fence
+  orders them.  The ping-pong stays safe: a program overwrites a half only after
+  reading every column of its rows' next state, which each writer stored after its
+  own last read of that half.
 
 Backward mirrors both: dz_t = (dy_t + dh) * act'(y_t) from the saved outputs (tanh'
 = 1 - y^2, relu' = [y > 0]), dh = dz_t @ W_hh, in reverse processing order.  In the
@@ -221,6 +228,35 @@ def _store_rows(ptr, rows, active, cols, stride, H, value):
 
 
 @triton.jit
+def _tagged_words(value, tag):
+    """fp32 values each with its step's tag in one int64 word (the tag in the high half):
+    one store makes both visible at once, so a reader that sees the tag sees the value."""
+    bits = value.to(tl.float32).to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF
+    return bits | (tl.cast(tag, tl.int64) << 32)
+
+
+@triton.jit
+def _store_tagged(ptr, rows, active, cols, stride, H, value, tag):
+    """_store_rows of an exchange of tagged words (_tagged_words)."""
+    mask = active[:, None] & (cols < H)[None, :]
+    tl.store(ptr + rows[:, None] * stride + cols[None, :], _tagged_words(value, tag), mask=mask)
+
+
+@triton.jit
+def _load_tagged(ptr, rows, active, cols, stride, H, tag):
+    """fp32 ptr[rows, cols] of an exchange of tagged words (_tagged_words; as _load_block,
+    0 where inactive), read again where they do not carry `tag` yet until all do: a wait
+    for the step that writes them with no barrier, fence or atomic (volatile loads reach
+    L2 past this SM's L1)."""
+    offsets = rows * stride + cols
+    mask = active & (cols < H)
+    words = tl.load(ptr + offsets, mask=mask, other=0, volatile=True)
+    while tl.max((mask & ((words >> 32) != tag)).to(tl.int32)) > 0:
+        words = tl.load(ptr + offsets, mask=mask, other=0, volatile=True)
+    return words.to(tl.int32).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _tile(tile, col_tiles, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
     """(batch rows, hidden columns) of tile number `tile` of the cooperative tier."""
     rb = (tile // col_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -278,30 +314,36 @@ def _store_low_parts(w_ptr, w_low_ptr, H, BLOCK: tl.constexpr = 4096):
 
 
 @triton.jit
-def _part_rows(a_ptr, rows, active, stride, H, k):
-    """A[rows, k[s]] for each part s of k [SPLIT_K, PART] (_split_k): [SPLIT_K, rows, PART]."""
-    return _load_block(a_ptr, rows[None, :, None], active[None, :, None], k[:, None, :], stride,
-                       1, H)  # fmt: skip
+def _part_rows(a_ptr, rows, active, stride, H, k, tag):
+    """A[rows, k[s]] for each part s of k [SPLIT_K, PART] (_split_k): [SPLIT_K, rows, PART];
+    from an exchange of tagged words (int64: _tagged_words) once they carry `tag`."""
+    if a_ptr.dtype.element_ty == tl.int64:
+        part = _load_tagged(a_ptr, rows[None, :, None], active[None, :, None], k[:, None, :],
+                            stride, H, tag)  # fmt: skip
+    else:
+        part = _load_block(a_ptr, rows[None, :, None], active[None, :, None], k[:, None, :],
+                           stride, 1, H)  # fmt: skip
+    return part
 
 
 @triton.jit
-def _split_product(a_ptr, rows, active, stride, H, k, m, DOT_PRECISION: tl.constexpr,
+def _split_product(a_ptr, rows, active, stride, H, k, tag, m, DOT_PRECISION: tl.constexpr,
                    ACC_DTYPE: tl.constexpr):  # fmt: skip
     """[SPLIT_K, rows, BLOCK_N]: A[rows, k[s]] @ M[k[s], :] for each part s of k
     [SPLIT_K, PART] (_split_k), with m [SPLIT_K, PART, BLOCK_N] M's rows in the same
     parts: one batched tl.dot, whose parts the caller sums (the design notes above)."""
-    a = _part_rows(a_ptr, rows, active, stride, H, k)
+    a = _part_rows(a_ptr, rows, active, stride, H, k, tag)
     return tl.dot(a.to(m.dtype), m, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
 
 
 @triton.jit
-def _split_tf32x3_product(acc, a_ptr, rows, active, stride, H, k, m_high, m_low,
+def _split_tf32x3_product(acc, a_ptr, rows, active, stride, H, k, tag, m_high, m_low,
                           ACC_DTYPE: tl.constexpr):  # fmt: skip
     """acc + _split_product's tf32x3 product, with M given as its TF32 parts
     (_tf32_parts): three plain TF32 products of the parts, small ones first, low times
     low left out, as Triton's tf32x3 does, which would split M again at every product
     (docs/performance.md)."""
-    a_high, a_low = _tf32_parts(_part_rows(a_ptr, rows, active, stride, H, k))
+    a_high, a_low = _tf32_parts(_part_rows(a_ptr, rows, active, stride, H, k, tag))
     acc = tl.dot(a_low, m_high, acc, input_precision="tf32", out_dtype=ACC_DTYPE)
     acc = tl.dot(a_high, m_low, acc, input_precision="tf32", out_dtype=ACC_DTYPE)
     return tl.dot(a_high, m_high, acc, input_precision="tf32", out_dtype=ACC_DTYPE)
@@ -319,11 +361,12 @@ def _own_columns(w_ptr, col_tiles, H, BLOCK_N: tl.constexpr, BLOCK_H: tl.constex
 
 
 @triton.jit
-def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_low_ptr, w_chip, rn,
+def _times_columns(acc, a_ptr, rows, active, stride, H, tag, w_ptr, w_low_ptr, w_chip, rn,
                    TRANSPOSED: tl.constexpr, W_ON_CHIP: tl.constexpr, BLOCK_H: tl.constexpr,
                    SPLIT_K: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
                    ACC_DTYPE: tl.constexpr, W_LOW_PARTS: tl.constexpr):  # fmt: skip
-    """acc + A[rows, :H] @ M[:, rn], A row-major (row stride `stride`), M as in
+    """acc + A[rows, :H] @ M[:, rn], A row-major (row stride `stride`; an exchange of
+    tagged words read once they carry `tag`: _part_rows), M as in
     _weight_block: forward h_{t-1} W_hh^T, backward dz_t W_hh; K in SPLIT_K parts
     (_split_product).  M's columns come from w_chip (_own_columns) when W_ON_CHIP, with
     all of A's row in one load; else they are streamed from L2 BLOCK_K rows at a time,
@@ -332,7 +375,7 @@ def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_low_ptr, w_chip
     each chunk (on chip Triton keeps its split of M out of the time loop itself)."""
     if W_ON_CHIP:
         k = _split_k(0, SPLIT_K, BLOCK_H // SPLIT_K)
-        parts = _split_product(a_ptr, rows, active, stride, H, k, w_chip, DOT_PRECISION,
+        parts = _split_product(a_ptr, rows, active, stride, H, k, tag, w_chip, DOT_PRECISION,
                                ACC_DTYPE)  # fmt: skip
     else:
         parts = tl.zeros((SPLIT_K, rows.shape[0], rn.shape[0]), dtype=ACC_DTYPE)
@@ -342,11 +385,11 @@ def _times_columns(acc, a_ptr, rows, active, stride, H, w_ptr, w_low_ptr, w_chip
             if W_LOW_PARTS:
                 w_low = _weight_block(w_low_ptr, k[:, :, None], rn[None, None, :], H, H,
                                       TRANSPOSED)  # fmt: skip
-                parts = _split_tf32x3_product(parts, a_ptr, rows, active, stride, H, k,
+                parts = _split_tf32x3_product(parts, a_ptr, rows, active, stride, H, k, tag,
                                               _tf32_high(w), w_low, ACC_DTYPE)  # fmt: skip
             else:
-                parts += _split_product(a_ptr, rows, active, stride, H, k, w, DOT_PRECISION,
-                                        ACC_DTYPE)  # fmt: skip
+                parts += _split_product(a_ptr, rows, active, stride, H, k, tag, w,
+                                        DOT_PRECISION, ACC_DTYPE)  # fmt: skip
     return acc + tl.sum(parts, axis=0)
 
 
@@ -714,7 +757,9 @@ def rnn_forward_cooperative_kernel(
     batch_sizes_ptr,  # [T] int64 (packed only)
     offsets_ptr,  # [T] int64 (packed only)
     state_ptr,  # [D, 2, B, H] ACC_DTYPE workspace: h ping-pongs between a direction's halves
-    counter_ptr,  # [D] int32, zero at launch: each direction's grid-barrier arrivals
+    # (unused with TAGGED: the state is exchanged in sync_ptr's)
+    sync_ptr,  # zero at launch: [D] int32, each direction's grid-barrier arrivals; TAGGED:
+    # [D, 2, B, H] int64, h ping-ponging as tagged words (_tagged_words), h0 tagged 1, h_t t + 2
     w_low_ptr,  # [D, H, H] fp32 workspace: W_hh's low TF32 parts (W_LOW_PARTS only)
     stride_y,
     T,
@@ -737,6 +782,7 @@ def rnn_forward_cooperative_kernel(
     DOT_PRECISION: tl.constexpr,
     W_LOW_PARTS: tl.constexpr,  # tf32x3 on streamed W_hh: its parts split once (w_low_ptr)
     PIPELINE_TILES: tl.constexpr,  # the tile loop pipelined (False: a program has one tile)
+    TAGGED: tl.constexpr,  # h exchanged as tagged words, read when written: no grid barrier
 ):
     programs = tl.num_programs(0)  # per direction; the directions never wait on each other
     direction = tl.program_id(1)
@@ -744,8 +790,11 @@ def rnn_forward_cooperative_kernel(
         direction, xp_ptr, b_ptr, b_rev_ptr, y_ptr, h0_ptr, hn_ptr, w_ptr, w_rev_ptr, N, B, H
     )
     state_size = B * H
-    state_ptr += direction.to(tl.int64) * 2 * state_size
-    counter_ptr += direction
+    if TAGGED:
+        state_ptr = sync_ptr + direction.to(tl.int64) * 2 * state_size
+    else:
+        state_ptr += direction.to(tl.int64) * 2 * state_size
+        sync_ptr += direction
     w_low_ptr += direction.to(tl.int64) * H * H
     col_tiles = tl.cdiv(H, BLOCK_N)
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
@@ -760,9 +809,13 @@ def rnn_forward_cooperative_kernel(
         for tile in range(tl.program_id(0), tiles, programs):
             rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
             h0 = _load_rows(h0_ptr, rb, rb < B, rn, H, H)
-            _store_rows(state_ptr + state_size, rb, rb < B, rn, H, H, h0.to(ACC_DTYPE))
-        arrivals = programs
-        _grid_barrier(counter_ptr, arrivals)
+            if TAGGED:
+                _store_tagged(state_ptr + state_size, rb, rb < B, rn, H, H, h0, 1)
+            else:
+                _store_rows(state_ptr + state_size, rb, rb < B, rn, H, H, h0.to(ACC_DTYPE))
+        if not TAGGED:
+            arrivals = programs
+            _grid_barrier(sync_ptr, arrivals)
     t_first, step = _time_order(direction, T, False)
     for i in range(T):
         t = t_first + i * step
@@ -785,20 +838,27 @@ def rnn_forward_cooperative_kernel(
             h_old = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
             if not PADDED:  # rows outside step t keep their state (this program's tile)
                 if i > 0 or HAS_H0:
-                    h_old = _load_rows(h_prev_ptr, rb, in_b, rn, H, H)
+                    if TAGGED:
+                        h_old = _load_tagged(h_prev_ptr, rb[:, None], in_b[:, None],
+                                             rn[None, :], H, H, i + 1)  # fmt: skip
+                    else:
+                        h_old = _load_rows(h_prev_ptr, rb, in_b, rn, H, H)
             if i > 0 or HAS_H0:
                 z = _times_columns(
-                    z, h_prev_ptr, rb, in_b, H, H, w_ptr, w_low_ptr, wt_chip, rn, True,
+                    z, h_prev_ptr, rb, in_b, H, H, i + 1, w_ptr, w_low_ptr, wt_chip, rn, True,
                     W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K, DOT_PRECISION, ACC_DTYPE, W_LOW_PARTS,
                 )  # fmt: skip
             y = _activation(z, RELU)
             _store_rows(y_ptr, rows, active, rn, stride_y, H, y)
             h_new = tl.where(active[:, None], y, h_old)
-            _store_rows(h_next_ptr, rb, in_b, rn, H, H, h_new)
+            if TAGGED:
+                _store_tagged(h_next_ptr, rb, in_b, rn, H, H, h_new, i + 2)
+            else:
+                _store_rows(h_next_ptr, rb, in_b, rn, H, H, h_new)
             if i == T - 1:
                 _store_rows(hn_ptr, rb, in_b, rn, H, H, h_new)
-        if i < T - 1:
-            _grid_barrier(counter_ptr, arrivals + (i + 1) * programs)
+        if i < T - 1 and not TAGGED:
+            _grid_barrier(sync_ptr, arrivals + (i + 1) * programs)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -813,7 +873,9 @@ def rnn_backward_cooperative_kernel(
     batch_sizes_ptr,
     offsets_ptr,
     state_ptr,  # [D, B, H] ACC_DTYPE workspace: dh of the rows outside the current step
-    counter_ptr,  # [D] int32, zero at launch
+    sync_ptr,  # zero at launch: [D] int32, grid-barrier arrivals; TAGGED: [D, 2, B, H] int64,
+    # dz ping-ponging as tagged words (_tagged_words) by batch row, the i-th step processed's
+    # tagged i + 1
     w_low_ptr,  # [D, H, H] fp32 workspace: W_hh's low TF32 parts (W_LOW_PARTS only)
     stride_y,
     T,
@@ -839,6 +901,7 @@ def rnn_backward_cooperative_kernel(
     HAS_DY: tl.constexpr,  # dy given (else zeros: the output did not reach the loss)
     HAS_DHN: tl.constexpr,  # dh_n given (else zeros)
     DH0: tl.constexpr,  # dh0 wanted (h0 given and needing a gradient): written
+    TAGGED: tl.constexpr,  # dz exchanged as tagged words, read when written: no grid barrier
 ):
     programs = tl.num_programs(0)  # per direction
     direction = tl.program_id(1)
@@ -847,7 +910,10 @@ def rnn_backward_cooperative_kernel(
         stride_dy_col, stride_dhn_cell,
     )  # fmt: skip
     state_ptr += direction.to(tl.int64) * B * H
-    counter_ptr += direction
+    if TAGGED:
+        exchange_ptr = sync_ptr + direction.to(tl.int64) * 2 * B * H
+    else:
+        sync_ptr += direction
     w_low_ptr += direction.to(tl.int64) * H * H
     col_tiles = tl.cdiv(H, BLOCK_N)
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
@@ -869,7 +935,12 @@ def rnn_backward_cooperative_kernel(
         dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
         _store_rows(dz_ptr, rows, active, rn, stride_y, H, dz)
         _store_rows(state_ptr, rb, rb < B, rn, H, H, dh)
-    _grid_barrier(counter_ptr, programs)
+        if TAGGED:  # rows outside the step too: their product is not used
+            _store_tagged(exchange_ptr, rb, rb < B, rn, H, H, dz, 1)
+    if TAGGED:
+        tl.debug_barrier()  # this program's own dh state: stored before it is read
+    else:
+        _grid_barrier(sync_ptr, programs)
     for i in range(T):
         t = t_first + i * step
         for tile in range(tl.program_id(0), tiles, programs):
@@ -886,19 +957,33 @@ def rnn_backward_cooperative_kernel(
             y_next = _load_rows(y_ptr, rows_next, active_next, rn, stride_y, H)
             # dh[:, n] = sum_k dz_t[:, k] W_hh[k, n], every column of dz_t stored already.
             acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
-            acc = _times_columns(
-                acc, dz_ptr, rows, active, stride_y, H, w_ptr, w_low_ptr, w_chip, rn, False,
-                W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K, DOT_PRECISION, ACC_DTYPE, W_LOW_PARTS,
-            )  # fmt: skip
+            if TAGGED:  # by batch row
+                acc = _times_columns(
+                    acc, exchange_ptr + (i % 2) * B * H, rb, in_b, H, H, i + 1, w_ptr,
+                    w_low_ptr, w_chip, rn, False, W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K,
+                    DOT_PRECISION, ACC_DTYPE, W_LOW_PARTS,
+                )  # fmt: skip
+            else:
+                acc = _times_columns(
+                    acc, dz_ptr, rows, active, stride_y, H, 0, w_ptr, w_low_ptr, w_chip, rn,
+                    False, W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K, DOT_PRECISION, ACC_DTYPE,
+                    W_LOW_PARTS,
+                )  # fmt: skip
             dh = tl.where(active[:, None], acc, dh_old)
             if i < T - 1:
                 dz = _activation_grad(dy_next.to(ACC_DTYPE) + dh, y_next.to(ACC_DTYPE), RELU)
                 _store_rows(dz_ptr, rows_next, active_next, rn, stride_y, H, dz)
                 _store_rows(state_ptr, rb, in_b, rn, H, H, dh)
+                if TAGGED:
+                    _store_tagged(exchange_ptr + ((i + 1) % 2) * B * H, rb, in_b, rn, H, H,
+                                  dz, i + 2)  # fmt: skip
             elif DH0:
                 _store_rows(dh0_ptr, rb, in_b, rn, H, H, dh)
         if i < T - 1:
-            _grid_barrier(counter_ptr, (i + 2) * programs)
+            if TAGGED:
+                tl.debug_barrier()  # this program's own dh state: stored before it is read
+            else:
+                _grid_barrier(sync_ptr, (i + 2) * programs)
 
 
 @triton.jit

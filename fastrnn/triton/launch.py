@@ -60,6 +60,14 @@ COOP_PIPELINE_ONE_TILE = False
 # split at every chunk, for twice W_hh's bytes from L2 a step (offline SASS,
 # docs/performance.md).  False: Triton's split (tools/gpu_tier_ab.py times both).
 COOP_W_LOW_PARTS = True
+# The cooperative tier's programs exchange the state (forward h_t, backward dz_t) as fp32
+# values tagged with their step in one 64-bit word, and read a step's when its tags show
+# (kernels._load_tagged): no grid barrier a step, whose fence and two atomic round trips
+# cost ~1 us a step on an H200, for twice the bytes of the exchange.  Where the state is
+# fp32 (not fp64, which fills the word), and not with W_LOW_PARTS, whose parts all
+# programs write before the first product, behind a barrier.  False: the grid barrier
+# (tools/gpu_tier_ab.py times both).
+COOP_TAGGED_EXCHANGE = False
 # Warps of a persistent program at the larger tiles (plan); tools/gpu_tier_ab.py times 16.
 PERSISTENT_NUM_WARPS = 8
 # Batch rows per program: tl.dot needs at least 16.  A persistent program may instead
@@ -151,6 +159,7 @@ VARIANT_OPTIONS = {
     "chunksplit": {"COOP_W_LOW_PARTS": False},  # streamed W_hh split by Triton each chunk
     "pw16": {"PERSISTENT_NUM_WARPS": 16},  # persistent programs at the larger tiles
     "k32": {"COOP_BLOCK_K": 32},  # streamed W_hh 32 rows a chunk
+    "tagged": {"COOP_TAGGED_EXCHANGE": True},  # the cooperative state tagged, no barrier
     "tf32": {"FP32_DOT_PRECISION": "tf32"},  # fp32 tensor-core products in plain TF32
     "tritongemm": {"TF32_GEMMS": True},  # fp32 GEMMs on TF32 (kernels.gemm_tf32_kernel)
     "wgieee": {"TF32_WEIGHT_GRAD_GEMMS": False},  # but the weight gradients' on cuBLAS
@@ -508,16 +517,19 @@ class KernelLaunch:
             self.kept = kept
 
     def cooperative_arguments(self, like: Tensor, directions: int,
-                              counters: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-        """A cooperative kernel's last arguments: its state workspace, one per direction;
-        the grid-barrier counters (barrier_counters); and where its tf32x3 products
-        stream W_hh, the workspace of W_hh's low TF32 parts, [H, H] fp32 per direction
-        (kernels._store_low_parts), else `like`, a placeholder never read."""
+                              sync: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        """A cooperative kernel's last arguments: its state workspace, one per direction
+        (a TAGGED forward's state is in sync: `like`, a placeholder never read); what its
+        programs synchronise through (call_sync); and where its tf32x3 products stream
+        W_hh, the workspace of W_hh's low TF32 parts, [H, H] fp32 per direction
+        (kernels._store_low_parts), else `like`."""
         shape, dtype = self.state
-        low_parts = like
+        state = low_parts = like
+        if not (self.meta["TAGGED"] and self.kernel_name == "rnn_forward_cooperative_kernel"):
+            state = like.new_empty((directions, *shape), dtype=dtype)
         if self.meta["W_LOW_PARTS"]:
             low_parts = like.new_empty((directions, shape[-1], shape[-1]), dtype=torch.float32)
-        return like.new_empty((directions, *shape), dtype=dtype), counters, low_parts
+        return state, sync, low_parts
 
 
 class CallKey(NamedTuple):
@@ -534,9 +546,10 @@ def call_key(weights: list[Tensor]) -> CallKey:
     dtype = weights[1].dtype
     settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP,
                 COOP_SPLIT_K, COOP_NUM_WARPS, COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS,
-                PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
-                PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
-                WEIGHT_GRADS_ELEMENTS, TF32_GEMMS, TF32_WEIGHT_GRAD_GEMMS)  # fmt: skip
+                COOP_TAGGED_EXCHANGE, PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS,
+                FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS, PROJECT_INPUT_MAX_STEPS,
+                PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS, WEIGHT_GRADS_ELEMENTS,
+                TF32_GEMMS, TF32_WEIGHT_GRAD_GEMMS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dot_precision(dtype), settings)
 
 
@@ -634,11 +647,15 @@ def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hi
                 SPLIT_K=split_k(call.dtype, p.precision, p.block_h if on_chip else 0,
                                 tensor_core_dots=p.tensor_core_dots),
                 W_LOW_PARTS=w_low_parts(p.precision, on_chip))  # fmt: skip
+    state_dtype = STATE_DTYPE.get(call.dtype, torch.float32)
+    meta["TAGGED"] = (
+        COOP_TAGGED_EXCHANGE and state_dtype == torch.float32 and not meta["W_LOW_PARTS"]
+    )
     if kernel_name == "rnn_forward_cooperative_kernel":
         meta["PIPELINE_TILES"] = programs < tiles or COOP_PIPELINE_ONE_TILE
     if not interpreting(call.device):
         meta["launch_cooperative_grid"] = True
-    state = (state_shape, STATE_DTYPE.get(call.dtype, torch.float32))
+    state = (state_shape, state_dtype)
     return KernelLaunch(kernel_name, (programs, directions), scalars, meta, state)
 
 
@@ -792,14 +809,19 @@ def make_steps(input: Tensor, batch_sizes: Tensor | None, batch: int,
     )  # fmt: skip
 
 
-def barrier_counters(counters: Tensor | None, launch: KernelLaunch, like: Tensor,
-                     cells: int) -> Tensor | None:  # fmt: skip  # [cells] int32
-    """The call's grid-barrier counters, one per (layer, direction), zeroed when its first
-    cooperative launch needs them: one fill kernel per call rather than one per launch
-    (None while every launch is persistent)."""
-    if counters is None and launch.state is not None:
+def call_sync(sync: Tensor | None, launch: KernelLaunch, like: Tensor,
+              cells: int) -> Tensor | None:  # fmt: skip  # [cells] or [cells, 2, B, H]
+    """What the call's cooperative programs synchronise through, one per (layer,
+    direction), zeroed when its first cooperative launch needs it: one fill kernel per
+    call rather than one per launch (None while every launch is persistent).  Grid-barrier
+    counters, int32; with TAGGED the state's tagged exchange, int64 [2, B, H] a cell
+    (kernels._store_tagged), whose zeros no step's tag matches."""
+    if sync is None and launch.state is not None:
+        if launch.meta["TAGGED"]:
+            batch, hidden = launch.state[0][-2:]
+            return torch.zeros((cells, 2, batch, hidden), dtype=torch.int64, device=like.device)
         return torch.zeros(cells, dtype=torch.int32, device=like.device)
-    return counters
+    return sync
 
 
 def _both(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -820,7 +842,7 @@ def contiguous_weights(weights: list[Tensor]) -> list[Tensor]:
     return [w.contiguous() for w in weights]
 
 
-def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, counters,
+def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, sync,
                        steps: Steps):  # fmt: skip
     """One layer, every direction in one launch (forward_launch): y[rows, direction d's
     columns] = act(xp[d] + b_hh[d] + h_prev @ W_hh[d]^T) for every step, direction 1
@@ -829,7 +851,7 @@ def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, c
     from x, x W_ih^T + b_ih; x: the layer input, padded [T, B, I] or packed [N, I], unit
     column stride; layer_weights: each direction's contiguous [w_ih, w_hh(, b_ih, b_hh)];
     y: [N, D*H]; h0: [D, B, H] or None for zeros; h_n: [D, B, H];
-    counters: [D] barrier counters (barrier_counters) or None."""
+    sync: the layer's cells of call_sync's, or None."""
     if steps.batch == 0:
         return
     if steps.steps == 0:
@@ -850,7 +872,7 @@ def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, c
         *steps.tables(xp),
     )
     if launch.state is not None:
-        launch((*pointers, *launch.cooperative_arguments(xp, len(layer_weights), counters)))
+        launch((*pointers, *launch.cooperative_arguments(xp, len(layer_weights), sync)))
         return
     launch((
         *pointers,
@@ -860,7 +882,7 @@ def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, c
     ))  # fmt: skip
 
 
-def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weights, counters,
+def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weights, sync,
                         steps: Steps, x, h0, weight_grads, dx):  # fmt: skip
     """One layer, every direction in one launch (backward_launch): dz[rows] =
     (dy + dh) * act'(y), dh = dz @ W_hh, through time in reverse order of processing;
@@ -885,7 +907,7 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weight
                 dh0 if dh0 is not None else dz, *_each_direction(layer_weights, 1),
                 *steps.tables(dz))  # fmt: skip
     if launch.state is not None:
-        launch((*pointers, *launch.cooperative_arguments(dz, len(layer_weights), counters)))
+        launch((*pointers, *launch.cooperative_arguments(dz, len(layer_weights), sync)))
         return
     if not launch.weight_grads:
         launch((*pointers, *[dz] * 14))  # placeholders of the weight gradients' arguments
@@ -1112,7 +1134,7 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
     x = input if input.stride(-1) == 1 else input.contiguous()
     call = call_key(weights)
     tf32 = tf32_gemms(call)
-    counters = None
+    sync = None
     for layer in range(num_layers):
         target = output if layer == num_layers - 1 else layer_outputs[layer]
         y_all = target.view(steps.rows, directions * hidden)
@@ -1121,12 +1143,12 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
         launch = forward_launch(call, hidden, directions, steps.steps, steps.batch, steps.rows,
                                 steps.padded, x.shape[-1], x_strides, y_all.stride(0), relu,
                                 per_cell == 4, h0 is not None)  # fmt: skip
-        counters = barrier_counters(counters, launch, input, num_layers * directions)
+        sync = call_sync(sync, launch, input, num_layers * directions)
         # No GEMM where the recurrence kernel projects the input itself.
         xp = None if launch.block_i else input_projections(projection_rows(x, steps, x_strides),
                                                            layer_weights, tf32)  # fmt: skip
         recurrence_forward(launch, xp, x, layer_weights, y_all, _cells(h0, cells),
-                           _cells(h_n, cells), _cells(counters, cells), steps)  # fmt: skip
+                           _cells(h_n, cells), _cells(sync, cells), steps)  # fmt: skip
         x = target
     return output, h_n, layer_outputs
 
@@ -1155,7 +1177,7 @@ def rnn_backward_triton(
     call = call_key(weights)
     tf32 = tf32_gemms(call)
     tf32_weight_grads = tf32 and TF32_WEIGHT_GRAD_GEMMS
-    counters = None
+    sync = None
     for layer in reversed(range(num_layers)):
         layer_in = input if layer == 0 else layer_outputs[layer - 1]
         saved = output if layer == num_layers - 1 else layer_outputs[layer]
@@ -1172,7 +1194,7 @@ def rnn_backward_triton(
                                  grad_hx is not None, need_below,
                                  gradient_strides(grad_y, steps),
                                  _strides(dh_n))  # fmt: skip
-        counters = barrier_counters(counters, launch, dz, num_layers * directions)
+        sync = call_sync(sync, launch, dz, num_layers * directions)
         # Per cell: gradients of distinct parameters must not share storage.
         kernel_grads = grad_below = None
         if launch.weight_grads:
@@ -1182,7 +1204,7 @@ def rnn_backward_triton(
         elif not launch.weight_grads:  # the GEMMs' rows: a copy of a batch-major input's
             layer_in = layer_in.reshape(steps.rows, layer_in.shape[-1])
         recurrence_backward(launch, grad_y, y_all, dz, dh_n,
-                            _cells(grad_hx, cells), layer_weights, _cells(counters, cells),
+                            _cells(grad_hx, cells), layer_weights, _cells(sync, cells),
                             steps, layer_in, _cells(h0, cells), kernel_grads,
                             grad_below)  # fmt: skip
         for d, (w_ih, *_) in enumerate(layer_weights):
