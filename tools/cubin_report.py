@@ -151,10 +151,12 @@ def plan_configurations(p: launch.Plan, dtype: torch.dtype, precision: str) -> l
                 for split in chunk_split
                 if pipe or split
             ]
-            # Tagged exchange where the state is fp32 and W_hh's parts are not split once.
+            # Tagged exchange where the state is fp32 and W_hh's parts are not split once;
+            # its reads are volatile loads, which Triton does not pipeline (the pipelined
+            # forward's builds were the unpipelined one's on sm_90): unpipelined only.
             if dtype != torch.float64:
                 configs += [dataclasses.replace(c, tagged=True) for c in configs
-                            if c.kernel == config.kernel and not c.tagged
+                            if c.kernel == config.kernel and not c.pipeline_tiles
                             and not launch.w_low_parts(precision, tile > 0,
                                                        not c.chunk_split)]  # fmt: skip
             continue
