@@ -236,10 +236,14 @@ def _tagged_words(value, tag):
 
 
 @triton.jit
-def _store_tagged(ptr, rows, active, cols, stride, H, value, tag):
-    """_store_rows of an exchange of tagged words (_tagged_words)."""
-    mask = active[:, None] & (cols < H)[None, :]
-    tl.store(ptr + rows[:, None] * stride + cols[None, :], _tagged_words(value, tag), mask=mask)
+def _store_state(ptr, rows, active, cols, H, value, tag):
+    """_store_rows of the cooperative tier's exchanged state (rows of H): in ACC_DTYPE, or
+    into an exchange of tagged words (int64) tagged `tag` (_tagged_words)."""
+    if ptr.dtype.element_ty == tl.int64:
+        mask = active[:, None] & (cols < H)[None, :]
+        tl.store(ptr + rows[:, None] * H + cols[None, :], _tagged_words(value, tag), mask=mask)
+    else:
+        _store_rows(ptr, rows, active, cols, H, H, value)
 
 
 @triton.jit
@@ -254,6 +258,17 @@ def _load_tagged(ptr, rows, active, cols, stride, H, tag):
     while tl.max((mask & ((words >> 32) != tag)).to(tl.int32)) > 0:
         words = tl.load(ptr + offsets, mask=mask, other=0, volatile=True)
     return words.to(tl.int32).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _load_state(ptr, rows, active, cols, H, tag):
+    """_load_rows of the cooperative tier's exchanged state (rows of H), from an exchange
+    of tagged words (int64) once they carry `tag` (_load_tagged)."""
+    if ptr.dtype.element_ty == tl.int64:
+        state = _load_tagged(ptr, rows[:, None], active[:, None], cols[None, :], H, H, tag)
+    else:
+        state = _load_rows(ptr, rows, active, cols, H, H)
+    return state
 
 
 @triton.jit
@@ -809,10 +824,7 @@ def rnn_forward_cooperative_kernel(
         for tile in range(tl.program_id(0), tiles, programs):
             rb, rn = _tile(tile, col_tiles, BLOCK_B, BLOCK_N)
             h0 = _load_rows(h0_ptr, rb, rb < B, rn, H, H)
-            if TAGGED:
-                _store_tagged(state_ptr + state_size, rb, rb < B, rn, H, H, h0, 1)
-            else:
-                _store_rows(state_ptr + state_size, rb, rb < B, rn, H, H, h0.to(ACC_DTYPE))
+            _store_state(state_ptr + state_size, rb, rb < B, rn, H, h0.to(ACC_DTYPE), 1)
         if not TAGGED:
             arrivals = programs
             _grid_barrier(sync_ptr, arrivals)
@@ -838,11 +850,7 @@ def rnn_forward_cooperative_kernel(
             h_old = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
             if not PADDED:  # rows outside step t keep their state (this program's tile)
                 if i > 0 or HAS_H0:
-                    if TAGGED:
-                        h_old = _load_tagged(h_prev_ptr, rb[:, None], in_b[:, None],
-                                             rn[None, :], H, H, i + 1)  # fmt: skip
-                    else:
-                        h_old = _load_rows(h_prev_ptr, rb, in_b, rn, H, H)
+                    h_old = _load_state(h_prev_ptr, rb, in_b, rn, H, i + 1)
             if i > 0 or HAS_H0:
                 z = _times_columns(
                     z, h_prev_ptr, rb, in_b, H, H, i + 1, w_ptr, w_low_ptr, wt_chip, rn, True,
@@ -851,10 +859,7 @@ def rnn_forward_cooperative_kernel(
             y = _activation(z, RELU)
             _store_rows(y_ptr, rows, active, rn, stride_y, H, y)
             h_new = tl.where(active[:, None], y, h_old)
-            if TAGGED:
-                _store_tagged(h_next_ptr, rb, in_b, rn, H, H, h_new, i + 2)
-            else:
-                _store_rows(h_next_ptr, rb, in_b, rn, H, H, h_new)
+            _store_state(h_next_ptr, rb, in_b, rn, H, h_new, i + 2)
             if i == T - 1:
                 _store_rows(hn_ptr, rb, in_b, rn, H, H, h_new)
         if i < T - 1 and not TAGGED:
@@ -936,7 +941,7 @@ def rnn_backward_cooperative_kernel(
         _store_rows(dz_ptr, rows, active, rn, stride_y, H, dz)
         _store_rows(state_ptr, rb, rb < B, rn, H, H, dh)
         if TAGGED:  # rows outside the step too: their product is not used
-            _store_tagged(exchange_ptr, rb, rb < B, rn, H, H, dz, 1)
+            _store_state(exchange_ptr, rb, rb < B, rn, H, dz, 1)
     if TAGGED:
         tl.debug_barrier()  # this program's own dh state: stored before it is read
     else:
@@ -956,27 +961,24 @@ def rnn_backward_cooperative_kernel(
             dy_next = _gradient_rows(dy_ptr, at, active_next, rn, stride_dy_col, H, HAS_DY)
             y_next = _load_rows(y_ptr, rows_next, active_next, rn, stride_y, H)
             # dh[:, n] = sum_k dz_t[:, k] W_hh[k, n], every column of dz_t stored already.
-            acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
-            if TAGGED:  # by batch row
-                acc = _times_columns(
-                    acc, exchange_ptr + (i % 2) * B * H, rb, in_b, H, H, i + 1, w_ptr,
-                    w_low_ptr, w_chip, rn, False, W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K,
-                    DOT_PRECISION, ACC_DTYPE, W_LOW_PARTS,
-                )  # fmt: skip
+            if TAGGED:  # dz_t by batch row, as tagged words
+                a_ptr, a_rows, a_active, a_stride = exchange_ptr + (i % 2) * B * H, rb, in_b, H
             else:
-                acc = _times_columns(
-                    acc, dz_ptr, rows, active, stride_y, H, 0, w_ptr, w_low_ptr, w_chip, rn,
-                    False, W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K, DOT_PRECISION, ACC_DTYPE,
-                    W_LOW_PARTS,
-                )  # fmt: skip
+                a_ptr, a_rows, a_active, a_stride = dz_ptr, rows, active, stride_y
+            acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=ACC_DTYPE)
+            acc = _times_columns(
+                acc, a_ptr, a_rows, a_active, a_stride, H, i + 1, w_ptr, w_low_ptr, w_chip,
+                rn, False, W_ON_CHIP, BLOCK_H, SPLIT_K, BLOCK_K, DOT_PRECISION, ACC_DTYPE,
+                W_LOW_PARTS,
+            )  # fmt: skip
             dh = tl.where(active[:, None], acc, dh_old)
             if i < T - 1:
                 dz = _activation_grad(dy_next.to(ACC_DTYPE) + dh, y_next.to(ACC_DTYPE), RELU)
                 _store_rows(dz_ptr, rows_next, active_next, rn, stride_y, H, dz)
                 _store_rows(state_ptr, rb, in_b, rn, H, H, dh)
                 if TAGGED:
-                    _store_tagged(exchange_ptr + ((i + 1) % 2) * B * H, rb, in_b, rn, H, H,
-                                  dz, i + 2)  # fmt: skip
+                    _store_state(exchange_ptr + ((i + 1) % 2) * B * H, rb, in_b, rn, H, dz,
+                                 i + 2)  # fmt: skip
             elif DH0:
                 _store_rows(dh0_ptr, rb, in_b, rn, H, H, dh)
         if i < T - 1:

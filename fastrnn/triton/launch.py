@@ -815,7 +815,7 @@ def call_sync(sync: Tensor | None, launch: KernelLaunch, like: Tensor,
     direction), zeroed when its first cooperative launch needs it: one fill kernel per
     call rather than one per launch (None while every launch is persistent).  Grid-barrier
     counters, int32; with TAGGED the state's tagged exchange, int64 [2, B, H] a cell
-    (kernels._store_tagged), whose zeros no step's tag matches."""
+    (kernels._tagged_words), whose zeros no step's tag matches."""
     if sync is None and launch.state is not None:
         if launch.meta["TAGGED"]:
             batch, hidden = launch.state[0][-2:]
