@@ -426,6 +426,29 @@ def test_plan_by_hidden_size_dtype_and_the_devices_shared_memory():
     assert launch.plan(513, torch.float32).block_n == 64
 
 
+def test_cooperative_tiles_widen_where_a_program_would_take_several(monkeypatch):
+    """16-column cooperative tiles where each gets a program of its own, 32 where the
+    batch's 16-column tiles would outnumber a direction's programs (bigbatch, B=1024 at
+    H=256, on an H200's 132 SMs), 64 above padded H=512 (launch.cooperative_block_n);
+    a layer's plan takes the programs its device gives a direction."""
+    assert launch.cooperative_block_n(256, 64, 132) == 16  # 4 x 16 tiles
+    assert launch.cooperative_block_n(512, 64, 132) == 16  # 4 x 32
+    assert launch.cooperative_block_n(512, 80, 132) == 32  # 5 x 32
+    assert launch.cooperative_block_n(256, 1024, 132) == 32  # 64 x 16
+    assert launch.cooperative_block_n(256, 32, 66) == 16  # bidirectional: 2 x 16 each
+    assert launch.cooperative_block_n(1024, 1024, 132) == 64
+    assert launch.cooperative_block_n(256) == 16  # no bound on the programs
+    monkeypatch.setattr(launch, "FORCE_TIER", "cooperative")
+    monkeypatch.setattr(launch, "direction_programs", lambda device, directions: 8 // directions)
+    call = launch.call_key([torch.zeros(40, 5), torch.zeros(40, 40)])
+    assert launch._layer_plan(call, 40, 16, 1).block_n == 16  # 1 x 3 tiles, 8 programs
+    assert launch._layer_plan(call, 40, 40, 1).block_n == 32  # 3 x 3 tiles
+    assert launch._layer_plan(call, 40, 16, 2).block_n == 16  # 3 tiles, 4 programs
+    assert launch._layer_plan(call, 40, 32, 2).block_n == 32  # 6 tiles
+    monkeypatch.setattr(launch, "COOP_BLOCK_N", 64)
+    assert launch._layer_plan(call, 40, 40, 1).block_n == 64
+
+
 def test_plan_on_gpus_whose_dots_are_fmas(monkeypatch):
     """Below compute capability 8.0 Triton builds tl.dot from FMAs with W_hh staged in
     shared memory as fp32 (launch.device_tensor_core_dots): the fp16 persistent forward
@@ -546,12 +569,12 @@ def test_every_launch_compiles_with_fp_fusion_on(tier):
         assert layer.meta["enable_fp_fusion"] is True, layer.meta
 
 
-def test_a_forward_cooperative_program_with_one_tile_runs_its_tile_loop_unpipelined(
+def test_a_forward_cooperative_program_with_one_tile_pipelines_as_the_setting_says(
     monkeypatch,
 ):
-    """B=17, H=70 in 64-column tiles: 4 tiles.  On 4 programs each has one, and the
-    forward's tile loop is not pipelined (nothing to prefetch); on 2 it is, and on 4 with
-    COOP_PIPELINE_ONE_TILE (the A/B's variant "pipelined")."""
+    """B=17, H=70 in 64-column tiles: 4 tiles.  On 2 programs each has two, and the
+    forward's tile loop is pipelined; on 4 each has one, and it is pipelined where
+    COOP_PIPELINE_ONE_TILE says so (the plan's choice; the A/B's "unpipelined": not)."""
     force_tier(monkeypatch, "cooperative-64")
     call_weights = [torch.zeros(70, 3), torch.zeros(70, 70)]
     shape = (70, 1, 5, 17, 85, True, 3, (51, 3), 70, False, False, False)
@@ -680,17 +703,17 @@ def test_tier_ab_tool_validates_times_and_records_on_cpu(tmp_path):
         assert max(row["errors"].values()) <= row["allowed"]
 
 
-def test_gemm_ab_tool_validates_times_and_records_on_cpu(tmp_path):
+def test_gemm_ab_tool_validates_times_and_records(tmp_path):
     """tools/gpu_gemm_ab.py's plumbing (each contender validated, timed, the JSON) runs on
-    CPU tensors, fastrnn's TF32 GEMM through the interpreter, so a GPU session does not
-    find it broken."""
+    DEVICE: on CPU tensors fastrnn's TF32 GEMM through the interpreter, so a GPU session
+    does not find it broken."""
     sys.path.insert(0, str(ROOT / "tools"))
     try:
         import gpu_gemm_ab
     finally:
         sys.path.pop(0)
     out = tmp_path / "gemms.json"
-    gpu_gemm_ab.main(["--device", "cpu", "--shapes", "hello", "--repeats", "1",
+    gpu_gemm_ab.main(["--device", DEVICE.type, "--shapes", "hello", "--repeats", "1",
                       "--json", str(out)])  # fmt: skip
     rows = json.loads(out.read_text())["rows"]
     assert [row["gemm"] for row in rows] == ["projection", "input grad", "dW_ih", "dW_hh"]
@@ -1190,9 +1213,10 @@ def test_cooperative_tf32x3_products_of_split_weights(tier, monkeypatch, triton_
 
 
 # (case, programs, FP32_DOT_PRECISION, whether the exchange is tagged): W_hh on chip
-# (one 32-column tile) in tf32x3; streamed in IEEE fp32 and in tf32x3 split at each
-# chunk; several programs, each owning whole batch tiles (one 128-column tile); not
-# where streamed tf32x3 products take W_hh's parts split once, nor in fp64.
+# (one 32-column tile) in tf32x3; several column tiles in IEEE fp32 and in tf32x3 split
+# at each chunk (streamed under the interpreter's one program, on chip on a GPU);
+# several programs, each owning whole batch tiles (one 128-column tile); not where
+# streamed tf32x3 products take W_hh's parts split once, nor in fp64.
 TAGGED_CASES = [
     ((17, 20, 5, 2, True, True, "tanh", True, "cooperative-tagged-32"), None, None, True),
     ((3, 70, 4, 1, False, False, "relu", False, "cooperative-tagged"), None, "ieee", True),
@@ -1203,7 +1227,12 @@ TAGGED_CASES = [
         True,
     ),
     ((40, 70, 4, 1, True, True, "tanh", True, "cooperative-tagged-128"), 3, None, True),
-    ((17, 33, 3, 1, False, True, "relu", True, "cooperative-tagged"), None, "tf32x3", False),
+    (
+        (17, 33, 3, 1, False, True, "relu", True, "cooperative-streamed-tagged"),
+        None,
+        "tf32x3",
+        False,
+    ),
 ]
 
 
@@ -1260,11 +1289,12 @@ GEMM_CASES = [
 
 
 @pytest.mark.parametrize("case", GEMM_CASES, ids=str)
-def test_tf32_gemm_is_a_tf32_product_at_any_strides(case):
-    """launch.gemm on kernels.gemm_tf32_kernel: a @ b (+ bias, + out where accumulating)
-    with a and b at any strides (b a transposed view, as W^T is), within TF32's error of
-    the float64 product: each factor rounded to 10 mantissa bits, so each term's error
-    is under 2^-10 of its size, here bounded by 2^-9."""
+def test_tf32_gemm_is_a_tf32_product_at_any_strides(case, monkeypatch):
+    """launch.gemm on kernels.gemm_tf32_kernel (at every side, here): a @ b (+ bias, + out
+    where accumulating) with a and b at any strides (b a transposed view, as W^T is),
+    within TF32's error of the float64 product: each factor rounded to 10 mantissa bits,
+    so each term's error is under 2^-10 of its size, here bounded by 2^-9."""
+    monkeypatch.setattr(launch, "GEMM_TF32_MIN_SIDE", 0)
     m, k, n, bias, accumulate, transposed, sliced = case
     gen = torch.Generator().manual_seed(5)
 
@@ -1294,6 +1324,21 @@ def test_tf32_gemm_is_a_tf32_product_at_any_strides(case):
         assert splits > 1  # the interpreter's few SMs: these cases split K
 
 
+def test_tf32_gemm_leaves_a_side_under_16_to_torch(monkeypatch):
+    """A GEMM with a side under launch.GEMM_TF32_MIN_SIDE runs on torch's in IEEE fp32
+    even where the call's GEMMs are on TF32: cuDNN's error at H=1 is IEEE fp32's."""
+    device_ops = DeviceOps()
+    device_ops.watch(monkeypatch, "gemm_tf32_kernel")
+    gen = torch.Generator().manual_seed(6)
+    side = launch.GEMM_TF32_MIN_SIDE
+    for m, k, n in [(20, side - 1, 40), (20, side, 1), (side - 1, 300, side), (side,) * 3]:
+        a, b = (torch.randn(*shape, generator=gen).to(DEVICE) for shape in ((m, k), (k, n)))
+        got = launch.gemm(a, b, tf32=True)
+        on_torch = min(m, k, n) < side
+        assert ("gemm_tf32_kernel" in device_ops.ops) == (not on_torch), (m, k, n)
+        assert torch.equal(got, torch.mm(a, b)) or not on_torch, (m, k, n)
+
+
 # An RNN's error with TF32 GEMMs, relative to its largest value: TF32 keeps 10 mantissa
 # bits (2^-11 of a product's size), here a few of those (largest seen on the CPU: 4.9e-4).
 TF32_GEMM_ERROR = 2e-3
@@ -1302,9 +1347,10 @@ TF32_GEMM_ERROR = 2e-3
 @pytest.mark.parametrize("tier", [None, "cooperative", "persistent-xp", "persistent-gemm"],
                          indirect=True)  # fmt: skip
 def test_fp32_gemms_on_tf32_where_nn_rnn_may_use_it(tier, monkeypatch, triton_kernels):
-    """With launch.TF32_GEMMS on ("tritongemm"), fp32 under nn.RNN's TF32 flag runs every
-    GEMM outside the recurrence (input projections, weight and input gradients) on
-    kernels.gemm_tf32_kernel and none on torch's; every output and gradient matches fp64
+    """With launch.TF32_GEMMS on ("tritongemm"), fp32 under nn.RNN's TF32 flag asks every
+    GEMM outside the recurrence (input projections, weight and input gradients) for TF32
+    (launch.gemm, which runs those of sides from GEMM_TF32_MIN_SIDE on
+    kernels.gemm_tf32_kernel); every output and gradient matches fp64
     nn.RNN within TF32's error on the CPU (the interpreter rounds the operands as the
     kernel asks and multiplies exactly; a GEMM wired wrong is off by far more).  Under
     IEEE fp32 (the flag off) the GEMMs stay torch's, at fp32 accuracy."""
@@ -1515,8 +1561,9 @@ def test_variant_names_set_launch_settings(monkeypatch, request):
     gpu_tier_ab.use_variant("fastrnn-ieee")
     assert launch.COOP_BLOCK_K == launch.VARIANT_DEFAULTS["COOP_BLOCK_K"]
     assert not torch.backends.cudnn.allow_tf32
-    gpu_tier_ab.use_variant("fastrnn-tf32gemm")
+    gpu_tier_ab.use_variant("fastrnn-cublas-tf32gemm")
     assert matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 == gpu_tier_ab.DEFAULT_ALLOW_TF32
+    assert launch.TF32_GEMMS is False
     # A persistent program of 16 rows at H=256 on the plan's warps, or on pw16's 16.
     fp16 = [torch.zeros(256, 4, dtype=torch.float16), torch.zeros(256, 256, dtype=torch.float16)]
     args = (256, 1, 5, 40, 200, True, 4, (160, 4), 256, False, False, False)

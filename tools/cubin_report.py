@@ -151,14 +151,6 @@ def plan_configurations(p: launch.Plan, dtype: torch.dtype, precision: str) -> l
                 for split in chunk_split
                 if pipe or split
             ]
-            # Tagged exchange where the state is fp32 and W_hh's parts are not split once;
-            # its reads are volatile loads, which Triton does not pipeline (the pipelined
-            # forward's builds were the unpipelined one's on sm_90): unpipelined only.
-            if dtype != torch.float64:
-                configs += [dataclasses.replace(c, tagged=True) for c in configs
-                            if c.kernel == config.kernel and not c.pipeline_tiles
-                            and not launch.w_low_parts(precision, tile > 0,
-                                                       not c.chunk_split)]  # fmt: skip
             continue
         if direction == "backward":
             for block_b in (launch.BLOCK_B, launch.WEIGHT_GRADS_MAX_BATCH):
@@ -182,9 +174,10 @@ def plan_configurations(p: launch.Plan, dtype: torch.dtype, precision: str) -> l
 
 def configurations(capability: int) -> list[Config]:
     """Every (kernel, dtype, precision, tile) that the launch functions pick on a GPU with
-    this capability's shared memory (plan_configurations of launch.plan's plans, and of
-    the cooperative one where the persistent tier fits on FMA rows only: launch.
-    _layer_plan), each where it fits that memory as they require."""
+    this capability's shared memory (plan_configurations of launch.plan's plans, of the
+    cooperative one where the persistent tier fits on FMA rows only, and of cooperative
+    tiles widened for a large batch: launch._layer_plan), each where it fits that memory
+    as they require."""
     dots = tensor_core_dots(capability)
     limit = SHARED_MEMORY_LIMIT[capability]
     configs = []
@@ -198,6 +191,15 @@ def configurations(capability: int) -> list[Config]:
                 if p.tier == "persistent" and not p.dot_rows:
                     plans.append(launch.plan(block_h, dtype, precision, limit, "cooperative",
                                              tensor_core_dots=dots))  # fmt: skip
+                # Cooperative tiles widened where a program takes several (_layer_plan).
+                wide = launch.cooperative_block_n(block_h, 1 << 20, 1)
+                plans += [
+                    launch.plan(
+                        block_h, dtype, precision, limit, "cooperative", wide, tensor_core_dots=dots
+                    )
+                    for c in plans
+                    if c.tier == "cooperative" and c.block_n != wide
+                ]
                 for plan in plans:
                     configs += [c for c in plan_configurations(plan, dtype, precision)
                                 if c not in configs]  # fmt: skip

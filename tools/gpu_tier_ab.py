@@ -10,7 +10,8 @@ one tile pipelined as several are, or its state exchanged tagged with each step
 instead of a grid barrier a step; a 16-row fp32 IEEE product in K parts or in one;
 fp32 tensor-core products as tf32x3, plain TF32 or IEEE FMA products under nn.RNN's
 TF32-on default, and fp32 GEMMs (input projections, weight and input gradients) on
-TF32 as cuDNN may run them under that default (cuBLAS's, or fastrnn's own GEMM kernel);
+TF32 as cuDNN may run them under that default (fastrnn's own GEMM kernel, or cuBLAS's),
+or on cuBLAS in IEEE fp32;
 and nn.RNN (cuDNN).  So
 launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
 COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS,
@@ -53,17 +54,15 @@ WIDTH = ("cooperative-64", "cooperative-32", "cooperative-16", "cooperative-stre
 FMA = ("persistent", "persistent-onesum", "persistent-dot")
 # Input projected in the kernel or by a GEMM; weight gradients in the kernel or by GEMMs.
 PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
-# fp32 as plan() runs it under TF32-on (tf32x3 tl.dot), or with IEEE products: TF32 is
-# what nn.RNN's flag allows, not what it requires, and IEEE is the more accurate; or
-# with its GEMMs on TF32 (torch.backends.cuda.matmul's flag, which they follow, on),
-# its products in plain TF32, or both, as cuDNN's under the same flag may run: whether
-# cuDNN's own error allows that is in the JSON (validation_errors).
-PRECISION = ("fastrnn", "fastrnn-ieee", "fastrnn-tf32gemm", "fastrnn-tf32",
-             "fastrnn-tf32-tf32gemm")  # fmt: skip
-# fp32 GEMMs under TF32-on: cuBLAS in IEEE fp32 (the default), cuBLAS on TF32 (its global
-# flag, which the package cannot set per call), or fastrnn's own TF32 GEMM kernel
-# (launch.TF32_GEMMS): whether it does what cuBLAS's TF32 did.
-GEMMS = ("fastrnn", "fastrnn-tf32gemm", "fastrnn-tritongemm", "fastrnn-tritongemm-wgieee")
+# fp32 as plan() runs it under TF32-on (tf32x3 tl.dot, GEMMs on TF32), or with IEEE
+# products and GEMMs: TF32 is what nn.RNN's flag allows, not what it requires, and IEEE
+# is the more accurate; or its products in plain TF32, as cuDNN's under the same flag
+# may run: whether cuDNN's own error allows that is in the JSON (validation_errors).
+PRECISION = ("fastrnn", "fastrnn-ieee", "fastrnn-tf32")
+# fp32 GEMMs under TF32-on: fastrnn's own TF32 GEMM kernel (launch.TF32_GEMMS, the
+# plan), but the weight gradients' on cuBLAS in IEEE fp32, all on cuBLAS in IEEE fp32,
+# or on TF32 (its global flag, which the package cannot set per call).
+GEMMS = ("fastrnn", "fastrnn-wgieee", "fastrnn-cublas", "fastrnn-cublas-tf32gemm")
 # The cooperative tier's state exchanged through a grid barrier a step (the plan), or
 # tagged with its step and read when the tags show (launch.COOP_TAGGED_EXCHANGE; not
 # where fp32 tf32x3 takes streamed W_hh's parts split once: "chunksplit" there).
@@ -75,9 +74,9 @@ COOP_OPTIONS = ("fastrnn", "fastrnn-unsplit", "fastrnn-w8", "fastrnn-k32")
 # The persistent tier's 16-row programs at H=256 on the plan's 8 warps or on 16 (half a
 # warp's instructions a step in Triton 3.6's SASS, docs/performance.md).
 PERSISTENT_WARPS = ("fastrnn", "fastrnn-pw16")
-# A forward cooperative program's one tile (W_hh's columns on chip) unpipelined, as
-# planned, or pipelined (fewer SASS instructions a step unpipelined, docs/performance.md).
-TILE_PIPELINE = ("fastrnn", "fastrnn-pipelined")
+# A forward cooperative program's one tile (W_hh's columns on chip) pipelined, as
+# planned, or unpipelined (fewer SASS instructions a step, docs/performance.md).
+TILE_PIPELINE = ("fastrnn", "fastrnn-unpipelined")
 # fp32 tf32x3 on streamed W_hh: its TF32 parts split once per launch (the plan), or by
 # Triton at every chunk (more instructions, half the bytes from L2; docs/performance.md).
 LOW_PARTS = ("fastrnn", "fastrnn-chunksplit")
@@ -131,8 +130,9 @@ def use_variant(name: str | None) -> None:
     """Every launch from now on runs on variant `name` (launch.variant_settings; None or
     "fastrnn": the plan's own choices); with the option "ieee" fp32 products in IEEE
     fp32 (cuDNN's TF32 flag off, which dot_precision reads, so the nn.RNN contender runs
-    use_variant(None) first), with "tf32gemm" the GEMMs on TF32 (cuBLAS's flag on).  Set
-    for the forward and the backward of a training step alike."""
+    use_variant(None) first), with "tf32gemm" cuBLAS's TF32 flag on (for the GEMMs left
+    on cuBLAS, option "cublas").  Set for the forward and the backward of a training step
+    alike."""
     name = name or "fastrnn"
     torch.backends.cudnn.allow_tf32 = DEFAULT_ALLOW_TF32 and not name.endswith("-ieee")
     torch.backends.cuda.matmul.allow_tf32 = DEFAULT_MATMUL_TF32 or name.endswith("-tf32gemm")

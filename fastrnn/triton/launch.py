@@ -33,14 +33,16 @@ from fastrnn.triton import kernels
 # fp16/bf16 H=256 it beat the cooperative tier's inference on an H200 and tied its
 # training (docs/performance.md).
 MAX_PERSISTENT_H = {torch.float32: 128, torch.float64: 64, torch.float16: 256, torch.bfloat16: 256}
-# Cooperative tier tiles: 16 hidden columns per tile up to padded H=512 (more programs
-# share the work: faster than 32 at fp32 and fp16 H=256 and 512 on an H200, slower at
-# H=1024 and 2048), 64 above (fewer passes over h; docs/performance.md); a program's W_hh
-# columns held on chip where they fit (cooperative_shared_memory), else streamed from L2
-# COOP_BLOCK_K rows at a time: 64, in 4 parts (split_k), on which Triton 3.6 builds half
-# the tensor-core instructions per row of K that 32 rows in 2 parts take (offline SASS,
+# Cooperative tier tiles (cooperative_block_n): up to padded H=512, 16 hidden columns
+# per tile where each tile gets a program of its own (more programs share a step's work:
+# faster than 32 at fp32 and fp16 H=256 and 512 on an H200), else 32 (fewer passes over
+# h for a program of several tiles: at B=1024, H=256 faster than 16 and 64 on an H200);
+# 64 above H=512 (docs/performance.md).  A program's W_hh columns held on chip where
+# they fit (cooperative_shared_memory), else streamed from L2 COOP_BLOCK_K rows at a
+# time: 64, in 4 parts (split_k), on which Triton 3.6 builds half the tensor-core
+# instructions per row of K that 32 rows in 2 parts take (offline SASS,
 # docs/performance.md; tools/gpu_tier_ab.py times 32).
-COOP_BLOCK_N: int | None = None  # overrides the choice by H (tools/gpu_tier_ab.py, tests)
+COOP_BLOCK_N: int | None = None  # overrides cooperative_block_n (tools/gpu_tier_ab.py, tests)
 COOP_BLOCK_K = 64
 COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed kernels
 # A cooperative program's product in K parts of at least 16 rows (tl.dot), independent
@@ -48,13 +50,11 @@ COOP_W_ON_CHIP = True  # tools/gpu_tier_ab.py turns it off to time the streamed 
 COOP_SPLIT_K = 4
 COOP_NUM_WARPS = 4  # tools/gpu_tier_ab.py times 8
 # A forward cooperative program with one tile (as many programs as tiles) runs its tile
-# loop unpipelined: 4-16% fewer SASS instructions a step and 16-48 KB less shared memory
-# than with Triton's prefetch for a next tile there is not, and with 16-column tiles no
-# spills where pipelined builds spill (offline SASS, Triton 3.6 and 3.9).  On an H200,
-# at 32-column tiles, pipelined was 1-2% faster; the 16-column tiles now chosen were
-# timed unpipelined (docs/performance.md).  True: pipelined, as with several tiles
-# (tools/gpu_tier_ab.py times both).
-COOP_PIPELINE_ONE_TILE = False
+# loop pipelined, as with several tiles: on an H200 1-3% faster than unpipelined at fp32
+# medium and bi2L and fp16 fastrnns and wide, in 7 of 8 timings, though unpipelined
+# builds take 4-16% fewer SASS instructions a step and 16-48 KB less shared memory
+# (docs/performance.md).  False: unpipelined (tools/gpu_tier_ab.py times both).
+COOP_PIPELINE_ONE_TILE = True
 # fp32 tf32x3 on streamed W_hh multiplies W_hh's TF32 parts split once per launch into a
 # workspace (kernels._store_low_parts): 27-46% fewer instructions a chunk than Triton's
 # split at every chunk, for twice W_hh's bytes from L2 a step (offline SASS,
@@ -108,12 +108,19 @@ WEIGHT_GRADS_ELEMENTS = 1 << 22
 # fp32 GEMMs outside the recurrence (input projections, weight and input gradients) on
 # TF32 tensor cores where nn.RNN's flag allows TF32 (tf32_gemms), as cuDNN's run under
 # it: on kernels.gemm_tf32_kernel, whose precision is its own, since cuBLAS's TF32
-# follows torch's global matmul flag, which one call cannot set for itself alone
-# (docs/performance.md).  False: cuBLAS in IEEE fp32 (tools/gpu_tier_ab.py times both).
-TF32_GEMMS = False
+# follows torch's global matmul flag, which one call cannot set for itself alone.  On an
+# H200 faster than cuBLAS in IEEE fp32 at every timed fp32 shape, inference and
+# training, at cuDNN's own error (docs/performance.md).  None: on a GPU (the
+# interpreter, whose tests check fp32 accuracy, keeps torch's GEMMs unless one asks);
+# False: cuBLAS in IEEE fp32 (tools/gpu_tier_ab.py times both).
+TF32_GEMMS: bool | None = None
 # With TF32_GEMMS, the weight gradients' GEMMs too (K the batch's rows; both operands
 # stored along M or N, which TF32 tensor cores cannot read as they are).
 TF32_WEIGHT_GRAD_GEMMS = True
+# A GEMM with a side under GEMM_TF32_MIN_SIDE (tl.dot's least) stays on torch's in IEEE
+# fp32: at H=1 cuDNN's own error under the TF32 flag was IEEE fp32's, which TF32
+# products exceeded 12-fold (a GPU test, docs/performance.md).
+GEMM_TF32_MIN_SIDE = 16
 # The GEMM's tiles: up to 128 x 128 (gemm_tile), K 32 rows a block, 3 blocks in flight
 # (96 KB of shared memory at the largest tile on sm_90: python tools/cubin_report.py),
 # GEMM_GROUP_M rows of tiles at a time.  Where the tiles are fewer than the SMs, K is
@@ -155,13 +162,14 @@ VARIANT_OPTIONS = {
     "streamed": {"COOP_W_ON_CHIP": False},  # W_hh's columns streamed where they would fit
     "unsplit": {"COOP_SPLIT_K": 1},  # cooperative products in one K part
     "w8": {"COOP_NUM_WARPS": 8},
-    "pipelined": {"COOP_PIPELINE_ONE_TILE": True},  # a forward program's one tile
+    "unpipelined": {"COOP_PIPELINE_ONE_TILE": False},  # a forward program's one tile
     "chunksplit": {"COOP_W_LOW_PARTS": False},  # streamed W_hh split by Triton each chunk
     "pw16": {"PERSISTENT_NUM_WARPS": 16},  # persistent programs at the larger tiles
     "k32": {"COOP_BLOCK_K": 32},  # streamed W_hh 32 rows a chunk
     "tagged": {"COOP_TAGGED_EXCHANGE": True},  # the cooperative state tagged, no barrier
     "tf32": {"FP32_DOT_PRECISION": "tf32"},  # fp32 tensor-core products in plain TF32
     "tritongemm": {"TF32_GEMMS": True},  # fp32 GEMMs on TF32 (kernels.gemm_tf32_kernel)
+    "cublas": {"TF32_GEMMS": False},  # fp32 GEMMs on torch's (cuBLAS), as its flag says
     "wgieee": {"TF32_WEIGHT_GRAD_GEMMS": False},  # but the weight gradients' on cuBLAS
     "gk64": {"GEMM_BLOCK_K": 64},  # that GEMM 64 rows of K a block
     "gs4": {"GEMM_STAGES": 4},  # 4 blocks in flight
@@ -290,13 +298,26 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
         wide = block_h >= 128 or (dtype == torch.float32 and block_h == 64)
         return Plan("persistent", block_h, persistent_warps if wide else 4, precision,
                     tensor_core_dots=tensor_core_dots, dot_rows=dot_rows)  # fmt: skip
-    block_n = block_n or (16 if block_h <= 512 else 64)
+    block_n = block_n or cooperative_block_n(hidden)
     parts = split_k(dtype, precision, block_h, most_parts, tensor_core_dots)
     on_chip = shared_memory is None or (
         cooperative_shared_memory(block_h, dtype, precision, block_n, parts) <= shared_memory
     )
     return Plan("cooperative", block_h, cooperative_warps, precision, block_n, on_chip,
                 tensor_core_dots)  # fmt: skip
+
+
+def cooperative_block_n(hidden: int, batch: int | None = None,
+                        programs: int | None = None) -> int:  # fmt: skip
+    """Hidden columns of a cooperative tile (COOP_BLOCK_N): 64 above padded H=512; up to
+    it 16, or 32 where `batch`'s 16-column tiles would outnumber the `programs` of a
+    direction (None: no bound), so that each program would take several."""
+    if _block(hidden) > 512:
+        return 64
+    if batch is not None and programs is not None:
+        if _cdiv(batch, BLOCK_B) * _cdiv(hidden, 16) > programs:
+            return 32
+    return 16
 
 
 def w_low_parts(precision: str, on_chip: bool, enabled: bool | None = None) -> bool:
@@ -416,9 +437,9 @@ def cooperative_programs(tiles: int, directions: int, device: torch.device) -> i
     directions, so all are resident at once."""
     if FORCE_PROGRAMS is not None:
         return min(tiles, FORCE_PROGRAMS)
-    if interpreting(device):
-        return 1  # the interpreter runs programs one after another: a barrier needs one
-    return min(tiles, max(1, device_sms(device) // directions))
+    programs = direction_programs(device, directions)
+    # The interpreter runs programs one after another: a barrier needs one.
+    return 1 if programs is None else min(tiles, programs)
 
 
 def _specialization(pointers: tuple[Tensor, ...], scalars: tuple[int, ...]) -> tuple:
@@ -553,33 +574,43 @@ def call_key(weights: list[Tensor]) -> CallKey:
     return CallKey(weights[1].device, dtype, dot_precision(dtype), settings)
 
 
-def _plan(call: CallKey, hidden: int, tier: str | None = None) -> Plan:
+def _plan(call: CallKey, hidden: int, tier: str | None = None,
+          block_n: int | None = None) -> Plan:  # fmt: skip
     tensor_core_dots = device_tensor_core_dots(call.device)
     # Where Triton builds tl.dot from FMAs, that is what it builds whatever it is told.
     precision = call.precision if tensor_core_dots else "ieee"
     return plan(hidden, call.dtype, precision, device_shared_memory(call.device),
-                tier or FORCE_TIER, COOP_BLOCK_N, COOP_NUM_WARPS, COOP_SPLIT_K,
+                tier or FORCE_TIER, COOP_BLOCK_N or block_n, COOP_NUM_WARPS, COOP_SPLIT_K,
                 tensor_core_dots, PERSISTENT_NUM_WARPS)  # fmt: skip
 
 
 def _layer_plan(call: CallKey, hidden: int, batch: int, directions: int) -> Plan:
     """_plan's, but the cooperative tier where the persistent one would need programs of
-    BLOCK_B rows on tl.dot, which do not fit the device (Plan.dot_rows)."""
+    BLOCK_B rows on tl.dot, which do not fit the device (Plan.dot_rows), and there its
+    tiles as wide as the batch and the grid's programs make them (cooperative_block_n)."""
     p = _plan(call, hidden)
     if (
         p.tier == "persistent"
         and not p.dot_rows
         and _persistent_grid(call, p, batch, directions)[0] == BLOCK_B
     ):
-        return _plan(call, hidden, "cooperative")
+        p = _plan(call, hidden, "cooperative")
+    if p.tier == "cooperative":
+        block_n = cooperative_block_n(hidden, batch, direction_programs(call.device, directions))
+        if block_n != p.block_n:
+            p = _plan(call, hidden, "cooperative", block_n)
     return p
+
+
+def direction_programs(device: torch.device, directions: int) -> int | None:
+    """The most programs of a direction that all run at once: one per SM, shared by the
+    directions (None: the interpreter, which runs them one after another)."""
+    return None if interpreting(device) else max(1, device_sms(device) // directions)
 
 
 def _persistent_grid(call: CallKey, p: Plan, batch: int, directions: int):
     """(batch rows per program, grid) of the persistent tier."""
-    device = call.device
-    programs = None if interpreting(device) else max(1, device_sms(device) // directions)
-    rows = persistent_rows(batch, p.block_h, programs)
+    rows = persistent_rows(batch, p.block_h, direction_programs(call.device, directions))
     return rows, (_cdiv(batch, rows), directions)
 
 
@@ -924,10 +955,11 @@ def recurrence_backward(launch: KernelLaunch, dy, y, dz, dh_n, dh0, layer_weight
 
 
 def tf32_gemms(call: CallKey) -> bool:
-    """Whether a call's GEMMs run on gemm_tf32_kernel (TF32_GEMMS): fp32 whose products
-    may use TF32 (dot_precision), on tensor cores (device_tensor_core_dots)."""
+    """Whether a call's GEMMs run on gemm_tf32_kernel (TF32_GEMMS; None: on a GPU): fp32
+    whose products may use TF32 (dot_precision), on tensor cores (device_tensor_core_dots)."""
+    enabled = not interpreting(call.device) if TF32_GEMMS is None else TF32_GEMMS
     return (
-        TF32_GEMMS
+        enabled
         and call.dtype == torch.float32
         and call.precision != "ieee"
         and device_tensor_core_dots(call.device)
@@ -976,14 +1008,14 @@ def gemm(a: Tensor, b: Tensor, out: Tensor | None = None, bias: Tensor | None = 
          accumulate: bool = False, tf32: bool = False) -> Tensor:  # [M, N]  # fmt: skip
     """a [M, K] @ b [K, N] (+ bias [N]) into out (new where None; where accumulate, added
     to out's values), at any strides: on kernels.gemm_tf32_kernel where tf32
-    (tf32_gemms), else torch's GEMM (cuBLAS)."""
-    if not tf32:
+    (tf32_gemms) and each side is at least GEMM_TF32_MIN_SIDE, else torch's (cuBLAS)."""
+    (m, k), n = a.shape, b.shape[1]
+    if not tf32 or min(m, k, n) < GEMM_TF32_MIN_SIDE:
         if accumulate:
             return out.addmm_(a, b)
         if bias is not None:
             return torch.addmm(bias, a, b, out=out)
         return torch.mm(a, b, out=out)
-    (m, k), n = a.shape, b.shape[1]
     if out is None:
         out = a.new_empty((m, n))
     if m == 0 or n == 0:
