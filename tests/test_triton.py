@@ -976,9 +976,12 @@ def test_batched_gradients_on_triton_kernels_match_nn_rnn_on_the_cpu(triton_kern
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("tf32", [False, True], ids=["ieee", "tf32"])
 @pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
-def test_forward_and_backward_capture_in_a_cuda_graph(tier, triton_kernels):
-    """Padded input: capture a training step, replay it, get eager's numbers."""
+def test_forward_and_backward_capture_in_a_cuda_graph(tier, tf32, triton_kernels, monkeypatch):
+    """Padded input: capture a training step, replay it, get eager's numbers; in IEEE
+    fp32, and under nn.RNN's TF32 flag, where fp32 GEMMs run on TF32 (launch.TF32_GEMMS)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
     torch.manual_seed(0)
     rnn = fastrnn.RNN(8, 48, num_layers=2, bidirectional=True, device=DEVICE)
     x = torch.randn(12, 5, 8, device=DEVICE, requires_grad=True)
