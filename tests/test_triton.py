@@ -1327,6 +1327,28 @@ def test_tf32_gemm_is_a_tf32_product_at_any_strides(case, monkeypatch):
         assert splits > 1  # the interpreter's few SMs: these cases split K
 
 
+def test_tf32_gemm_copies_operands_along_k_where_asked(monkeypatch):
+    """launch.GEMM_K_MAJOR: an operand not stored along K (A along M, as dZ^T is; B along
+    N, as W_ih is in the input gradient) is copied along K before a GEMM of at least
+    GEMM_K_MAJOR_WORK multiply-adds, and the product is the same TF32 product."""
+    gen = torch.Generator().manual_seed(7)
+    m, k, n = 20, 40, 24
+    a = torch.randn(k, m, generator=gen).to(DEVICE).t()  # stored along M
+    b = torch.randn(k, n, generator=gen).to(DEVICE)  # stored along N
+    want = a.double() @ b.double()
+    bound = 2.0**-9 * (a.double().abs() @ b.double().abs()) + 1e-6
+    monkeypatch.setattr(launch, "GEMM_K_MAJOR", True)
+    for work, copies in [(m * n * k, 2), (m * n * k + 1, 0)]:
+        monkeypatch.setattr(launch, "GEMM_K_MAJOR_WORK", work)
+        device_ops = DeviceOps()
+        device_ops.watch(monkeypatch, "gemm_tf32_kernel")
+        with device_ops:
+            got = launch.gemm(a, b, tf32=True)
+        assert device_ops.ops.count("clone") == copies, device_ops.ops
+        assert "gemm_tf32_kernel" in device_ops.ops
+        assert ((got.double() - want).abs() <= bound).all()
+
+
 def test_tf32_gemm_leaves_a_side_under_16_to_torch(monkeypatch):
     """A GEMM with a side under launch.GEMM_TF32_MIN_SIDE runs on torch's in IEEE fp32
     even where the call's GEMMs are on TF32: cuDNN's error at H=1 is IEEE fp32's."""

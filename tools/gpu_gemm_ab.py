@@ -1,7 +1,8 @@
 """fp32's GEMMs outside the recurrence, one at a time, on a GPU: cuBLAS in IEEE fp32 (what
 fastrnn runs by default), cuBLAS on TF32 (torch's global matmul flag, which the package
 cannot set per call) and fastrnn's own TF32 kernel (launch.gemm, kernels.gemm_tf32_kernel)
-as planned ("fastrnn") and with one tile setting varied ("fastrnn-gk64": K 64 rows a
+as planned ("fastrnn") and with one setting varied ("fastrnn-kmajor": operands not
+stored along K copied so first, the copy timed with the GEMM; "-gk64": K 64 rows a
 block, "-gs4": 4 blocks in flight, "-nosplit": K never split).  The GEMMs of layer 0 of
 each fp32 throughput shape, with the operands' layouts the launch functions pass: the
 input projection (x @ W_ih^T + b_ih), the input gradient (dZ @ W_ih), dW_ih (dZ^T @ x)
@@ -32,7 +33,7 @@ from fastrnn.triton import launch
 NAMES = ("small", "medium", "fastrnns", "wide", "large", "bi2L", "H2048", "bigbatch")
 # fastrnn's TF32 kernel as planned, and with one tile setting changed (launch.
 # VARIANT_OPTIONS).
-TRITON_VARIANTS = ("fastrnn", "fastrnn-gk64", "fastrnn-gs4", "fastrnn-nosplit")
+TRITON_VARIANTS = ("fastrnn", "fastrnn-kmajor", "fastrnn-gk64", "fastrnn-gs4", "fastrnn-nosplit")
 CONTENDERS = ("cublas-ieee", "cublas-tf32", *TRITON_VARIANTS)
 
 

@@ -60,9 +60,11 @@ PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
 # may run: whether cuDNN's own error allows that is in the JSON (validation_errors).
 PRECISION = ("fastrnn", "fastrnn-ieee", "fastrnn-tf32")
 # fp32 GEMMs under TF32-on: fastrnn's own TF32 GEMM kernel (launch.TF32_GEMMS, the
-# plan), but the weight gradients' on cuBLAS in IEEE fp32, all on cuBLAS in IEEE fp32,
-# or on TF32 (its global flag, which the package cannot set per call).
-GEMMS = ("fastrnn", "fastrnn-wgieee", "fastrnn-cublas", "fastrnn-cublas-tf32gemm")
+# plan), with operands copied along K first (launch.GEMM_K_MAJOR), but the weight
+# gradients' on cuBLAS in IEEE fp32, all on cuBLAS in IEEE fp32, or on TF32 (its global
+# flag, which the package cannot set per call).
+GEMMS = ("fastrnn", "fastrnn-kmajor", "fastrnn-wgieee", "fastrnn-cublas",
+         "fastrnn-cublas-tf32gemm")  # fmt: skip
 # The cooperative tier's state exchanged through a grid barrier a step (the plan), or
 # tagged with its step and read when the tags show (launch.COOP_TAGGED_EXCHANGE; not
 # where fp32 tf32x3 takes streamed W_hh's parts split once: "chunksplit" there).

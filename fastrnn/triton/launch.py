@@ -132,6 +132,14 @@ GEMM_GROUP_M = 8
 GEMM_MIN_SPLIT_K = 256
 # SMs the interpreter's GEMM splits K for: a few, so that small tests split it too.
 GEMM_INTERPRETER_SMS = 4
+# The TF32 GEMM loads an operand stored along K 16 bytes at a time and any other 4 bytes
+# at a time (TF32 tensor cores read K-major operands only; docs/performance.md): the
+# weight gradients' (dZ^T, x) and the input gradient's W_ih.  With GEMM_K_MAJOR such an
+# operand of a GEMM of at least GEMM_K_MAJOR_WORK multiply-adds is first copied along K
+# (one transpose).  Off until a GPU times it (tools/gpu_gemm_ab.py, tools/gpu_tier_ab.py:
+# option "kmajor").
+GEMM_K_MAJOR = False
+GEMM_K_MAJOR_WORK = 1 << 28
 
 ACC_DTYPE = {
     torch.float64: triton.language.float64,
@@ -174,6 +182,7 @@ VARIANT_OPTIONS = {
     "gk64": {"GEMM_BLOCK_K": 64},  # that GEMM 64 rows of K a block
     "gs4": {"GEMM_STAGES": 4},  # 4 blocks in flight
     "nosplit": {"GEMM_MIN_SPLIT_K": 1 << 62},  # K never split
+    "kmajor": {"GEMM_K_MAJOR": True},  # operands copied along K first
 }
 
 
@@ -1016,6 +1025,9 @@ def gemm(a: Tensor, b: Tensor, out: Tensor | None = None, bias: Tensor | None = 
         if bias is not None:
             return torch.addmm(bias, a, b, out=out)
         return torch.mm(a, b, out=out)
+    if GEMM_K_MAJOR and m * n * k >= GEMM_K_MAJOR_WORK:
+        a = a if a.stride(1) == 1 else a.contiguous()
+        b = b if b.stride(0) == 1 else b.t().contiguous().t()
     if out is None:
         out = a.new_empty((m, n))
     if m == 0 or n == 0:
