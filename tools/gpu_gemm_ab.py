@@ -1,5 +1,5 @@
 """fp32's GEMMs outside the recurrence, one at a time, on a GPU: cuBLAS in IEEE fp32 (what
-fastrnn runs by default), cuBLAS on TF32 (torch's global matmul flag, which the package
+fastrnn runs with the TF32 flag off), cuBLAS on TF32 (torch's global matmul flag, which the package
 cannot set per call) and fastrnn's own TF32 kernel (launch.gemm, kernels.gemm_tf32_kernel)
 as planned ("fastrnn") and with one setting varied ("fastrnn-kmajor": operands not
 stored along K copied so first, the copy timed with the GEMM; "-gk64": K 64 rows a
