@@ -1291,12 +1291,18 @@ GEMM_CASES = [
 ]
 
 
+def tf32_product_bound(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """How far a TF32 product's a @ b may be from the float64 one, element by element:
+    each factor rounded to 10 mantissa bits puts each term within 2^-10 of its size,
+    here bounded by 2^-9, plus the fp32 sums' own rounding."""
+    return 2.0**-9 * (a.double().abs() @ b.double().abs()) + 1e-6
+
+
 @pytest.mark.parametrize("case", GEMM_CASES, ids=str)
 def test_tf32_gemm_is_a_tf32_product_at_any_strides(case, monkeypatch):
     """launch.gemm on kernels.gemm_tf32_kernel (at every side, here): a @ b (+ bias, + out
     where accumulating) with a and b at any strides (b a transposed view, as W^T is),
-    within TF32's error of the float64 product: each factor rounded to 10 mantissa bits,
-    so each term's error is under 2^-10 of its size, here bounded by 2^-9."""
+    within TF32's error of the float64 product (tf32_product_bound)."""
     monkeypatch.setattr(launch, "GEMM_TF32_MIN_SIDE", 0)
     m, k, n, bias, accumulate, transposed, sliced = case
     gen = torch.Generator().manual_seed(5)
@@ -1321,7 +1327,7 @@ def test_tf32_gemm_is_a_tf32_product_at_any_strides(case, monkeypatch):
         assert got is out
     if before is not None:
         assert not torch.equal(got, before)  # written in place, at its strides
-    bound = 2.0**-9 * (a.double().abs() @ b.double().abs()) + 1e-6
+    bound = tf32_product_bound(a, b)
     assert ((got.double() - want).abs() <= bound).all(), (splits, (got.double() - want).abs().max())
     if DEVICE.type == "cpu" and k >= 2 * launch.GEMM_MIN_SPLIT_K:
         assert splits > 1  # the interpreter's few SMs: these cases split K
@@ -1336,7 +1342,7 @@ def test_tf32_gemm_copies_operands_along_k_where_asked(monkeypatch):
     a = torch.randn(k, m, generator=gen).to(DEVICE).t()  # stored along M
     b = torch.randn(k, n, generator=gen).to(DEVICE)  # stored along N
     want = a.double() @ b.double()
-    bound = 2.0**-9 * (a.double().abs() @ b.double().abs()) + 1e-6
+    bound = tf32_product_bound(a, b)
     monkeypatch.setattr(launch, "GEMM_K_MAJOR", True)
     for work, copies in [(m * n * k, 2), (m * n * k + 1, 0)]:
         monkeypatch.setattr(launch, "GEMM_K_MAJOR_WORK", work)
