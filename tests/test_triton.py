@@ -1437,6 +1437,93 @@ def test_tf32_gemms_error_at_most_twice_cudnn_under_tf32_on_gpu(case, monkeypatc
         assert mine <= bound, f"value {i}: error {mine:.3g}, cuDNN {theirs:.3g}"
 
 
+def test_fp32_products_where_tf32x3_would_stream_run_in_plain_tf32(monkeypatch):
+    """launch.plan under nn.RNN's TF32 flag (tf32x3): plain TF32 where tf32x3's W_hh would
+    stream (COOP_STREAMED_TF32; above H=512 on an H200, at H=512 on an A100, where its
+    one copy then fits on chip), tf32x3 where W_hh fits on chip; a precision asked for
+    (FP32_DOT_PRECISION) is kept."""
+    a100, hopper = 166_912, 232_448
+    streamed = launch.plan(1024, torch.float32, "tf32x3", hopper, streamed_tf32=True)
+    assert (streamed.precision, streamed.w_on_chip) == ("tf32", False)
+    assert launch.plan(1024, torch.float32, "tf32x3", hopper).precision == "tf32x3"
+    on_chip = launch.plan(512, torch.float32, "tf32x3", hopper, streamed_tf32=True)
+    assert (on_chip.precision, on_chip.w_on_chip) == ("tf32x3", True)
+    on_a100 = launch.plan(512, torch.float32, "tf32x3", a100, streamed_tf32=True)
+    assert (on_a100.precision, on_a100.w_on_chip) == ("tf32", True)
+    assert launch.plan(1024, torch.float32, "ieee", hopper, streamed_tf32=True).precision == "ieee"
+    # A call's plan (launch._plan) on an H200's shared memory.
+    monkeypatch.setattr(launch, "device_shared_memory", lambda device: hopper)
+    monkeypatch.setattr(launch, "device_tensor_core_dots", lambda device: True)
+    monkeypatch.setattr(launch, "tf32_allowed", lambda: True)
+    weights = [torch.empty(1024, 8), torch.empty(1024, 1024)]
+
+    def precision():
+        return launch._layer_plan(launch.call_key(weights), 1024, 64, 1).precision
+
+    assert precision() == "tf32"
+    monkeypatch.setattr(launch, "COOP_STREAMED_TF32", False)
+    assert precision() == "tf32x3"
+    monkeypatch.setattr(launch, "COOP_STREAMED_TF32", True)
+    monkeypatch.setattr(launch, "FP32_DOT_PRECISION", "tf32x3")
+    assert precision() == "tf32x3"
+
+
+def test_streamed_plain_tf32_products_within_tf32_error(monkeypatch, triton_kernels):
+    """fp32 under nn.RNN's TF32 flag where tf32x3's W_hh would stream (here: 32 KB of
+    shared memory): the cooperative kernels multiply streamed W_hh in plain TF32, its
+    operands rounded to nearest (kernels._tf32_operand), without W_hh's low parts, and
+    every output and gradient is within TF32's error of fp64 nn.RNN."""
+    force_tier(monkeypatch, "cooperative")
+    monkeypatch.setattr(launch, "device_shared_memory", lambda device: 32_768)
+    monkeypatch.setattr(launch, "tf32_allowed", lambda: True)
+    launched = []
+
+    def record(_, layer):
+        meta = layer.meta
+        launched.append((meta["DOT_PRECISION"], meta["W_ON_CHIP"], meta["W_LOW_PARTS"]))
+
+    watch_layer_launches(monkeypatch, record)
+    case = (17, 70, 5, 2, True, True, "tanh", True, None)
+    launch.forward_launch.cache_clear()  # kept per call key, which the device facts are not in
+    launch.backward_launch.cache_clear()
+    try:
+        got, want = run_case(case, torch.float32)
+    finally:
+        launch.forward_launch.cache_clear()
+        launch.backward_launch.cache_clear()
+    assert set(launched) == {("tf32", False, False)}
+    for name, error in zip(RESULT_NAMES, relative_errors(got, want), strict=False):
+        assert error <= TF32_GEMM_ERROR, f"{name}: error {error:.3g}"
+
+
+# Shapes at which an H100 or H200 streams fp32 W_hh (H > 512): a batch of 64 and of 1.
+STREAMED_TF32_CASES = [(64, 1024, 50, 1, False, False, "tanh", True, None),
+                       (1, 1024, 100, 1, False, False, "tanh", True, None)]  # fmt: skip
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("case", STREAMED_TF32_CASES, ids=[case_id(c) for c in STREAMED_TF32_CASES])
+def test_streamed_plain_tf32_error_at_most_twice_cudnn_on_gpu(case, monkeypatch):
+    """fp32 with nn.RNN's TF32 flag on (PyTorch's default) for both, at a hidden size
+    whose W_hh streams: fastrnn's plain TF32 products (launch.COOP_STREAMED_TF32) keep its
+    error against fp64 nn.RNN at most twice cuDNN's own."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    precisions = []
+    watch_layer_launches(
+        monkeypatch, lambda _, layer: precisions.append(layer.meta["DOT_PRECISION"])
+    )
+    with fastrnn.use_backend("triton"):
+        got, want = run_case(case, torch.float32)
+    assert set(precisions) == {"tf32"}
+    cudnn_got, _ = run_case(case, torch.float32, contender=torch.nn.RNN)
+    fast_errors = relative_errors(got, want)
+    cudnn_errors = relative_errors(cudnn_got, want)
+    for i, (mine, theirs) in enumerate(zip(fast_errors, cudnn_errors, strict=True)):
+        bound = max(2 * theirs, ERROR_FLOOR[torch.float32])
+        assert mine <= bound, f"value {i}: error {mine:.3g}, cuDNN {theirs:.3g}"
+
+
 def test_16_row_fp32_ieee_programs_multiply_in_k_parts(monkeypatch, triton_kernels):
     """dot_parts: a persistent program on tl.dot's 16 rows with fp32 IEEE products at
     padded H=128 (whose one-part forward spills registers) multiplies in IEEE_DOT_PARTS

@@ -125,7 +125,7 @@ def shared_memory_bound(config: Config, capability: int) -> int | None:
                                             config.block_n, config.split_k)  # fmt: skip
 
 
-def plan_configurations(p: launch.Plan, dtype: torch.dtype, precision: str) -> list[Config]:
+def plan_configurations(p: launch.Plan, dtype: torch.dtype) -> list[Config]:
     """The kernels that plan p runs, forward and backward; on the persistent tier also
     its programs computing the weight gradients on tl.dot's rows (16, and the most:
     launch.weight_grads_rows), and on FMA rows (one, and the most: the most registers)
@@ -133,6 +133,7 @@ def plan_configurations(p: launch.Plan, dtype: torch.dtype, precision: str) -> l
     or projecting the largest input (launch.input_block; the most registers for W_ih)
     on one row."""
     tile = p.block_h if p.tier == "persistent" or p.w_on_chip else 0
+    precision = p.precision  # plain TF32 where tf32x3 would stream (launch.plan)
     split = 1
     if p.tier == "cooperative":
         split = launch.split_k(dtype, precision, tile, tensor_core_dots=p.tensor_core_dots)
@@ -180,28 +181,28 @@ def configurations(capability: int) -> list[Config]:
     as they require."""
     dots = tensor_core_dots(capability)
     limit = SHARED_MEMORY_LIMIT[capability]
+    # The device facts and the precision rule that launch._plan passes.
+    rules = {"tensor_core_dots": dots, "streamed_tf32": launch.COOP_STREAMED_TF32}
     configs = []
     for dtype in TRITON_DTYPE:
         # fp32 also on TF32 where tl.dot runs on tensor cores (launch.call_key).
         for precision in ("ieee", "tf32x3") if dtype == torch.float32 and dots else ("ieee",):
             # Every padded H up to 2048; above that the streamed kernels repeat.
             for block_h in (16 << i for i in range(8)):
-                p = launch.plan(block_h, dtype, precision, limit, tensor_core_dots=dots)
+                p = launch.plan(block_h, dtype, precision, limit, **rules)
                 plans = [p]
                 if p.tier == "persistent" and not p.dot_rows:
                     plans.append(launch.plan(block_h, dtype, precision, limit, "cooperative",
-                                             tensor_core_dots=dots))  # fmt: skip
+                                             **rules))  # fmt: skip
                 # Cooperative tiles widened where a program takes several (_layer_plan).
                 wide = launch.cooperative_block_n(block_h, 1 << 20, 1)
                 plans += [
-                    launch.plan(
-                        block_h, dtype, precision, limit, "cooperative", wide, tensor_core_dots=dots
-                    )
+                    launch.plan(block_h, dtype, precision, limit, "cooperative", wide, **rules)
                     for c in plans
                     if c.tier == "cooperative" and c.block_n != wide
                 ]
                 for plan in plans:
-                    configs += [c for c in plan_configurations(plan, dtype, precision)
+                    configs += [c for c in plan_configurations(plan, dtype)
                                 if c not in configs]  # fmt: skip
     configs = [c for c in configs if (shared_memory_bound(c, capability) or 0) <= limit]
     return configs + (gemm_configurations() if dots else [])

@@ -5,7 +5,8 @@
 #     OUT=gpu-results bash tools/gpu_check.sh                 (make gpu-check)
 #     OUT=gpu-results bash tools/gpu_check.sh tests tiers bench32
 # Steps: errorpaths tests bench32 bench16 bench16bf kernels sanitize tiers (the default),
-# and single-tests (tests without the case grids), gemms (the fp32 GEMMs alone: cuBLAS
+# and single-tests (tests without the case grids), selected-tests (those of TESTS_K, a
+# pytest -k expression), gemms (the fp32 GEMMs alone: cuBLAS
 # IEEE, cuBLAS TF32, fastrnn's TF32 kernel), calls cprofile (host time per call), ncu
 # (Nsight Compute sections of the recurrence kernels; NCU_CASES="medium/float16 ...");
 # TIER_CASES=float16/large,..., TIER_VARIANT=fastrnn-ieee,... and TIER_LIMIT=seconds
@@ -47,9 +48,9 @@ bench() {  # dtype, contenders, time limit (s)
 gpu_tests() {  # time limit (s), pytest -k expression; in parallel where pytest-xdist is
   local workers=()
   python3 -c "import xdist" 2>/dev/null && workers=(-n 8)
-  # -v: each test's outcome as it ends, so a run cut by its time limit still names its
-  # failures (the summary never comes then).
-  within "$1" python3 -m pytest -q -v "${workers[@]}" --maxfail=5 --durations=8 \
+  # -v (not with -q, which cancels it): each test's outcome as it ends, so a run cut by
+  # its time limit still names its failures (the summary never comes then).
+  within "$1" python3 -m pytest -v --tb=short "${workers[@]}" --maxfail=5 --durations=8 \
     tests/test_triton.py -m "not slow" -k "$2" -p no:cacheprovider >> "$CHECKS" 2>&1
   echo "tests ($2): exit $?"; grep -E "FAILED|ERROR" "$CHECKS" | cut -c1-200 | tail -12
   tail -3 "$CHECKS"
@@ -121,6 +122,7 @@ for step in "${STEPS[@]}"; do
     tests) gpu_tests 170 "not matches_nn_rnn and not error_at_most_twice"
            gpu_tests 110 "matches_nn_rnn or error_at_most_twice" ;;
     single-tests) gpu_tests 170 "not matches_nn_rnn and not error_at_most_twice" ;;
+    selected-tests) gpu_tests 120 "${TESTS_K:?TESTS_K: a pytest -k expression}" ;;
     kernels) within 30 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20 ;;
     calls) within 90 python3 tools/gpu_call_profile.py --json "$OUT/calls.json" 2>&1 | tail -16 ;;
     cprofile) within 60 python3 tools/gpu_call_profile.py --cprofile 2>&1 | grep -v "^$" | cut -c1-150 ;;

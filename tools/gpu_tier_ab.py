@@ -87,8 +87,13 @@ LOW_PARTS = ("fastrnn", "fastrnn-chunksplit")
 # cooperative tier.
 IEEE_ROWS = Shape("bigbatch-H128", 100, 1024, 128, 128)
 IEEE_DOT = ("fastrnn-ieee", "fastrnn-wholedot-ieee", "cooperative-ieee")
-# The benchmark's shapes, and IEEE_ROWS.
-GRID = {shape.name: shape for shape in [*SHAPES, *GPU_SHAPES, IEEE_ROWS]}
+# fp32 over 1000 steps under TF32-on, W_hh on chip (H=256) and streamed (H=1024), a batch
+# of 64 and of 1: whether plain TF32 products drift from fp64 where cuDNN's do not.
+LONG_ROWS = (Shape("long-H256", 1000, 64, 256, 256), Shape("long-H1024", 1000, 64, 1024, 1024),
+             Shape("long-B1-H1024", 1000, 1, 1024, 1024))  # fmt: skip
+PLAIN_TF32 = ("fastrnn", "fastrnn-tf32")
+# The benchmark's shapes, IEEE_ROWS and LONG_ROWS.
+GRID = {shape.name: shape for shape in [*SHAPES, *GPU_SHAPES, IEEE_ROWS, *LONG_ROWS]}
 
 
 def cases(dtypes, names, variants) -> list:
@@ -114,6 +119,7 @@ CASES = [
     *cases((FP32,), (*COOPERATIVE_32, "bi2L", "bigbatch"), WIDTH),
     *cases((FP16,), COOPERATIVE_16, WIDTH),
     *cases((FP32,), ("small", *COOPERATIVE_32, "bigbatch"), PRECISION),
+    *cases((FP32,), [shape.name for shape in LONG_ROWS], PLAIN_TF32),
     *cases((FP32,), COOPERATIVE_32, COOP_OPTIONS),
     *cases((FP16,), COOPERATIVE_16, COOP_OPTIONS),
     *cases((FP16,), ("medium", "bi2L", "bigbatch"), PERSISTENT_WARPS),

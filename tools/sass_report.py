@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     ]
     parser.add_argument("kernel", choices=kernels)
     parser.add_argument("dtype", choices=["float32", "float16", "bfloat16", "float64"])
-    parser.add_argument("--precision", default="ieee", choices=["ieee", "tf32x3"])
+    parser.add_argument("--precision", default="ieee", choices=["ieee", "tf32", "tf32x3"])
     parser.add_argument(
         "--block-h",
         type=int,

@@ -38,7 +38,9 @@ bidirectional layer's two independent recurrences run side by side:
   through its accumulator, the parts independent shorter ones (launch.split_k).  Where
   W_hh streams, fp32 tf32x3 products may take its TF32 parts split once (W_LOW_PARTS;
   _tf32_parts), by the programs into a workspace before the first product
-  (_store_low_parts), rather than split by Triton at every chunk.
+  (_store_low_parts), rather than split by Triton at every chunk.  Plain TF32 products
+  (launch.COOP_STREAMED_TF32) round both operands to nearest TF32 first
+  (_tf32_operand), as the TF32 GEMM does: a tensor core reading fp32 drops the low bits.
   A grid-wide barrier separates the steps, so the grid is launched cooperatively
   (all programs of both directions resident, or the launch fails instead of
   deadlocking); each direction has its own barrier counter and G programs.  The state
@@ -306,6 +308,16 @@ def _tf32_high(x):
 
 
 @triton.jit
+def _tf32_operand(x, DOT_PRECISION: tl.constexpr):
+    """fp32 x as a cooperative plain TF32 product takes it: rounded to nearest
+    (_tf32_high), not truncated as a tensor core reading fp32 would (biased: 2-3x the
+    error of rounding over 50 steps at H=1024, emulated; docs/performance.md)."""
+    if DOT_PRECISION == "tf32":
+        return _tf32_high(x)
+    return x
+
+
+@triton.jit
 def _tf32_parts(x):
     """(high, low) of fp32 x, both TF32: _tf32_high(x) and the rest rounded so (0 where
     x is infinite), the parts of a tf32x3 product as Triton's tf32x3 splits them."""
@@ -347,7 +359,7 @@ def _split_product(a_ptr, rows, active, stride, H, k, tag, m, DOT_PRECISION: tl.
     """[SPLIT_K, rows, BLOCK_N]: A[rows, k[s]] @ M[k[s], :] for each part s of k
     [SPLIT_K, PART] (_split_k), with m [SPLIT_K, PART, BLOCK_N] M's rows in the same
     parts: one batched tl.dot, whose parts the caller sums (the design notes above)."""
-    a = _part_rows(a_ptr, rows, active, stride, H, k, tag)
+    a = _tf32_operand(_part_rows(a_ptr, rows, active, stride, H, k, tag), DOT_PRECISION)
     return tl.dot(a.to(m.dtype), m, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
 
 
@@ -403,8 +415,9 @@ def _times_columns(acc, a_ptr, rows, active, stride, H, tag, w_ptr, w_low_ptr, w
                 parts = _split_tf32x3_product(parts, a_ptr, rows, active, stride, H, k, tag,
                                               _tf32_high(w), w_low, ACC_DTYPE)  # fmt: skip
             else:
-                parts += _split_product(a_ptr, rows, active, stride, H, k, tag, w,
-                                        DOT_PRECISION, ACC_DTYPE)  # fmt: skip
+                parts += _split_product(a_ptr, rows, active, stride, H, k, tag,
+                                        _tf32_operand(w, DOT_PRECISION), DOT_PRECISION,
+                                        ACC_DTYPE)  # fmt: skip
     return acc + tl.sum(parts, axis=0)
 
 
@@ -815,7 +828,8 @@ def rnn_forward_cooperative_kernel(
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
     wt_chip = 0.0  # W_hh^T's columns of this program when on chip (unused when streamed)
     if W_ON_CHIP:
-        wt_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K, True)
+        wt_chip = _tf32_operand(_own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K,
+                                             True), DOT_PRECISION)  # fmt: skip
     elif W_LOW_PARTS:
         # Read by every program from the first product on, which a grid barrier precedes.
         _store_low_parts(w_ptr, w_low_ptr, H)
@@ -924,7 +938,8 @@ def rnn_backward_cooperative_kernel(
     tiles = tl.cdiv(B, BLOCK_B) * col_tiles
     w_chip = 0.0  # W_hh's columns of this program when on chip (unused when streamed)
     if W_ON_CHIP:
-        w_chip = _own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K, False)
+        w_chip = _tf32_operand(_own_columns(w_ptr, col_tiles, H, BLOCK_N, BLOCK_H, SPLIT_K,
+                                            False), DOT_PRECISION)  # fmt: skip
     elif W_LOW_PARTS:  # read after the grid barrier below
         _store_low_parts(w_ptr, w_low_ptr, H)
     t_first, step = _time_order(direction, T, True)

@@ -60,6 +60,12 @@ COOP_PIPELINE_ONE_TILE = True
 # split at every chunk, for twice W_hh's bytes from L2 a step (offline SASS,
 # docs/performance.md).  False: Triton's split (tools/gpu_tier_ab.py times both).
 COOP_W_LOW_PARTS = True
+# fp32 under nn.RNN's TF32 flag multiplies streamed W_hh in plain TF32, not tf32x3: on an
+# H200 35-40% off large and H2048, inference and training, at 1.3-1.8x cuDNN's error
+# against fp64 (cuDNN's own on TF32 there), also over 1000 steps at B=64 and B=1
+# (docs/performance.md).  On chip tf32x3 stays: plain TF32 took up to 2.2x cuDNN's error
+# there (wide) for 0-20%.  False: tf32x3 (tools/gpu_tier_ab.py times both).
+COOP_STREAMED_TF32 = True
 # The cooperative tier's programs exchange the state (forward h_t, backward dz_t) as fp32
 # values tagged with their step in one 64-bit word, and read a step's when its tags show
 # (kernels._load_tagged): no grid barrier a step, whose fence and two atomic round trips
@@ -172,6 +178,7 @@ VARIANT_OPTIONS = {
     "w8": {"COOP_NUM_WARPS": 8},
     "unpipelined": {"COOP_PIPELINE_ONE_TILE": False},  # a forward program's one tile
     "chunksplit": {"COOP_W_LOW_PARTS": False},  # streamed W_hh split by Triton each chunk
+    "x3": {"COOP_STREAMED_TF32": False},  # streamed W_hh's fp32 products in tf32x3
     "pw16": {"PERSISTENT_NUM_WARPS": 16},  # persistent programs at the larger tiles
     "k32": {"COOP_BLOCK_K": 32},  # streamed W_hh 32 rows a chunk
     "tagged": {"COOP_TAGGED_EXCHANGE": True},  # the cooperative state tagged, no barrier
@@ -281,7 +288,8 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
          shared_memory: int | None = None, force_tier: str | None = None,
          block_n: int | None = None, cooperative_warps: int = COOP_NUM_WARPS,
          most_parts: int = COOP_SPLIT_K, tensor_core_dots: bool = True,
-         persistent_warps: int = PERSISTENT_NUM_WARPS) -> Plan:  # fmt: skip
+         persistent_warps: int = PERSISTENT_NUM_WARPS,
+         streamed_tf32: bool = False) -> Plan:  # fmt: skip
     """The persistent tier up to MAX_PERSISTENT_H where its kernel fits shared_memory
     (bytes per block; None: no limit, as in the interpreter) on a device with or
     without tensor_core_dots, on persistent_warps warps at the larger tiles; else the
@@ -289,7 +297,8 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
     by H, see COOP_BLOCK_N), their W_hh columns on chip where they fit with products in
     at most most_parts K parts (split_k).  Without tensor_core_dots the persistent tier
     may fit on FMA rows only (dot_rows False), whose broadcast products stage no dot
-    operand."""
+    operand.  With streamed_tf32, tf32x3 products where tf32x3's W_hh would stream run in
+    plain TF32 (COOP_STREAMED_TF32)."""
     block_h = _block(hidden)
 
     def fits(needed: int) -> bool:
@@ -309,9 +318,10 @@ def plan(hidden: int, dtype: torch.dtype, precision: str = "ieee",
                     tensor_core_dots=tensor_core_dots, dot_rows=dot_rows)  # fmt: skip
     block_n = block_n or cooperative_block_n(hidden)
     parts = split_k(dtype, precision, block_h, most_parts, tensor_core_dots)
-    on_chip = shared_memory is None or (
-        cooperative_shared_memory(block_h, dtype, precision, block_n, parts) <= shared_memory
-    )
+    on_chip = fits(cooperative_shared_memory(block_h, dtype, precision, block_n, parts))
+    if streamed_tf32 and precision == "tf32x3" and not on_chip:
+        precision = "tf32"  # one copy of W_hh: on chip where that fits
+        on_chip = fits(cooperative_shared_memory(block_h, dtype, precision, block_n, parts))
     return Plan("cooperative", block_h, cooperative_warps, precision, block_n, on_chip,
                 tensor_core_dots)  # fmt: skip
 
@@ -431,9 +441,10 @@ def tf32_allowed() -> bool:
 
 def dot_precision(dtype: torch.dtype) -> str:
     """fp32 follows nn.RNN's flag on a GPU (tf32_allowed): tensor cores when cuDNN may
-    use TF32, else IEEE FMA.  tf32x3 (three TF32 products) rather than plain TF32: over
-    many steps plain TF32 drifted to 1e-3 from fp64 where cuDNN stayed near 1e-5
-    (docs/performance.md)."""
+    use TF32, else IEEE FMA.  tf32x3 (three TF32 products), which plan() makes plain
+    TF32 where W_hh streams (COOP_STREAMED_TF32): elsewhere plain TF32 took up to 2.2x
+    cuDNN's error for little time, and at long-B1 (H=128) drifted to 1e-3 from fp64
+    where cuDNN stayed near 1e-5 (docs/performance.md)."""
     if dtype != torch.float32:
         return "ieee"
     if FP32_DOT_PRECISION is not None:
@@ -576,10 +587,10 @@ def call_key(weights: list[Tensor]) -> CallKey:
     dtype = weights[1].dtype
     settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP,
                 COOP_SPLIT_K, COOP_NUM_WARPS, COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS,
-                COOP_TAGGED_EXCHANGE, PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS,
-                FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS, PROJECT_INPUT_MAX_STEPS,
-                PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS, WEIGHT_GRADS_ELEMENTS,
-                TF32_GEMMS, TF32_WEIGHT_GRAD_GEMMS)  # fmt: skip
+                COOP_STREAMED_TF32, FP32_DOT_PRECISION, COOP_TAGGED_EXCHANGE,
+                PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
+                PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
+                WEIGHT_GRADS_ELEMENTS, TF32_GEMMS, TF32_WEIGHT_GRAD_GEMMS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dot_precision(dtype), settings)
 
 
@@ -588,9 +599,11 @@ def _plan(call: CallKey, hidden: int, tier: str | None = None,
     tensor_core_dots = device_tensor_core_dots(call.device)
     # Where Triton builds tl.dot from FMAs, that is what it builds whatever it is told.
     precision = call.precision if tensor_core_dots else "ieee"
+    # A precision asked for (FP32_DOT_PRECISION) is the one every product runs in.
+    streamed_tf32 = COOP_STREAMED_TF32 and FP32_DOT_PRECISION is None
     return plan(hidden, call.dtype, precision, device_shared_memory(call.device),
                 tier or FORCE_TIER, COOP_BLOCK_N or block_n, COOP_NUM_WARPS, COOP_SPLIT_K,
-                tensor_core_dots, PERSISTENT_NUM_WARPS)  # fmt: skip
+                tensor_core_dots, PERSISTENT_NUM_WARPS, streamed_tf32)  # fmt: skip
 
 
 def _layer_plan(call: CallKey, hidden: int, batch: int, directions: int) -> Plan:
