@@ -980,8 +980,10 @@ def test_batched_gradients_on_triton_kernels_match_nn_rnn_on_the_cpu(triton_kern
 @pytest.mark.parametrize("tier", ["persistent", "cooperative"], indirect=True)
 def test_forward_and_backward_capture_in_a_cuda_graph(tier, tf32, triton_kernels, monkeypatch):
     """Padded input: capture a training step, replay it, get eager's numbers; in IEEE
-    fp32, and under nn.RNN's TF32 flag, where fp32 GEMMs run on TF32 (launch.TF32_GEMMS)."""
+    fp32, and under nn.RNN's TF32 flag, where fp32 GEMMs run on TF32 (launch.TF32_GEMMS;
+    here however few their multiply-adds)."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    monkeypatch.setattr(launch, "GEMM_TF32_MIN_WORK", 0)
     torch.manual_seed(0)
     rnn = fastrnn.RNN(8, 48, num_layers=2, bidirectional=True, device=DEVICE)
     x = torch.randn(12, 5, 8, device=DEVICE, requires_grad=True)
@@ -1196,9 +1198,11 @@ def test_cooperative_tf32x3_products_of_split_weights(tier, monkeypatch, triton_
     with "chunksplit" (launch.COOP_W_LOW_PARTS off) Triton's tf32x3 at every chunk; on
     chip Triton's own tf32x3.  Every output and gradient matches fp64 nn.RNN at fp32
     accuracy (the interpreter multiplies the parts exactly; a part left out is an error
-    of ~1e-3).  In 32-column tiles H=20 is one, on chip unless streamed; H=70 streams
-    (one program holds its three)."""
+    of ~1e-3; the GEMMs outside the recurrence in IEEE fp32, TF32_GEMMS off).  In
+    32-column tiles H=20 is one, on chip unless streamed; H=70 streams (one program
+    holds its three)."""
     monkeypatch.setattr(launch, "FP32_DOT_PRECISION", "tf32x3")
+    monkeypatch.setattr(launch, "TF32_GEMMS", False)
     monkeypatch.setattr(launch, "COOP_BLOCK_N", 32)
     layers = []
     watch_layer_launches(monkeypatch, lambda _, layer: layers.append(
@@ -1249,9 +1253,11 @@ def test_cooperative_state_exchanged_tagged_with_its_step(case, monkeypatch, tri
     runs programs one after another, several programs can run only where none reads
     another's state (each owns whole batch tiles): with the grid barrier they would wait
     forever.  fp64 states fill the word, and streamed W_hh's parts split once by all
-    programs need a barrier: those keep it."""
+    programs need a barrier: those keep it.  The GEMMs outside the recurrence in IEEE
+    fp32 (TF32_GEMMS off)."""
     rnn_case, programs, precision, tagged = case
     force_tier(monkeypatch, rnn_case[-1])
+    monkeypatch.setattr(launch, "TF32_GEMMS", False)
     monkeypatch.setattr(launch, "FORCE_PROGRAMS", programs)
     monkeypatch.setattr(launch, "FP32_DOT_PRECISION", precision)
     seen = set()
@@ -1304,6 +1310,7 @@ def test_tf32_gemm_is_a_tf32_product_at_any_strides(case, monkeypatch):
     where accumulating) with a and b at any strides (b a transposed view, as W^T is),
     within TF32's error of the float64 product (tf32_product_bound)."""
     monkeypatch.setattr(launch, "GEMM_TF32_MIN_SIDE", 0)
+    monkeypatch.setattr(launch, "GEMM_TF32_MIN_WORK", 0)
     m, k, n, bias, accumulate, transposed, sliced = case
     gen = torch.Generator().manual_seed(5)
 
@@ -1344,6 +1351,7 @@ def test_tf32_gemm_copies_operands_along_k_where_asked(monkeypatch):
     want = a.double() @ b.double()
     bound = tf32_product_bound(a, b)
     monkeypatch.setattr(launch, "GEMM_K_MAJOR", True)
+    monkeypatch.setattr(launch, "GEMM_TF32_MIN_WORK", 0)
     for work, copies in [(m * n * k, 2), (m * n * k + 1, 0)]:
         monkeypatch.setattr(launch, "GEMM_K_MAJOR_WORK", work)
         device_ops = DeviceOps()
@@ -1355,19 +1363,24 @@ def test_tf32_gemm_copies_operands_along_k_where_asked(monkeypatch):
         assert ((got.double() - want).abs() <= bound).all()
 
 
-def test_tf32_gemm_leaves_a_side_under_16_to_torch(monkeypatch):
-    """A GEMM with a side under launch.GEMM_TF32_MIN_SIDE runs on torch's in IEEE fp32
-    even where the call's GEMMs are on TF32: cuDNN's error at H=1 is IEEE fp32's."""
+def test_tf32_gemm_leaves_a_small_gemm_to_torch(monkeypatch):
+    """A GEMM with a side under launch.GEMM_TF32_MIN_SIDE, or of fewer multiply-adds than
+    GEMM_TF32_MIN_WORK, runs on torch's in IEEE fp32 even where the call's GEMMs are on
+    TF32: cuDNN's error at H=1, and at long-B1, is IEEE fp32's."""
     device_ops = DeviceOps()
     device_ops.watch(monkeypatch, "gemm_tf32_kernel")
     gen = torch.Generator().manual_seed(6)
     side = launch.GEMM_TF32_MIN_SIDE
-    for m, k, n in [(20, side - 1, 40), (20, side, 1), (side - 1, 300, side), (side,) * 3]:
+    for m, k, n, work in [(20, side - 1, 40, 0), (20, side, 1, 0), (side - 1, 300, side, 0),
+                          (side, side, side, 0), (20, 30, 40, 20 * 30 * 40),
+                          (20, 30, 40, 20 * 30 * 40 + 1)]:  # fmt: skip
+        monkeypatch.setattr(launch, "GEMM_TF32_MIN_WORK", work)
+        device_ops.ops.clear()
         a, b = (torch.randn(*shape, generator=gen).to(DEVICE) for shape in ((m, k), (k, n)))
         got = launch.gemm(a, b, tf32=True)
-        on_torch = min(m, k, n) < side
-        assert ("gemm_tf32_kernel" in device_ops.ops) == (not on_torch), (m, k, n)
-        assert torch.equal(got, torch.mm(a, b)) or not on_torch, (m, k, n)
+        on_torch = min(m, k, n) < side or m * k * n < work
+        assert ("gemm_tf32_kernel" in device_ops.ops) == (not on_torch), (m, k, n, work)
+        assert torch.equal(got, torch.mm(a, b)) or not on_torch, (m, k, n, work)
 
 
 # An RNN's error with TF32 GEMMs, relative to its largest value: TF32 keeps 10 mantissa
@@ -1385,7 +1398,7 @@ def test_fp32_gemms_on_tf32_where_nn_rnn_may_use_it(tier, monkeypatch, triton_ke
     nn.RNN within TF32's error on the CPU (the interpreter rounds the operands as the
     kernel asks and multiplies exactly; a GEMM wired wrong is off by far more).  Under
     IEEE fp32 (the flag off) the GEMMs stay torch's, at fp32 accuracy."""
-    force_tier(monkeypatch, f"{tier or 'fastrnn'}-tritongemm")
+    force_tier(monkeypatch, f"{tier or 'fastrnn'}-tritongemm-anywork")
     case = (17, 33, 5, 2, True, True, "tanh", True, tier)
     gemm, on_tf32 = launch.gemm, []
 
@@ -1425,7 +1438,7 @@ GEMM_RNN_CASES = [c for c in CASES if c[-1] in ("persistent-xp", "persistent-gem
 def test_tf32_gemms_error_at_most_twice_cudnn_under_tf32_on_gpu(case, monkeypatch):
     """fp32 with nn.RNN's TF32 flag on (PyTorch's default) for both, and the GEMMs on TF32
     ("tritongemm"): fastrnn's error against fp64 nn.RNN at most twice cuDNN's own."""
-    force_tier(monkeypatch, f"{case[-1] or 'fastrnn'}-tritongemm")
+    force_tier(monkeypatch, f"{case[-1] or 'fastrnn'}-tritongemm-anywork")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     with fastrnn.use_backend("triton"):
         got, want = run_case(case, torch.float32)
@@ -1441,7 +1454,7 @@ def test_fp32_products_where_tf32x3_would_stream_run_in_plain_tf32(monkeypatch):
     """launch.plan under nn.RNN's TF32 flag (tf32x3): plain TF32 where tf32x3's W_hh would
     stream (COOP_STREAMED_TF32; above H=512 on an H200, at H=512 on an A100, where its
     one copy then fits on chip), tf32x3 where W_hh fits on chip; a precision asked for
-    (FP32_DOT_PRECISION) is kept."""
+    (FP32_DOT_PRECISION) is kept; below COOP_STREAMED_TF32_MIN_BATCH rows tf32x3."""
     a100, hopper = 166_912, 232_448
     streamed = launch.plan(1024, torch.float32, "tf32x3", hopper, streamed_tf32=True)
     assert (streamed.precision, streamed.w_on_chip) == ("tf32", False)
@@ -1461,6 +1474,8 @@ def test_fp32_products_where_tf32x3_would_stream_run_in_plain_tf32(monkeypatch):
         return launch._layer_plan(launch.call_key(weights), 1024, 64, 1).precision
 
     assert precision() == "tf32"
+    batch = launch.COOP_STREAMED_TF32_MIN_BATCH - 1
+    assert launch._layer_plan(launch.call_key(weights), 1024, batch, 1).precision == "tf32x3"
     monkeypatch.setattr(launch, "COOP_STREAMED_TF32", False)
     assert precision() == "tf32x3"
     monkeypatch.setattr(launch, "COOP_STREAMED_TF32", True)
@@ -1472,9 +1487,11 @@ def test_streamed_plain_tf32_products_within_tf32_error(monkeypatch, triton_kern
     """fp32 under nn.RNN's TF32 flag where tf32x3's W_hh would stream (here: 32 KB of
     shared memory): the cooperative kernels multiply streamed W_hh in plain TF32, its
     operands rounded to nearest (kernels._tf32_operand), without W_hh's low parts, and
-    every output and gradient is within TF32's error of fp64 nn.RNN."""
+    every output and gradient is within TF32's error of fp64 nn.RNN (17 rows: the batch
+    bound, COOP_STREAMED_TF32_MIN_BATCH, set aside)."""
     force_tier(monkeypatch, "cooperative")
     monkeypatch.setattr(launch, "device_shared_memory", lambda device: 32_768)
+    monkeypatch.setattr(launch, "COOP_STREAMED_TF32_MIN_BATCH", 1)
     monkeypatch.setattr(launch, "tf32_allowed", lambda: True)
     launched = []
 
@@ -1496,6 +1513,23 @@ def test_streamed_plain_tf32_products_within_tf32_error(monkeypatch, triton_kern
         assert error <= TF32_GEMM_ERROR, f"{name}: error {error:.3g}"
 
 
+def test_tf32_products_rounded_drift_less_than_truncated():
+    """tools/tf32_emulation.py, behind kernels._tf32_operand: an RNN's products in TF32
+    with operands rounded to nearest stay nearer exact arithmetic than with operands
+    truncated, as a tensor core handed fp32 does; both within TF32's error."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import tf32_emulation as emulation
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    for seed in (0, 1):
+        rounded, truncated = (
+            emulation.largest_error(30, 8, 5, 256, rnd, emulation.exact, False, seed)
+            for rnd in (emulation.rounded, emulation.truncated)
+        )
+        assert 0 < rounded < truncated < TF32_GEMM_ERROR, (rounded, truncated)
+
+
 # Shapes at which an H100 or H200 streams fp32 W_hh (H > 512): a batch of 64 and of 1.
 STREAMED_TF32_CASES = [(64, 1024, 50, 1, False, False, "tanh", True, None),
                        (1, 1024, 100, 1, False, False, "tanh", True, None)]  # fmt: skip
@@ -1507,7 +1541,8 @@ STREAMED_TF32_CASES = [(64, 1024, 50, 1, False, False, "tanh", True, None),
 def test_streamed_plain_tf32_error_at_most_twice_cudnn_on_gpu(case, monkeypatch):
     """fp32 with nn.RNN's TF32 flag on (PyTorch's default) for both, at a hidden size
     whose W_hh streams: fastrnn's plain TF32 products (launch.COOP_STREAMED_TF32) keep its
-    error against fp64 nn.RNN at most twice cuDNN's own."""
+    error against fp64 nn.RNN at most twice cuDNN's own; a batch of one, under
+    COOP_STREAMED_TF32_MIN_BATCH, keeps tf32x3 (plain TF32 was six times cuDNN's there)."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     precisions = []
     watch_layer_launches(
@@ -1515,7 +1550,8 @@ def test_streamed_plain_tf32_error_at_most_twice_cudnn_on_gpu(case, monkeypatch)
     )
     with fastrnn.use_backend("triton"):
         got, want = run_case(case, torch.float32)
-    assert set(precisions) == {"tf32"}
+    plain = case[0] >= launch.COOP_STREAMED_TF32_MIN_BATCH
+    assert set(precisions) == {"tf32" if plain else "tf32x3"}
     cudnn_got, _ = run_case(case, torch.float32, contender=torch.nn.RNN)
     fast_errors = relative_errors(got, want)
     cudnn_errors = relative_errors(cudnn_got, want)

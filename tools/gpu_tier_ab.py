@@ -54,11 +54,12 @@ WIDTH = ("cooperative-64", "cooperative-32", "cooperative-16", "cooperative-stre
 FMA = ("persistent", "persistent-onesum", "persistent-dot")
 # Input projected in the kernel or by a GEMM; weight gradients in the kernel or by GEMMs.
 PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
-# fp32 as plan() runs it under TF32-on (tf32x3 tl.dot, GEMMs on TF32), or with IEEE
-# products and GEMMs: TF32 is what nn.RNN's flag allows, not what it requires, and IEEE
-# is the more accurate; or its products in plain TF32, as cuDNN's under the same flag
-# may run: whether cuDNN's own error allows that is in the JSON (validation_errors).
-PRECISION = ("fastrnn", "fastrnn-ieee", "fastrnn-tf32")
+# fp32 as plan() runs it under TF32-on (tf32x3 tl.dot, plain TF32 where W_hh streams,
+# GEMMs on TF32), with tf32x3 where W_hh streams too ("x3"), or with IEEE products and
+# GEMMs: TF32 is what nn.RNN's flag allows, not what it requires, and IEEE is the more
+# accurate; or its products in plain TF32 everywhere, as cuDNN's under the same flag may
+# run: whether cuDNN's own error allows that is in the JSON (validation_errors).
+PRECISION = ("fastrnn", "fastrnn-x3", "fastrnn-ieee", "fastrnn-tf32")
 # fp32 GEMMs under TF32-on: fastrnn's own TF32 GEMM kernel (launch.TF32_GEMMS, the
 # plan), with operands copied along K first (launch.GEMM_K_MAJOR), but the weight
 # gradients' on cuBLAS in IEEE fp32, all on cuBLAS in IEEE fp32, or on TF32 (its global
@@ -88,10 +89,12 @@ LOW_PARTS = ("fastrnn", "fastrnn-chunksplit")
 IEEE_ROWS = Shape("bigbatch-H128", 100, 1024, 128, 128)
 IEEE_DOT = ("fastrnn-ieee", "fastrnn-wholedot-ieee", "cooperative-ieee")
 # fp32 over 1000 steps under TF32-on, W_hh on chip (H=256) and streamed (H=1024), a batch
-# of 64 and of 1: whether plain TF32 products drift from fp64 where cuDNN's do not.
+# of 64 and of 1: whether plain TF32 products drift from fp64 where cuDNN's do not (the
+# plan's: plain TF32 where W_hh streams from launch.COOP_STREAMED_TF32_MIN_BATCH rows;
+# "x3": tf32x3 there too; "tf32": plain TF32 everywhere).
 LONG_ROWS = (Shape("long-H256", 1000, 64, 256, 256), Shape("long-H1024", 1000, 64, 1024, 1024),
              Shape("long-B1-H1024", 1000, 1, 1024, 1024))  # fmt: skip
-PLAIN_TF32 = ("fastrnn", "fastrnn-tf32")
+PLAIN_TF32 = ("fastrnn", "fastrnn-x3", "fastrnn-tf32")
 # The benchmark's shapes, IEEE_ROWS and LONG_ROWS.
 GRID = {shape.name: shape for shape in [*SHAPES, *GPU_SHAPES, IEEE_ROWS, *LONG_ROWS]}
 

@@ -60,12 +60,17 @@ COOP_PIPELINE_ONE_TILE = True
 # split at every chunk, for twice W_hh's bytes from L2 a step (offline SASS,
 # docs/performance.md).  False: Triton's split (tools/gpu_tier_ab.py times both).
 COOP_W_LOW_PARTS = True
-# fp32 under nn.RNN's TF32 flag multiplies streamed W_hh in plain TF32, not tf32x3: on an
-# H200 35-40% off large and H2048, inference and training, at 1.3-1.8x cuDNN's error
-# against fp64 (cuDNN's own on TF32 there), also over 1000 steps at B=64 and B=1
-# (docs/performance.md).  On chip tf32x3 stays: plain TF32 took up to 2.2x cuDNN's error
-# there (wide) for 0-20%.  False: tf32x3 (tools/gpu_tier_ab.py times both).
+# fp32 under nn.RNN's TF32 flag multiplies W_hh in plain TF32, not tf32x3, where tf32x3's
+# would stream: on an H200 25-41% off large, H2048 and 1000 steps at H=1024, inference
+# and training, at 1.3-1.8x cuDNN's error against fp64 with Triton's truncated operands
+# (rounded since: kernels._tf32_operand), no drift over 1000 steps (docs/performance.md).
+# On chip tf32x3 stays: plain TF32 took up to 2.2x cuDNN's error there (wide) for 0-20%.
+# False: tf32x3 (tools/gpu_tier_ab.py times both: option "x3").
 COOP_STREAMED_TF32 = True
+# Where the batch has at least COOP_STREAMED_TF32_MIN_BATCH rows: at B=64 (H=1024) its
+# error was within twice cuDNN's (a GPU test), at B=1 six times cuDNN's (4.8e-4 against
+# 8.1e-5); batches between were not measured.
+COOP_STREAMED_TF32_MIN_BATCH = 64
 # The cooperative tier's programs exchange the state (forward h_t, backward dz_t) as fp32
 # values tagged with their step in one 64-bit word, and read a step's when its tags show
 # (kernels._load_tagged): no grid barrier a step, whose fence and two atomic round trips
@@ -127,6 +132,12 @@ TF32_WEIGHT_GRAD_GEMMS = True
 # fp32: at H=1 cuDNN's own error under the TF32 flag was IEEE fp32's, which TF32
 # products exceeded 12-fold (a GPU test, docs/performance.md).
 GEMM_TF32_MIN_SIDE = 16
+# So does a GEMM of fewer multiply-adds than GEMM_TF32_MIN_WORK, for which TF32 saves
+# microseconds at most: at fp32 long-B1 (T=1000, B=1, I=64, H=128) cuDNN's error under
+# the TF32 flag was IEEE fp32's (8e-6) and fastrnn's with a TF32 input projection
+# (1000 x 128 x 64) 6.7e-4, where at small (3,200 x 128 x 64) both were TF32's (an H200,
+# docs/performance.md).
+GEMM_TF32_MIN_WORK = 1 << 24
 # The GEMM's tiles: up to 128 x 128 (gemm_tile), K 32 rows a block, 3 blocks in flight
 # (96 KB of shared memory at the largest tile on sm_90: python tools/cubin_report.py),
 # GEMM_GROUP_M rows of tiles at a time.  Where the tiles are fewer than the SMs, K is
@@ -142,8 +153,8 @@ GEMM_INTERPRETER_SMS = 4
 # at a time (TF32 tensor cores read K-major operands only; docs/performance.md): the
 # weight gradients' (dZ^T, x) and the input gradient's W_ih.  With GEMM_K_MAJOR such an
 # operand of a GEMM of at least GEMM_K_MAJOR_WORK multiply-adds is first copied along K
-# (one transpose).  Off until a GPU times it (tools/gpu_gemm_ab.py, tools/gpu_tier_ab.py:
-# option "kmajor").
+# (one transpose).  Off: on an H200 it took 5-7% off large and H2048 training and added
+# 13-16% to fastrnns, bi2L and bigbatch training (docs/performance.md; option "kmajor").
 GEMM_K_MAJOR = False
 GEMM_K_MAJOR_WORK = 1 << 28
 
@@ -190,6 +201,7 @@ VARIANT_OPTIONS = {
     "gs4": {"GEMM_STAGES": 4},  # 4 blocks in flight
     "nosplit": {"GEMM_MIN_SPLIT_K": 1 << 62},  # K never split
     "kmajor": {"GEMM_K_MAJOR": True},  # operands copied along K first
+    "anywork": {"GEMM_TF32_MIN_WORK": 0},  # TF32 GEMMs however few their multiply-adds
 }
 
 
@@ -441,10 +453,11 @@ def tf32_allowed() -> bool:
 
 def dot_precision(dtype: torch.dtype) -> str:
     """fp32 follows nn.RNN's flag on a GPU (tf32_allowed): tensor cores when cuDNN may
-    use TF32, else IEEE FMA.  tf32x3 (three TF32 products), which plan() makes plain
-    TF32 where W_hh streams (COOP_STREAMED_TF32): elsewhere plain TF32 took up to 2.2x
-    cuDNN's error for little time, and at long-B1 (H=128) drifted to 1e-3 from fp64
-    where cuDNN stayed near 1e-5 (docs/performance.md)."""
+    use TF32, else IEEE FMA.  tf32x3 (three TF32 products), which a layer's plan makes
+    plain TF32 where W_hh streams and the batch has COOP_STREAMED_TF32_MIN_BATCH rows
+    (COOP_STREAMED_TF32, _plan): elsewhere plain TF32 took up to 2.2x cuDNN's error for
+    little time, and at long-B1 (H=128) drifted to 1e-3 from fp64 where cuDNN stayed
+    near 1e-5 (docs/performance.md)."""
     if dtype != torch.float32:
         return "ieee"
     if FP32_DOT_PRECISION is not None:
@@ -587,20 +600,22 @@ def call_key(weights: list[Tensor]) -> CallKey:
     dtype = weights[1].dtype
     settings = (FORCE_TIER, FORCE_PROGRAMS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP,
                 COOP_SPLIT_K, COOP_NUM_WARPS, COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS,
-                COOP_STREAMED_TF32, FP32_DOT_PRECISION, COOP_TAGGED_EXCHANGE,
+                COOP_STREAMED_TF32, COOP_STREAMED_TF32_MIN_BATCH, FP32_DOT_PRECISION,
+                COOP_TAGGED_EXCHANGE,
                 PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
                 PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
                 WEIGHT_GRADS_ELEMENTS, TF32_GEMMS, TF32_WEIGHT_GRAD_GEMMS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dot_precision(dtype), settings)
 
 
-def _plan(call: CallKey, hidden: int, tier: str | None = None,
+def _plan(call: CallKey, hidden: int, batch: int, tier: str | None = None,
           block_n: int | None = None) -> Plan:  # fmt: skip
     tensor_core_dots = device_tensor_core_dots(call.device)
     # Where Triton builds tl.dot from FMAs, that is what it builds whatever it is told.
     precision = call.precision if tensor_core_dots else "ieee"
     # A precision asked for (FP32_DOT_PRECISION) is the one every product runs in.
-    streamed_tf32 = COOP_STREAMED_TF32 and FP32_DOT_PRECISION is None
+    streamed_tf32 = (COOP_STREAMED_TF32 and FP32_DOT_PRECISION is None
+                     and batch >= COOP_STREAMED_TF32_MIN_BATCH)  # fmt: skip
     return plan(hidden, call.dtype, precision, device_shared_memory(call.device),
                 tier or FORCE_TIER, COOP_BLOCK_N or block_n, COOP_NUM_WARPS, COOP_SPLIT_K,
                 tensor_core_dots, PERSISTENT_NUM_WARPS, streamed_tf32)  # fmt: skip
@@ -610,17 +625,17 @@ def _layer_plan(call: CallKey, hidden: int, batch: int, directions: int) -> Plan
     """_plan's, but the cooperative tier where the persistent one would need programs of
     BLOCK_B rows on tl.dot, which do not fit the device (Plan.dot_rows), and there its
     tiles as wide as the batch and the grid's programs make them (cooperative_block_n)."""
-    p = _plan(call, hidden)
+    p = _plan(call, hidden, batch)
     if (
         p.tier == "persistent"
         and not p.dot_rows
         and _persistent_grid(call, p, batch, directions)[0] == BLOCK_B
     ):
-        p = _plan(call, hidden, "cooperative")
+        p = _plan(call, hidden, batch, "cooperative")
     if p.tier == "cooperative":
         block_n = cooperative_block_n(hidden, batch, direction_programs(call.device, directions))
         if block_n != p.block_n:
-            p = _plan(call, hidden, "cooperative", block_n)
+            p = _plan(call, hidden, batch, "cooperative", block_n)
     return p
 
 
@@ -1030,9 +1045,10 @@ def gemm(a: Tensor, b: Tensor, out: Tensor | None = None, bias: Tensor | None = 
          accumulate: bool = False, tf32: bool = False) -> Tensor:  # [M, N]  # fmt: skip
     """a [M, K] @ b [K, N] (+ bias [N]) into out (new where None; where accumulate, added
     to out's values), at any strides: on kernels.gemm_tf32_kernel where tf32
-    (tf32_gemms) and each side is at least GEMM_TF32_MIN_SIDE, else torch's (cuBLAS)."""
+    (tf32_gemms), each side at least GEMM_TF32_MIN_SIDE and its multiply-adds at least
+    GEMM_TF32_MIN_WORK, else torch's (cuBLAS)."""
     (m, k), n = a.shape, b.shape[1]
-    if not tf32 or min(m, k, n) < GEMM_TF32_MIN_SIDE:
+    if not tf32 or min(m, k, n) < GEMM_TF32_MIN_SIDE or m * n * k < GEMM_TF32_MIN_WORK:
         if accumulate:
             return out.addmm_(a, b)
         if bias is not None:
