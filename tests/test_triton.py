@@ -146,6 +146,19 @@ def watch_layer_launches(monkeypatch, record, directions=("forward", "backward")
         monkeypatch.setattr(launch, f"recurrence_{direction}", watched)
 
 
+def run_case_planned_afresh(case, dtype):
+    """run_case with the kept layer launches dropped before and after: they are kept per
+    call key, which device facts that a test changes (shared memory, tensor-core dots)
+    are not in."""
+    launch.forward_launch.cache_clear()
+    launch.backward_launch.cache_clear()
+    try:
+        return run_case(case, dtype)
+    finally:
+        launch.forward_launch.cache_clear()
+        launch.backward_launch.cache_clear()
+
+
 # The names of run_case's results, in order (zip with them, strict=False).
 RESULT_NAMES = ["output", "h_n", "grad input", "grad h0"] + [f"grad param {i}" for i in range(99)]
 
@@ -380,6 +393,17 @@ def relative_errors(got, want):
     return errors
 
 
+def assert_error_at_most_twice_cudnns(case, dtype, got, want):
+    """Each of run_case's results `got` (fastrnn's, in dtype) is within twice cuDNN's own
+    error against fp64 `want` on the same case under the same flags (or ERROR_FLOOR)."""
+    cudnn_got, _ = run_case(case, dtype, contender=torch.nn.RNN)
+    cudnn_errors = relative_errors(cudnn_got, want)
+    for i, (mine, theirs) in enumerate(zip(relative_errors(got, want), cudnn_errors,
+                                           strict=True)):  # fmt: skip
+        bound = max(2 * theirs, ERROR_FLOOR[dtype])
+        assert mine <= bound, f"{dtype} value {i}: error {mine:.3g}, cuDNN {theirs:.3g}"
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
@@ -389,12 +413,7 @@ def test_triton_error_at_most_twice_cudnn_on_gpu(case, dtype, triton_kernels, mo
     twice cuDNN's own error on the same inputs and weights (or a small floor)."""
     force_tier(monkeypatch, case[-1])
     got, want = run_case(case, dtype)
-    cudnn_got, _ = run_case(case, dtype, contender=torch.nn.RNN)
-    fast_errors = relative_errors(got, want)
-    cudnn_errors = relative_errors(cudnn_got, want)
-    for i, (mine, theirs) in enumerate(zip(fast_errors, cudnn_errors, strict=True)):
-        bound = max(2 * theirs, ERROR_FLOOR[dtype])
-        assert mine <= bound, f"{dtype} value {i}: error {mine:.3g}, cuDNN {theirs:.3g}"
+    assert_error_at_most_twice_cudnns(case, dtype, got, want)
 
 
 def test_plan_by_hidden_size_dtype_and_the_devices_shared_memory():
@@ -508,13 +527,7 @@ def test_a_plan_without_tensor_core_dots_runs_like_nn_rnn(monkeypatch, triton_ke
     for tensor_cores, parts in ((True, 2), (False, 1)):
         monkeypatch.setattr(launch, "device_tensor_core_dots", lambda _, cores=tensor_cores: cores)
         launched.clear()
-        launch.forward_launch.cache_clear()  # kept per call key, which the device facts are not in
-        launch.backward_launch.cache_clear()
-        try:
-            got, want = run_case(case, torch.float64)
-        finally:
-            launch.forward_launch.cache_clear()
-            launch.backward_launch.cache_clear()
+        got, want = run_case_planned_afresh(case, torch.float64)
         assert launched == [(parts, True)]
         for name, g, w in zip(RESULT_NAMES, got, want, strict=False):
             assert_close(g, w, torch.float64, f"tensor-core dots {tensor_cores}: {name}")
@@ -1442,12 +1455,7 @@ def test_tf32_gemms_error_at_most_twice_cudnn_under_tf32_on_gpu(case, monkeypatc
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     with fastrnn.use_backend("triton"):
         got, want = run_case(case, torch.float32)
-    cudnn_got, _ = run_case(case, torch.float32, contender=torch.nn.RNN)
-    fast_errors = relative_errors(got, want)
-    cudnn_errors = relative_errors(cudnn_got, want)
-    for i, (mine, theirs) in enumerate(zip(fast_errors, cudnn_errors, strict=True)):
-        bound = max(2 * theirs, ERROR_FLOOR[torch.float32])
-        assert mine <= bound, f"value {i}: error {mine:.3g}, cuDNN {theirs:.3g}"
+    assert_error_at_most_twice_cudnns(case, torch.float32, got, want)
 
 
 def test_fp32_products_where_tf32x3_would_stream_run_in_plain_tf32(monkeypatch):
@@ -1501,13 +1509,7 @@ def test_streamed_plain_tf32_products_within_tf32_error(monkeypatch, triton_kern
 
     watch_layer_launches(monkeypatch, record)
     case = (17, 70, 5, 2, True, True, "tanh", True, None)
-    launch.forward_launch.cache_clear()  # kept per call key, which the device facts are not in
-    launch.backward_launch.cache_clear()
-    try:
-        got, want = run_case(case, torch.float32)
-    finally:
-        launch.forward_launch.cache_clear()
-        launch.backward_launch.cache_clear()
+    got, want = run_case_planned_afresh(case, torch.float32)
     assert set(launched) == {("tf32", False, False)}
     for name, error in zip(RESULT_NAMES, relative_errors(got, want), strict=False):
         assert error <= TF32_GEMM_ERROR, f"{name}: error {error:.3g}"
@@ -1552,12 +1554,7 @@ def test_streamed_plain_tf32_error_at_most_twice_cudnn_on_gpu(case, monkeypatch)
         got, want = run_case(case, torch.float32)
     plain = case[0] >= launch.COOP_STREAMED_TF32_MIN_BATCH
     assert set(precisions) == {"tf32" if plain else "tf32x3"}
-    cudnn_got, _ = run_case(case, torch.float32, contender=torch.nn.RNN)
-    fast_errors = relative_errors(got, want)
-    cudnn_errors = relative_errors(cudnn_got, want)
-    for i, (mine, theirs) in enumerate(zip(fast_errors, cudnn_errors, strict=True)):
-        bound = max(2 * theirs, ERROR_FLOOR[torch.float32])
-        assert mine <= bound, f"value {i}: error {mine:.3g}, cuDNN {theirs:.3g}"
+    assert_error_at_most_twice_cudnns(case, torch.float32, got, want)
 
 
 def test_16_row_fp32_ieee_programs_multiply_in_k_parts(monkeypatch, triton_kernels):
