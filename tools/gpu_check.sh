@@ -133,7 +133,7 @@ for step in "${STEPS[@]}"; do
              2>&1 | tail -40 ;;
     bench32) bench float32 fastrnn,nn.RNN,naive 100 ;;
     bench16) bench float16 fastrnn,nn.RNN 55 ;;
-    bench16bf) bench bfloat16 fastrnn,nn.RNN 40 ;;
+    bench16bf) bench bfloat16 fastrnn,nn.RNN 60 ;;
     sanitize) sanitize ;;
     errorpaths) error_paths ;;
     ncu) ncu_calls ;;
