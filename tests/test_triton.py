@@ -694,6 +694,14 @@ def run_tool(name: str, *args: str, timeout: int = 300) -> str:
     return result.stdout
 
 
+def import_tool(name: str):
+    """tools/<name>.py as a module, imported in this process."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
 def test_host_cost_tool_runs_the_triton_chain_on_cpu():
     """tools/host_cost_cpu.py (the docs' host-cost figures) still runs: it replaces
     launch internals, which a rename would break."""
@@ -720,11 +728,7 @@ def test_gemm_ab_tool_validates_times_and_records(tmp_path):
     """tools/gpu_gemm_ab.py's plumbing (each contender validated, timed, the JSON) runs on
     DEVICE: on CPU tensors fastrnn's TF32 GEMM through the interpreter, so a GPU session
     does not find it broken."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import gpu_gemm_ab
-    finally:
-        sys.path.pop(0)
+    gpu_gemm_ab = import_tool("gpu_gemm_ab")
     out = tmp_path / "gemms.json"
     gpu_gemm_ab.main(["--device", DEVICE.type, "--shapes", "hello", "--repeats", "1",
                       "--json", str(out)])  # fmt: skip
@@ -752,10 +756,7 @@ def test_sanitizer_cases_run_and_match_nn_rnn(monkeypatch, triton_kernels):
     (tools/gpu_check.sh), run here too, on DEVICE: each case's parameter gradients within
     1e-3 of nn.RNN's (fp32), so a GPU session does not find the tool broken."""
     force_tier(monkeypatch, None)  # the plan's settings, restored after the cases set theirs
-    path = ROOT / "tools" / "sanitize_kernels.py"
-    spec = importlib.util.spec_from_file_location("sanitize_kernels", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = import_tool("sanitize_kernels")
     # On the CPU, backend "cpp" runs the Triton kernels the fixture registered there.
     errors = tool.run_cases(DEVICE.type, "triton" if DEVICE.type == "cuda" else "cpp")
     assert len(errors) == len(tool.CASES) and max(errors) < 1e-3, errors
@@ -1478,12 +1479,11 @@ def test_fp32_products_where_tf32x3_would_stream_run_in_plain_tf32(monkeypatch):
     monkeypatch.setattr(launch, "tf32_allowed", lambda: True)
     weights = [torch.empty(1024, 8), torch.empty(1024, 1024)]
 
-    def precision():
-        return launch._layer_plan(launch.call_key(weights), 1024, 64, 1).precision
+    def precision(batch=64):
+        return launch._layer_plan(launch.call_key(weights), 1024, batch, 1).precision
 
     assert precision() == "tf32"
-    batch = launch.COOP_STREAMED_TF32_MIN_BATCH - 1
-    assert launch._layer_plan(launch.call_key(weights), 1024, batch, 1).precision == "tf32x3"
+    assert precision(launch.COOP_STREAMED_TF32_MIN_BATCH - 1) == "tf32x3"
     monkeypatch.setattr(launch, "COOP_STREAMED_TF32", False)
     assert precision() == "tf32x3"
     monkeypatch.setattr(launch, "COOP_STREAMED_TF32", True)
@@ -1519,11 +1519,7 @@ def test_tf32_products_rounded_drift_less_than_truncated():
     """tools/tf32_emulation.py, behind kernels._tf32_operand: an RNN's products in TF32
     with operands rounded to nearest stay nearer exact arithmetic than with operands
     truncated, as a tensor core handed fp32 does; both within TF32's error."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import tf32_emulation as emulation
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
+    emulation = import_tool("tf32_emulation")
     for seed in (0, 1):
         rounded, truncated = (
             emulation.largest_error(30, 8, 5, 256, rnd, emulation.exact, False, seed)
@@ -1694,11 +1690,7 @@ def test_variant_names_set_launch_settings(monkeypatch, request):
     }  # fmt: skip
     with pytest.raises(KeyError):
         launch.variant_settings("persistent-unknown")
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import gpu_tier_ab
-    finally:
-        sys.path.pop(0)
+    gpu_tier_ab = import_tool("gpu_tier_ab")
     for setting in launch.VARIANT_DEFAULTS:  # use_variant sets them: restored after the test
         monkeypatch.setattr(launch, setting, getattr(launch, setting))
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", torch.backends.cudnn.allow_tf32)
