@@ -91,6 +91,13 @@ CASES = [
     (3, 50, 40, 1, True, True, "tanh", True, None),
     (1, 20, 40, 2, False, False, "relu", True, None),
     (3, 50, 40, 2, True, True, "tanh", True, "persistent-onesum"),
+    # On padded input they load each step's inputs 4 steps ahead (as the padded
+    # "persistent-xp" and "persistent-gemm" cases do: T=4 and 7), here over 37 steps and
+    # over 3 (fewer than a pass's 4) in both directions; and only the next step's.
+    (3, 50, 37, 1, True, False, "tanh", True, None),
+    (3, 16, 3, 1, True, False, "relu", True, "persistent-xp-gemm"),
+    (3, 50, 40, 1, True, False, "tanh", True, "persistent-ahead1"),
+    (3, 33, 5, 2, True, False, "relu", True, "persistent-xp-gemm-ahead1"),
     # The persistent backward's weight gradients from GEMMs where it would compute them.
     (1, 16, 7, 1, False, False, "tanh", True, "persistent-gemm"),
     (3, 33, 5, 2, True, True, "relu", True, "persistent-gemm"),
@@ -777,14 +784,16 @@ def sass_counts(*args: str) -> dict[str, int]:
     stdout = run_tool("sass_report.py", *args)
     header, _, row = [line for line in stdout.splitlines() if line.startswith("|")]
     names = [cell.strip() for cell in header.strip("|").split("|")][1:]
-    return dict(zip(names, map(int, row.strip("|").split("|")[1:]), strict=True))
+    cells = [cell.strip() for cell in row.strip("|").split("|")[1:]]
+    return dict(zip(names, [float(c) if c != "-" else None for c in cells], strict=True))
 
 
 @pytest.mark.slow
 def test_launch_layouts_in_the_sass():
     """As built for sm_90: a one-row FMA program on launch.persistent_program's warps,
     summing whole columns, synchronises its threads less a step than on the plan's warps
-    and does not spill;
+    and does not spill; loading its inputs 4 steps ahead, it reads a load's result 3
+    steps or more after the load, where loading one step ahead it waits within the step;
     a cooperative program's product in K parts is each warp's share of the tile, not
     the whole tile (which Triton 3.6 built on every warp with one part);
     a 16-row fp32 IEEE program at H=128 in K parts (launch.dot_parts) does not spill,
@@ -792,10 +801,14 @@ def test_launch_layouts_in_the_sass():
     backward."""
     p = launch.plan(128, torch.float32)
     one_row = ["forward_persistent", "float32", "--block-h", "128", "--rows", "1"]
-    whole = sass_counts(*one_row, "--sum-in-parts",
-                        "--warps", str(launch.persistent_program(p, 1)["num_warps"]))  # fmt: skip
+    program = launch.persistent_program(p, 1)
+    assert program["STEPS_AHEAD"] == 4
+    whole = sass_counts(*one_row, "--sum-in-parts", "--warps", str(program["num_warps"]),
+                        "--steps-ahead", "4")  # fmt: skip
     split = sass_counts(*one_row, "--warps", str(p.num_warps))
     assert whole["BAR"] == 2 < split["BAR"] and whole["local"] == 0, (whole, split)
+    next_step = sass_counts(*one_row, "--sum-in-parts", "--warps", str(program["num_warps"]))
+    assert whole["load cover"] >= 3 > 1 > next_step["load cover"], (whole, next_step)
     parts = launch.split_k(torch.float32, "tf32x3", 256)
     coop = sass_counts("forward_cooperative", "float32", "--precision", "tf32x3", "--block-h",
                        "256", "--block-n", "32", "--split-k", str(parts))  # fmt: skip
@@ -1197,9 +1210,42 @@ def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
     p = launch.plan(128, torch.float32)
     plan_warps = p.num_warps
     assert programs(100, batch=1, steps=5) == [(1, plan_warps, False)] * 2  # short: fused
-    assert launch.persistent_program(p, 2) == {"num_warps": plan_warps, "SUM_IN_PARTS": False}
+    assert launch.persistent_program(p, 2) == {
+        "num_warps": plan_warps,
+        "SUM_IN_PARTS": False,
+        "STEPS_AHEAD": 1,
+    }
     monkeypatch.setattr(launch, "FMA_WHOLE_COLUMNS", False)
     assert programs(100) == [(1, plan_warps, False)] * 2
+
+
+def test_one_row_programs_load_their_inputs_steps_ahead(monkeypatch):
+    """persistent_program: a one-row program summing whole columns (the recurrence alone)
+    loads its inputs PERSISTENT_STEPS_AHEAD (4) steps ahead on padded input, forward
+    and backward; on packed input, one that also projects its input or computes the
+    weight gradients, programs of more rows, and every program with the setting at 1,
+    one step ahead."""
+
+    def ahead(hidden, batch=3, steps=40, padded=True):
+        weights = [torch.zeros(hidden, 4), torch.zeros(hidden, hidden)]
+        args = (hidden, 1, steps, batch, steps * batch, padded, 4, (batch * 4, 4), hidden,
+                False, False, False)  # fmt: skip
+        forward = launch.forward_launch(launch.call_key(weights), *args)
+        backward = launch.backward_launch(launch.call_key(weights),
+                                          *args, False, True, (batch * hidden, hidden, 1),
+                                          (batch * hidden, hidden, 1))  # fmt: skip
+        return [layer.meta["STEPS_AHEAD"] for layer in (forward, backward)]
+
+    assert launch.PERSISTENT_STEPS_AHEAD == 4
+    assert ahead(100) == ahead(33) == [4, 4]
+    assert ahead(100, padded=False) == [1, 1]
+    assert ahead(100, batch=1, steps=5) == [1, 1]  # short: input and weight grads fused
+    p = launch.plan(128, torch.float32)
+    assert launch.persistent_program(p, 1)["STEPS_AHEAD"] == 4
+    assert launch.persistent_program(p, 1, recurrence_only=False)["STEPS_AHEAD"] == 1
+    assert launch.persistent_program(p, 2)["STEPS_AHEAD"] == 1
+    monkeypatch.setattr(launch, "PERSISTENT_STEPS_AHEAD", 1)
+    assert ahead(100) == [1, 1]
 
 
 @pytest.mark.parametrize(

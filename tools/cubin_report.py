@@ -66,6 +66,8 @@ class Config:
     # persistent backward: computing the weight gradients and the input gradient too
     weight_grads: bool = False
     sum_in_parts: bool = False  # persistent, one row: launch.persistent_program's sums
+    # persistent: how many steps ahead its inputs load on padded input (the same)
+    steps_ahead: int = 1
     # cooperative forward: its tile loop pipelined, as where a program has several tiles
     # (launch.COOP_PIPELINE_ONE_TILE)
     pipeline_tiles: bool = False
@@ -101,6 +103,8 @@ class Config:
                 tile += " with weight gradients"
             if self.sum_in_parts:
                 tile += " sums in parts"
+            if self.steps_ahead > 1:
+                tile += f" {self.steps_ahead} steps ahead if padded"
         return f"{self.kernel} {dtype} {tile} warps={self.num_warps}"
 
 
@@ -168,7 +172,8 @@ def plan_configurations(p: launch.Plan, dtype: torch.dtype) -> list[Config]:
                 program = launch.persistent_program(p, rows, not variant)
                 configs.append(dataclasses.replace(
                     config, block_b=rows, num_warps=program["num_warps"],
-                    sum_in_parts=program["SUM_IN_PARTS"], **variant,
+                    sum_in_parts=program["SUM_IN_PARTS"], steps_ahead=program["STEPS_AHEAD"],
+                    **variant,
                 ))  # fmt: skip
     return configs
 
@@ -278,6 +283,7 @@ def compile_config(config: Config, capability: int, padded: bool = False,
         constexprs.update(HAS_DY=True, HAS_DHN=True, stride_dy_col=1, stride_dhn_col=1)
     if tier == "persistent":
         constexprs["SUM_IN_PARTS"] = config.sum_in_parts
+        constexprs["STEPS_AHEAD"] = config.steps_ahead if padded else 1  # as launched
         constexprs["DOT_PARTS"] = launch.dot_parts(config.dtype, config.precision,
                                                    config.block_h, config.block_b)  # fmt: skip
     if config.kernel == "backward_persistent":

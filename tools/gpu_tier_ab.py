@@ -1,6 +1,7 @@
 """The tier boundary and the tiers' options on a GPU: fastrnn forced onto the persistent
 tier (a batch under 16 with FMA products or with tl.dot, one-row FMA programs summing
-whole columns or on the plan's warps in one sum; a short sequence's input projected in
+whole columns or on the plan's warps in one sum, FMA programs loading their inputs 4
+steps ahead or one; a short sequence's input projected in
 the kernel or by a GEMM, its weight gradients computed by the backward kernel or by
 GEMMs; 16-row programs on 16 warps), onto the cooperative tier with 64-, 32- or
 16-column tiles, or with W_hh's columns streamed from L2 instead of held on chip, its
@@ -13,7 +14,8 @@ TF32-on default, and fp32 GEMMs (input projections, weight and input gradients) 
 TF32 as cuDNN may run them under that default (fastrnn's own GEMM kernel, or cuBLAS's),
 or on cuBLAS in IEEE fp32;
 and nn.RNN (cuDNN).  So
-launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
+launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, PERSISTENT_STEPS_AHEAD,
+IEEE_DOT_PARTS,
 COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS,
 COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS, COOP_TAGGED_EXCHANGE, PERSISTENT_NUM_WARPS,
 PROJECT_INPUT_MAX_STEPS, WEIGHT_GRADS_MAX_STEPS, TF32_GEMMS and launch.dot_precision are
@@ -52,6 +54,9 @@ WIDTH = ("cooperative-64", "cooperative-32", "cooperative-16", "cooperative-stre
 # FMA products on few rows (one row: threads summing whole columns, or on the plan's
 # warps in one sum), or tl.dot on 16.
 FMA = ("persistent", "persistent-onesum", "persistent-dot")
+# FMA programs running the recurrence alone loading each step's inputs 4 steps ahead
+# (launch.PERSISTENT_STEPS_AHEAD, the plan) or one (each step waited for its load).
+AHEAD = ("fastrnn", "fastrnn-ahead1")
 # Input projected in the kernel or by a GEMM; weight gradients in the kernel or by GEMMs.
 PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
 # fp32 as plan() runs it under TF32-on (tf32x3 tl.dot, plain TF32 where W_hh streams,
@@ -108,7 +113,8 @@ FP32, FP16, BF16 = torch.float32, torch.float16, torch.bfloat16
 COOPERATIVE_16 = ("fastrnns", "wide", "large", "H2048")
 COOPERATIVE_32 = ("medium", *COOPERATIVE_16)
 CASES = [
-    # The GEMMs first: a run cut short by its time limit keeps them.
+    # The loads ahead, then the GEMMs: a run cut short by its time limit keeps them.
+    *cases((FP32, FP16), ("long", "long-B1", "small"), AHEAD),
     *cases((FP32,), ("small", *COOPERATIVE_32, "bi2L", "bigbatch"), GEMMS),
     *cases((FP32,), ("medium", "fastrnns", "wide", "bi2L", "bigbatch"), TAGGED),
     *cases((FP16,), COOPERATIVE_16, TAGGED),

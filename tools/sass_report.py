@@ -3,8 +3,10 @@ instructions (those of the tagged exchange's wait loops, which repeat only while
 step's state has not arrived, counted apart too), barriers, shuffles, shared-memory and
 tensor-core instructions, and the
 longest chain of dependent floating-point instructions (a tensor-core instruction's
-accumulator included), as cuobjdump reads the cubins that tools/cubin_report.py builds
-(padded input, aligned pointers).  docs/performance.md's SASS tables come from it.
+accumulator included); and in steps, how many a global load's result has before an
+instruction waits for it (load_cover); as cuobjdump reads the cubins that
+tools/cubin_report.py builds (padded input, aligned pointers).  docs/performance.md's
+SASS tables come from it.
 
     python tools/sass_report.py forward_persistent float32 --block-h 128 --rows 1 \\
         --warps 4 --sum-in-parts
@@ -106,16 +108,40 @@ def longest_chain(loop: list[str]) -> int:
     return longest
 
 
+def load_cover(loop: list[str]) -> int | None:
+    """The fewest instructions from a global load (LDG) to the first that touches its
+    result registers, around the loop: that one waits for the load (None: no load)."""
+    covers = []
+    for i, body in enumerate(loop):
+        op = opcode(body)
+        if op.startswith("LDG"):
+            width = 4 if ".128" in op else 2 if ".64" in op else 1
+            first = int(re.search(r"\bR(\d+)\b", body).group(1))
+            result = {f"R{r}" for r in range(first, first + width)}
+            for distance in range(1, len(loop) + 1):
+                if result & set(re.findall(r"\bR\d+\b", loop[(i + distance) % len(loop)])):
+                    covers.append(distance)
+                    break
+    return min(covers, default=None)
+
+
 def report(config: cubin_report.Config, capability: int = 90) -> dict:
-    """The time loop's counts of one configuration (see the module docstring)."""
+    """The time loop's counts of one configuration per step (a loop of persistent steps
+    loading config.steps_ahead ahead runs that many steps a pass; see the module
+    docstring), and its load cover: load_cover's instructions in steps."""
     compiled = cubin_report.compile_config(config, capability, True, True)
     with_addresses = time_loop(sass(compiled))
     loop = [body for _, body in with_addresses]
     kinds = collections.Counter(opcode(body).split(".")[0] for body in loop)
     registers, local = cubin_report.cubin_usage(compiled)
-    return {"instructions": len(loop), "in wait loops": wait_loops(with_addresses),
-            **{kind: kinds[kind] for kind in COUNTED},
-            "chain": longest_chain(loop), "registers": registers, "local": local,
+    steps = config.steps_ahead
+    cover = load_cover(loop)
+    return {"instructions": len(loop) / steps,
+            "in wait loops": wait_loops(with_addresses) / steps,
+            **{kind: kinds[kind] / steps for kind in COUNTED},
+            "chain": longest_chain(loop),  # a step's: each starts from loaded state
+            "load cover": "-" if cover is None else f"{cover * steps / len(loop):.2f}",
+            "registers": registers, "local": local,
             "shared": compiled.metadata.shared}  # fmt: skip
 
 
@@ -136,6 +162,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warps", type=int, default=4)
     parser.add_argument("--rows", type=int, default=launch.BLOCK_B, help="persistent rows")
     parser.add_argument("--sum-in-parts", action="store_true", help="persistent, one row")
+    parser.add_argument("--steps-ahead", type=int, default=1, choices=[1, 4],
+                        help="persistent: how many steps ahead its inputs load")  # fmt: skip
     parser.add_argument("--block-n", type=int, default=32, help="cooperative columns")
     parser.add_argument("--split-k", type=int, default=1, help="cooperative K parts")
     parser.add_argument("--pipeline-tiles", action="store_true",
@@ -162,12 +190,14 @@ def main(argv=None) -> int:
         args.kernel, getattr(torch, args.dtype), args.block_h, args.warps, args.precision,
         block_n=args.block_n if cooperative else 0, split_k=args.split_k,
         block_b=launch.BLOCK_B if cooperative else args.rows, sum_in_parts=args.sum_in_parts,
+        steps_ahead=args.steps_ahead,
         pipeline_tiles=args.pipeline_tiles, chunk_split=args.chunk_split, tagged=args.tagged,
     )  # fmt: skip
     counts = report(config, args.capability)
     print("| configuration | " + " | ".join(counts) + " |")
     print("|---" * (len(counts) + 1) + "|")
-    print(f"| {config.describe()} | " + " | ".join(str(v) for v in counts.values()) + " |")
+    cells = [f"{v:g}" if isinstance(v, float) else str(v) for v in counts.values()]
+    print(f"| {config.describe()} | " + " | ".join(cells) + " |")
     return 0
 
 

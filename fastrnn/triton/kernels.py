@@ -66,8 +66,11 @@ are read with their own strides, so an expanded one (a sum's gradient: strides 0
 no copy.
 
 Latency: loads that do not depend on the previous step are issued before the work that
-does (the persistent tier loads step t+1's xp, or dy and y, while step t computes; the
-cooperative tier loads its tile's xp, bias and own state before the product with W_hh).
+does (the persistent tier's one-row programs summing whole columns load a step's xp,
+or dy and y, STEPS_AHEAD = 4 steps before it on padded input, since their step is
+shorter than a load from L2: launch.PERSISTENT_STEPS_AHEAD; its other programs step
+t+1's while step t computes; the cooperative tier loads its tile's xp, bias and own state before the
+product with W_hh).
 
 Padded input (PADDED) addresses step t's rows as t * B + b, and the tensors a kernel
 reads with their own strides (x, xp, dy) at t * stride_t + b * stride_b, so that a
@@ -172,6 +175,19 @@ def _next_step_rows(batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED: tl.
     t_next = tl.minimum(tl.maximum(t + step, 0), T - 1)
     active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t_next, rb, B, PADDED)
     return t_next, active, rows
+
+
+@triton.jit
+def _steps_rows(s, t0, step, T, batch_sizes_ptr, offsets_ptr, rb, B, PADDED: tl.constexpr,
+                PAST_END: tl.constexpr):  # fmt: skip
+    """(t, active, rows) of the s-th step processed (t = t0 + s * step: _time_order); past
+    the last step (s >= T, where PAST_END says s may be), the last step's, no row active
+    (their loads and stores masked off, their state kept)."""
+    t = t0 + tl.minimum(s, T - 1) * step
+    active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
+    if PAST_END:
+        active = active & (s + 0 * rb < T)  # s + 0 * rb: a tensor in the interpreter too
+    return t, active, rows
 
 
 @triton.jit
@@ -476,6 +492,49 @@ def _product(a, m, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
 
 
 @triton.jit
+def _forward_input(s, t0, step, T, xp_ptr, x_ptr, batch_sizes_ptr, offsets_ptr, rb, rh, ri,
+                   B, H, IN, stride_t, stride_b, PADDED: tl.constexpr,
+                   PROJECT_INPUT: tl.constexpr, PAST_END: tl.constexpr):  # fmt: skip
+    """(input, active, rows) of the persistent forward's s-th step (t = t0 + s * step:
+    _time_order; _step_input, _steps_rows); past the last step, no row active."""
+    t, active, rows = _steps_rows(
+        s, t0, step, T, batch_sizes_ptr, offsets_ptr, rb, B, PADDED, PAST_END
+    )
+    at = _step_offsets(t, rows, rb, stride_t, stride_b, PADDED)
+    return _step_input(xp_ptr, x_ptr, at, active, rh, ri, H, IN, PROJECT_INPUT), active, rows
+
+
+@triton.jit
+def _forward_slot(h, step_input, active, rows, s_next, t0, step, T, xp_ptr, x_ptr,
+                  batch_sizes_ptr, offsets_ptr, rb, rh, ri, B, H, IN, stride_t, stride_b, wt,
+                  wt_ih, bias, y_ptr, stride_y, PADDED: tl.constexpr, RELU: tl.constexpr,
+                  DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                  SUM_IN_PARTS: tl.constexpr, DOT_PARTS: tl.constexpr,
+                  PROJECT_INPUT: tl.constexpr, LOAD_FIRST: tl.constexpr):  # fmt: skip
+    """One persistent forward step of the active `rows` on its slot's input
+    (_forward_input): y = act(input + b + h W_hh^T) stored; then (LOAD_FIRST: before)
+    the slot loaded with step s_next's.  (new state, the slot's input, active, rows)."""
+    if LOAD_FIRST:  # one step ahead: the load as early as it can be
+        next_input, next_active, next_rows = _forward_input(
+            s_next, t0, step, T, xp_ptr, x_ptr, batch_sizes_ptr, offsets_ptr, rb, rh, ri, B,
+            H, IN, stride_t, stride_b, PADDED, PROJECT_INPUT, False,
+        )  # fmt: skip
+    z = _product(h, wt, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS, DOT_PARTS)
+    if PROJECT_INPUT:
+        z += _product(step_input, wt_ih, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS, 1)
+    else:
+        z += step_input.to(ACC_DTYPE)
+    y = _activation(z + bias[None, :], RELU)
+    _store_rows(y_ptr, rows, active, rh, stride_y, H, y)
+    if not LOAD_FIRST:  # after the step has read the slot: the same registers, no copy
+        next_input, next_active, next_rows = _forward_input(
+            s_next, t0, step, T, xp_ptr, x_ptr, batch_sizes_ptr, offsets_ptr, rb, rh, ri, B,
+            H, IN, stride_t, stride_b, PADDED, PROJECT_INPUT, True,
+        )  # fmt: skip
+    return tl.where(active[:, None], y, h), next_input, next_active, next_rows
+
+
+@triton.jit
 def _grid_barrier(counter_ptr, target):
     """Wait until `target` arrivals (this one included) are counted at counter_ptr."""
     tl.debug_barrier()  # this program's stores all happen before its arrival
@@ -523,6 +582,7 @@ def rnn_forward_persistent_kernel(
     BLOCK_I: tl.constexpr,  # PROJECT_INPUT: IN padded to a power of two
     SUM_IN_PARTS: tl.constexpr,  # one row: FMA sums in parts (_product)
     DOT_PARTS: tl.constexpr,  # 16 rows or more: tl.dot's K parts (_product)
+    STEPS_AHEAD: tl.constexpr,  # 1 or 4: how many steps before its use a step's input loads
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     direction = tl.program_id(1)
@@ -547,26 +607,49 @@ def rnn_forward_persistent_kernel(
     h = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC_DTYPE)
     if HAS_H0:
         h = _load_rows(h0_ptr, rb, in_b, rh, H, H).to(ACC_DTYPE)
-    t, step = _time_order(direction, T, False)
-    active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
-    at = _step_offsets(t, rows, rb, stride_in_t, stride_in_b, PADDED)
-    xp = _step_input(xp_ptr, x_ptr, at, active, rh, ri, H, IN, PROJECT_INPUT)
-    for _ in range(T):
-        # The next step's input loads while this step computes.
-        t, active_next, rows_next = _next_step_rows(
-            batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
-        )
-        at = _step_offsets(t, rows_next, rb, stride_in_t, stride_in_b, PADDED)
-        xp_next = _step_input(xp_ptr, x_ptr, at, active_next, rh, ri, H, IN, PROJECT_INPUT)
-        z = _product(h, wt, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS, DOT_PARTS)
-        if PROJECT_INPUT:
-            z += _product(xp, wt_ih, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS, 1)
-        else:
-            z += xp.to(ACC_DTYPE)
-        y = _activation(z + bias[None, :], RELU)
-        _store_rows(y_ptr, rows, active, rh, stride_y, H, y)
-        h = tl.where(active[:, None], y, h)
-        active, rows, xp = active_next, rows_next, xp_next
+    t0, step = _time_order(direction, T, False)
+    # Slot j: the input of step s + j of each pass of the loop (slots 1-3 unused with one
+    # step ahead), loaded STEPS_AHEAD steps before its step (_forward_slot).
+    x0, a0, r0 = _forward_input(0, t0, step, T, xp_ptr, x_ptr, batch_sizes_ptr, offsets_ptr,
+                                rb, rh, ri, B, H, IN, stride_in_t, stride_in_b, PADDED,
+                                PROJECT_INPUT, False)  # fmt: skip
+    x1, a1, r1, x2, a2, r2, x3, a3, r3 = x0, a0, r0, x0, a0, r0, x0, a0, r0
+    if STEPS_AHEAD == 4:
+        x1, a1, r1 = _forward_input(1, t0, step, T, xp_ptr, x_ptr, batch_sizes_ptr,
+                                    offsets_ptr, rb, rh, ri, B, H, IN, stride_in_t,
+                                    stride_in_b, PADDED, PROJECT_INPUT, True)  # fmt: skip
+        x2, a2, r2 = _forward_input(2, t0, step, T, xp_ptr, x_ptr, batch_sizes_ptr,
+                                    offsets_ptr, rb, rh, ri, B, H, IN, stride_in_t,
+                                    stride_in_b, PADDED, PROJECT_INPUT, True)  # fmt: skip
+        x3, a3, r3 = _forward_input(3, t0, step, T, xp_ptr, x_ptr, batch_sizes_ptr,
+                                    offsets_ptr, rb, rh, ri, B, H, IN, stride_in_t,
+                                    stride_in_b, PADDED, PROJECT_INPUT, True)  # fmt: skip
+    for s in range(0, T, STEPS_AHEAD):
+        h, x0, a0, r0 = _forward_slot(
+            h, x0, a0, r0, s + STEPS_AHEAD, t0, step, T, xp_ptr, x_ptr, batch_sizes_ptr,
+            offsets_ptr, rb, rh, ri, B, H, IN, stride_in_t, stride_in_b, wt, wt_ih, bias,
+            y_ptr, stride_y, PADDED, RELU, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS, DOT_PARTS,
+            PROJECT_INPUT, STEPS_AHEAD == 1,
+        )  # fmt: skip
+        if STEPS_AHEAD == 4:
+            h, x1, a1, r1 = _forward_slot(
+                h, x1, a1, r1, s + 5, t0, step, T, xp_ptr, x_ptr, batch_sizes_ptr,
+                offsets_ptr, rb, rh, ri, B, H, IN, stride_in_t, stride_in_b, wt, wt_ih, bias,
+                y_ptr, stride_y, PADDED, RELU, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS,
+                DOT_PARTS, PROJECT_INPUT, False,
+            )  # fmt: skip
+            h, x2, a2, r2 = _forward_slot(
+                h, x2, a2, r2, s + 6, t0, step, T, xp_ptr, x_ptr, batch_sizes_ptr,
+                offsets_ptr, rb, rh, ri, B, H, IN, stride_in_t, stride_in_b, wt, wt_ih, bias,
+                y_ptr, stride_y, PADDED, RELU, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS,
+                DOT_PARTS, PROJECT_INPUT, False,
+            )  # fmt: skip
+            h, x3, a3, r3 = _forward_slot(
+                h, x3, a3, r3, s + 7, t0, step, T, xp_ptr, x_ptr, batch_sizes_ptr,
+                offsets_ptr, rb, rh, ri, B, H, IN, stride_in_t, stride_in_b, wt, wt_ih, bias,
+                y_ptr, stride_y, PADDED, RELU, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS,
+                DOT_PARTS, PROJECT_INPUT, False,
+            )  # fmt: skip
     _store_rows(hn_ptr, rb, in_b, rh, H, H, h)
 
 
@@ -666,6 +749,47 @@ def _input_gradient(dx_ptr, dz_ptr, w_ih_ptr, stride_y, N, H, IN, BLOCK_H: tl.co
             _store_rows(dx_ptr, r, in_r, cols, IN, IN, dx)
 
 
+@triton.jit
+def _backward_input(s, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr, offsets_ptr, rb, rh, B, H,
+                    stride_y, stride_dy_t, stride_dy_b, stride_dy_col, PADDED: tl.constexpr,
+                    HAS_DY: tl.constexpr, PAST_END: tl.constexpr):  # fmt: skip
+    """(dy, y, active, rows) of the persistent backward's s-th step, as _forward_input."""
+    t, active, rows = _steps_rows(
+        s, t0, step, T, batch_sizes_ptr, offsets_ptr, rb, B, PADDED, PAST_END
+    )
+    at = _step_offsets(t, rows, rb, stride_dy_t, stride_dy_b, PADDED)
+    dy = _gradient_rows(dy_ptr, at, active, rh, stride_dy_col, H, HAS_DY)
+    return dy, _load_rows(y_ptr, rows, active, rh, stride_y, H), active, rows
+
+
+@triton.jit
+def _backward_slot(dh, dy, y, active, rows, s_next, t0, step, T, dy_ptr, y_ptr,
+                   batch_sizes_ptr, offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t,
+                   stride_dy_b, stride_dy_col, w, dz_ptr, PADDED: tl.constexpr,
+                   HAS_DY: tl.constexpr, RELU: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                   ACC_DTYPE: tl.constexpr, SUM_IN_PARTS: tl.constexpr,
+                   DOT_PARTS: tl.constexpr, LOAD_FIRST: tl.constexpr):  # fmt: skip
+    """One persistent backward step of the active `rows` on its slot's dy and y
+    (_backward_input): dz = (dy + dh) act'(y) stored, dh = dz W_hh; then (LOAD_FIRST:
+    before) the slot loaded with step s_next's, as _forward_slot.  (dh, the slot's dy,
+    y, active, rows)."""
+    if LOAD_FIRST:
+        next_dy, next_y, next_active, next_rows = _backward_input(
+            s_next, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr, offsets_ptr, rb, rh, B, H,
+            stride_y, stride_dy_t, stride_dy_b, stride_dy_col, PADDED, HAS_DY, False,
+        )  # fmt: skip
+    dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
+    dz = tl.where(active[:, None] & (rh < H)[None, :], dz, 0.0)
+    _store_rows(dz_ptr, rows, active, rh, stride_y, H, dz)
+    dh_prev = _product(dz, w, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS, DOT_PARTS)
+    if not LOAD_FIRST:
+        next_dy, next_y, next_active, next_rows = _backward_input(
+            s_next, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr, offsets_ptr, rb, rh, B, H,
+            stride_y, stride_dy_t, stride_dy_b, stride_dy_col, PADDED, HAS_DY, True,
+        )  # fmt: skip
+    return tl.where(active[:, None], dh_prev, dh), next_dy, next_y, next_active, next_rows
+
+
 @triton.jit(do_not_specialize=["T", "N"])
 def rnn_backward_persistent_kernel(
     dy_ptr,  # [N, D*H] gradient of the layer output, strides stride_dy_* (_step_offsets)
@@ -720,6 +844,7 @@ def rnn_backward_persistent_kernel(
     INPUT_GRAD: tl.constexpr,  # WEIGHT_GRADS of one direction: the input gradient too
     SUM_IN_PARTS: tl.constexpr,  # one row: FMA sums in parts (_product)
     DOT_PARTS: tl.constexpr,  # 16 rows or more: tl.dot's K parts (_product)
+    STEPS_AHEAD: tl.constexpr,  # 1 or 4: how many steps before its use a step's dy and y load
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     direction = tl.program_id(1)
@@ -729,29 +854,57 @@ def rnn_backward_persistent_kernel(
     )  # fmt: skip
     rh = tl.arange(0, BLOCK_H)
     in_b = rb < B
-    in_h = rh < H
     w = _product_operand(w_ptr, rh, rh, H, H, False, BLOCK_B, ACC_DTYPE)
     dh = _gradient_rows(dhn_ptr, rb.to(tl.int64) * stride_dhn_row, in_b, rh, stride_dhn_col,
                         H, HAS_DHN).to(ACC_DTYPE)  # fmt: skip
-    t, step = _time_order(direction, T, True)
-    active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
-    at = _step_offsets(t, rows, rb, stride_dy_t, stride_dy_b, PADDED)
-    dy = _gradient_rows(dy_ptr, at, active, rh, stride_dy_col, H, HAS_DY)
-    y = _load_rows(y_ptr, rows, active, rh, stride_y, H)
-    for _ in range(T):
-        # The next step's dy and y load while this step computes.
-        t, active_next, rows_next = _next_step_rows(
-            batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
-        )
-        at = _step_offsets(t, rows_next, rb, stride_dy_t, stride_dy_b, PADDED)
-        dy_next = _gradient_rows(dy_ptr, at, active_next, rh, stride_dy_col, H, HAS_DY)
-        y_next = _load_rows(y_ptr, rows_next, active_next, rh, stride_y, H)
-        dz = _activation_grad(dy.to(ACC_DTYPE) + dh, y.to(ACC_DTYPE), RELU)
-        dz = tl.where(active[:, None] & in_h[None, :], dz, 0.0)
-        _store_rows(dz_ptr, rows, active, rh, stride_y, H, dz)
-        dh_prev = _product(dz, w, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS, DOT_PARTS)
-        dh = tl.where(active[:, None], dh_prev, dh)
-        active, rows, dy, y = active_next, rows_next, dy_next, y_next
+    t0, step = _time_order(direction, T, True)
+    # Slot j: dy and y of step s + j of each pass of the loop, as the forward's slots
+    # (_backward_slot).
+    dy0, y0, a0, r0 = _backward_input(0, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr,
+                                      offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t,
+                                      stride_dy_b, stride_dy_col, PADDED, HAS_DY,
+                                      False)  # fmt: skip
+    dy1, y1, a1, r1, dy2, y2, a2, r2 = dy0, y0, a0, r0, dy0, y0, a0, r0
+    dy3, y3, a3, r3 = dy0, y0, a0, r0
+    if STEPS_AHEAD == 4:
+        dy1, y1, a1, r1 = _backward_input(1, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr,
+                                          offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t,
+                                          stride_dy_b, stride_dy_col, PADDED,
+                                          HAS_DY, True)  # fmt: skip
+        dy2, y2, a2, r2 = _backward_input(2, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr,
+                                          offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t,
+                                          stride_dy_b, stride_dy_col, PADDED,
+                                          HAS_DY, True)  # fmt: skip
+        dy3, y3, a3, r3 = _backward_input(3, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr,
+                                          offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t,
+                                          stride_dy_b, stride_dy_col, PADDED,
+                                          HAS_DY, True)  # fmt: skip
+    for s in range(0, T, STEPS_AHEAD):
+        dh, dy0, y0, a0, r0 = _backward_slot(
+            dh, dy0, y0, a0, r0, s + STEPS_AHEAD, t0, step, T, dy_ptr, y_ptr,
+            batch_sizes_ptr, offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t, stride_dy_b,
+            stride_dy_col, w, dz_ptr, PADDED, HAS_DY, RELU, DOT_PRECISION, ACC_DTYPE,
+            SUM_IN_PARTS, DOT_PARTS, STEPS_AHEAD == 1,
+        )  # fmt: skip
+        if STEPS_AHEAD == 4:
+            dh, dy1, y1, a1, r1 = _backward_slot(
+                dh, dy1, y1, a1, r1, s + 5, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr,
+                offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t, stride_dy_b, stride_dy_col,
+                w, dz_ptr, PADDED, HAS_DY, RELU, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS,
+                DOT_PARTS, False,
+            )  # fmt: skip
+            dh, dy2, y2, a2, r2 = _backward_slot(
+                dh, dy2, y2, a2, r2, s + 6, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr,
+                offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t, stride_dy_b, stride_dy_col,
+                w, dz_ptr, PADDED, HAS_DY, RELU, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS,
+                DOT_PARTS, False,
+            )  # fmt: skip
+            dh, dy3, y3, a3, r3 = _backward_slot(
+                dh, dy3, y3, a3, r3, s + 7, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr,
+                offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t, stride_dy_b, stride_dy_col,
+                w, dz_ptr, PADDED, HAS_DY, RELU, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS,
+                DOT_PARTS, False,
+            )  # fmt: skip
     if DH0:
         _store_rows(dh0_ptr, rb, in_b, rh, H, H, dh)
     if WEIGHT_GRADS:

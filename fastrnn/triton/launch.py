@@ -95,6 +95,13 @@ FMA_PRODUCT_ELEMENTS = 8 * 64 * 64
 # spills registers so (the offline build).  False: the plan's warps, one sum
 # (tools/gpu_tier_ab.py times both).
 FMA_WHOLE_COLUMNS = True
+# A one-row program summing whole columns (FMA_WHOLE_COLUMNS) loads each step's input
+# (forward xp, backward dy and y) this many steps before the step, on padded input (1 or
+# 4): one step ahead, each step waited within itself for a load from L2 (offline SASS,
+# docs/performance.md).  Not on packed input, whose loads first wait for the step's
+# table loads, nor on programs of more rows, whose fp16 builds spill kilobytes so.  GPU
+# speed unmeasured; "ahead1": one step ahead (tools/gpu_tier_ab.py times both).
+PERSISTENT_STEPS_AHEAD = 4
 # A persistent program's tl.dot on 16 rows with fp32 IEEE products, which Triton builds
 # of FMAs, runs over K in this many parts at padded H=128 (dot_parts): as one product the
 # forward keeps 32 registers a thread and spills over 3 KB (Triton 3.6 and 3.9, sm_80
@@ -181,6 +188,7 @@ FP32_DOT_PRECISION: str | None = None
 VARIANT_OPTIONS = {
     "dot": {"FMA_PRODUCT_ELEMENTS": 0},  # tl.dot on 16 rows where FMA rows would run
     "onesum": {"FMA_WHOLE_COLUMNS": False},  # one-row programs on the plan's warps
+    "ahead1": {"PERSISTENT_STEPS_AHEAD": 1},  # one-row programs' inputs a step ahead
     "wholedot": {"IEEE_DOT_PARTS": 1},  # fp32 IEEE tl.dot of 16 rows in one K part
     "xp": {"PROJECT_INPUT_MAX_STEPS": 0},  # input projections from a GEMM
     "gemm": {"WEIGHT_GRADS_MAX_STEPS": 0},  # weight gradients from GEMMs
@@ -419,13 +427,17 @@ def persistent_rows(batch: int, block_h: int, programs: int | None = None) -> in
     return rows if fma_rows(rows, block_h) else BLOCK_B
 
 
-def persistent_program(p: Plan, rows: int, recurrence_only: bool = True) -> dict:
-    """The warps and sums of a persistent program of `rows` batch rows: a one-row (FMA)
-    program that runs the recurrence alone (no input projection or weight gradients) on
-    threads summing whole columns (FMA_WHOLE_COLUMNS), else the plan's warps."""
+def persistent_program(p: Plan, rows: int, recurrence_only: bool = True,
+                       padded: bool = True) -> dict:  # fmt: skip
+    """The warps, sums and loads of a persistent program of `rows` batch rows: a one-row
+    (FMA) program that runs the recurrence alone (no input projection or weight
+    gradients) on threads summing whole columns (FMA_WHOLE_COLUMNS), on padded input
+    loading its inputs PERSISTENT_STEPS_AHEAD steps ahead; else the plan's warps, one
+    step ahead."""
     whole_columns = rows == 1 and recurrence_only and FMA_WHOLE_COLUMNS
     warps = max(1, p.block_h // 32) if whole_columns else p.num_warps
-    return {"num_warps": warps, "SUM_IN_PARTS": whole_columns}
+    ahead = PERSISTENT_STEPS_AHEAD if whole_columns and padded else 1
+    return {"num_warps": warps, "SUM_IN_PARTS": whole_columns, "STEPS_AHEAD": ahead}
 
 
 def dot_parts(dtype: torch.dtype, precision: str, block_h: int, rows: int) -> int:
@@ -602,7 +614,8 @@ def call_key(weights: list[Tensor]) -> CallKey:
                 COOP_SPLIT_K, COOP_NUM_WARPS, COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS,
                 COOP_STREAMED_TF32, COOP_STREAMED_TF32_MIN_BATCH, FP32_DOT_PRECISION,
                 COOP_TAGGED_EXCHANGE,
-                PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, IEEE_DOT_PARTS,
+                PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS,
+                PERSISTENT_STEPS_AHEAD, IEEE_DOT_PARTS,
                 PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
                 WEIGHT_GRADS_ELEMENTS, TF32_GEMMS, TF32_WEIGHT_GRAD_GEMMS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dot_precision(dtype), settings)
@@ -745,7 +758,7 @@ def forward_launch(call: CallKey, hidden: int, directions: int, steps: int, batc
         meta.update(PROJECT_INPUT=block_i > 0, BLOCK_I=block_i or 16, BLOCK_B=rows_per_program,
                     BLOCK_H=p.block_h,
                     DOT_PARTS=dot_parts(call.dtype, p.precision, p.block_h, rows_per_program),
-                    **persistent_program(p, rows_per_program, block_i == 0))  # fmt: skip
+                    **persistent_program(p, rows_per_program, block_i == 0, padded))  # fmt: skip
         in_strides = x_strides if block_i else projection_strides(steps, batch, hidden, padded,
                                                                   x_strides)  # fmt: skip
         scalars = (y_stride, steps, rows, batch, hidden, *in_strides, input_size)
@@ -784,7 +797,7 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
         input_grad = weight_grads and need_input_grad and directions == 1
         meta.update(BLOCK_B=rows_per_program, BLOCK_H=p.block_h,
                     DOT_PARTS=dot_parts(call.dtype, p.precision, p.block_h, rows_per_program),
-                    **persistent_program(p, rows_per_program, not weight_grads),
+                    **persistent_program(p, rows_per_program, not weight_grads, padded),
                     WEIGHT_GRADS=weight_grads, HAS_BIAS=weight_grads and has_bias,
                     HAS_H0=weight_grads and has_h0, INPUT_GRAD=input_grad)  # fmt: skip
         scalars = (y_stride, steps, batch, hidden, rows, *x_strides, input_size,
