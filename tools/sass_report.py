@@ -109,12 +109,14 @@ def longest_chain(loop: list[str]) -> int:
 
 
 def load_cover(loop: list[str]) -> int | None:
-    """The fewest instructions from a global load (LDG) to the first that touches its
-    result registers, around the loop: that one waits for the load (None: no load)."""
+    """The fewest instructions from a global load into registers (LDG; not LDGSTS,
+    cp.async into shared memory, nor a grid barrier's or tagged exchange's .STRONG
+    load, which waits by design) to the first that touches its result registers, around
+    the loop: that one waits for the load (None: no such load)."""
     covers = []
     for i, body in enumerate(loop):
         op = opcode(body)
-        if op.startswith("LDG"):
+        if op.split(".")[0] == "LDG" and ".STRONG" not in op:
             width = 4 if ".128" in op else 2 if ".64" in op else 1
             first = int(re.search(r"\bR(\d+)\b", body).group(1))
             result = {f"R{r}" for r in range(first, first + width)}
