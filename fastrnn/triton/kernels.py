@@ -66,11 +66,11 @@ are read with their own strides, so an expanded one (a sum's gradient: strides 0
 no copy.
 
 Latency: loads that do not depend on the previous step are issued before the work that
-does (the persistent tier's one-row programs summing whole columns load a step's xp,
+does.  The persistent tier's one-row programs summing whole columns load a step's xp,
 or dy and y, STEPS_AHEAD = 4 steps before it on padded input, since their step is
-shorter than a load from L2: launch.PERSISTENT_STEPS_AHEAD; its other programs step
-t+1's while step t computes; the cooperative tier loads its tile's xp, bias and own state before the
-product with W_hh).
+shorter than a load from L2 (launch.PERSISTENT_STEPS_AHEAD); its other programs load
+step t+1's while step t computes.  The cooperative tier loads its tile's xp, bias and
+own state before the product with W_hh.
 
 Padded input (PADDED) addresses step t's rows as t * B + b, and the tensors a kernel
 reads with their own strides (x, xp, dy) at t * stride_t + b * stride_b, so that a
