@@ -1186,6 +1186,19 @@ def test_input_projected_in_the_kernel_for_short_sequences_on_fma_programs(monke
     assert block(5, 4) == 0
 
 
+def one_layer_launches(hidden: int, batch: int, steps: int, padded: bool = True):
+    """(forward, backward) KernelLaunch of one unidirectional fp32 CPU layer (I=4, no
+    bias or h0; the backward with dy and dh_n given, the input gradient wanted)."""
+    weights = [torch.zeros(hidden, 4), torch.zeros(hidden, hidden)]
+    call = launch.call_key(weights)
+    args = (hidden, 1, steps, batch, steps * batch, padded, 4, (batch * 4, 4), hidden, False,
+            False, False)  # fmt: skip
+    gradient_strides = (batch * hidden, hidden, 1)
+    return (launch.forward_launch(call, *args),
+            launch.backward_launch(call, *args, False, True, gradient_strides,
+                                   gradient_strides))  # fmt: skip
+
+
 def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
     """persistent_program: a one-row persistent program (FMA products) that runs the
     recurrence alone runs one warp per 32 padded columns of W_hh, summing in parts
@@ -1194,15 +1207,8 @@ def test_one_row_fma_programs_sum_whole_columns(monkeypatch):
     with FMA_WHOLE_COLUMNS off, the plan's warps and one sum."""
 
     def programs(hidden, batch=3, steps=40):
-        weights = [torch.zeros(hidden, 4), torch.zeros(hidden, hidden)]
-        args = (hidden, 1, steps, batch, steps * batch, True, 4, (batch * 4, 4), hidden, False,
-                False, False)  # fmt: skip
-        forward = launch.forward_launch(launch.call_key(weights), *args)
-        backward = launch.backward_launch(launch.call_key(weights),
-                                          *args, False, True, (batch * hidden, hidden, 1),
-                                          (batch * hidden, hidden, 1))  # fmt: skip
         return [(layer.meta["BLOCK_B"], layer.meta["num_warps"], layer.meta["SUM_IN_PARTS"])
-                for layer in (forward, backward)]  # fmt: skip
+                for layer in one_layer_launches(hidden, batch, steps)]  # fmt: skip
 
     assert programs(100) == [(1, 4, True)] * 2  # padded H=128
     assert programs(33) == [(1, 2, True)] * 2
@@ -1227,14 +1233,8 @@ def test_one_row_programs_load_their_inputs_steps_ahead(monkeypatch):
     one step ahead."""
 
     def ahead(hidden, batch=3, steps=40, padded=True):
-        weights = [torch.zeros(hidden, 4), torch.zeros(hidden, hidden)]
-        args = (hidden, 1, steps, batch, steps * batch, padded, 4, (batch * 4, 4), hidden,
-                False, False, False)  # fmt: skip
-        forward = launch.forward_launch(launch.call_key(weights), *args)
-        backward = launch.backward_launch(launch.call_key(weights),
-                                          *args, False, True, (batch * hidden, hidden, 1),
-                                          (batch * hidden, hidden, 1))  # fmt: skip
-        return [layer.meta["STEPS_AHEAD"] for layer in (forward, backward)]
+        return [layer.meta["STEPS_AHEAD"]
+                for layer in one_layer_launches(hidden, batch, steps, padded)]  # fmt: skip
 
     assert launch.PERSISTENT_STEPS_AHEAD == 4
     assert ahead(100) == ahead(33) == [4, 4]

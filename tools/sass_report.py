@@ -86,6 +86,11 @@ def opcode(body: str) -> str:
     return re.sub(r"^@!?U?P\w+\s+", "", body).split()[0]
 
 
+def vector_width(op: str) -> int:
+    """Registers an instruction's vector result takes (a load of 128 or 64 bits)."""
+    return 4 if ".128" in op else 2 if ".64" in op else 1
+
+
 def longest_chain(loop: list[str]) -> int:
     """The most floating-point instructions in one chain of register dependences, in
     program order (a load's result starts a chain at 0)."""
@@ -102,8 +107,7 @@ def longest_chain(loop: list[str]) -> int:
             depth[target] = max((depth.get(r, 0) for r in sources), default=0) + step
             longest = max(longest, depth[target])
         else:  # a load or integer result: as wide as its vector
-            width = 4 if ".128" in op else 2 if ".64" in op else 1
-            for r in range(target, target + width):
+            for r in range(target, target + vector_width(op)):
                 depth[r] = 0
     return longest
 
@@ -117,9 +121,8 @@ def load_cover(loop: list[str]) -> int | None:
     for i, body in enumerate(loop):
         op = opcode(body)
         if op.split(".")[0] == "LDG" and ".STRONG" not in op:
-            width = 4 if ".128" in op else 2 if ".64" in op else 1
             first = int(re.search(r"\bR(\d+)\b", body).group(1))
-            result = {f"R{r}" for r in range(first, first + width)}
+            result = {f"R{r}" for r in range(first, first + vector_width(op))}
             for distance in range(1, len(loop) + 1):
                 if result & set(re.findall(r"\bR\d+\b", loop[(i + distance) % len(loop)])):
                     covers.append(distance)

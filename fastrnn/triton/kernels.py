@@ -169,20 +169,12 @@ def _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED: tl.constexpr):
 
 
 @triton.jit
-def _next_step_rows(batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED: tl.constexpr):
-    """(t_next, active, rows) of the step after t in processing order, t + step; after
-    the last step, that step again (a valid address whose data goes unused)."""
-    t_next = tl.minimum(tl.maximum(t + step, 0), T - 1)
-    active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t_next, rb, B, PADDED)
-    return t_next, active, rows
-
-
-@triton.jit
 def _steps_rows(s, t0, step, T, batch_sizes_ptr, offsets_ptr, rb, B, PADDED: tl.constexpr,
                 PAST_END: tl.constexpr):  # fmt: skip
     """(t, active, rows) of the s-th step processed (t = t0 + s * step: _time_order); past
-    the last step (s >= T, where PAST_END says s may be), the last step's, no row active
-    (their loads and stores masked off, their state kept)."""
+    the last step (s >= T), the last step's (a valid address whose data goes unused),
+    and where PAST_END no row active (their loads and stores masked off, their state
+    kept)."""
     t = t0 + tl.minimum(s, T - 1) * step
     active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
     if PAST_END:
@@ -608,12 +600,11 @@ def rnn_forward_persistent_kernel(
     if HAS_H0:
         h = _load_rows(h0_ptr, rb, in_b, rh, H, H).to(ACC_DTYPE)
     t0, step = _time_order(direction, T, False)
-    # Slot j: the input of step s + j of each pass of the loop (slots 1-3 unused with one
-    # step ahead), loaded STEPS_AHEAD steps before its step (_forward_slot).
+    # Slot j: the input of step s + j of each pass of the loop (slots 1-3: 4 steps ahead
+    # only), loaded STEPS_AHEAD steps before its step (_forward_slot).
     x0, a0, r0 = _forward_input(0, t0, step, T, xp_ptr, x_ptr, batch_sizes_ptr, offsets_ptr,
                                 rb, rh, ri, B, H, IN, stride_in_t, stride_in_b, PADDED,
                                 PROJECT_INPUT, False)  # fmt: skip
-    x1, a1, r1, x2, a2, r2, x3, a3, r3 = x0, a0, r0, x0, a0, r0, x0, a0, r0
     if STEPS_AHEAD == 4:
         x1, a1, r1 = _forward_input(1, t0, step, T, xp_ptr, x_ptr, batch_sizes_ptr,
                                     offsets_ptr, rb, rh, ri, B, H, IN, stride_in_t,
@@ -864,8 +855,6 @@ def rnn_backward_persistent_kernel(
                                       offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t,
                                       stride_dy_b, stride_dy_col, PADDED, HAS_DY,
                                       False)  # fmt: skip
-    dy1, y1, a1, r1, dy2, y2, a2, r2 = dy0, y0, a0, r0, dy0, y0, a0, r0
-    dy3, y3, a3, r3 = dy0, y0, a0, r0
     if STEPS_AHEAD == 4:
         dy1, y1, a1, r1 = _backward_input(1, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr,
                                           offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t,
@@ -1122,8 +1111,8 @@ def rnn_backward_cooperative_kernel(
             active, rows = _step_rows(batch_sizes_ptr, offsets_ptr, t, rb, B, PADDED)
             # Loads that do not need dz_t first: their latency overlaps the product.
             dh_old = _load_rows(state_ptr, rb, in_b, rn, H, H)  # this program's own tile
-            t_next, active_next, rows_next = _next_step_rows(
-                batch_sizes_ptr, offsets_ptr, t, step, T, rb, B, PADDED
+            t_next, active_next, rows_next = _steps_rows(
+                i + 1, t_first, step, T, batch_sizes_ptr, offsets_ptr, rb, B, PADDED, False
             )
             at = _step_offsets(t_next, rows_next, rb, stride_dy_t, stride_dy_b, PADDED)
             dy_next = _gradient_rows(dy_ptr, at, active_next, rn, stride_dy_col, H, HAS_DY)
