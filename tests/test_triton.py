@@ -118,6 +118,17 @@ CASES = [
     (3, 70, 4, 1, False, False, "relu", True, "cooperative-unsplit"),
 ]
 
+# One-row programs past FMA_PRODUCT_ELEMENTS (padded H=256): padded and packed, both
+# directions, two layers, relu and tanh, without biases, H a multiple of 16 or not (on
+# an H100/H200 fp32's then on the cooperative tier: launch.one_row_plan); over
+# WEIGHT_GRADS_MAX_STEPS steps (the interpreter's plan has 16-row programs for a short
+# sequence's weight gradients).
+ONE_ROW_H256_CASES = [
+    (3, 240, 33, 2, True, False, "tanh", True, None),
+    (2, 256, 35, 1, False, True, "relu", False, None),
+    (3, 200, 34, 1, True, True, "tanh", True, None),
+]
+
 
 def case_id(case):
     b, h, t, layers, bidir, packed, act, bias, tier = case
@@ -318,9 +329,10 @@ def test_triton_input_of_any_strides_matches_nn_rnn(tier, layout, monkeypatch,
                          indirect=True)  # fmt: skip
 def test_triton_weights_of_any_strides(tier, triton_kernels):
     """Weights that are views with other strides (every other column of a wider W_ih, a
-    transposed W_hh, a strided bias), as a functional call may pass them: the launch
-    functions hand the kernels contiguous copies, so the forward and every gradient
-    equal those of the same weights made contiguous."""
+    transposed W_hh, a strided bias) or at an address that is no multiple of 16 bytes,
+    as a functional call may pass them: the launch functions hand the kernels
+    contiguous, aligned copies (launch.contiguous_weights), so the forward and every
+    gradient equal those of the same weights made contiguous."""
     gen = torch.Generator().manual_seed(5)
 
     def rand(*shape):
@@ -332,6 +344,8 @@ def test_triton_weights_of_any_strides(tier, triton_kernels):
                for w in (rand(hidden, 2 * inputs)[:, ::2], rand(hidden, hidden).t(),
                          rand(2 * hidden)[::2], rand(hidden))]  # fmt: skip
     assert sum(not w.is_contiguous() for w in strided) == 6
+    strided[-1] = rand(hidden + 1)[1:]  # contiguous, 8 bytes off alignment
+    assert all(not w.data_ptr() & 15 for w in launch.contiguous_weights(strided))
     grad_output, grad_h_n = rand(steps, batch, 2 * hidden), rand(2, batch, hidden)
     results = []
     for weights in (strided, [w.contiguous() for w in strided]):
@@ -414,7 +428,9 @@ def assert_error_at_most_twice_cudnns(case, dtype, got, want):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
-@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+@pytest.mark.parametrize(
+    "case", CASES + ONE_ROW_H256_CASES, ids=[case_id(c) for c in CASES + ONE_ROW_H256_CASES]
+)
 def test_triton_error_at_most_twice_cudnn_on_gpu(case, dtype, triton_kernels, monkeypatch):
     """Every output and gradient in dtype: fastrnn's error against fp64 nn.RNN is at most
     twice cuDNN's own error on the same inputs and weights (or a small floor)."""
@@ -493,6 +509,7 @@ def test_plan_on_gpus_whose_dots_are_fmas(monkeypatch):
     monkeypatch.setattr(launch, "interpreting", lambda device: False)
     monkeypatch.setattr(launch, "device_sms", lambda device: 40)
     monkeypatch.setattr(launch, "device_shared_memory", lambda device: t4)
+    monkeypatch.setattr(launch, "device_major", lambda device: 7)
     monkeypatch.setattr(launch, "device_tensor_core_dots", lambda device: False)
 
     def call(dtype):
@@ -794,8 +811,10 @@ def test_launch_layouts_in_the_sass():
     summing whole columns, synchronises its threads less a step than on the plan's warps
     and does not spill; loading its inputs 4 steps ahead, it reads a load's result 3
     steps or more after the load, where loading one step ahead it waits within the step;
-    a cooperative program's product in K parts is each warp's share of the tile, not
-    the whole tile (which Triton 3.6 built on every warp with one part);
+    at padded H=256 (launch.one_row_plan) on 255 registers it spills under 512 bytes
+    (fp32, where ptxas left alone takes 128 and spills 1,336); a cooperative program's
+    product in K parts is each warp's share of the tile, not the whole tile (which
+    Triton 3.6 built on every warp with one part);
     a 16-row fp32 IEEE program at H=128 in K parts (launch.dot_parts) does not spill,
     and its longest chain of dependent FMAs is shorter than one product's, forward and
     backward."""
@@ -809,6 +828,14 @@ def test_launch_layouts_in_the_sass():
     assert whole["BAR"] == 2 < split["BAR"] and whole["local"] == 0, (whole, split)
     next_step = sass_counts(*one_row, "--sum-in-parts", "--warps", str(program["num_warps"]))
     assert whole["load cover"] >= 3 > 1 > next_step["load cover"], (whole, next_step)
+    p256 = launch.one_row_plan(launch.plan(256, torch.float32, force_tier="persistent"),
+                               torch.float32, None, True)  # fmt: skip
+    program = launch.persistent_program(p256, 1)
+    wide = sass_counts("forward_persistent", "float32", "--block-h", "256", "--rows", "1",
+                       "--sum-in-parts", "--warps", str(program["num_warps"]),
+                       "--one-row")  # fmt: skip
+    assert wide["BAR"] == 2 and wide["registers"] == program["maxnreg"], wide
+    assert wide["local"] < 512, wide
     parts = launch.split_k(torch.float32, "tf32x3", 256)
     coop = sass_counts("forward_cooperative", "float32", "--precision", "tf32x3", "--block-h",
                        "256", "--block-n", "32", "--split-k", str(parts))  # fmt: skip
@@ -1246,6 +1273,108 @@ def test_one_row_programs_load_their_inputs_steps_ahead(monkeypatch):
     assert launch.persistent_program(p, 2)["STEPS_AHEAD"] == 1
     monkeypatch.setattr(launch, "PERSISTENT_STEPS_AHEAD", 1)
     assert ahead(100) == [1, 1]
+
+
+def test_one_row_programs_run_to_h256_where_each_row_gets_a_program(monkeypatch):
+    """_layer_plan on an H200's 132 SMs: one-row programs summing whole columns up to
+    padded H=256 (ONE_ROW_MAX_H) for fp32 (the cooperative tier's otherwise), fp16 and
+    bf16 (16-row tl.dot otherwise) where B x D is within the SMs, on 8 warps of up to
+    255 registers, a step ahead; no input projection or weight gradients in them
+    (short sequences); where H is no multiple of 16 only within shared memory; the
+    cooperative tier or 16-row programs for more rows, above H=256, for fp64, with
+    "onerow128" and with the tier forced."""
+    monkeypatch.setattr(launch, "interpreting", lambda device: False)
+    monkeypatch.setattr(launch, "device_sms", lambda device: 132)
+    monkeypatch.setattr(launch, "device_shared_memory", lambda device: 232_448)
+    monkeypatch.setattr(launch, "device_tensor_core_dots", lambda device: True)
+    monkeypatch.setattr(launch, "device_major", lambda device: 9)
+
+    def program(dtype, hidden, batch, directions=1, steps=40):
+        weights = [torch.zeros(hidden, 4, dtype=dtype), torch.zeros(hidden, hidden, dtype=dtype)]
+        call = launch.call_key(weights)
+        args = (hidden, directions, steps, batch, steps * batch, True, 4, (batch * 4, 4),
+                directions * hidden, False, False, False)  # fmt: skip
+        gradient_strides = (batch * directions * hidden, directions * hidden, 1)
+        layers = (launch.forward_launch(call, *args),
+                  launch.backward_launch(call, *args, False, True, gradient_strides,
+                                         (batch * hidden, hidden, 1)))  # fmt: skip
+        return {(layer.kernel_name.split("_")[2], layer.meta["BLOCK_B"],
+                 layer.meta["num_warps"], layer.meta.get("SUM_IN_PARTS"),
+                 layer.meta.get("STEPS_AHEAD"), layer.meta.get("PROJECT_INPUT", False),
+                 layer.meta.get("WEIGHT_GRADS", False), layer.meta.get("maxnreg"))
+                for layer in layers}  # fmt: skip
+
+    launch.forward_launch.cache_clear()
+    launch.backward_launch.cache_clear()
+    one_row = {("persistent", 1, 8, True, 1, False, False, 255)}
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        assert program(dtype, 256, 64) == program(dtype, 144, 132) == one_row
+        assert program(dtype, 256, 66, directions=2) == one_row
+        # Short: the forward's input from a GEMM; fp16's weight gradients in a 16-row
+        # tl.dot backward as before, fp32's (W_hh not in shared memory) from GEMMs.
+        short = one_row if dtype == torch.float32 else {
+            ("persistent", 1, 8, True, 1, False, False, 255),
+            ("persistent", 16, 8, False, 1, False, True, None),
+        }  # fmt: skip
+        assert program(dtype, 256, 8, steps=5) == short
+        assert program(dtype, 128, 64) == {("persistent", 1, 4, True, 4, False, False, None)}
+        assert program(dtype, 512, 8) == {("cooperative", 16, 4, None, None, False, False, None)}
+    assert program(torch.float32, 256, 133) == {
+        ("cooperative", 16, 4, None, None, False, False, None)
+    }
+    assert program(torch.float16, 256, 133) == {("persistent", 16, 8, False, 1, False, False, None)}
+    assert program(torch.float64, 128, 8) == {
+        ("cooperative", 16, 4, None, None, False, False, None)
+    }
+    fp64 = launch.plan(256, torch.float64, force_tier="persistent")
+    assert launch.one_row_plan(fp64, torch.float64, None, False) is None
+    # W_hh^T passes through shared memory as it loads: on sm_90 a quarter at a time
+    # where H is a multiple of 16, else all of it, which fp32's does not fit.
+    cooperative = {("cooperative", 16, 4, None, None, False, False, None)}
+    assert program(torch.float32, 200, 64) == cooperative
+    assert program(torch.float16, 200, 64) == one_row
+
+    def device(major: int, shared_memory: int) -> None:
+        monkeypatch.setattr(launch, "device_major", lambda device: major)
+        monkeypatch.setattr(launch, "device_shared_memory", lambda device: shared_memory)
+        launch.forward_launch.cache_clear()
+        launch.backward_launch.cache_clear()
+
+    device(8, 166_912)  # an A100
+    assert program(torch.float32, 256, 64) == cooperative
+    assert program(torch.float16, 256, 64) == one_row
+    device(8, 101_376)  # a consumer GPU
+    assert program(torch.float16, 256, 64) == cooperative
+    device(9, 232_448)
+    force_tier(monkeypatch, "fastrnn-onerow128")
+    assert program(torch.float32, 256, 64) == {
+        ("cooperative", 16, 4, None, None, False, False, None)
+    }
+    assert program(torch.float16, 256, 64) == {("persistent", 16, 8, False, 1, False, False, None)}
+    force_tier(monkeypatch, "cooperative")
+    assert program(torch.float32, 128, 8) == {
+        ("cooperative", 16, 4, None, None, False, False, None)
+    }
+    launch.forward_launch.cache_clear()
+    launch.backward_launch.cache_clear()
+
+
+@pytest.mark.parametrize("case", ONE_ROW_H256_CASES, ids=[case_id(c) for c in ONE_ROW_H256_CASES])
+def test_one_row_programs_at_h256_match_nn_rnn(case, monkeypatch, triton_kernels):
+    """fp32 on one-row programs summing whole columns at padded H=256 (the interpreter
+    gives every row a program), every output and gradient within fp32's tolerance of
+    fp64 nn.RNN."""
+    layers = []
+    watch_layer_launches(monkeypatch, lambda _, layer: layers.append(
+        (layer.kernel_name, layer.meta["BLOCK_B"], layer.meta["BLOCK_H"],
+         layer.meta["SUM_IN_PARTS"])))  # fmt: skip
+    got, want = run_case(case, torch.float32)
+    for name, g, w in zip(RESULT_NAMES, got, want, strict=False):
+        assert_close(g, w, torch.float32, f"{case_id(case)} {name}")
+    if DEVICE.type == "cpu":  # a GPU gives a row its own program within its SMs alone
+        assert {(name.split("_")[2], *meta) for name, *meta in layers} == {
+            ("persistent", 1, 256, True)
+        }, layers
 
 
 @pytest.mark.parametrize(
@@ -1753,10 +1882,11 @@ def test_variant_names_set_launch_settings(monkeypatch, request):
     gpu_tier_ab.use_variant("fastrnn-cublas-tf32gemm")
     assert matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 == gpu_tier_ab.DEFAULT_ALLOW_TF32
     assert launch.TF32_GEMMS is False
-    # A persistent program of 16 rows at H=256 on the plan's warps, or on pw16's 16.
+    # A persistent program of 16 rows at H=256 on the plan's warps, or on pw16's 16 (no
+    # one-row programs there with "onerow128").
     fp16 = [torch.zeros(256, 4, dtype=torch.float16), torch.zeros(256, 256, dtype=torch.float16)]
     args = (256, 1, 5, 40, 200, True, 4, (160, 4), 256, False, False, False)
-    for name, warps in [("fastrnn", 8), ("fastrnn-pw16", 16)]:
+    for name, warps in [("fastrnn-onerow128", 8), ("fastrnn-onerow128-pw16", 16)]:
         gpu_tier_ab.use_variant(name)
         layer = launch.forward_launch(launch.call_key(fp16), *args)
         assert (layer.meta["BLOCK_B"], layer.meta["num_warps"]) == (16, warps), layer.meta

@@ -68,6 +68,10 @@ class Config:
     sum_in_parts: bool = False  # persistent, one row: launch.persistent_program's sums
     # persistent: how many steps ahead its inputs load on padded input (the same)
     steps_ahead: int = 1
+    # persistent: one row past fma_rows' bound (launch.one_row_plan) on up to
+    # launch.ONE_ROW_REGISTERS registers, "aligned" where the target runs it only with H
+    # a multiple of 16 (its packed input built aligned too), "any" where at any H
+    one_row: str = ""
     # cooperative forward: its tile loop pipelined, as where a program has several tiles
     # (launch.COOP_PIPELINE_ONE_TILE)
     pipeline_tiles: bool = False
@@ -105,6 +109,8 @@ class Config:
                 tile += " sums in parts"
             if self.steps_ahead > 1:
                 tile += f" {self.steps_ahead} steps ahead if padded"
+            if self.one_row == "aligned":
+                tile += " (H a multiple of 16)"
         return f"{self.kernel} {dtype} {tile} warps={self.num_warps}"
 
 
@@ -112,12 +118,16 @@ def tensor_core_dots(capability: int) -> bool:  # launch.device_tensor_core_dots
     return capability // 10 >= launch.TENSOR_CORE_DOTS_MAJOR
 
 
-def shared_memory_bound(config: Config, capability: int) -> int | None:
-    """The bound by which plan(), input_block() and weight_grads_rows() choose config
-    (launch.persistent_shared_memory, launch.cooperative_shared_memory); None for
-    streamed W_hh, which no bound chooses."""
+def shared_memory_bound(config: Config, capability: int, aligned: bool = True) -> int | None:
+    """The bound by which plan(), input_block(), weight_grads_rows() and one_row_plan()
+    choose config (launch.persistent_shared_memory, launch.cooperative_shared_memory,
+    launch.one_row_shared_memory: for an aligned build or not); None for streamed W_hh,
+    which no bound chooses."""
     if not config.block_h:  # streamed W_hh, and the GEMM
         return None
+    if config.one_row:
+        quarters = aligned and capability // 10 >= launch.ONE_ROW_QUARTERS_MAJOR
+        return launch.one_row_shared_memory(config.block_h, config.dtype, quarters)
     if config.kernel.endswith("persistent"):
         # FMA rows running the recurrence alone stage no dot operand (launch.plan).
         fma_only = config.block_b < launch.BLOCK_B and not (config.block_i or config.weight_grads)
@@ -138,6 +148,11 @@ def plan_configurations(p: launch.Plan, dtype: torch.dtype) -> list[Config]:
     on one row."""
     tile = p.block_h if p.tier == "persistent" or p.w_on_chip else 0
     precision = p.precision  # plain TF32 where tf32x3 would stream (launch.plan)
+    if p.one_row:  # its other programs are its forced plan's, built with that
+        program = launch.persistent_program(p, 1)
+        return [Config(f"{direction}_persistent", dtype, tile, program["num_warps"], precision,
+                       block_b=1, sum_in_parts=True, steps_ahead=program["STEPS_AHEAD"],
+                       one_row="aligned") for direction in ("forward", "backward")]  # fmt: skip
     split = 1
     if p.tier == "cooperative":
         split = launch.split_k(dtype, precision, tile, tensor_core_dots=p.tensor_core_dots)
@@ -181,9 +196,9 @@ def plan_configurations(p: launch.Plan, dtype: torch.dtype) -> list[Config]:
 def configurations(capability: int) -> list[Config]:
     """Every (kernel, dtype, precision, tile) that the launch functions pick on a GPU with
     this capability's shared memory (plan_configurations of launch.plan's plans, of the
-    cooperative one where the persistent tier fits on FMA rows only, and of cooperative
-    tiles widened for a large batch: launch._layer_plan), each where it fits that memory
-    as they require."""
+    cooperative one where the persistent tier fits on FMA rows only, of one-row programs
+    past FMA rows' bound, and of cooperative tiles widened for a large batch:
+    launch._layer_plan), each where it fits that memory as they require."""
     dots = tensor_core_dots(capability)
     limit = SHARED_MEMORY_LIMIT[capability]
     # The device facts and the precision rule that launch._plan passes.
@@ -196,6 +211,15 @@ def configurations(capability: int) -> list[Config]:
             for block_h in (16 << i for i in range(8)):
                 p = launch.plan(block_h, dtype, precision, limit, **rules)
                 plans = [p]
+                # One-row programs where each batch row gets one (launch._layer_plan),
+                # with H a multiple of 16, or at any H where all of W_hh^T fits.
+                forced = launch.plan(block_h, dtype, precision, limit, "persistent", **rules)
+                quarters = capability // 10 >= launch.ONE_ROW_QUARTERS_MAJOR
+                one_row = launch.one_row_plan(forced, dtype, limit, quarters)
+                any_h = "any" if launch.one_row_plan(forced, dtype, limit, False) else "aligned"
+                if one_row:
+                    configs += [dataclasses.replace(c, one_row=any_h)
+                                for c in plan_configurations(one_row, dtype)]  # fmt: skip
                 if p.tier == "persistent" and not p.dot_rows:
                     plans.append(launch.plan(block_h, dtype, precision, limit, "cooperative",
                                              **rules))  # fmt: skip
@@ -310,7 +334,9 @@ def compile_config(config: Config, capability: int, padded: bool = False,
             signature[name] = f"*{dt}"
         else:
             signature[name] = "i32"
-    return build(fn, signature, constexprs, capability, aligned, num_warps=config.num_warps)
+    registers = {"maxnreg": launch.ONE_ROW_REGISTERS} if config.one_row else {}
+    return build(fn, signature, constexprs, capability, aligned, num_warps=config.num_warps,
+                 **registers)  # fmt: skip
 
 
 def cuobjdump(compiled, option: str) -> str:
@@ -356,7 +382,7 @@ def main() -> int:
         (config, capability, padded, aligned)
         for capability in targets
         for config in configurations(capability)
-        for padded, aligned in ((True, True), (False, False))
+        for padded, aligned in ((True, True), (False, config.one_row == "aligned"))
     ]
     with concurrent.futures.ProcessPoolExecutor(os.cpu_count()) as pool:
         results = pool.map(usage, *zip(*builds, strict=True))
@@ -373,7 +399,7 @@ def main() -> int:
             where = f"{config.describe()} {kind} on sm_{capability}: {shared} bytes"
             if shared > SHARED_MEMORY_LIMIT[capability]:
                 over.append(f"over the target's shared memory: {where}")
-            bound = shared_memory_bound(config, capability)  # it was chosen by: must hold
+            bound = shared_memory_bound(config, capability, aligned)  # chosen by: must hold
             if bound is not None and shared > bound:
                 over.append(f"over its launch.*_shared_memory bound ({bound}): {where}")
     for line in over:

@@ -169,6 +169,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sum-in-parts", action="store_true", help="persistent, one row")
     parser.add_argument("--steps-ahead", type=int, default=1, choices=[1, 4],
                         help="persistent: how many steps ahead its inputs load")  # fmt: skip
+    parser.add_argument("--block-i", type=int, default=0,
+                        help="persistent forward: the padded input it projects")  # fmt: skip
+    parser.add_argument("--one-row", action="store_true",
+                        help="persistent: one row past FMA rows' bound (one_row_plan)")  # fmt: skip
     parser.add_argument("--block-n", type=int, default=32, help="cooperative columns")
     parser.add_argument("--split-k", type=int, default=1, help="cooperative K parts")
     parser.add_argument("--pipeline-tiles", action="store_true",
@@ -195,7 +199,8 @@ def main(argv=None) -> int:
         args.kernel, getattr(torch, args.dtype), args.block_h, args.warps, args.precision,
         block_n=args.block_n if cooperative else 0, split_k=args.split_k,
         block_b=launch.BLOCK_B if cooperative else args.rows, sum_in_parts=args.sum_in_parts,
-        steps_ahead=args.steps_ahead,
+        steps_ahead=args.steps_ahead, block_i=args.block_i,
+        one_row="aligned" if args.one_row else "",
         pipeline_tiles=args.pipeline_tiles, chunk_split=args.chunk_split, tagged=args.tagged,
     )  # fmt: skip
     counts = report(config, args.capability)

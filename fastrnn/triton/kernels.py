@@ -25,7 +25,8 @@ bidirectional layer's two independent recurrences run side by side:
   recurrence alone has its threads each sum whole columns (launch.persistent_program),
   so that h's broadcast is its step's one exchange between threads.  Used while W_hh
   fits one program (launch.MAX_PERSISTENT_H; python tools/cubin_report.py shows shared
-  memory, registers and spills).
+  memory, registers and spills), and in one-row programs while a thread's column of
+  W_hh fits its registers (launch.one_row_plan: up to H=256, each batch row a program).
 * cooperative: any H.  The state is split in (batch tile, column tile) pieces, each
   owned by one program at a time (a program loops over the tiles id, id + G, ...); per
   step a program reads all of h_{t-1} for its rows from a global (L2) workspace,

@@ -31,7 +31,7 @@ from fastrnn.triton import kernels
 # Largest padded H of the persistent tier, per dtype.  Each compiles for sm_80 and sm_90
 # within shared memory (python tools/cubin_report.py, which also shows spills); at
 # fp16/bf16 H=256 it beat the cooperative tier's inference on an H200 and tied its
-# training (docs/performance.md).
+# training (docs/performance.md).  One-row programs go further (ONE_ROW_MAX_H).
 MAX_PERSISTENT_H = {torch.float32: 128, torch.float64: 64, torch.float16: 256, torch.bfloat16: 256}
 # Cooperative tier tiles (cooperative_block_n): up to padded H=512, 16 hidden columns
 # per tile where each tile gets a program of its own (more programs share a step's work:
@@ -102,6 +102,18 @@ FMA_WHOLE_COLUMNS = True
 # table loads, nor on programs of more rows, whose fp16 builds spill kilobytes so.  GPU
 # speed unmeasured; "ahead1": one step ahead (tools/gpu_tier_ab.py times both).
 PERSISTENT_STEPS_AHEAD = 4
+# A one-row program summing whole columns holds its thread's column of W_hh^T (the
+# backward's: of W_hh) in fp32 registers, so it needs neither W_hh in shared memory nor
+# a grid barrier: up to padded H=256 (8 warps of 255 registers, told ptxas it may take
+# them; 24 values reloaded from local memory a step, Triton 3.6 sm_90), past
+# FMA_PRODUCT_ELEMENTS and fp32's MAX_PERSISTENT_H.  Where every batch row of a layer
+# gets a program of its own (B x D within the SMs), fp32, fp16 and bf16 run them there
+# (one_row_plan), in place of the cooperative tier, whose barrier cost ~1 us a step, or
+# fp16's 16-row programs, which read all of W_hh from shared memory a step (offline
+# SASS, docs/performance.md).  GPU speed unmeasured; "onerow128": no such programs past
+# padded H=128, as before (tools/gpu_tier_ab.py times both).
+ONE_ROW_MAX_H = 256
+ONE_ROW_REGISTERS = 255
 # A persistent program's tl.dot on 16 rows with fp32 IEEE products, which Triton builds
 # of FMAs, runs over K in this many parts at padded H=128 (dot_parts): as one product the
 # forward keeps 32 registers a thread and spills over 3 KB (Triton 3.6 and 3.9, sm_80
@@ -186,9 +198,10 @@ FP32_DOT_PRECISION: str | None = None
 # (tier "fastrnn": the plan's; options may be left out or several): the settings above
 # that each option changes; a number as option sets the cooperative tile width.
 VARIANT_OPTIONS = {
-    "dot": {"FMA_PRODUCT_ELEMENTS": 0},  # tl.dot on 16 rows where FMA rows would run
+    "dot": {"FMA_PRODUCT_ELEMENTS": 0, "ONE_ROW_MAX_H": 0},  # tl.dot on 16 rows, no FMAs
     "onesum": {"FMA_WHOLE_COLUMNS": False},  # one-row programs on the plan's warps
     "ahead1": {"PERSISTENT_STEPS_AHEAD": 1},  # one-row programs' inputs a step ahead
+    "onerow128": {"ONE_ROW_MAX_H": 128},  # one-row programs up to padded H=128
     "wholedot": {"IEEE_DOT_PARTS": 1},  # fp32 IEEE tl.dot of 16 rows in one K part
     "xp": {"PROJECT_INPUT_MAX_STEPS": 0},  # input projections from a GEMM
     "gemm": {"WEIGHT_GRADS_MAX_STEPS": 0},  # weight gradients from GEMMs
@@ -266,6 +279,7 @@ class Plan:
     w_on_chip: bool = False  # cooperative: a program's W_hh columns fit its shared memory
     tensor_core_dots: bool = True  # the device's (device_tensor_core_dots)
     dot_rows: bool = True  # persistent: programs of BLOCK_B rows on tl.dot fit the device
+    one_row: bool = False  # persistent: one-row programs past fma_rows' bound (one_row_plan)
 
 
 def persistent_shared_memory(block_h: int, dtype: torch.dtype, precision: str,
@@ -402,7 +416,12 @@ def device_tensor_core_dots(device: torch.device) -> bool:
     and sm_75, Triton 3.6 and 3.9; docs/performance.md).  True in the interpreter."""
     if interpreting(device):
         return True
-    return torch.cuda.get_device_capability(device)[0] >= TENSOR_CORE_DOTS_MAJOR
+    return device_major(device) >= TENSOR_CORE_DOTS_MAJOR
+
+
+@functools.cache
+def device_major(device: torch.device) -> int:  # a CUDA device's compute capability, major
+    return torch.cuda.get_device_capability(device)[0]
 
 
 @functools.cache
@@ -411,8 +430,9 @@ def device_sms(device: torch.device) -> int:  # a CUDA device's streaming multip
 
 
 def fma_rows(rows: int, block_h: int) -> bool:
-    """Whether a persistent program of `rows` batch rows multiplies with FMAs: fewer
-    than BLOCK_B rows, and its [rows, H, H] product within FMA_PRODUCT_ELEMENTS."""
+    """Whether a persistent program of `rows` batch rows, whatever it computes besides
+    the recurrence, multiplies with FMAs: fewer than BLOCK_B rows, and its [rows, H, H]
+    product within FMA_PRODUCT_ELEMENTS."""
     return rows < BLOCK_B and rows * block_h * block_h <= FMA_PRODUCT_ELEMENTS
 
 
@@ -429,15 +449,66 @@ def persistent_rows(batch: int, block_h: int, programs: int | None = None) -> in
 
 def persistent_program(p: Plan, rows: int, recurrence_only: bool = True,
                        padded: bool = True) -> dict:  # fmt: skip
-    """The warps, sums and loads of a persistent program of `rows` batch rows: a one-row
-    (FMA) program that runs the recurrence alone (no input projection or weight
-    gradients) on threads summing whole columns (FMA_WHOLE_COLUMNS), on padded input
-    loading its inputs PERSISTENT_STEPS_AHEAD steps ahead; else the plan's warps, one
-    step ahead."""
+    """The warps, sums, loads and launch options of a persistent program of `rows`
+    batch rows: a one-row (FMA) program that runs the recurrence alone (no input
+    projection or weight gradients; a one_row plan's) on threads summing whole columns
+    (FMA_WHOLE_COLUMNS), on padded input loading its inputs PERSISTENT_STEPS_AHEAD
+    steps ahead within fma_rows' bound (past it Triton 3.6 spills the slots as they
+    load: offline SASS, docs/performance.md); else the plan's warps, one step ahead."""
     whole_columns = rows == 1 and recurrence_only and FMA_WHOLE_COLUMNS
     warps = max(1, p.block_h // 32) if whole_columns else p.num_warps
-    ahead = PERSISTENT_STEPS_AHEAD if whole_columns and padded else 1
-    return {"num_warps": warps, "SUM_IN_PARTS": whole_columns, "STEPS_AHEAD": ahead}
+    slots = whole_columns and padded and fma_rows(rows, p.block_h)
+    ahead = PERSISTENT_STEPS_AHEAD if slots else 1
+    program = {"num_warps": warps, "SUM_IN_PARTS": whole_columns, "STEPS_AHEAD": ahead}
+    if whole_columns and p.one_row:  # else ptxas gives fp32 128 and spills 1,336 bytes
+        program["maxnreg"] = ONE_ROW_REGISTERS
+    return program
+
+
+def one_row_shared_memory(block_h: int, dtype: torch.dtype, in_quarters: bool) -> int:
+    """Bytes of shared memory a one-row program summing whole columns takes at most:
+    W_hh^T passes through it once as it loads (Triton's change of layout), a quarter at
+    a time where in_quarters (one_row_in_quarters), all of it else; checked by
+    tools/cubin_report.py."""
+    return block_h * block_h * dtype.itemsize // (4 if in_quarters else 1) + 1024
+
+
+# Compute capability (major) from which Triton stages a one-row forward's W_hh^T a
+# quarter at a time where H is a multiple of 16 (sm_90 builds do; sm_80's stage all of
+# it: tools/cubin_report.py, Triton 3.6).
+ONE_ROW_QUARTERS_MAJOR = 9
+
+
+def one_row_in_quarters(device: torch.device, hidden: int) -> bool:
+    """Whether a one-row forward stages W_hh^T in quarters (one_row_shared_memory): H a
+    multiple of 16 (W_hh's rows 16-byte aligned, as contiguous_weights makes its
+    address: Triton specialises on both) on a device of ONE_ROW_QUARTERS_MAJOR."""
+    return (
+        hidden % 16 == 0
+        and not interpreting(device)
+        and device_major(device) >= ONE_ROW_QUARTERS_MAJOR
+    )
+
+
+def one_row_plan(p: Plan, dtype: torch.dtype, shared_memory: int | None,
+                 in_quarters: bool) -> Plan | None:  # fmt: skip
+    """Persistent plan p (plan()'s with the tier forced) with one-row programs summing
+    whole columns alone (Plan.one_row; programs of more rows, where p has them, still
+    compute a short sequence's weight gradients), where fma_rows' bound stops FMA
+    programs, below ONE_ROW_MAX_H, with an fp32 state (fp64's column would not fit
+    registers), within shared_memory (None: no limit; one_row_shared_memory); else
+    None."""
+    needed = one_row_shared_memory(p.block_h, dtype, in_quarters)
+    fits = shared_memory is None or needed <= shared_memory
+    if (
+        fma_rows(1, p.block_h)
+        or p.block_h > ONE_ROW_MAX_H
+        or not FMA_WHOLE_COLUMNS
+        or STATE_DTYPE.get(dtype, torch.float32) != torch.float32
+        or not fits
+    ):
+        return None
+    return dataclasses.replace(p, one_row=True)
 
 
 def dot_parts(dtype: torch.dtype, precision: str, block_h: int, rows: int) -> int:
@@ -615,7 +686,7 @@ def call_key(weights: list[Tensor]) -> CallKey:
                 COOP_STREAMED_TF32, COOP_STREAMED_TF32_MIN_BATCH, FP32_DOT_PRECISION,
                 COOP_TAGGED_EXCHANGE,
                 PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS,
-                PERSISTENT_STEPS_AHEAD, IEEE_DOT_PARTS,
+                PERSISTENT_STEPS_AHEAD, ONE_ROW_MAX_H, IEEE_DOT_PARTS,
                 PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
                 WEIGHT_GRADS_ELEMENTS, TF32_GEMMS, TF32_WEIGHT_GRAD_GEMMS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dot_precision(dtype), settings)
@@ -635,9 +706,18 @@ def _plan(call: CallKey, hidden: int, batch: int, tier: str | None = None,
 
 
 def _layer_plan(call: CallKey, hidden: int, batch: int, directions: int) -> Plan:
-    """_plan's, but the cooperative tier where the persistent one would need programs of
-    BLOCK_B rows on tl.dot, which do not fit the device (Plan.dot_rows), and there its
-    tiles as wide as the batch and the grid's programs make them (cooperative_block_n)."""
+    """_plan's, but one-row programs past fma_rows' bound where each batch row gets a
+    program (one_row_plan; not with a tier forced), and the cooperative tier where the
+    persistent one would need programs of BLOCK_B rows on tl.dot, which do not fit the
+    device (Plan.dot_rows), and there its tiles as wide as the batch and the grid's
+    programs make them (cooperative_block_n)."""
+    programs = direction_programs(call.device, directions)
+    if not FORCE_TIER and (programs is None or batch <= programs):
+        forced = _plan(call, hidden, batch, "persistent")
+        one_row = one_row_plan(forced, call.dtype, device_shared_memory(call.device),
+                               one_row_in_quarters(call.device, hidden))  # fmt: skip
+        if one_row:
+            return one_row
     p = _plan(call, hidden, batch)
     if (
         p.tier == "persistent"
@@ -646,7 +726,7 @@ def _layer_plan(call: CallKey, hidden: int, batch: int, directions: int) -> Plan
     ):
         p = _plan(call, hidden, batch, "cooperative")
     if p.tier == "cooperative":
-        block_n = cooperative_block_n(hidden, batch, direction_programs(call.device, directions))
+        block_n = cooperative_block_n(hidden, batch, programs)
         if block_n != p.block_n:
             p = _plan(call, hidden, batch, "cooperative", block_n)
     return p
@@ -660,7 +740,8 @@ def direction_programs(device: torch.device, directions: int) -> int | None:
 
 def _persistent_grid(call: CallKey, p: Plan, batch: int, directions: int):
     """(batch rows per program, grid) of the persistent tier."""
-    rows = persistent_rows(batch, p.block_h, direction_programs(call.device, directions))
+    programs = direction_programs(call.device, directions)
+    rows = 1 if p.one_row else persistent_rows(batch, p.block_h, programs)
     return rows, (_cdiv(batch, rows), directions)
 
 
@@ -673,13 +754,13 @@ def _fits_shared_memory(call: CallKey, needed: int) -> bool:
 def input_block(call: CallKey, p: Plan, rows: int, steps: int, input_size: int) -> int:
     """BLOCK_I where the persistent forward of `steps` steps on programs of `rows` batch
     rows projects the layer's input itself, else 0: at most PROJECT_INPUT_MAX_STEPS
-    steps, on FMA programs (fewer than BLOCK_B rows) whose [rows, BLOCK_I, BLOCK_H]
-    product is within PROJECT_INPUT_ELEMENTS."""
+    steps, on FMA programs (fma_rows) whose [rows, BLOCK_I, BLOCK_H] product is within
+    PROJECT_INPUT_ELEMENTS."""
     block_i = _block(input_size)
     if (
         p.tier != "persistent"
         or steps > PROJECT_INPUT_MAX_STEPS
-        or rows >= BLOCK_B
+        or not fma_rows(rows, p.block_h)
         or rows * block_i * p.block_h > PROJECT_INPUT_ELEMENTS
     ):
         return 0
@@ -694,8 +775,8 @@ def weight_grads_rows(call: CallKey, p: Plan, steps: int, batch: int, rows: int,
     layer's weight gradients itself, else 0: at most WEIGHT_GRADS_MAX_STEPS steps,
     WEIGHT_GRADS_MAX_BATCH rows and WEIGHT_GRADS_ELEMENTS multiply-adds (its `rows` rows
     times [H, H + 2 I], the input gradient's included), within the device's shared
-    memory; the whole batch, a power of two, with FMA products where they fit (as
-    persistent_rows), else tl.dot."""
+    memory; the whole batch, a power of two, with FMA products where they fit
+    (fma_rows), else tl.dot where the plan runs programs of BLOCK_B rows (dot_rows)."""
     if (
         p.tier != "persistent"
         or not 0 < steps <= WEIGHT_GRADS_MAX_STEPS
@@ -708,7 +789,9 @@ def weight_grads_rows(call: CallKey, p: Plan, steps: int, batch: int, rows: int,
     if not _fits_shared_memory(call, needed):
         return 0
     whole_batch = 1 << (batch - 1).bit_length()
-    return whole_batch if fma_rows(whole_batch, p.block_h) else max(whole_batch, BLOCK_B)
+    if fma_rows(whole_batch, p.block_h):
+        return whole_batch
+    return max(whole_batch, BLOCK_B) if p.dot_rows else 0
 
 
 def _cooperative_launch(call: CallKey, p: Plan, kernel_name: str, batch: int, hidden: int,
@@ -916,11 +999,18 @@ def _each_direction(cells: list[list[Tensor]], index: int) -> tuple[Tensor, Tens
     return cells[0][index], cells[-1][index]
 
 
+def _readable(weight: Tensor) -> bool:
+    """Whether a kernel reads weight where it is: unit strides, 16-byte aligned (so that
+    Triton builds its loads as for a parameter of its own; one_row_shared_memory)."""
+    return weight.is_contiguous() and not weight.data_ptr() & 15
+
+
 def contiguous_weights(weights: list[Tensor]) -> list[Tensor]:
-    """The weights as the kernels read them, with unit strides (a copy only where not)."""
-    if all(map(Tensor.is_contiguous, weights)):
+    """The weights as the kernels read them (_readable; a copy only where not)."""
+    if all(map(_readable, weights)):
         return weights
-    return [w.contiguous() for w in weights]
+    return [w if _readable(w) else w.clone(memory_format=torch.contiguous_format)
+            for w in weights]  # fmt: skip
 
 
 def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, sync,
