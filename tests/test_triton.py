@@ -1307,6 +1307,8 @@ def test_one_row_programs_run_to_h256_where_each_row_gets_a_program(monkeypatch)
     launch.forward_launch.cache_clear()
     launch.backward_launch.cache_clear()
     one_row = {("persistent", 1, 8, True, 1, False, False, 255)}
+    cooperative = {("cooperative", 16, 4, None, None, False, False, None)}
+    sixteen_rows = {("persistent", 16, 8, False, 1, False, False, None)}
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         assert program(dtype, 256, 64) == program(dtype, 144, 132) == one_row
         assert program(dtype, 256, 66, directions=2) == one_row
@@ -1318,19 +1320,14 @@ def test_one_row_programs_run_to_h256_where_each_row_gets_a_program(monkeypatch)
         }  # fmt: skip
         assert program(dtype, 256, 8, steps=5) == short
         assert program(dtype, 128, 64) == {("persistent", 1, 4, True, 4, False, False, None)}
-        assert program(dtype, 512, 8) == {("cooperative", 16, 4, None, None, False, False, None)}
-    assert program(torch.float32, 256, 133) == {
-        ("cooperative", 16, 4, None, None, False, False, None)
-    }
-    assert program(torch.float16, 256, 133) == {("persistent", 16, 8, False, 1, False, False, None)}
-    assert program(torch.float64, 128, 8) == {
-        ("cooperative", 16, 4, None, None, False, False, None)
-    }
+        assert program(dtype, 512, 8) == cooperative
+    assert program(torch.float32, 256, 133) == cooperative
+    assert program(torch.float16, 256, 133) == sixteen_rows
+    assert program(torch.float64, 128, 8) == cooperative
     fp64 = launch.plan(256, torch.float64, force_tier="persistent")
     assert launch.one_row_plan(fp64, torch.float64, None, False) is None
     # W_hh^T passes through shared memory as it loads: on sm_90 a quarter at a time
     # where H is a multiple of 16, else all of it, which fp32's does not fit.
-    cooperative = {("cooperative", 16, 4, None, None, False, False, None)}
     assert program(torch.float32, 200, 64) == cooperative
     assert program(torch.float16, 200, 64) == one_row
 
@@ -1347,14 +1344,10 @@ def test_one_row_programs_run_to_h256_where_each_row_gets_a_program(monkeypatch)
     assert program(torch.float16, 256, 64) == cooperative
     device(9, 232_448)
     force_tier(monkeypatch, "fastrnn-onerow128")
-    assert program(torch.float32, 256, 64) == {
-        ("cooperative", 16, 4, None, None, False, False, None)
-    }
-    assert program(torch.float16, 256, 64) == {("persistent", 16, 8, False, 1, False, False, None)}
+    assert program(torch.float32, 256, 64) == cooperative
+    assert program(torch.float16, 256, 64) == sixteen_rows
     force_tier(monkeypatch, "cooperative")
-    assert program(torch.float32, 128, 8) == {
-        ("cooperative", 16, 4, None, None, False, False, None)
-    }
+    assert program(torch.float32, 128, 8) == cooperative
     launch.forward_launch.cache_clear()
     launch.backward_launch.cache_clear()
 

@@ -216,10 +216,11 @@ def configurations(capability: int) -> list[Config]:
                 forced = launch.plan(block_h, dtype, precision, limit, "persistent", **rules)
                 quarters = capability // 10 >= launch.ONE_ROW_QUARTERS_MAJOR
                 one_row = launch.one_row_plan(forced, dtype, limit, quarters)
-                any_h = "any" if launch.one_row_plan(forced, dtype, limit, False) else "aligned"
-                if one_row:
-                    configs += [dataclasses.replace(c, one_row=any_h)
+                if one_row and launch.one_row_plan(forced, dtype, limit, False):
+                    configs += [dataclasses.replace(c, one_row="any")
                                 for c in plan_configurations(one_row, dtype)]  # fmt: skip
+                elif one_row:
+                    configs += plan_configurations(one_row, dtype)  # built with H % 16 == 0
                 if p.tier == "persistent" and not p.dot_rows:
                     plans.append(launch.plan(block_h, dtype, precision, limit, "cooperative",
                                              **rules))  # fmt: skip
