@@ -812,7 +812,9 @@ def test_launch_layouts_in_the_sass():
     and does not spill; loading its inputs 4 steps ahead, it reads a load's result 3
     steps or more after the load, where loading one step ahead it waits within the step;
     at padded H=256 (launch.one_row_plan) on 255 registers it spills under 512 bytes
-    (fp32, where ptxas left alone takes 128 and spills 1,336); a cooperative program's
+    (fp32, where ptxas left alone takes 128 and spills 1,336), and its fp32 backward
+    prefetches the dy and y of the step after next (launch.ONE_ROW_PREFETCH: 2
+    prefetches a step, none without); a cooperative program's
     product in K parts is each warp's share of the tile, not the whole tile (which
     Triton 3.6 built on every warp with one part);
     a 16-row fp32 IEEE program at H=128 in K parts (launch.dot_parts) does not spill,
@@ -836,6 +838,12 @@ def test_launch_layouts_in_the_sass():
                        "--one-row")  # fmt: skip
     assert wide["BAR"] == 2 and wide["registers"] == program["maxnreg"], wide
     assert wide["local"] < 512, wide
+    backward = ["backward_persistent", "float32", "--block-h", "256", "--rows", "1",
+                "--sum-in-parts", "--warps", str(program["num_warps"]), "--one-row"]  # fmt: skip
+    prefetching = sass_counts(*backward)
+    plain = sass_counts(*backward, "--no-prefetch")
+    assert prefetching["CCTL"] == 2 and plain["CCTL"] == 0, (prefetching, plain)
+    assert prefetching["registers"] == program["maxnreg"] and prefetching["local"] < 512
     parts = launch.split_k(torch.float32, "tf32x3", 256)
     coop = sass_counts("forward_cooperative", "float32", "--precision", "tf32x3", "--block-h",
                        "256", "--block-n", "32", "--split-k", str(parts))  # fmt: skip
@@ -1273,6 +1281,38 @@ def test_one_row_programs_load_their_inputs_steps_ahead(monkeypatch):
     assert launch.persistent_program(p, 2)["STEPS_AHEAD"] == 1
     monkeypatch.setattr(launch, "PERSISTENT_STEPS_AHEAD", 1)
     assert ahead(100) == [1, 1]
+
+
+def test_fp32_one_row_backward_prefetches_on_padded_input(monkeypatch):
+    """backward_launch: a one_row plan's fp32 backward programs prefetch their inputs
+    (kernels._prefetch) on padded input, whether or not a short sequence's weight
+    gradients leave them (GEMMs); not on packed input, in fp16, in programs of 4 steps
+    ahead (H=128), with "noprefetch" (ONE_ROW_PREFETCH), or under the interpreter,
+    which runs no PTX (and takes one-row programs without a shared-memory bound)."""
+    monkeypatch.setattr(launch, "device_sms", lambda device: 132)
+    monkeypatch.setattr(launch, "device_tensor_core_dots", lambda device: True)
+    monkeypatch.setattr(launch, "device_major", lambda device: 9)
+
+    def prefetches(dtype=torch.float32, hidden=256, padded=True, steps=40, interpreting=False):
+        monkeypatch.setattr(launch, "interpreting", lambda device: interpreting)
+        shared_memory = None if interpreting else 232_448
+        monkeypatch.setattr(launch, "device_shared_memory", lambda device: shared_memory)
+        launch.backward_launch.cache_clear()
+        weights = [torch.zeros(hidden, 4, dtype=dtype), torch.zeros(hidden, hidden, dtype=dtype)]
+        gradient_strides = (8 * hidden, hidden, 1)
+        backward = launch.backward_launch(
+            launch.call_key(weights), hidden, 1, steps, 8, steps * 8, padded, 4, (32, 4),
+            hidden, False, False, False, False, True, gradient_strides, gradient_strides,
+        )  # fmt: skip
+        assert backward.kernel_name == "rnn_backward_persistent_kernel"
+        return backward.meta["PREFETCH"]
+
+    assert prefetches() and prefetches(steps=5)
+    assert not any([prefetches(padded=False), prefetches(torch.float16), prefetches(hidden=128),
+                    prefetches(interpreting=True)])  # fmt: skip
+    monkeypatch.setattr(launch, "ONE_ROW_PREFETCH", False)
+    assert not prefetches()
+    launch.backward_launch.cache_clear()
 
 
 def test_one_row_programs_run_to_h256_where_each_row_gets_a_program(monkeypatch):

@@ -316,6 +316,7 @@ def compile_config(config: Config, capability: int, padded: bool = False,
             WEIGHT_GRADS=config.weight_grads,
             INPUT_GRAD=config.weight_grads,
             HAS_H0=config.weight_grads,
+            PREFETCH=launch.one_row_prefetch(config.dtype, bool(config.one_row), padded),
         )
     if config.kernel == "forward_persistent":
         constexprs.update(PROJECT_INPUT=config.block_i > 0, BLOCK_I=config.block_i or 16)

@@ -1,7 +1,8 @@
 """The tier boundary and the tiers' options on a GPU: fastrnn forced onto the persistent
 tier (a batch under 16 with FMA products or with tl.dot, one-row FMA programs summing
 whole columns or on the plan's warps in one sum, FMA programs loading their inputs 4
-steps ahead or one, one-row programs at H=256 or the former plan there; a short
+steps ahead or one, one-row programs at H=256 or the former plan there, their fp32
+backward prefetching its inputs or not; a short
 sequence's input projected in
 the kernel or by a GEMM, its weight gradients computed by the backward kernel or by
 GEMMs; 16-row programs on 16 warps), onto the cooperative tier with 64-, 32- or
@@ -16,7 +17,7 @@ TF32 as cuDNN may run them under that default (fastrnn's own GEMM kernel, or cuB
 or on cuBLAS in IEEE fp32;
 and nn.RNN (cuDNN).  So
 launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, PERSISTENT_STEPS_AHEAD,
-ONE_ROW_MAX_H, IEEE_DOT_PARTS,
+ONE_ROW_MAX_H, ONE_ROW_PREFETCH, IEEE_DOT_PARTS,
 COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS,
 COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS, COOP_TAGGED_EXCHANGE, PERSISTENT_NUM_WARPS,
 PROJECT_INPUT_MAX_STEPS, WEIGHT_GRADS_MAX_STEPS, TF32_GEMMS and launch.dot_precision are
@@ -87,6 +88,9 @@ PERSISTENT_WARPS = ("fastrnn", "fastrnn-pw16")
 # plan: launch.ONE_ROW_MAX_H), or the former plan, fp32's cooperative tier and fp16's
 # 16-row programs ("onerow128").
 ONE_ROW = ("fastrnn", "fastrnn-onerow128")
+# There, fp32's backward prefetching the dy and y of the step after next into L1 (the
+# plan: launch.ONE_ROW_PREFETCH) or not.
+PREFETCH = ("fastrnn", "fastrnn-noprefetch")
 # A forward cooperative program's one tile (W_hh's columns on chip) pipelined, as
 # planned, or unpipelined (fewer SASS instructions a step, docs/performance.md).
 TILE_PIPELINE = ("fastrnn", "fastrnn-unpipelined")
@@ -118,9 +122,10 @@ FP32, FP16, BF16 = torch.float32, torch.float16, torch.bfloat16
 COOPERATIVE_16 = ("fastrnns", "wide", "large", "H2048")
 COOPERATIVE_32 = ("medium", *COOPERATIVE_16)
 CASES = [
-    # One-row programs at H=256, the loads ahead, then the GEMMs: a run cut short by its
-    # time limit keeps them.
+    # One-row programs at H=256 and their prefetches, the loads ahead, then the GEMMs: a
+    # run cut short by its time limit keeps them.
     *cases((FP32, FP16), ("medium", "bi2L", "long-H256"), ONE_ROW),
+    *cases((FP32,), ("medium", "bi2L", "long-H256"), PREFETCH),
     *cases((FP32, FP16), ("long", "long-B1", "small"), AHEAD),
     *cases((FP32,), ("small", *COOPERATIVE_32, "bi2L", "bigbatch"), GEMMS),
     *cases((FP32,), ("medium", "fastrnns", "wide", "bi2L", "bigbatch"), TAGGED),

@@ -33,7 +33,7 @@ from fastrnn.triton import launch  # noqa: E402
 
 INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 FLOATING = ("FFMA", "FADD", "FMUL", "DFMA", "DADD", "DMUL", "HMMA", "DMMA")
-COUNTED = ("BAR", "SHFL", "LDS", "STS", "LDSM", "STSM", "HMMA", "DMMA", "MUFU", "LDG", "STG")
+COUNTED = "BAR SHFL LDS STS LDSM STSM HMMA DMMA MUFU LDG STG CCTL".split()  # CCTL: a prefetch
 
 
 def sass(compiled) -> list[tuple[int, str]]:
@@ -173,6 +173,8 @@ def main(argv=None) -> int:
                         help="persistent forward: the padded input it projects")  # fmt: skip
     parser.add_argument("--one-row", action="store_true",
                         help="persistent: one row past FMA rows' bound (one_row_plan)")  # fmt: skip
+    parser.add_argument("--no-prefetch", action="store_true",
+                        help="persistent backward, one row: no ONE_ROW_PREFETCH")  # fmt: skip
     parser.add_argument("--block-n", type=int, default=32, help="cooperative columns")
     parser.add_argument("--split-k", type=int, default=1, help="cooperative K parts")
     parser.add_argument("--pipeline-tiles", action="store_true",
@@ -194,6 +196,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     launch.COOP_BLOCK_K = args.block_k  # compile_config reads them
     launch.IEEE_DOT_PARTS = args.dot_parts
+    launch.ONE_ROW_PREFETCH = not args.no_prefetch
     cooperative = args.kernel.endswith("cooperative")
     config = cubin_report.Config(
         args.kernel, getattr(torch, args.dtype), args.block_h, args.warps, args.precision,

@@ -70,7 +70,9 @@ Latency: loads that do not depend on the previous step are issued before the wor
 does.  The persistent tier's one-row programs summing whole columns load a step's xp,
 or dy and y, STEPS_AHEAD = 4 steps before it on padded input, since their step is
 shorter than a load from L2 (launch.PERSISTENT_STEPS_AHEAD); its other programs load
-step t+1's while step t computes.  The cooperative tier loads its tile's xp, bias and
+step t+1's while step t computes, and where such a load would wait all the same (an fp32
+one-row backward past 128 columns spills the registers it loads into: PREFETCH) they
+prefetch step t+2's into L1 first.  The cooperative tier loads its tile's xp, bias and
 own state before the product with W_hh.
 
 Padded input (PADDED) addresses step t's rows as t * B + b, and the tensors a kernel
@@ -755,17 +757,43 @@ def _backward_input(s, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr, offsets_ptr,
 
 
 @triton.jit
+def _prefetch(ptr, offsets, mask):
+    """Fetches ptr + offsets (where mask; elsewhere ptr, a valid address) into L1 and
+    goes on: PTX prefetch, which writes no register that an instruction waits on."""
+    tl.inline_asm_elementwise("{ prefetch.global.L1 [$1]; mov.u32 $0, 0; }", "=r,l",
+                              [tl.where(mask, ptr + offsets, ptr)], dtype=tl.int32,
+                              is_pure=False, pack=1)  # fmt: skip
+
+
+@triton.jit
+def _backward_prefetch(s, t0, step, T, dy_ptr, y_ptr, rb, rh, B, H, stride_y, stride_dy_t,
+                       stride_dy_b, stride_dy_col, HAS_DY: tl.constexpr):  # fmt: skip
+    """_prefetch of what _backward_input loads for the s-th step, on padded input."""
+    t, active, rows = _steps_rows(s, t0, step, T, y_ptr, y_ptr, rb, B, True, False)
+    mask = active[:, None] & (rh < H)[None, :]
+    _prefetch(y_ptr, rows[:, None] * stride_y + rh[None, :], mask)
+    if HAS_DY:
+        at = _step_offsets(t, rows, rb, stride_dy_t, stride_dy_b, True)
+        _prefetch(dy_ptr, at[:, None] + rh[None, :] * stride_dy_col, mask)
+
+
+@triton.jit
 def _backward_slot(dh, dy, y, active, rows, s_next, t0, step, T, dy_ptr, y_ptr,
                    batch_sizes_ptr, offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t,
                    stride_dy_b, stride_dy_col, w, dz_ptr, PADDED: tl.constexpr,
                    HAS_DY: tl.constexpr, RELU: tl.constexpr, DOT_PRECISION: tl.constexpr,
                    ACC_DTYPE: tl.constexpr, SUM_IN_PARTS: tl.constexpr,
-                   DOT_PARTS: tl.constexpr, LOAD_FIRST: tl.constexpr):  # fmt: skip
+                   DOT_PARTS: tl.constexpr, LOAD_FIRST: tl.constexpr,
+                   PREFETCH: tl.constexpr):  # fmt: skip
     """One persistent backward step of the active `rows` on its slot's dy and y
     (_backward_input): dz = (dy + dh) act'(y) stored, dh = dz W_hh; then (LOAD_FIRST:
-    before) the slot loaded with step s_next's, as _forward_slot.  (dh, the slot's dy,
-    y, active, rows)."""
+    before) the slot loaded with step s_next's, as _forward_slot, and with PREFETCH step
+    s_next + 1's prefetched before that.  (dh, the slot's dy, y, active, rows)."""
     if LOAD_FIRST:
+        if PREFETCH:
+            _backward_prefetch(s_next + 1, t0, step, T, dy_ptr, y_ptr, rb, rh, B, H,
+                               stride_y, stride_dy_t, stride_dy_b, stride_dy_col,
+                               HAS_DY)  # fmt: skip
         next_dy, next_y, next_active, next_rows = _backward_input(
             s_next, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr, offsets_ptr, rb, rh, B, H,
             stride_y, stride_dy_t, stride_dy_b, stride_dy_col, PADDED, HAS_DY, False,
@@ -837,6 +865,7 @@ def rnn_backward_persistent_kernel(
     SUM_IN_PARTS: tl.constexpr,  # one row: FMA sums in parts (_product)
     DOT_PARTS: tl.constexpr,  # 16 rows or more: tl.dot's K parts (_product)
     STEPS_AHEAD: tl.constexpr,  # 1 or 4: how many steps before its use a step's dy and y load
+    PREFETCH: tl.constexpr,  # one step ahead, padded: the step after's prefetched into L1
 ):
     rb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     direction = tl.program_id(1)
@@ -874,26 +903,26 @@ def rnn_backward_persistent_kernel(
             dh, dy0, y0, a0, r0, s + STEPS_AHEAD, t0, step, T, dy_ptr, y_ptr,
             batch_sizes_ptr, offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t, stride_dy_b,
             stride_dy_col, w, dz_ptr, PADDED, HAS_DY, RELU, DOT_PRECISION, ACC_DTYPE,
-            SUM_IN_PARTS, DOT_PARTS, STEPS_AHEAD == 1,
+            SUM_IN_PARTS, DOT_PARTS, STEPS_AHEAD == 1, PREFETCH,
         )  # fmt: skip
         if STEPS_AHEAD == 4:
             dh, dy1, y1, a1, r1 = _backward_slot(
                 dh, dy1, y1, a1, r1, s + 5, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr,
                 offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t, stride_dy_b, stride_dy_col,
                 w, dz_ptr, PADDED, HAS_DY, RELU, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS,
-                DOT_PARTS, False,
+                DOT_PARTS, False, False,
             )  # fmt: skip
             dh, dy2, y2, a2, r2 = _backward_slot(
                 dh, dy2, y2, a2, r2, s + 6, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr,
                 offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t, stride_dy_b, stride_dy_col,
                 w, dz_ptr, PADDED, HAS_DY, RELU, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS,
-                DOT_PARTS, False,
+                DOT_PARTS, False, False,
             )  # fmt: skip
             dh, dy3, y3, a3, r3 = _backward_slot(
                 dh, dy3, y3, a3, r3, s + 7, t0, step, T, dy_ptr, y_ptr, batch_sizes_ptr,
                 offsets_ptr, rb, rh, B, H, stride_y, stride_dy_t, stride_dy_b, stride_dy_col,
                 w, dz_ptr, PADDED, HAS_DY, RELU, DOT_PRECISION, ACC_DTYPE, SUM_IN_PARTS,
-                DOT_PARTS, False,
+                DOT_PARTS, False, False,
             )  # fmt: skip
     if DH0:
         _store_rows(dh0_ptr, rb, in_b, rh, H, H, dh)

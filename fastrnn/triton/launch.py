@@ -114,6 +114,13 @@ PERSISTENT_STEPS_AHEAD = 4
 # padded H=128, as before (tools/gpu_tier_ab.py times both).
 ONE_ROW_MAX_H = 256
 ONE_ROW_REGISTERS = 255
+# Such a backward program past fma_rows' bound in fp32 spills the dy and y it loads for
+# the next step as the loads issue, so every step waits for L2 (Triton 3.6 and 3.9,
+# sm_90: load cover 0.04, docs/performance.md).  With ONE_ROW_PREFETCH it first
+# prefetches the step after's into L1 (kernels._prefetch; one_row_prefetch), so that
+# the wait is L1's.  GPU speed unmeasured; "noprefetch": none (tools/gpu_tier_ab.py
+# times both).
+ONE_ROW_PREFETCH = True
 # A persistent program's tl.dot on 16 rows with fp32 IEEE products, which Triton builds
 # of FMAs, runs over K in this many parts at padded H=128 (dot_parts): as one product the
 # forward keeps 32 registers a thread and spills over 3 KB (Triton 3.6 and 3.9, sm_80
@@ -202,6 +209,7 @@ VARIANT_OPTIONS = {
     "onesum": {"FMA_WHOLE_COLUMNS": False},  # one-row programs on the plan's warps
     "ahead1": {"PERSISTENT_STEPS_AHEAD": 1},  # one-row programs' inputs a step ahead
     "onerow128": {"ONE_ROW_MAX_H": 128},  # one-row programs up to padded H=128
+    "noprefetch": {"ONE_ROW_PREFETCH": False},  # no one-row backward prefetches
     "wholedot": {"IEEE_DOT_PARTS": 1},  # fp32 IEEE tl.dot of 16 rows in one K part
     "xp": {"PROJECT_INPUT_MAX_STEPS": 0},  # input projections from a GEMM
     "gemm": {"WEIGHT_GRADS_MAX_STEPS": 0},  # weight gradients from GEMMs
@@ -511,6 +519,13 @@ def one_row_plan(p: Plan, dtype: torch.dtype, shared_memory: int | None,
     return dataclasses.replace(p, one_row=True)
 
 
+def one_row_prefetch(dtype: torch.dtype, one_row: bool, padded: bool) -> bool:
+    """Whether a persistent backward program prefetches its inputs (ONE_ROW_PREFETCH):
+    a one_row plan's program summing whole columns, fp32, on padded input (a packed
+    step's addresses wait for loads of their own)."""
+    return ONE_ROW_PREFETCH and one_row and dtype == torch.float32 and padded
+
+
 def dot_parts(dtype: torch.dtype, precision: str, block_h: int, rows: int) -> int:
     """K parts of a persistent program's tl.dot (kernels._product): IEEE_DOT_PARTS for
     fp32 IEEE products at padded H >= 128 on BLOCK_B rows, else one (a backward's 32
@@ -686,7 +701,7 @@ def call_key(weights: list[Tensor]) -> CallKey:
                 COOP_STREAMED_TF32, COOP_STREAMED_TF32_MIN_BATCH, FP32_DOT_PRECISION,
                 COOP_TAGGED_EXCHANGE,
                 PERSISTENT_NUM_WARPS, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS,
-                PERSISTENT_STEPS_AHEAD, ONE_ROW_MAX_H, IEEE_DOT_PARTS,
+                PERSISTENT_STEPS_AHEAD, ONE_ROW_MAX_H, ONE_ROW_PREFETCH, IEEE_DOT_PARTS,
                 PROJECT_INPUT_MAX_STEPS, PROJECT_INPUT_ELEMENTS, WEIGHT_GRADS_MAX_STEPS,
                 WEIGHT_GRADS_ELEMENTS, TF32_GEMMS, TF32_WEIGHT_GRAD_GEMMS)  # fmt: skip
     return CallKey(weights[1].device, dtype, dot_precision(dtype), settings)
@@ -878,11 +893,15 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
         if not weight_grads:
             rows_per_program, grid = _persistent_grid(call, p, batch, directions)
         input_grad = weight_grads and need_input_grad and directions == 1
+        one_row = p.one_row and not weight_grads  # its programs sum whole columns
         meta.update(BLOCK_B=rows_per_program, BLOCK_H=p.block_h,
                     DOT_PARTS=dot_parts(call.dtype, p.precision, p.block_h, rows_per_program),
                     **persistent_program(p, rows_per_program, not weight_grads, padded),
                     WEIGHT_GRADS=weight_grads, HAS_BIAS=weight_grads and has_bias,
-                    HAS_H0=weight_grads and has_h0, INPUT_GRAD=input_grad)  # fmt: skip
+                    HAS_H0=weight_grads and has_h0, INPUT_GRAD=input_grad,
+                    # The interpreter runs no PTX.
+                    PREFETCH=one_row_prefetch(call.dtype, one_row, padded)
+                    and not interpreting(call.device))  # fmt: skip
         scalars = (y_stride, steps, batch, hidden, rows, *x_strides, input_size,
                    *gradient_strides)  # fmt: skip
         return KernelLaunch("rnn_backward_persistent_kernel", grid, scalars, meta,
