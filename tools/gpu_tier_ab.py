@@ -2,30 +2,27 @@
 tier (a batch under 16 with FMA products or with tl.dot, one-row FMA programs summing
 whole columns or on the plan's warps in one sum, FMA programs loading their inputs 4
 steps ahead or one, one-row programs at H=256 or the former plan there, their fp32
-backward prefetching its inputs or not; a short
-sequence's input projected in
-the kernel or by a GEMM, its weight gradients computed by the backward kernel or by
-GEMMs; 16-row programs on 16 warps), onto the cooperative tier with 64-, 32- or
-16-column tiles, or with W_hh's columns streamed from L2 instead of held on chip, its
-products in one K part, its programs on 8 warps, its streamed W_hh 32 rows a chunk or
-split into TF32 parts by Triton at every chunk (fp32 tf32x3), or a forward program's
-one tile pipelined as several are, or its state exchanged tagged with each step
-instead of a grid barrier a step; a 16-row fp32 IEEE product in K parts or in one;
-fp32 tensor-core products as tf32x3, plain TF32 or IEEE FMA products under nn.RNN's
-TF32-on default, and fp32 GEMMs (input projections, weight and input gradients) on
-TF32 as cuDNN may run them under that default (fastrnn's own GEMM kernel, or cuBLAS's),
-or on cuBLAS in IEEE fp32;
-and nn.RNN (cuDNN).  So
-launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, PERSISTENT_STEPS_AHEAD,
-ONE_ROW_MAX_H, ONE_ROW_PREFETCH, IEEE_DOT_PARTS,
-COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K, COOP_NUM_WARPS,
-COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS, COOP_TAGGED_EXCHANGE, PERSISTENT_NUM_WARPS,
-PROJECT_INPUT_MAX_STEPS, WEIGHT_GRADS_MAX_STEPS, TF32_GEMMS and launch.dot_precision are
-set from measurement.  Each contender is validated against float64 nn.RNN first
-(fastrnn.bench.measure.validation_errors; every error goes into the JSON), one outside
-the allowance is dropped from the row, and the others are timed with the contenders
-alternated.  Prints a markdown table; --json writes every number (after each row, so a
-run cut short keeps what it measured).
+backward prefetching its inputs or not; a short sequence's input projected in the kernel
+or by a GEMM, and small's (100 steps) too, its weight gradients computed by the backward
+kernel or by GEMMs; 16-row programs on 16 warps), onto the cooperative tier with 64-,
+32- or 16-column tiles, or with W_hh's columns streamed from L2 instead of held on chip,
+its products in one K part, its programs on 8 warps, its streamed W_hh 32 rows a chunk
+or split into TF32 parts by Triton at every chunk (fp32 tf32x3), or a forward program's
+one tile pipelined as several are, or its state exchanged tagged with each step instead
+of a grid barrier a step; a 16-row fp32 IEEE product in K parts or in one; fp32
+tensor-core products as tf32x3, plain TF32 or IEEE FMA products under nn.RNN's TF32-on
+default, and fp32 GEMMs (input projections, weight and input gradients) on TF32 as cuDNN
+may run them under that default (fastrnn's own GEMM kernel, or cuBLAS's), or on cuBLAS
+in IEEE fp32; and nn.RNN (cuDNN).  So launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS,
+FMA_WHOLE_COLUMNS, PERSISTENT_STEPS_AHEAD, ONE_ROW_MAX_H, ONE_ROW_PREFETCH,
+IEEE_DOT_PARTS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K,
+COOP_NUM_WARPS, COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS, COOP_TAGGED_EXCHANGE,
+PERSISTENT_NUM_WARPS, PROJECT_INPUT_MAX_STEPS, WEIGHT_GRADS_MAX_STEPS, TF32_GEMMS and
+launch.dot_precision are set from measurement.  Each contender is validated against
+float64 nn.RNN first (fastrnn.bench.measure.validation_errors; every error goes into the
+JSON), one outside the allowance is dropped from the row, and the others are timed with
+the contenders alternated.  Prints a markdown table; --json writes every number (after
+each row, so a run cut short keeps what it measured).
 
     python tools/gpu_tier_ab.py --json gpu-results/tiers.json
 """
@@ -61,6 +58,9 @@ FMA = ("persistent", "persistent-onesum", "persistent-dot")
 AHEAD = ("fastrnn", "fastrnn-ahead1")
 # Input projected in the kernel or by a GEMM; weight gradients in the kernel or by GEMMs.
 PROJECT = ("persistent", "persistent-xp", "persistent-gemm")
+# small (100 steps) is host-bound: its input projected in the kernel too (no GEMM's
+# launch, a longer step: docs/performance.md) or by a GEMM (the plan).
+PROJECT_LONGER = ("fastrnn", "fastrnn-project128")
 # fp32 as plan() runs it under TF32-on (tf32x3 tl.dot, plain TF32 where W_hh streams,
 # GEMMs on TF32), with tf32x3 where W_hh streams too ("x3"), or with IEEE products and
 # GEMMs: TF32 is what nn.RNN's flag allows, not what it requires, and IEEE is the more
@@ -127,6 +127,7 @@ CASES = [
     *cases((FP32, FP16), ("medium", "bi2L", "long-H256"), ONE_ROW),
     *cases((FP32,), ("medium", "bi2L", "long-H256"), PREFETCH),
     *cases((FP32, FP16), ("long", "long-B1", "small"), AHEAD),
+    *cases((FP32, FP16), ("small",), PROJECT_LONGER),
     *cases((FP32,), ("small", *COOPERATIVE_32, "bi2L", "bigbatch"), GEMMS),
     *cases((FP32,), ("medium", "fastrnns", "wide", "bi2L", "bigbatch"), TAGGED),
     *cases((FP16,), COOPERATIVE_16, TAGGED),

@@ -212,6 +212,7 @@ VARIANT_OPTIONS = {
     "noprefetch": {"ONE_ROW_PREFETCH": False},  # no one-row backward prefetches
     "wholedot": {"IEEE_DOT_PARTS": 1},  # fp32 IEEE tl.dot of 16 rows in one K part
     "xp": {"PROJECT_INPUT_MAX_STEPS": 0},  # input projections from a GEMM
+    "project128": {"PROJECT_INPUT_MAX_STEPS": 128},  # in the kernel up to 128 steps
     "gemm": {"WEIGHT_GRADS_MAX_STEPS": 0},  # weight gradients from GEMMs
     "streamed": {"COOP_W_ON_CHIP": False},  # W_hh's columns streamed where they would fit
     "unsplit": {"COOP_SPLIT_K": 1},  # cooperative products in one K part
