@@ -1287,8 +1287,9 @@ def test_fp32_one_row_backward_prefetches_on_padded_input(monkeypatch):
     """backward_launch: a one_row plan's fp32 backward programs prefetch their inputs
     (kernels._prefetch) on padded input, whether or not a short sequence's weight
     gradients leave them (GEMMs); not on packed input, in fp16, in programs of 4 steps
-    ahead (H=128), with "noprefetch" (ONE_ROW_PREFETCH), or under the interpreter,
-    which runs no PTX (and takes one-row programs without a shared-memory bound)."""
+    ahead (H=128), with "noprefetch" (ONE_ROW_PREFETCH), on a ROCm build, or under the
+    interpreter, which run no PTX (the interpreter takes one-row programs without a
+    shared-memory bound)."""
     monkeypatch.setattr(launch, "device_sms", lambda device: 132)
     monkeypatch.setattr(launch, "device_tensor_core_dots", lambda device: True)
     monkeypatch.setattr(launch, "device_major", lambda device: 9)
@@ -1310,6 +1311,9 @@ def test_fp32_one_row_backward_prefetches_on_padded_input(monkeypatch):
     assert prefetches() and prefetches(steps=5)
     assert not any([prefetches(padded=False), prefetches(torch.float16), prefetches(hidden=128),
                     prefetches(interpreting=True)])  # fmt: skip
+    with monkeypatch.context() as rocm:
+        rocm.setattr(torch.version, "hip", "6.4")
+        assert not prefetches()
     monkeypatch.setattr(launch, "ONE_ROW_PREFETCH", False)
     assert not prefetches()
     launch.backward_launch.cache_clear()

@@ -406,6 +406,12 @@ def interpreting(device: torch.device) -> bool:
     return device.type == "cpu"  # CPU tensors reach these kernels only interpreted
 
 
+def runs_ptx(device: torch.device) -> bool:
+    """Whether kernels on device may hold inline PTX: an NVIDIA GPU's (not the
+    interpreter's, nor a ROCm build's)."""
+    return not interpreting(device) and torch.version.hip is None
+
+
 @functools.cache
 def device_shared_memory(device: torch.device) -> int | None:
     """Shared memory a block may opt in to on a CUDA device (None: the interpreter)."""
@@ -900,9 +906,8 @@ def backward_launch(call: CallKey, hidden: int, directions: int, steps: int, bat
                     **persistent_program(p, rows_per_program, not weight_grads, padded),
                     WEIGHT_GRADS=weight_grads, HAS_BIAS=weight_grads and has_bias,
                     HAS_H0=weight_grads and has_h0, INPUT_GRAD=input_grad,
-                    # The interpreter runs no PTX.
                     PREFETCH=one_row_prefetch(call.dtype, one_row, padded)
-                    and not interpreting(call.device))  # fmt: skip
+                    and runs_ptx(call.device))  # fmt: skip
         scalars = (y_stride, steps, batch, hidden, rows, *x_strides, input_size,
                    *gradient_strides)  # fmt: skip
         return KernelLaunch("rnn_backward_persistent_kernel", grid, scalars, meta,
