@@ -50,6 +50,12 @@ def main(out_path: str) -> None:
     train(ddp, data(), lambda m, batch: m(batch.chunk(world)[rank]).pow(2).mean())
     if rank == 0:
         torch.save(model.state_dict(), out_path)
+    # DDP's reducer holds the process group.  Left to the end of main, it held the last
+    # reference, and its destructor joined gloo's threads holding the GIL while one of
+    # them waited for the GIL to free the barrier's work: a hang (gdb, under load, in 1 of
+    # 7 runs here).  Dropped first, the group goes with destroy_process_group, whose
+    # destructor releases the GIL.
+    del ddp
     # Both ranks leave together: a rank tearing down while the other still saves aborted
     # with "terminate called without an active exception" in 2 of 6 runs here.
     dist.barrier()
