@@ -1221,10 +1221,11 @@ def test_input_projected_in_the_kernel_for_short_sequences_on_fma_programs(monke
     assert block(5, 4) == 0
 
 
-def one_layer_launches(hidden: int, batch: int, steps: int, padded: bool = True):
-    """(forward, backward) KernelLaunch of one unidirectional fp32 CPU layer (I=4, no
-    bias or h0; the backward with dy and dh_n given, the input gradient wanted)."""
-    weights = [torch.zeros(hidden, 4), torch.zeros(hidden, hidden)]
+def one_layer_launches(hidden: int, batch: int, steps: int, padded: bool = True,
+                       dtype: torch.dtype = torch.float32):  # fmt: skip
+    """(forward, backward) KernelLaunch of one unidirectional CPU layer (I=4, no bias or
+    h0; the backward with dy and dh_n given, the input gradient wanted)."""
+    weights = [torch.zeros(hidden, 4, dtype=dtype), torch.zeros(hidden, hidden, dtype=dtype)]
     call = launch.call_key(weights)
     args = (hidden, 1, steps, batch, steps * batch, padded, 4, (batch * 4, 4), hidden, False,
             False, False)  # fmt: skip
@@ -1283,6 +1284,16 @@ def test_one_row_programs_load_their_inputs_steps_ahead(monkeypatch):
     assert ahead(100) == [1, 1]
 
 
+def as_h200(monkeypatch) -> None:
+    """launch's device facts of an H200: 132 SMs, 227 KB of shared memory a block,
+    tensor-core dots, compute capability 9; not the interpreter."""
+    monkeypatch.setattr(launch, "interpreting", lambda device: False)
+    monkeypatch.setattr(launch, "device_sms", lambda device: 132)
+    monkeypatch.setattr(launch, "device_shared_memory", lambda device: 232_448)
+    monkeypatch.setattr(launch, "device_tensor_core_dots", lambda device: True)
+    monkeypatch.setattr(launch, "device_major", lambda device: 9)
+
+
 def test_fp32_one_row_backward_prefetches_on_padded_input(monkeypatch):
     """backward_launch: a one_row plan's fp32 backward programs prefetch their inputs
     (kernels._prefetch) on padded input, whether or not a short sequence's weight
@@ -1290,21 +1301,14 @@ def test_fp32_one_row_backward_prefetches_on_padded_input(monkeypatch):
     ahead (H=128), with "noprefetch" (ONE_ROW_PREFETCH), on a ROCm build, or under the
     interpreter, which run no PTX (the interpreter takes one-row programs without a
     shared-memory bound)."""
-    monkeypatch.setattr(launch, "device_sms", lambda device: 132)
-    monkeypatch.setattr(launch, "device_tensor_core_dots", lambda device: True)
-    monkeypatch.setattr(launch, "device_major", lambda device: 9)
 
     def prefetches(dtype=torch.float32, hidden=256, padded=True, steps=40, interpreting=False):
-        monkeypatch.setattr(launch, "interpreting", lambda device: interpreting)
-        shared_memory = None if interpreting else 232_448
-        monkeypatch.setattr(launch, "device_shared_memory", lambda device: shared_memory)
+        as_h200(monkeypatch)
+        if interpreting:
+            monkeypatch.setattr(launch, "interpreting", lambda device: True)
+            monkeypatch.setattr(launch, "device_shared_memory", lambda device: None)
         launch.backward_launch.cache_clear()
-        weights = [torch.zeros(hidden, 4, dtype=dtype), torch.zeros(hidden, hidden, dtype=dtype)]
-        gradient_strides = (8 * hidden, hidden, 1)
-        backward = launch.backward_launch(
-            launch.call_key(weights), hidden, 1, steps, 8, steps * 8, padded, 4, (32, 4),
-            hidden, False, False, False, False, True, gradient_strides, gradient_strides,
-        )  # fmt: skip
+        _, backward = one_layer_launches(hidden, 8, steps, padded, dtype)
         assert backward.kernel_name == "rnn_backward_persistent_kernel"
         return backward.meta["PREFETCH"]
 
@@ -1327,11 +1331,7 @@ def test_one_row_programs_run_to_h256_where_each_row_gets_a_program(monkeypatch)
     (short sequences); where H is no multiple of 16 only within shared memory; the
     cooperative tier or 16-row programs for more rows, above H=256, for fp64, with
     "onerow128" and with the tier forced."""
-    monkeypatch.setattr(launch, "interpreting", lambda device: False)
-    monkeypatch.setattr(launch, "device_sms", lambda device: 132)
-    monkeypatch.setattr(launch, "device_shared_memory", lambda device: 232_448)
-    monkeypatch.setattr(launch, "device_tensor_core_dots", lambda device: True)
-    monkeypatch.setattr(launch, "device_major", lambda device: 9)
+    as_h200(monkeypatch)
 
     def program(dtype, hidden, batch, directions=1, steps=40):
         weights = [torch.zeros(hidden, 4, dtype=dtype), torch.zeros(hidden, hidden, dtype=dtype)]
