@@ -8,8 +8,10 @@ import copy
 import io
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -537,6 +539,39 @@ def test_same_seed_same_weights_as_nn_rnn():
         assert torch.equal(a, b)
 
 
+def run_process_group(command: list[str], env: dict, timeout: float):
+    """subprocess.run of command in a session of its own, all of whose processes are
+    killed when it runs past timeout (then a failed run): killing torchrun alone leaves
+    its ranks running."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env, start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        stderr += f"\n(killed with its process group after {timeout} s)"
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def test_process_group_killed_whole_past_its_timeout():
+    """run_process_group leaves no process of a command that ran past its timeout."""
+    parent = (  # its child holds none of its pipes, as a rank need not
+        "import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', "
+        "'import time; time.sleep(60)'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "print(child.pid, flush=True); time.sleep(60)"
+    )
+    run = run_process_group([sys.executable, "-c", parent], dict(os.environ), timeout=3)
+    assert run.returncode == -signal.SIGKILL and "killed" in run.stderr, run
+    child = Path(f"/proc/{run.stdout.split()[0]}/stat")
+    for _ in range(100):  # gone, or a zombie whose reaper has not come yet
+        if not child.exists() or child.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"{child}: still running")
+
+
 def test_ddp_two_processes_train_like_one(tmp_path):
     """torchrun with 2 CPU processes (gloo, loopback) trains as one process on the same
     global batches does (DDP averages the shards' gradients)."""
@@ -549,12 +584,12 @@ def test_ddp_two_processes_train_like_one(tmp_path):
     env["PYTHONFAULTHANDLER"] = "1"  # a rank that aborts prints where
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node=2", str(script), str(result)]  # fmt: skip
-    run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    run = run_process_group(command, env, timeout=180)
     if run.returncode != 0 and "terminate called without an active exception" in run.stderr:
         # A rank of this gloo/torchrun pair aborts now and then (2 of 6 full-suite runs
         # here, none of 37 runs of it alone), before fastrnn's results are compared: one
         # more go.
-        run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+        run = run_process_group(command, env, timeout=180)
     assert run.returncode == 0, run.stdout + run.stderr
     torch.manual_seed(0)
     model = DdpTagger()

@@ -8,6 +8,10 @@ builds run in parallel over the machine's cores.
 
     python tools/cubin_report.py                 # sm_75, sm_80 and sm_90
     python tools/cubin_report.py --targets 70,86 # others of SHARED_MEMORY_LIMIT
+    python tools/cubin_report.py --edges         # each family's largest and smallest H
+
+The whole report takes ~10 minutes on 2 cores with a cold Triton cache (~0.7 s a build);
+--edges, what tests/test_triton.py runs, about half of that (747 builds).
 
 Run it without TRITON_INTERPRET=1 (the interpreter replaces the kernels it compiles).
 
@@ -238,6 +242,31 @@ def configurations(capability: int) -> list[Config]:
     return configs + (gemm_configurations() if dots else [])
 
 
+def family(config: Config) -> Config:
+    """config without what the padded H decides (launch.plan, persistent_program,
+    input_block): a family's configurations differ in their tile only (its H, columns,
+    K parts, warps, input block, sums, steps ahead, and FMA rows past one)."""
+    rows = config.block_b if config.block_b == 1 or config.block_b >= launch.BLOCK_B else 2
+    return dataclasses.replace(config, block_h=bool(config.block_h), block_n=0, split_k=0,
+                               num_warps=0, block_i=bool(config.block_i), block_b=rows,
+                               sum_in_parts=False, steps_ahead=0)  # fmt: skip
+
+
+def _tile_size(config: Config) -> tuple[int, int, int]:
+    return config.block_h, config.block_b, config.block_n
+
+
+def edges(configs: list[Config]) -> tuple[list[Config], list[Config]]:
+    """(largest, smallest): each family's configuration at its largest tile, where its
+    shared memory and registers peak, and at its smallest where that is another one."""
+    families: dict[Config, list[Config]] = {}
+    for config in configs:
+        families.setdefault(family(config), []).append(config)
+    largest = [max(members, key=_tile_size) for members in families.values()]
+    smallest = [min(members, key=_tile_size) for members in families.values()]
+    return largest, [c for c in smallest if c not in largest]
+
+
 def gemm_configurations() -> list[Config]:
     """The TF32 GEMM's tiles (launch.gemm_tile, on tensor cores only): every pair of
     sides."""
@@ -373,19 +402,27 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--targets", default=",".join(map(str, DEFAULT_TARGETS)),
                         help=f"compute capabilities, of {sorted(SHARED_MEMORY_LIMIT)}")  # fmt: skip
-    targets = [int(t) for t in parser.parse_args().targets.split(",")]
+    parser.add_argument("--edges", action="store_true",
+                        help="only each family's largest tile (padded and packed input) and "
+                        "smallest (padded)")  # fmt: skip
+    args = parser.parse_args()
+    targets = [int(t) for t in args.targets.split(",")]
     over = []
     print(
         "| kernel | input | target | shared memory (bytes) | limit | registers/thread "
         "| local bytes (spills) |"
     )
     print("|---|---|---|---|---|---|---|")
-    builds = [
-        (config, capability, padded, aligned)
-        for capability in targets
-        for config in configurations(capability)
-        for padded, aligned in ((True, True), (False, config.one_row == "aligned"))
-    ]
+    builds = []
+    for capability in targets:
+        configs = configurations(capability)
+        both_inputs, padded_only = edges(configs) if args.edges else (configs, [])
+        builds += [
+            (config, capability, padded, aligned)
+            for config in both_inputs
+            for padded, aligned in ((True, True), (False, config.one_row == "aligned"))
+        ]
+        builds += [(config, capability, True, True) for config in padded_only]
     with concurrent.futures.ProcessPoolExecutor(os.cpu_count()) as pool:
         results = pool.map(usage, *zip(*builds, strict=True))
         for (config, capability, padded, aligned), (shared, regs, local) in zip(

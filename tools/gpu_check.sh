@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # On a GPU machine: build, then the named steps (all when none is named), results under
 # $OUT (bench-<dtype>.json, bench.log, kernels.json, tiers.json, gemms.json, calls.json,
-# checks.log): a device call brings back 8 files at most, so not every step in one call.
+# steps.json, checks.log): a device call brings back 8 files at most, so not every step in one call.
 #     OUT=gpu-results bash tools/gpu_check.sh                 (make gpu-check)
 #     OUT=gpu-results bash tools/gpu_check.sh tests tiers bench32
 # Steps: errorpaths tests bench32 bench16 bench16bf kernels sanitize tiers (the default),
 # and single-tests (tests without the case grids), selected-tests (those of TESTS_K, a
 # pytest -k expression), gemms (the fp32 GEMMs alone: cuBLAS
-# IEEE, cuBLAS TF32, fastrnn's TF32 kernel), calls cprofile (host time per call), ncu
+# IEEE, cuBLAS TF32, fastrnn's TF32 kernel), calls cprofile (host time per call), steps
+# (each losing row's wall time per call against its kernels' device time), ncu
 # (Nsight Compute sections of the recurrence kernels; NCU_CASES="medium/float16 ...");
 # TIER_CASES=float16/large,..., TIER_VARIANT=fastrnn-ieee,... and TIER_LIMIT=seconds
 # narrow the tier A/B; SANITIZE_LIMIT=seconds per compute-sanitizer tool (30).
@@ -125,6 +126,8 @@ for step in "${STEPS[@]}"; do
     selected-tests) gpu_tests 120 "${TESTS_K:?TESTS_K: a pytest -k expression}" ;;
     kernels) within 30 python3 tools/gpu_kernel_count.py --json "$OUT/kernels.json" 2>&1 | tail -20 ;;
     calls) within 90 python3 tools/gpu_call_profile.py --json "$OUT/calls.json" 2>&1 | tail -16 ;;
+    steps) within 90 python3 tools/gpu_step_profile.py --json "$OUT/steps.json" 2>&1 \
+             | grep -v "^USDT" | cut -c1-220 | tail -70 ;;
     cprofile) within 60 python3 tools/gpu_call_profile.py --cprofile 2>&1 | grep -v "^$" | cut -c1-150 ;;
     tiers) within "${TIER_LIMIT:-45}" python3 tools/gpu_tier_ab.py --json "$OUT/tiers.json" \
              ${TIER_CASES:+--cases "$TIER_CASES"} ${TIER_VARIANT:+--variant "$TIER_VARIANT"} \
