@@ -111,26 +111,32 @@ Geometry make_geometry(const at::Tensor& input, const std::optional<at::Tensor>&
   return g;
 }
 
+ForwardShapes forward_shapes(const at::Tensor& input, const StepLayout& s, const Geometry& g) {
+  ForwardShapes shapes;
+  shapes.output = input.sizes().vec();
+  shapes.output.back() = g.directions * g.hidden;
+  shapes.layer_outputs = shapes.output;
+  shapes.layer_outputs.insert(shapes.layer_outputs.begin(), g.layers - 1);
+  shapes.h_n = {g.cells(), s.batch, g.hidden};
+  return shapes;
+}
+
 void check_backward_arguments(const std::optional<at::Tensor>& grad_output,
                               const std::optional<at::Tensor>& grad_h_n,
                               const at::Tensor& input, const at::Tensor& output,
                               const at::Tensor& layer_outputs, const StepLayout& s,
                               const Geometry& g) {
-  std::vector<int64_t> out_shape = input.sizes().vec();
-  out_shape.back() = g.directions * g.hidden;
-  TORCH_CHECK(output.sizes() == at::IntArrayRef(out_shape), "fastrnn: output must be ",
-              text(out_shape), ", got ", text(output.sizes()));
-  std::vector<int64_t> stacked_shape = out_shape;
-  stacked_shape.insert(stacked_shape.begin(), g.layers - 1);
-  TORCH_CHECK(layer_outputs.sizes() == at::IntArrayRef(stacked_shape),
-              "fastrnn: layer_outputs must be ", text(stacked_shape), ", got ",
+  const ForwardShapes shapes = forward_shapes(input, s, g);
+  TORCH_CHECK(output.sizes() == at::IntArrayRef(shapes.output), "fastrnn: output must be ",
+              text(shapes.output), ", got ", text(output.sizes()));
+  TORCH_CHECK(layer_outputs.sizes() == at::IntArrayRef(shapes.layer_outputs),
+              "fastrnn: layer_outputs must be ", text(shapes.layer_outputs), ", got ",
               text(layer_outputs.sizes()));
   TORCH_CHECK(!given(grad_output) || grad_output->sizes() == output.sizes(),
               "fastrnn: grad_output must be ", text(output.sizes()), ", got ",
               text(grad_output->sizes()));
-  const std::vector<int64_t> state_shape{g.cells(), s.batch, g.hidden};
-  TORCH_CHECK(!given(grad_h_n) || grad_h_n->sizes() == at::IntArrayRef(state_shape),
-              "fastrnn: grad_h_n must be ", text(state_shape), ", got ",
+  TORCH_CHECK(!given(grad_h_n) || grad_h_n->sizes() == at::IntArrayRef(shapes.h_n),
+              "fastrnn: grad_h_n must be ", text(shapes.h_n), ", got ",
               text(grad_h_n->sizes()));
   for (const auto* t : {&output, &layer_outputs}) {
     check_device(input, *t, "output");

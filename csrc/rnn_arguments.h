@@ -44,6 +44,15 @@ FASTRNN_API Geometry make_geometry(const at::Tensor& input,
                                    const std::optional<at::Tensor>& hx, at::TensorList weights,
                                    int64_t num_layers, bool bidirectional);
 
+// The shapes of rnn_forward's results: output, the input's with D*H features;
+// layer_outputs, the outputs of the L-1 layers below the last, stacked; h_n [L*D, B, H].
+struct ForwardShapes {
+  std::vector<int64_t> output, layer_outputs, h_n;
+};
+
+FASTRNN_API ForwardShapes forward_shapes(const at::Tensor& input, const StepLayout& s,
+                                         const Geometry& g);
+
 // rnn_backward's own arguments beyond rnn_forward's: output, layer_outputs and the
 // gradients (None: zeros) of the shapes and dtype the forward gives.
 FASTRNN_API void check_backward_arguments(const std::optional<at::Tensor>& grad_output,

@@ -75,13 +75,10 @@ RnnForwardResult rnn_forward_cpu(const at::Tensor& input, const std::optional<at
   const at::Tensor x = readable_input(input);
   // Without hx the initial state is zero and its products are skipped (h0 pointers null).
   const at::Tensor h0 = given(hx) ? dense(*hx) : at::Tensor();
-  std::vector<int64_t> out_shape = input.sizes().vec();
-  out_shape.back() = DH;
-  at::Tensor output = empty_cpu(out_shape, input.scalar_type());
-  std::vector<int64_t> stacked_shape = out_shape;
-  stacked_shape.insert(stacked_shape.begin(), g.layers - 1);
-  at::Tensor layer_outputs = empty_cpu(stacked_shape, input.scalar_type());
-  at::Tensor h_n = empty_cpu({g.cells(), s.batch, H}, input.scalar_type());
+  const ForwardShapes shapes = forward_shapes(input, s, g);
+  at::Tensor output = empty_cpu(shapes.output, input.scalar_type());
+  at::Tensor layer_outputs = empty_cpu(shapes.layer_outputs, input.scalar_type());
+  at::Tensor h_n = empty_cpu(shapes.h_n, input.scalar_type());
 
   FASTRNN_DISPATCH_CPU_DTYPES(input.scalar_type(), "fastrnn_rnn_forward_cpu", [&] {
     const LayerStack<scalar_t*> stack{x.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(),

@@ -2008,6 +2008,32 @@ def test_launch_functions_make_the_tensors_cuda_device_current(monkeypatch):
     assert isinstance(registration.on_device_of(On("cpu")), contextlib.nullcontext)
 
 
+def test_an_op_run_eagerly_inside_a_compiled_region_is_not_traced_into(triton_kernels):
+    """The launch functions run with TorchDynamo off where a torch.compile region has it
+    on (registration.outside_dynamo): a frame that the region runs eagerly calls the op,
+    and Dynamo compiles the region's one frame, not the launch functions' (which it
+    cannot trace: it fails on the interpreter's pointer arithmetic)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    rnn = fastrnn.RNN(3, 5, device=DEVICE)
+    weights = list(rnn._flat_weights)
+    x = torch.randn(4, 2, 3, device=DEVICE)
+
+    @torch._dynamo.disable(recursive=False)  # this frame eager, the frames it calls not
+    def eager_call(x):
+        return torch.ops.fastrnn.rnn_forward.default(x, None, weights, None, 1, False, False)
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("eager")
+    with torch.no_grad():
+        got = torch.compile(lambda x: eager_call(x * 2), backend=counter)(x)
+        want = torch.ops.fastrnn.rnn_forward.default(x * 2, None, weights, None, 1, False, False)
+    torch._dynamo.reset()
+    assert counter.frame_count == 1
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_triton_on_a_gpu_that_is_not_the_current_one(triton_kernels):

@@ -1,13 +1,14 @@
-"""One refused call per path a C++ argument error takes to Python, each of which must
-raise RuntimeError or ValueError.  On an H200 (torch 2.11, the build made there) the
-Triton launch's check, fastrnn._C.check_rnn_arguments, crashed the process (SIGSEGV)
-on every refused case whose message formats a number (an int64 or sizes), and raised
-where it formats only text (a literal, a dtype's name; docs/performance.md): so each
-path here is run with both kinds of message, and a message whose number is missing
-fails too (a library built with its own copy of libstdc++, -static-libstdc++, raised
-"got " for "got 2-D" on this project's CPU machine).  Run each in its own process, so that a
-crash ends only its own; each first prints the C++ runtime libraries the process has
-mapped (two libstdc++ would explain a crash in number formatting):
+"""One refused call per path a C++ argument error takes to Python, each of which must raise
+RuntimeError or ValueError. On an H200 (torch 2.11, the build made there) the Triton
+launch's check (fastrnn._C.check_rnn_arguments then, rnn_forward_outputs now) crashed
+the process (SIGSEGV) on every refused case whose message formats a number (an int64 or
+sizes), and raised where it formats only text (a literal, a dtype's name;
+docs/performance.md): so each path here is run with both kinds of message, and a message
+whose number is missing fails too (a library built with its own copy of libstdc++,
+-static-libstdc++, raised "got " for "got 2-D" on this project's CPU machine). Run each
+in its own process, so that a crash ends only its own; each first prints the C++ runtime
+libraries the process has mapped (two libstdc++ would explain a crash in number
+formatting):
 
     for path in $(python tools/error_paths.py --list); do python tools/error_paths.py $path; done
 
@@ -34,7 +35,7 @@ def bad_forward_arguments(device: str, number: bool) -> tuple:
 
 def check(device: str, number: bool):
     """fastrnn._C's check, as the Triton launch runs it: thrown in the op library."""
-    return lambda: _C.check_rnn_arguments(*bad_forward_arguments(device, number))
+    return lambda: _C.rnn_forward_outputs(*bad_forward_arguments(device, number))
 
 
 def op(device: str, number: bool):

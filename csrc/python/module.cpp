@@ -73,17 +73,19 @@ std::vector<at::Tensor> tensors(PyObject* sequence) {
 // rnn_forward's argument checks (rnn_arguments.cpp) on Python objects; the layout and
 // geometry they give.
 std::pair<fastrnn::StepLayout, fastrnn::Geometry> checked_forward_arguments(
-    const at::Tensor& input, PyObject* hx, PyObject* weights, PyObject* batch_sizes,
-    long long num_layers, int bidirectional) {
-  const auto h = optional_tensor(hx);
-  auto layout = fastrnn::make_layout(input, optional_tensor(batch_sizes), h);
-  auto geometry = fastrnn::make_geometry(input, h, tensors(weights), num_layers, bidirectional);
+    const at::Tensor& input, const std::optional<at::Tensor>& hx,
+    const std::vector<at::Tensor>& weights, PyObject* batch_sizes, long long num_layers,
+    int bidirectional) {
+  auto layout = fastrnn::make_layout(input, optional_tensor(batch_sizes), hx);
+  auto geometry = fastrnn::make_geometry(input, hx, weights, num_layers, bidirectional);
   return {std::move(layout), std::move(geometry)};
 }
 
-// For kernels outside C++: the Triton launch functions, which would otherwise read out
-// of bounds on bad shapes.
-PyObject* check_rnn_arguments(PyObject*, PyObject* args) {
+// For kernels outside C++, the Triton launch functions (which would otherwise read out of
+// bounds on bad shapes): rnn_forward's checks, then its results (output, layer_outputs,
+// h_n) uninitialised on the input's device; in C++, where three Python calls cost a short
+// sequence's call a tenth of its host time (docs/performance.md).
+PyObject* rnn_forward_outputs(PyObject*, PyObject* args) {
   HANDLE_TH_ERRORS
   PyObject *input, *hx, *weights, *batch_sizes;
   long long num_layers;
@@ -92,27 +94,55 @@ PyObject* check_rnn_arguments(PyObject*, PyObject* args) {
                         &bidirectional)) {
     return nullptr;
   }
-  checked_forward_arguments(tensor(input), hx, weights, batch_sizes, num_layers, bidirectional);
-  Py_RETURN_NONE;
+  const at::Tensor x = tensor(input);
+  const auto [layout, geometry] = checked_forward_arguments(
+      x, optional_tensor(hx), tensors(weights), batch_sizes, num_layers, bidirectional);
+  const fastrnn::ForwardShapes shapes = fastrnn::forward_shapes(x, layout, geometry);
+  const auto options = x.options();
+  return Py_BuildValue("(NNN)", THPVariable_Wrap(at::empty(shapes.output, options)),
+                       THPVariable_Wrap(at::empty(shapes.layer_outputs, options)),
+                       THPVariable_Wrap(at::empty(shapes.h_n, options)));
   END_HANDLE_TH_ERRORS
 }
 
-// rnn_backward's, likewise.
-PyObject* check_rnn_backward_arguments(PyObject*, PyObject* args) {
+// rnn_backward's checks, likewise, then what the Triton backward writes besides: dz
+// [N, D*H] (the layers' pre-activation gradients, laid out as a layer's output), grad_hx
+// (hx's shape where hx is given and need_hx_grad, else [0]), grad_input ([0] where not
+// need_input_grad, else None: the launch's own) and a gradient like each weight.
+PyObject* rnn_backward_outputs(PyObject*, PyObject* args) {
   HANDLE_TH_ERRORS
   PyObject *grad_output, *grad_h_n, *input, *hx, *weights, *batch_sizes, *output, *layer_outputs;
   long long num_layers;
-  int bidirectional;
-  if (!PyArg_ParseTuple(args, "OOOOOOOOLp", &grad_output, &grad_h_n, &input, &hx, &weights,
-                        &batch_sizes, &output, &layer_outputs, &num_layers, &bidirectional)) {
+  int bidirectional, need_input_grad, need_hx_grad;
+  if (!PyArg_ParseTuple(args, "OOOOOOOOLppp", &grad_output, &grad_h_n, &input, &hx, &weights,
+                        &batch_sizes, &output, &layer_outputs, &num_layers, &bidirectional,
+                        &need_input_grad, &need_hx_grad)) {
     return nullptr;
   }
   const at::Tensor x = tensor(input);
+  const auto h = optional_tensor(hx);
+  const std::vector<at::Tensor> w = tensors(weights);
   const auto [layout, geometry] =
-      checked_forward_arguments(x, hx, weights, batch_sizes, num_layers, bidirectional);
+      checked_forward_arguments(x, h, w, batch_sizes, num_layers, bidirectional);
   fastrnn::check_backward_arguments(optional_tensor(grad_output), optional_tensor(grad_h_n), x,
                                     tensor(output), tensor(layer_outputs), layout, geometry);
-  Py_RETURN_NONE;
+  const auto options = x.options();
+  const at::Tensor dz = at::empty({layout.rows, geometry.directions * geometry.hidden}, options);
+  const at::Tensor grad_hx =
+      h.has_value() && need_hx_grad ? at::empty(h->sizes(), options) : at::empty({0}, options);
+  PyObject* grad_weights = PyList_New(static_cast<Py_ssize_t>(w.size()));
+  if (grad_weights == nullptr) return nullptr;
+  for (size_t i = 0; i < w.size(); ++i) {
+    PyList_SET_ITEM(grad_weights, i, THPVariable_Wrap(at::empty(w[i].sizes(), options)));
+  }
+  PyObject* grad_input = Py_None;
+  if (need_input_grad) {
+    Py_INCREF(Py_None);
+  } else {
+    grad_input = THPVariable_Wrap(at::empty({0}, options));
+  }
+  return Py_BuildValue("(NNNN)", THPVariable_Wrap(dz), THPVariable_Wrap(grad_hx), grad_input,
+                       grad_weights);
   END_HANDLE_TH_ERRORS
 }
 
@@ -126,12 +156,15 @@ PyMethodDef methods[] = {
     {"set_cpu_reduced_precision", set_setting<fastrnn::set_reduced_precision_mode>, METH_O,
      "'auto' (default): by the rules of csrc/cpu_dtypes.h; 'native' (in their own dtype) or "
      "'float32' (on float32 copies): every call so."},
-    {"check_rnn_arguments", check_rnn_arguments, METH_VARARGS,
-     "check_rnn_arguments(input, hx, weights, batch_sizes, num_layers, bidirectional): "
-     "rnn_forward's argument checks; raises RuntimeError saying what is wrong."},
-    {"check_rnn_backward_arguments", check_rnn_backward_arguments, METH_VARARGS,
-     "check_rnn_backward_arguments(grad_output, grad_h_n, input, hx, weights, batch_sizes, "
-     "output, layer_outputs, num_layers, bidirectional): rnn_backward's argument checks."},
+    {"rnn_forward_outputs", rnn_forward_outputs, METH_VARARGS,
+     "rnn_forward_outputs(input, hx, weights, batch_sizes, num_layers, bidirectional): "
+     "rnn_forward's argument checks (RuntimeError saying what is wrong), then (output, "
+     "layer_outputs, h_n), uninitialised, on the input's device."},
+    {"rnn_backward_outputs", rnn_backward_outputs, METH_VARARGS,
+     "rnn_backward_outputs(grad_output, grad_h_n, input, hx, weights, batch_sizes, output, "
+     "layer_outputs, num_layers, bidirectional, need_input_grad, need_hx_grad): "
+     "rnn_backward's argument checks, then (dz, grad_hx, grad_input or None, "
+     "grad_weights), uninitialised, on the input's device."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

@@ -668,7 +668,7 @@ class KernelLaunch:
         ):
             # Addresses, not tensors: Triton's launcher then skips a data_ptr() call and a
             # cuPointerGetAttribute per pointer (docs/performance.md); the argument checks
-            # (_C.check_rnn_arguments) have made sure that they are the device's memory.
+            # (_C.rnn_forward_outputs) have made sure that they are the device's memory.
             _run_kept(kept, self.grid, addresses, self.scalars)
             return
         kept = launch_kernel(kernel, self.grid, pointers, self.scalars, self.meta)
@@ -695,7 +695,7 @@ class CallKey(NamedTuple):
     """What every launch of an op call depends on besides its shapes."""
 
     device: torch.device
-    dtype: torch.dtype  # every tensor argument's (_C.check_rnn_arguments): the plan's
+    dtype: torch.dtype  # every tensor argument's (_C.rnn_forward_outputs): the plan's
     precision: str  # dot_precision(dtype)
     settings: tuple  # this module's settings, which tests and tools change
 
@@ -1204,26 +1204,25 @@ def gemm(a: Tensor, b: Tensor, out: Tensor | None = None, bias: Tensor | None = 
     return out
 
 
-def recurrent_weight_grad(dz, y, h0, steps: Steps, reverse: bool,
-                          tf32: bool) -> Tensor:  # [H, H]  # fmt: skip
-    """dW_hh = dZ^T H_prev, H_prev holding each row's previous state (h0 None: zeros);
-    tf32: the GEMMs on TF32 (tf32_gemms)."""
-    hidden = dz.shape[1]
+def recurrent_weight_grad(dz, y, h0, steps: Steps, reverse: bool, tf32: bool,
+                          out: Tensor) -> Tensor:  # [H, H]  # fmt: skip
+    """dW_hh = dZ^T H_prev into out, H_prev holding each row's previous state (h0 None:
+    zeros); tf32: the GEMMs on TF32 (tf32_gemms)."""
     if steps.padded and steps.steps > 0:
         # H_prev is y shifted by one step, plus h0 for the first step processed.
         batch, carried = steps.batch, steps.rows - steps.batch
         dz_carried = dz[:carried] if reverse else dz[batch:]
         y_prev = y[batch:] if reverse else y[:carried]
-        grad = gemm(dz_carried.t(), y_prev, tf32=tf32)
+        gemm(dz_carried.t(), y_prev, out=out, tf32=tf32)
         if h0 is not None:
             dz_first = dz[carried:] if reverse else dz[:batch]
-            gemm(dz_first.t(), h0, out=grad, accumulate=True, tf32=tf32)
-        return grad
+            gemm(dz_first.t(), h0, out=out, accumulate=True, tf32=tf32)
+        return out
     if steps.steps == 0:
-        return dz.new_zeros(hidden, hidden)
-    h0 = h0 if h0 is not None else dz.new_zeros(steps.batch, hidden)
+        return out.zero_()
+    h0 = h0 if h0 is not None else dz.new_zeros(steps.batch, dz.shape[1])
     h_prev = torch.cat([y, h0]).index_select(0, steps.previous[int(reverse)])
-    return gemm(dz.t(), h_prev, tf32=tf32)
+    return gemm(dz.t(), h_prev, out=out, tf32=tf32)
 
 
 def layer_cells(weights: list[Tensor], layer: int, directions: int, per_cell: int):
@@ -1318,18 +1317,15 @@ def _columns(rows: Tensor, direction: int, directions: int) -> Tensor:  # [N, H]
 def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
     """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros."""
     # Devices (nn.RNN's message), shapes and dtypes, checked as the CPU kernels check
-    # them: the kernels do not.
-    _C.check_rnn_arguments(input, hx, weights, batch_sizes, num_layers, bidirectional)
+    # them (the kernels do not); the results allocated in the same C++ call.
+    output, layer_outputs, h_n = _C.rnn_forward_outputs(input, hx, weights, batch_sizes,
+                                                        num_layers, bidirectional)  # fmt: skip
     weights = contiguous_weights(weights)
     directions = 2 if bidirectional else 1
     hidden = weights[1].shape[0]
     batch = hx.shape[1] if hx is not None else input.shape[1]
     steps = make_steps(input, batch_sizes, batch)
     per_cell = len(weights) // (num_layers * directions)
-    out_shape = (*input.shape[:-1], directions * hidden)
-    output = input.new_empty(out_shape)
-    layer_outputs = input.new_empty((num_layers - 1, *out_shape))
-    h_n = input.new_empty((num_layers * directions, batch, hidden))
     h0 = hx.contiguous() if hx is not None else None
     # The kernels read rows of unit column stride, at any step and batch strides.
     x = input if input.stride(-1) == 1 else input.contiguous()
@@ -1361,8 +1357,12 @@ def rnn_backward_triton(
     """fastrnn::rnn_backward on Triton: (grad_input, grad_hx, grad_weights); grad_hx is
     [0] when hx is None (zeros are no input) or not need_hx_grad (then not written).
     grad_output / grad_h_n None: zeros, which the kernels neither read nor get."""
-    _C.check_rnn_backward_arguments(grad_output, grad_h_n, input, hx, weights, batch_sizes,
-                                    output, layer_outputs, num_layers, bidirectional)  # fmt: skip
+    # Checked as the CPU kernels check them; what the kernels and GEMMs write allocated
+    # in the same C++ call.  Gradients of distinct parameters share no storage.
+    dz, grad_hx, no_input_grad, grad_weights = _C.rnn_backward_outputs(
+        grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
+        num_layers, bidirectional, need_input_grad, need_hx_grad,
+    )  # fmt: skip
     weights = contiguous_weights(weights)
     directions = 2 if bidirectional else 1
     hidden = weights[1].shape[0]
@@ -1370,11 +1370,9 @@ def rnn_backward_triton(
     steps = make_steps(input, batch_sizes, batch, directions)
     per_cell = len(weights) // (num_layers * directions)
     h0 = hx.contiguous() if hx is not None else None
-    grad_hx = torch.empty_like(h0) if h0 is not None and need_hx_grad else None
-    grad_weights: list[Tensor] = [None] * len(weights)  # each filled below
+    writes_grad_hx = h0 is not None and need_hx_grad  # else grad_hx is [0]
     # Read with its strides: an expanded one (0) or a batch_first one needs no copy.
     grad_y = grad_output  # None: the top layer's output got no gradient
-    dz = input.new_empty((steps.rows, directions * hidden))  # laid out as the layer's output
     call = call_key(weights)
     tf32 = tf32_gemms(call)
     tf32_weight_grads = tf32 and TF32_WEIGHT_GRAD_GEMMS
@@ -1392,42 +1390,36 @@ def rnn_backward_triton(
         launch = backward_launch(call, hidden, directions, steps.steps, steps.batch, steps.rows,
                                  steps.padded, layer_in.shape[-1], step_strides(layer_in, steps),
                                  y_all.stride(0), relu, per_cell == 4, h0 is not None,
-                                 grad_hx is not None, need_below,
+                                 writes_grad_hx, need_below,
                                  gradient_strides(grad_y, steps),
                                  _strides(dh_n))  # fmt: skip
         sync = call_sync(sync, launch, dz, num_layers * directions)
-        # Per cell: gradients of distinct parameters must not share storage.
-        kernel_grads = grad_below = None
-        if launch.weight_grads:
-            kernel_grads = [[w.new_empty(w.shape) for w in cell] for cell in layer_weights]
+        _, layer_grads = layer_cells(grad_weights, layer, directions, per_cell)
+        kernel_grads = layer_grads if launch.weight_grads else None
+        grad_below = None
         if launch.input_grad:
             grad_below = layer_in.new_empty((steps.rows, layer_in.shape[-1]))
         elif not launch.weight_grads:  # the GEMMs' rows: a copy of a batch-major input's
             layer_in = layer_in.reshape(steps.rows, layer_in.shape[-1])
         recurrence_backward(launch, grad_y, y_all, dz, dh_n,
-                            _cells(grad_hx, cells), layer_weights, _cells(sync, cells),
-                            steps, layer_in, _cells(h0, cells), kernel_grads,
-                            grad_below)  # fmt: skip
+                            _cells(grad_hx if writes_grad_hx else None, cells), layer_weights,
+                            _cells(sync, cells), steps, layer_in, _cells(h0, cells),
+                            kernel_grads, grad_below)  # fmt: skip
         for d, (w_ih, *_) in enumerate(layer_weights):
             cell = cells.start + d
             dz_cell = _columns(dz, d, directions)  # [N, H], row stride D*H
-            base = cell * per_cell
-            if launch.weight_grads:
-                grad_weights[base : base + per_cell] = kernel_grads[d]
-            else:
-                grad_weights[base] = gemm(dz_cell.t(), layer_in, tf32=tf32_weight_grads)
-                grad_weights[base + 1] = recurrent_weight_grad(
-                    dz_cell, _columns(y_all, d, directions),
-                    h0[cell] if h0 is not None else None, steps, d == 1, tf32_weight_grads,
-                )  # fmt: skip
-                if per_cell == 4:
-                    grad_weights[base + 2] = dz_cell.sum(0)  # accumulates in fp32 (fp16/bf16)
-                    grad_weights[base + 3] = grad_weights[base + 2].clone()
+            if not launch.weight_grads:
+                grad_w_ih, grad_w_hh, *grad_biases = layer_grads[d]
+                gemm(dz_cell.t(), layer_in, out=grad_w_ih, tf32=tf32_weight_grads)
+                recurrent_weight_grad(dz_cell, _columns(y_all, d, directions),
+                                      h0[cell] if h0 is not None else None, steps, d == 1,
+                                      tf32_weight_grads, grad_w_hh)  # fmt: skip
+                if grad_biases:
+                    torch.sum(dz_cell, 0, out=grad_biases[0])  # accumulates in fp32 (fp16/bf16)
+                    grad_biases[1].copy_(grad_biases[0])
             if need_below and not launch.input_grad:
                 grad_below = gemm(dz_cell, w_ih, out=grad_below,
                                   accumulate=grad_below is not None, tf32=tf32)  # fmt: skip
         grad_y = grad_below
-    grad_input = grad_y.reshape(input.shape) if need_input_grad else input.new_empty(0)
-    if grad_hx is None:
-        grad_hx = input.new_empty(0)
+    grad_input = grad_y.reshape(input.shape) if need_input_grad else no_input_grad
     return grad_input, grad_hx, grad_weights

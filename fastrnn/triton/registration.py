@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch._C._dynamo.eval_frame import get_eval_frame_callback
 
 
 def on_device_of(tensor: torch.Tensor):
@@ -24,22 +25,49 @@ def on_device_of(tensor: torch.Tensor):
     return torch.cuda.device(device)
 
 
-def _rnn_forward(input, *args):
-    from fastrnn.triton.launch import rnn_forward_triton  # imports triton on first use
+_LAUNCH_FUNCTIONS = None  # (rnn_forward_triton, rnn_backward_triton), once imported
 
+
+def _launch_functions():
+    """The launch functions, imported on first use (they import triton)."""
+    global _LAUNCH_FUNCTIONS
+    if _LAUNCH_FUNCTIONS is None:
+        from fastrnn.triton.launch import rnn_backward_triton, rnn_forward_triton
+
+        _LAUNCH_FUNCTIONS = rnn_forward_triton, rnn_backward_triton
+    return _LAUNCH_FUNCTIONS
+
+
+def _rnn_forward(input, *args):
+    forward, _ = _launch_functions()
     with on_device_of(input):
-        return rnn_forward_triton(input, *args)
+        return forward(input, *args)
 
 
 def _rnn_backward(grad_output, grad_h_n, input, *args):
-    from fastrnn.triton.launch import rnn_backward_triton
-
+    _, backward = _launch_functions()
     with on_device_of(input):  # the gradients may be None
-        return rnn_backward_triton(grad_output, grad_h_n, input, *args)
+        return backward(grad_output, grad_h_n, input, *args)
 
 
-def register(device_type: str, lib: torch.library.Library | None = None) -> None:
+def outside_dynamo(kernel):
+    """kernel, run with TorchDynamo's frame evaluation off, as torch.library.register_kernel
+    runs a kernel: an op called eagerly inside a torch.compile region must not have its
+    launch functions traced.  Turning it off costs ~1 µs a call (measured on a CPU,
+    docs/performance.md), so only where a region has it on."""
+    disabled = torch._disable_dynamo(kernel)
+
+    def run(*args):
+        if get_eval_frame_callback() is None:  # no torch.compile region around the call
+            return kernel(*args)
+        return disabled(*args)
+
+    return run
+
+
+def register(device_type: str, lib: torch.library.Library) -> None:
     """The Triton launch functions as the kernels of rnn_forward / rnn_backward for
-    tensors of device_type ("cuda"; "cpu" under the interpreter, for tests)."""
-    torch.library.register_kernel("fastrnn::rnn_forward", device_type, _rnn_forward, lib=lib)
-    torch.library.register_kernel("fastrnn::rnn_backward", device_type, _rnn_backward, lib=lib)
+    tensors of device_type ("cuda"; "cpu" under the interpreter, for tests), in lib."""
+    key = torch._C._dispatch_key_for_device(device_type)
+    lib.impl("rnn_forward", outside_dynamo(_rnn_forward), key)
+    lib.impl("rnn_backward", outside_dynamo(_rnn_backward), key)
