@@ -2011,25 +2011,35 @@ def test_launch_functions_make_the_tensors_cuda_device_current(monkeypatch):
 def test_an_op_run_eagerly_inside_a_compiled_region_is_not_traced_into(triton_kernels):
     """The launch functions run with TorchDynamo off where a torch.compile region has it
     on (registration.outside_dynamo): a frame that the region runs eagerly calls the op,
-    and Dynamo compiles the region's one frame, not the launch functions' (which it
-    cannot trace: it fails on the interpreter's pointer arithmetic)."""
+    and Dynamo compiles and attempts the frames it does for an ATen op there, not the
+    launch functions' (which it cannot trace: it fails on the interpreter's pointer
+    arithmetic) nor the wrapper's (whose check it cannot trace)."""
     from torch._dynamo.testing import CompileCounterWithBackend
+    from torch._dynamo.utils import counters
 
     rnn = fastrnn.RNN(3, 5, device=DEVICE)
     weights = list(rnn._flat_weights)
     x = torch.randn(4, 2, 3, device=DEVICE)
 
-    @torch._dynamo.disable(recursive=False)  # this frame eager, the frames it calls not
-    def eager_call(x):
+    def compiled_around(call):  # (results, frames compiled, frames Dynamo attempted)
+        torch._dynamo.reset()
+        counters.clear()
+        counter = CompileCounterWithBackend("eager")
+        eager = torch._dynamo.disable(call, recursive=False)  # the frames it calls not
+        with torch.no_grad():
+            results = torch.compile(lambda x: eager(x * 2), backend=counter)(x)
+        attempted = counters["frames"]["total"]
+        torch._dynamo.reset()
+        return results, counter.frame_count, attempted
+
+    def op_call(x):
         return torch.ops.fastrnn.rnn_forward.default(x, None, weights, None, 1, False, False)
 
-    torch._dynamo.reset()
-    counter = CompileCounterWithBackend("eager")
+    got, compiled, attempted = compiled_around(op_call)
+    _, compiled_aten, attempted_aten = compiled_around(lambda x: (torch.sin(x),))
+    assert (compiled, attempted) == (compiled_aten, attempted_aten) == (1, attempted_aten)
     with torch.no_grad():
-        got = torch.compile(lambda x: eager_call(x * 2), backend=counter)(x)
-        want = torch.ops.fastrnn.rnn_forward.default(x * 2, None, weights, None, 1, False, False)
-    torch._dynamo.reset()
-    assert counter.frame_count == 1
+        want = op_call(x * 2)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=0, atol=0)
 

@@ -12,6 +12,7 @@ import contextlib
 
 import torch
 from torch._C._dynamo.eval_frame import get_eval_frame_callback
+from torch._dynamo.eval_frame import skip_code
 
 
 def on_device_of(tensor: torch.Tensor):
@@ -57,11 +58,12 @@ def outside_dynamo(kernel):
     docs/performance.md), so only where a region has it on."""
     disabled = torch._disable_dynamo(kernel)
 
-    def run(*args):
+    def run(*args, **kwargs):
         if get_eval_frame_callback() is None:  # no torch.compile region around the call
-            return kernel(*args)
-        return disabled(*args)
+            return kernel(*args, **kwargs)
+        return disabled(*args, **kwargs)
 
+    skip_code(run.__code__)  # Dynamo runs this frame as it is (it cannot trace the check)
     return run
 
 
