@@ -133,7 +133,12 @@ PyObject* rnn_backward_outputs(PyObject*, PyObject* args) {
   PyObject* grad_weights = PyList_New(static_cast<Py_ssize_t>(w.size()));
   if (grad_weights == nullptr) return nullptr;
   for (size_t i = 0; i < w.size(); ++i) {
-    PyList_SET_ITEM(grad_weights, i, THPVariable_Wrap(at::empty(w[i].sizes(), options)));
+    PyObject* grad = THPVariable_Wrap(at::empty(w[i].sizes(), options));
+    if (grad == nullptr) {
+      Py_DECREF(grad_weights);
+      return nullptr;
+    }
+    PyList_SET_ITEM(grad_weights, i, grad);
   }
   PyObject* grad_input = Py_None;
   if (need_input_grad) {
