@@ -127,7 +127,6 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
     return {grad_input.to(dtype), grad_hx.to(dtype), converted(grad_weights, dtype)};
   }
   const int64_t H = g.hidden, D = g.directions, DH = D * H;
-  const std::vector<int64_t> state_shape{g.cells(), s.batch, H};
 
   const at::Tensor x = readable_input(input);
   const at::Tensor h0 = given(hx) ? dense(*hx) : at::Tensor();  // undefined: zeros
@@ -138,8 +137,8 @@ RnnBackwardResult rnn_backward_cpu(const std::optional<at::Tensor>& grad_output,
   // dh of every cell, grad of h_n on entry; it becomes the grad of hx in place, which is
   // returned only when hx was given and needs it (else [0]).
   const bool hx_grad = given(hx) && need_hx_grad;
-  at::Tensor grad_hx =
-      given(grad_h_n) ? dense_copy(*grad_h_n) : at::zeros(state_shape, x.options());
+  at::Tensor grad_hx = given(grad_h_n) ? dense_copy(*grad_h_n)
+                                       : at::zeros(forward_shapes(input, s, g).h_n, x.options());
   std::vector<at::Tensor> grad_weights;
   grad_weights.reserve(weights.size());
   for (const auto& w : weights) grad_weights.push_back(empty_cpu(w.sizes(), w.scalar_type()));

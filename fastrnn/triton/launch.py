@@ -1405,7 +1405,10 @@ def rnn_backward_triton(
                             _cells(grad_hx if writes_grad_hx else None, cells), layer_weights,
                             _cells(sync, cells), steps, layer_in, _cells(h0, cells),
                             kernel_grads, grad_below)  # fmt: skip
+        gemm_below = need_below and not launch.input_grad  # the input gradient by GEMMs
         for d, (w_ih, *_) in enumerate(layer_weights):
+            if launch.weight_grads and not gemm_below:  # the kernel computed all of it
+                break
             cell = cells.start + d
             dz_cell = _columns(dz, d, directions)  # [N, H], row stride D*H
             if not launch.weight_grads:
@@ -1417,7 +1420,7 @@ def rnn_backward_triton(
                 if grad_biases:
                     torch.sum(dz_cell, 0, out=grad_biases[0])  # accumulates in fp32 (fp16/bf16)
                     grad_biases[1].copy_(grad_biases[0])
-            if need_below and not launch.input_grad:
+            if gemm_below:
                 grad_below = gemm(dz_cell, w_ih, out=grad_below,
                                   accumulate=grad_below is not None, tf32=tf32)  # fmt: skip
         grad_y = grad_below
