@@ -2,6 +2,8 @@
 // CPU kernels and, through fastrnn._C, by the Triton launch functions.
 #include "rnn_arguments.h"
 
+#include <algorithm>
+
 #include "message_text.h"
 #include "ops.h"
 
@@ -119,6 +121,32 @@ ForwardShapes forward_shapes(const at::Tensor& input, const StepLayout& s, const
   shapes.layer_outputs.insert(shapes.layer_outputs.begin(), g.layers - 1);
   shapes.h_n = {g.cells(), s.batch, g.hidden};
   return shapes;
+}
+
+at::Tensor step_tables(const StepLayout& s, int64_t previous_directions, bool pinned) {
+  const int64_t span = s.steps + s.steps % 2;
+  at::Tensor tables = at::empty({2 * span + previous_directions * s.rows},
+                                at::TensorOptions().dtype(at::kLong).pinned_memory(pinned));
+  int64_t* sizes = tables.data_ptr<int64_t>();
+  int64_t* offsets = sizes + span;
+  std::copy(s.batch_sizes.begin(), s.batch_sizes.end(), sizes);
+  std::copy(s.offsets.begin(), s.offsets.end(), offsets);
+  if (span > s.steps) {  // the pad slots: never read
+    sizes[s.steps] = offsets[s.steps] = 0;
+  }
+  for (int64_t d = 0; d < previous_directions; ++d) {
+    int64_t* previous = offsets + span + d * s.rows;
+    for (int64_t t = 0; t < s.steps; ++t) {
+      const int64_t first = s.offsets[t];
+      // Rows [0, has_previous) of step t take theirs from `from`, the rest from h0.
+      const int64_t has_previous = d == 0 ? (t > 0 ? s.batch_sizes[t] : 0) : s.next_batch(t);
+      const int64_t from = d == 0 ? (t > 0 ? s.offsets[t - 1] : 0) : first + s.batch_sizes[t];
+      for (int64_t b = 0; b < s.batch_sizes[t]; ++b) {
+        previous[first + b] = b < has_previous ? from + b : s.rows + b;
+      }
+    }
+  }
+  return tables;
 }
 
 void check_backward_arguments(const std::optional<at::Tensor>& grad_output,

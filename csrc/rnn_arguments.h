@@ -53,6 +53,16 @@ struct ForwardShapes {
 FASTRNN_API ForwardShapes forward_shapes(const at::Tensor& input, const StepLayout& s,
                                          const Geometry& g);
 
+// A packed input's step layout as the Triton kernels read it, in one int64 tensor on the
+// host (pinned: copied to the device without waiting for either side): the batch sizes,
+// then the offsets, each in an even number of slots (so that the offsets stay 16-byte
+// aligned on the device), then for each of `previous_directions` directions (1: reverse
+// in time) where each row's h_prev lives in cat([y, h0]): a y row, or N + b for h0's row
+// b.  Row offsets[t] + b: forwards, step t-1's row offsets[t-1] + b (h0's at t = 0); in
+// reverse, step t+1's row offsets[t+1] + b where that step has row b, else h0's.
+FASTRNN_API at::Tensor step_tables(const StepLayout& s, int64_t previous_directions,
+                                   bool pinned);
+
 // rnn_backward's own arguments beyond rnn_forward's: output, layer_outputs and the
 // gradients (None: zeros) of the shapes and dtype the forward gives.
 FASTRNN_API void check_backward_arguments(const std::optional<at::Tensor>& grad_output,

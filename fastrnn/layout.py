@@ -8,27 +8,14 @@ as pack_padded_sequence makes them).  (csrc/rnn_arguments.cpp states the same in
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 
-def step_sizes(input: Tensor, batch_sizes: Tensor | None) -> Tensor:  # [T] int64, CPU
-    """Rows of each step: B for a padded [T, B, *] input (batch_sizes None), else
-    batch_sizes (a packed [N, *] input's)."""
-    if batch_sizes is None:
-        return torch.full((input.shape[0],), input.shape[1], dtype=torch.int64)
-    return batch_sizes.to("cpu", torch.int64)
-
-
 def step_size_list(input: Tensor, batch_sizes: Tensor | None) -> list[int]:
-    """step_sizes as Python ints.  A padded input's come from its shape, not from a tensor
-    made here: inside torch.func transforms torch < 2.10 wraps a new tensor, which then
-    cannot be read."""
+    """Rows of each step as Python ints: B for a padded [T, B, *] input (batch_sizes None),
+    else batch_sizes (a packed [N, *] input's).  A padded input's come from its shape, not
+    from a tensor made here: inside torch.func transforms torch < 2.10 wraps a new tensor,
+    which then cannot be read."""
     if batch_sizes is None:
         return [input.shape[1]] * input.shape[0]
     return batch_sizes.tolist()
-
-
-def step_offsets(sizes: Tensor) -> Tensor:  # [T] int64
-    """First row of each step: the rows of the steps before it."""
-    return sizes.cumsum(0) - sizes

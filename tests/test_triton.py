@@ -1825,15 +1825,17 @@ def test_16_row_fp32_ieee_programs_multiply_in_k_parts(monkeypatch, triton_kerne
     assert launched == [("forward", 1), ("backward", 1)]
 
 
-def test_previous_rows_of_packed_input_by_their_definition():
-    """launch.previous_rows against a row-by-row construction: forwards in time step
-    t-1's row of the same sequence (h0's row N + b at the first step), in reverse step
-    t+1's where that step has the sequence, else h0's."""
+def test_packed_step_tables_by_their_definition():
+    """The step tables _C.rnn_forward_outputs and rnn_backward_outputs give packed input,
+    against a row-by-row construction: the batch sizes, the offsets (each step's first
+    row), and the backward's previous rows of each direction: forwards in time step t-1's
+    row of the same sequence (h0's row N + b at the first step), in reverse step t+1's
+    where that step has the sequence, else h0's.  Padded input: none."""
     gen = torch.Generator().manual_seed(0)
-    layouts = [[1], [3, 3, 3], [4, 3, 3, 2, 2, 1]]
+    layouts = [[1], [3, 3, 3], [4, 3, 3, 2, 2, 1], [2, 0]]
     layouts += [sorted(torch.randint(1, 9, (steps,), generator=gen).tolist(), reverse=True)
                 for steps in (2, 7, 30)]  # fmt: skip
-    for sizes in layouts:
+    for sizes, directions in [(sizes, d) for sizes in layouts for d in (1, 2)]:
         rows = sum(sizes)
         offsets = [sum(sizes[:t]) for t in range(len(sizes))]
         forward, reverse = [], []
@@ -1842,12 +1844,24 @@ def test_previous_rows_of_packed_input_by_their_definition():
                 forward.append(offsets[t - 1] + b if t > 0 else rows + b)
                 has_next = t + 1 < len(sizes) and b < sizes[t + 1]
                 reverse.append(offsets[t + 1] + b if has_next else rows + b)
-        got = launch.previous_rows(torch.tensor(sizes), torch.tensor(offsets), rows, 2)
-        assert got[0].tolist() == forward and got[1].tolist() == reverse, sizes
-        assert (
-            launch.previous_rows(torch.tensor(sizes), torch.tensor(offsets), rows, 1)[0].tolist()
-            == forward
-        )
+        rnn = torch.nn.RNN(3, 4, bidirectional=directions == 2)
+        weights = [w.detach() for w in rnn._flat_weights]
+        x, batch_sizes = torch.randn(rows, 3), torch.tensor(sizes)
+        hx = torch.zeros(directions, sizes[0], 4)
+        *_, tables = fastrnn._C.rnn_forward_outputs(x, hx, weights, batch_sizes, 1,
+                                                    directions == 2)  # fmt: skip
+        assert [t.tolist() for t in tables] == [sizes, offsets], sizes
+        output = torch.zeros(rows, directions * 4)
+        below = output.new_empty((0, *output.shape))  # layer_outputs of one layer
+        *_, tables = fastrnn._C.rnn_backward_outputs(
+            None, None, x, hx, weights, batch_sizes, output, below, 1, directions == 2, True,
+            True,
+        )  # fmt: skip
+        expected = [sizes, offsets, forward, reverse][: 2 + directions]
+        assert [t.tolist() for t in tables] == expected, (sizes, directions)
+        assert tables[1].data_ptr() % 16 == 0  # the offsets, 16-byte aligned
+    x = torch.randn(5, 2, 3)
+    assert fastrnn._C.rnn_forward_outputs(x, None, weights[:4], None, 1, False)[3] is None
 
 
 def test_weight_gradients_in_the_backward_kernel_for_short_small_layers(monkeypatch):

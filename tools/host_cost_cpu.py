@@ -98,6 +98,7 @@ def measure(name: str) -> dict:
 PACKED_SHAPES = {
     "packed": ([10, 7, 3, 1], 8, 16, 1, False),
     "packed bi2L": ([10, 7, 3, 1], 8, 16, 2, True),
+    "packed B32": ([50 - 49 * i // 31 for i in range(32)], 16, 32, 1, False),  # 50 to 1 steps
 }
 
 

@@ -81,10 +81,41 @@ std::pair<fastrnn::StepLayout, fastrnn::Geometry> checked_forward_arguments(
   return {std::move(layout), std::move(geometry)};
 }
 
+// A packed input's step tables (step_tables) on its device, for the Triton kernels:
+// (batch sizes, offsets, then the previous rows of each of previous_directions), views of
+// one buffer copied in one asynchronous piece; None for padded input (batch_sizes None),
+// whose kernels need none.  One C++ pass where a dozen CPU ops cost a packed call a fifth
+// of its host time (docs/performance.md).
+PyObject* device_step_tables(const at::Tensor& input, PyObject* batch_sizes,
+                             const fastrnn::StepLayout& s, int64_t previous_directions) {
+  if (batch_sizes == Py_None) Py_RETURN_NONE;
+  const at::Tensor tables =
+      fastrnn::step_tables(s, previous_directions, input.is_cuda())
+          .to(at::TensorOptions().device(input.device()), /*non_blocking=*/true);
+  const int64_t span = s.steps + s.steps % 2;
+  PyObject* result = PyTuple_New(2 + previous_directions);
+  if (result == nullptr) return nullptr;
+  const auto set = [&](Py_ssize_t i, int64_t start, int64_t length) {
+    PyObject* view = THPVariable_Wrap(tables.narrow(0, start, length));
+    PyTuple_SET_ITEM(result, i, view);
+    return view != nullptr;
+  };
+  bool wrapped = set(0, 0, s.steps) && set(1, span, s.steps);
+  for (int64_t d = 0; wrapped && d < previous_directions; ++d) {
+    wrapped = set(2 + d, 2 * span + d * s.rows, s.rows);
+  }
+  if (!wrapped) {
+    Py_DECREF(result);
+    return nullptr;
+  }
+  return result;
+}
+
 // For kernels outside C++, the Triton launch functions (which would otherwise read out of
 // bounds on bad shapes): rnn_forward's checks, then its results (output, layer_outputs,
-// h_n) uninitialised on the input's device; in C++, where three Python calls cost a short
-// sequence's call a tenth of its host time (docs/performance.md).
+// h_n) uninitialised on the input's device, and a packed input's step tables
+// (device_step_tables); in C++, where three Python calls cost a short sequence's call a
+// tenth of its host time (docs/performance.md).
 PyObject* rnn_forward_outputs(PyObject*, PyObject* args) {
   HANDLE_TH_ERRORS
   PyObject *input, *hx, *weights, *batch_sizes;
@@ -99,16 +130,21 @@ PyObject* rnn_forward_outputs(PyObject*, PyObject* args) {
       x, optional_tensor(hx), tensors(weights), batch_sizes, num_layers, bidirectional);
   const fastrnn::ForwardShapes shapes = fastrnn::forward_shapes(x, layout, geometry);
   const auto options = x.options();
-  return Py_BuildValue("(NNN)", THPVariable_Wrap(at::empty(shapes.output, options)),
-                       THPVariable_Wrap(at::empty(shapes.layer_outputs, options)),
-                       THPVariable_Wrap(at::empty(shapes.h_n, options)));
+  const at::Tensor output = at::empty(shapes.output, options);
+  const at::Tensor layer_outputs = at::empty(shapes.layer_outputs, options);
+  const at::Tensor h_n = at::empty(shapes.h_n, options);
+  PyObject* tables = device_step_tables(x, batch_sizes, layout, 0);
+  if (tables == nullptr) return nullptr;
+  return Py_BuildValue("(NNNN)", THPVariable_Wrap(output), THPVariable_Wrap(layer_outputs),
+                       THPVariable_Wrap(h_n), tables);
   END_HANDLE_TH_ERRORS
 }
 
 // rnn_backward's checks, likewise, then what the Triton backward writes besides: dz
 // [N, D*H] (the layers' pre-activation gradients, laid out as a layer's output), grad_hx
 // (hx's shape where hx is given and need_hx_grad, else [0]), grad_input ([0] where not
-// need_input_grad, else None: the launch's own) and a gradient like each weight.
+// need_input_grad, else None: the launch's own), a gradient like each weight, and a
+// packed input's step tables with each direction's previous rows (device_step_tables).
 PyObject* rnn_backward_outputs(PyObject*, PyObject* args) {
   HANDLE_TH_ERRORS
   PyObject *grad_output, *grad_h_n, *input, *hx, *weights, *batch_sizes, *output, *layer_outputs;
@@ -130,12 +166,22 @@ PyObject* rnn_backward_outputs(PyObject*, PyObject* args) {
   const at::Tensor dz = at::empty({layout.rows, geometry.directions * geometry.hidden}, options);
   const at::Tensor grad_hx =
       h.has_value() && need_hx_grad ? at::empty(h->sizes(), options) : at::empty({0}, options);
-  PyObject* grad_weights = PyList_New(static_cast<Py_ssize_t>(w.size()));
-  if (grad_weights == nullptr) return nullptr;
-  for (size_t i = 0; i < w.size(); ++i) {
-    PyObject* grad = THPVariable_Wrap(at::empty(w[i].sizes(), options));
+  std::vector<at::Tensor> grads;
+  grads.reserve(w.size());
+  for (const at::Tensor& weight : w) grads.push_back(at::empty(weight.sizes(), options));
+  const at::Tensor no_input_grad = need_input_grad ? at::Tensor() : at::empty({0}, options);
+  PyObject* tables = device_step_tables(x, batch_sizes, layout, geometry.directions);
+  if (tables == nullptr) return nullptr;
+  PyObject* grad_weights = PyList_New(static_cast<Py_ssize_t>(grads.size()));
+  if (grad_weights == nullptr) {
+    Py_DECREF(tables);
+    return nullptr;
+  }
+  for (size_t i = 0; i < grads.size(); ++i) {
+    PyObject* grad = THPVariable_Wrap(grads[i]);
     if (grad == nullptr) {
       Py_DECREF(grad_weights);
+      Py_DECREF(tables);
       return nullptr;
     }
     PyList_SET_ITEM(grad_weights, i, grad);
@@ -144,10 +190,10 @@ PyObject* rnn_backward_outputs(PyObject*, PyObject* args) {
   if (need_input_grad) {
     Py_INCREF(Py_None);
   } else {
-    grad_input = THPVariable_Wrap(at::empty({0}, options));
+    grad_input = THPVariable_Wrap(no_input_grad);
   }
-  return Py_BuildValue("(NNNN)", THPVariable_Wrap(dz), THPVariable_Wrap(grad_hx), grad_input,
-                       grad_weights);
+  return Py_BuildValue("(NNNNN)", THPVariable_Wrap(dz), THPVariable_Wrap(grad_hx), grad_input,
+                       grad_weights, tables);
   END_HANDLE_TH_ERRORS
 }
 
@@ -164,12 +210,14 @@ PyMethodDef methods[] = {
     {"rnn_forward_outputs", rnn_forward_outputs, METH_VARARGS,
      "rnn_forward_outputs(input, hx, weights, batch_sizes, num_layers, bidirectional): "
      "rnn_forward's argument checks (RuntimeError saying what is wrong), then (output, "
-     "layer_outputs, h_n), uninitialised, on the input's device."},
+     "layer_outputs, h_n), uninitialised, on the input's device, and packed input's step "
+     "tables (batch sizes, offsets) there, or None."},
     {"rnn_backward_outputs", rnn_backward_outputs, METH_VARARGS,
      "rnn_backward_outputs(grad_output, grad_h_n, input, hx, weights, batch_sizes, output, "
      "layer_outputs, num_layers, bidirectional, need_input_grad, need_hx_grad): "
      "rnn_backward's argument checks, then (dz, grad_hx, grad_input or None, "
-     "grad_weights), uninitialised, on the input's device."},
+     "grad_weights), uninitialised, on the input's device, and packed input's step tables "
+     "(batch sizes, offsets, each direction's previous rows) there, or None."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

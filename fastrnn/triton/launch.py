@@ -25,7 +25,6 @@ from torch import Tensor
 from triton import knobs
 
 from fastrnn import _C
-from fastrnn.layout import step_offsets, step_sizes
 from fastrnn.triton import kernels
 
 # Largest padded H of the persistent tier, per dtype.  Each compiles for sm_80 and sm_90
@@ -927,7 +926,8 @@ class Steps:
     padded: bool
     batch_sizes: Tensor | None  # [T] int64 on the device (packed only)
     offsets: Tensor | None  # [T] int64 on the device (packed only)
-    # Packed backward: per direction, where each row's h_prev lives (previous_rows).
+    # Packed backward: per direction, where each row's h_prev lives (csrc/rnn_arguments.h,
+    # step_tables).
     previous: tuple[Tensor, ...] = ()  # [N] int64 each, on the device
 
     def tables(self, placeholder: Tensor) -> tuple[Tensor, Tensor]:
@@ -945,57 +945,24 @@ PACKED_CAPTURE_ERROR = (
 )
 
 
-def previous_rows(sizes: Tensor, offsets: Tensor, rows: int, directions: int) -> list[Tensor]:
-    """Packed input (sizes, offsets: [T] int64 on the host): for each direction (1: reverse
-    in time), where each row's h_prev lives in cat([y, h0]), a y row or N + b; [N] int64
-    each, on the host.  Row r = offsets[t] + b of step t: forwards, step t-1's row
-    r - sizes[t-1] (h0's N + b at t = 0); in reverse, step t+1's row r + sizes[t] where
-    that step has row b, else N + b."""
-    previous_size = torch.cat([sizes.new_tensor([-rows]), sizes[:-1]])  # -N: r + N at t = 0
-    next_size = torch.cat([sizes[1:], sizes.new_zeros(1)])
-    # One repeat for every per-step value a row needs (each op costs microseconds here).
-    per_step = torch.stack([previous_size, offsets, sizes, next_size], 1)
-    per_row = torch.repeat_interleave(per_step, sizes, dim=0, output_size=rows)  # [N, 4]
-    row = torch.arange(rows)
-    forward = row - per_row[:, 0]
-    if directions == 1:
-        return [forward]
-    index_in_step = row - per_row[:, 1]
-    reverse = torch.where(index_in_step < per_row[:, 3], row + per_row[:, 2], rows + index_in_step)
-    return [forward, reverse]
+def check_packed_capture(input: Tensor, batch_sizes: Tensor | None) -> None:
+    """Packed input's step tables are copied to the device from a host buffer on every
+    call; a captured copy would replay from that buffer after it is reused."""
+    if (batch_sizes is not None and not interpreting(input.device)
+            and torch.cuda.is_current_stream_capturing()):  # fmt: skip
+        raise RuntimeError(PACKED_CAPTURE_ERROR)
 
 
-def make_steps(input: Tensor, batch_sizes: Tensor | None, batch: int,
-               previous: int = 0) -> Steps:  # fmt: skip
-    """The step layout of a call; packed input: its tables, worked out on the host and
-    copied to the device in one asynchronous piece, with `previous` directions'
-    previous_rows (the backward's).  Padded input: nothing to copy (so a call can be
-    graph-captured)."""
-    if batch_sizes is None:
+def make_steps(input: Tensor, tables: tuple[Tensor, ...] | None, batch: int) -> Steps:
+    """The step layout of a call; tables: a packed input's, on its device, as
+    _C.rnn_forward_outputs / rnn_backward_outputs copy them there (batch sizes, offsets,
+    each direction's previous rows; one asynchronous copy from pinned memory), None for
+    padded input (nothing to copy, so that a call can be graph-captured)."""
+    if tables is None:
         steps, batch = input.shape[0], input.shape[1]
         return Steps(steps, batch, steps * batch, True, None, None)
-    sizes = step_sizes(input, batch_sizes)
-    steps = sizes.numel()
-    offsets = step_offsets(sizes)
-    rows = input.shape[0]  # packed [N, I]: the sizes' sum
-    # One host buffer: sizes and offsets each in an even number of slots, so that the
-    # offsets stay 16-byte aligned on the device, then each direction's previous rows;
-    # pinned, so that its copy neither waits for the device nor makes it wait.
-    span = steps + steps % 2
-    pinned = not interpreting(input.device)
-    if pinned and torch.cuda.is_current_stream_capturing():
-        # A captured copy would replay from a host buffer that is reused after the call.
-        raise RuntimeError(PACKED_CAPTURE_ERROR)
-    host = torch.empty(2 * span + previous * rows, dtype=torch.int64, pin_memory=pinned)
-    host[:steps] = sizes
-    host[span : span + steps] = offsets
-    if previous:
-        host[2 * span :] = torch.cat(previous_rows(sizes, offsets, rows, previous))
-    tables = host.to(input.device, non_blocking=True)
-    return Steps(
-        steps, batch, rows, False, tables[:steps], tables[span : span + steps],
-        tuple(tables[2 * span + d * rows : 2 * span + (d + 1) * rows] for d in range(previous)),
-    )  # fmt: skip
+    sizes, offsets, *previous = tables
+    return Steps(sizes.shape[0], batch, input.shape[0], False, sizes, offsets, tuple(previous))
 
 
 def call_sync(sync: Tensor | None, launch: KernelLaunch, like: Tensor,
@@ -1318,13 +1285,15 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
     """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros."""
     # Devices (nn.RNN's message), shapes and dtypes, checked as the CPU kernels check
     # them (the kernels do not); the results allocated in the same C++ call.
-    output, layer_outputs, h_n = _C.rnn_forward_outputs(input, hx, weights, batch_sizes,
-                                                        num_layers, bidirectional)  # fmt: skip
+    check_packed_capture(input, batch_sizes)
+    output, layer_outputs, h_n, tables = _C.rnn_forward_outputs(
+        input, hx, weights, batch_sizes, num_layers, bidirectional
+    )
     weights = contiguous_weights(weights)
     directions = 2 if bidirectional else 1
     hidden = weights[1].shape[0]
     batch = hx.shape[1] if hx is not None else input.shape[1]
-    steps = make_steps(input, batch_sizes, batch)
+    steps = make_steps(input, tables, batch)
     per_cell = len(weights) // (num_layers * directions)
     h0 = hx.contiguous() if hx is not None else None
     # The kernels read rows of unit column stride, at any step and batch strides.
@@ -1359,7 +1328,8 @@ def rnn_backward_triton(
     grad_output / grad_h_n None: zeros, which the kernels neither read nor get."""
     # Checked as the CPU kernels check them; what the kernels and GEMMs write allocated
     # in the same C++ call.  Gradients of distinct parameters share no storage.
-    dz, grad_hx, no_input_grad, grad_weights = _C.rnn_backward_outputs(
+    check_packed_capture(input, batch_sizes)
+    dz, grad_hx, no_input_grad, grad_weights, tables = _C.rnn_backward_outputs(
         grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
         num_layers, bidirectional, need_input_grad, need_hx_grad,
     )  # fmt: skip
@@ -1367,7 +1337,7 @@ def rnn_backward_triton(
     directions = 2 if bidirectional else 1
     hidden = weights[1].shape[0]
     batch = hx.shape[1] if hx is not None else input.shape[1]
-    steps = make_steps(input, batch_sizes, batch, directions)
+    steps = make_steps(input, tables, batch)
     per_cell = len(weights) // (num_layers * directions)
     h0 = hx.contiguous() if hx is not None else None
     writes_grad_hx = h0 is not None and need_hx_grad  # else grad_hx is [0]
