@@ -1284,7 +1284,8 @@ def _columns(rows: Tensor, direction: int, directions: int) -> Tensor:  # [N, H]
 def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
     """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros."""
     # Devices (nn.RNN's message), shapes and dtypes, checked as the CPU kernels check
-    # them (the kernels do not); the results allocated in the same C++ call.
+    # them (the kernels do not); the results allocated, and packed input's step tables
+    # copied to the device, in the same C++ call.
     check_packed_capture(input, batch_sizes)
     output, layer_outputs, h_n, tables = _C.rnn_forward_outputs(
         input, hx, weights, batch_sizes, num_layers, bidirectional
@@ -1326,8 +1327,9 @@ def rnn_backward_triton(
     """fastrnn::rnn_backward on Triton: (grad_input, grad_hx, grad_weights); grad_hx is
     [0] when hx is None (zeros are no input) or not need_hx_grad (then not written).
     grad_output / grad_h_n None: zeros, which the kernels neither read nor get."""
-    # Checked as the CPU kernels check them; what the kernels and GEMMs write allocated
-    # in the same C++ call.  Gradients of distinct parameters share no storage.
+    # Checked as the CPU kernels check them; what the kernels and GEMMs write allocated,
+    # and packed input's step tables copied to the device, in the same C++ call.
+    # Gradients of distinct parameters share no storage.
     check_packed_capture(input, batch_sizes)
     dz, grad_hx, no_input_grad, grad_weights, tables = _C.rnn_backward_outputs(
         grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
