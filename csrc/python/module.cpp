@@ -84,8 +84,8 @@ std::pair<fastrnn::StepLayout, fastrnn::Geometry> checked_forward_arguments(
 // A packed input's step tables (step_tables) on its device, for the Triton kernels:
 // (batch sizes, offsets, then the previous rows of each of previous_directions), views of
 // one buffer copied in one asynchronous piece; None for padded input (batch_sizes None),
-// whose kernels need none.  One C++ pass where a dozen CPU ops cost a packed call a fifth
-// of its host time (docs/performance.md).
+// whose kernels need none.  One C++ pass in place of a dozen CPU tensor ops a call
+// (docs/performance.md, "Packed step tables built in C++").
 PyObject* device_step_tables(const at::Tensor& input, PyObject* batch_sizes,
                              const fastrnn::StepLayout& s, int64_t previous_directions) {
   if (batch_sizes == Py_None) Py_RETURN_NONE;
