@@ -134,9 +134,9 @@ for step in "${STEPS[@]}"; do
              2>&1 | tail -60 ;;
     gemms) within "${GEMM_LIMIT:-60}" python3 tools/gpu_gemm_ab.py --json "$OUT/gemms.json" \
              2>&1 | tail -40 ;;
-    bench32) bench float32 fastrnn,nn.RNN,naive 100 ;;
-    bench16) bench float16 fastrnn,nn.RNN 55 ;;
-    bench16bf) bench bfloat16 fastrnn,nn.RNN 60 ;;
+    bench32) bench float32 fastrnn,nn.RNN,naive 115 ;;
+    bench16) bench float16 fastrnn,nn.RNN 65 ;;
+    bench16bf) bench bfloat16 fastrnn,nn.RNN 70 ;;
     sanitize) sanitize ;;
     errorpaths) error_paths ;;
     ncu) ncu_calls ;;

@@ -22,7 +22,7 @@ import torch
 from fastrnn.bench.contenders import default_contenders
 from fastrnn.bench.measure import run_grid
 from fastrnn.bench.report import machine_line, markdown_table, plot, summary_lines
-from fastrnn.bench.shapes import GPU_SHAPES, QUICK, SHAPES
+from fastrnn.bench.shapes import GPU_SHAPES, QUICK, SHAPES, default_grid
 
 
 def parse_args(argv=None):
@@ -63,9 +63,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"unknown shapes {unknown}; choose from {list(by_name)}")
         shapes = [by_name[n] for n in args.shapes.split(",")]
     else:
-        shapes = [by_name[n] for n in QUICK] if args.quick else SHAPES
-        if device.type == "cuda" and not args.quick:
-            shapes = SHAPES + GPU_SHAPES
+        shapes = [by_name[n] for n in QUICK] if args.quick else default_grid(device)
     names = args.contenders.split(",") if args.contenders else default_contenders(device)
     repeats = args.repeats or (5 if args.quick else 7)
     target_s = 0.02 if args.quick else 0.05

@@ -10,8 +10,9 @@ import time
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence
 
-from fastrnn.bench.contenders import Contender, make_contenders, step
+from fastrnn.bench.contenders import Contender, make_contenders, sequence_data, step
 from fastrnn.bench.report import progress_line
 from fastrnn.bench.shapes import Shape, make_input
 
@@ -45,12 +46,14 @@ def validation_errors(contenders: list[Contender], shape: Shape, mode: str, devi
         }
     )
     gold_c = Contender("gold", gold, gold, list(gold.parameters()))
-    gold_out = step(gold_c, x.double(), mode)
-    gold_vals = [*gold_out] + ([p.grad for p in gold_c.parameters] if mode == "training" else [])
+    output, h_n = step(gold_c, x.double(), mode)
+    gold_vals = [sequence_data(output), h_n]
+    gold_vals += [p.grad for p in gold_c.parameters] if mode == "training" else []
 
     def errors(c):
-        out = step(c, x, mode)
-        vals = [*out] + ([p.grad for p in c.parameters] if mode == "training" else [])
+        output, h_n = step(c, x, mode)
+        vals = [sequence_data(output), h_n]
+        vals += [p.grad for p in c.parameters] if mode == "training" else []
         errs = []
         for got, want in zip(vals, gold_vals, strict=True):
             scale = max(1.0, want.abs().max().item()) if want.numel() else 1.0
@@ -75,7 +78,7 @@ def validate(contenders: list[Contender], shape: Shape, mode: str, device, dtype
             )
 
 
-def saved_bytes(contender: Contender, x: Tensor) -> int:
+def saved_bytes(contender: Contender, x: Tensor | PackedSequence) -> int:
     """Bytes autograd keeps for backward (distinct storages), measured with saved-tensor hooks."""
     storages: dict[int, int] = {}
 
@@ -90,7 +93,7 @@ def saved_bytes(contender: Contender, x: Tensor) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out, h_n = contender.run(x)
     params = {p.untyped_storage().data_ptr() for p in contender.parameters}
-    input_ptr = x.untyped_storage().data_ptr()
+    input_ptr = sequence_data(x).untyped_storage().data_ptr()
     del out, h_n
     return sum(n for ptr, n in storages.items() if ptr not in params and ptr != input_ptr)
 
@@ -174,7 +177,7 @@ def run_grid(shapes, modes, device, dtype, contender_names, repeats, target_s, *
             flops = shape.forward_flops() * (3 if mode == "training" else 1)
             fast = timings.get("fastrnn")
             if fast is not None:
-                row["tokens_per_s"] = shape.steps * shape.batch / fast["median_s"]
+                row["tokens_per_s"] = shape.rows / fast["median_s"]
                 row["gflops"] = flops / fast["median_s"] / 1e9
                 row["peak_fraction"] = row["gflops"] / peak
                 for other in ("nn.RNN", "naive"):
