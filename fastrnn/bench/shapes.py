@@ -1,4 +1,4 @@
-"""The benchmark's shapes: tutorial sizes, throughput sizes, and GPU-only sizes."""
+"""The benchmark's shapes: tutorial sizes, throughput sizes, packed batches and GPU-only sizes."""
 
 from __future__ import annotations
 
