@@ -123,10 +123,12 @@ ForwardShapes forward_shapes(const at::Tensor& input, const StepLayout& s, const
   return shapes;
 }
 
-at::Tensor step_tables(const StepLayout& s, int64_t previous_directions, bool pinned) {
+std::vector<at::Tensor> step_tables(const StepLayout& s, int64_t previous_directions,
+                                    const at::Device& device) {
   const int64_t span = s.steps + s.steps % 2;
-  at::Tensor tables = at::empty({2 * span + previous_directions * s.rows},
-                                at::TensorOptions().dtype(at::kLong).pinned_memory(pinned));
+  at::Tensor tables =
+      at::empty({2 * span + previous_directions * s.rows},
+                at::TensorOptions().dtype(at::kLong).pinned_memory(device.is_cuda()));
   int64_t* sizes = tables.data_ptr<int64_t>();
   int64_t* offsets = sizes + span;
   std::copy(s.batch_sizes.begin(), s.batch_sizes.end(), sizes);
@@ -146,7 +148,12 @@ at::Tensor step_tables(const StepLayout& s, int64_t previous_directions, bool pi
       }
     }
   }
-  return tables;
+  tables = tables.to(at::TensorOptions().device(device), /*non_blocking=*/true);
+  std::vector<at::Tensor> views{tables.narrow(0, 0, s.steps), tables.narrow(0, span, s.steps)};
+  for (int64_t d = 0; d < previous_directions; ++d) {
+    views.push_back(tables.narrow(0, 2 * span + d * s.rows, s.rows));
+  }
+  return views;
 }
 
 void check_backward_arguments(const std::optional<at::Tensor>& grad_output,

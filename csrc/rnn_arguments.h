@@ -53,15 +53,17 @@ struct ForwardShapes {
 FASTRNN_API ForwardShapes forward_shapes(const at::Tensor& input, const StepLayout& s,
                                          const Geometry& g);
 
-// A packed input's step layout as the Triton kernels read it, in one int64 tensor on the
-// host (pinned: copied to the device without waiting for either side): the batch sizes,
-// then the offsets, each in an even number of slots (so that the offsets stay 16-byte
-// aligned on the device), then for each of `previous_directions` directions (1: reverse
-// in time) where each row's h_prev lives in cat([y, h0]): a y row, or N + b for h0's row
-// b.  Row offsets[t] + b: forwards, step t-1's row offsets[t-1] + b (h0's at t = 0); in
-// reverse, step t+1's row offsets[t+1] + b where that step has row b, else h0's.
-FASTRNN_API at::Tensor step_tables(const StepLayout& s, int64_t previous_directions,
-                                   bool pinned);
+// A packed input's step layout as the Triton kernels read it, on `device`: the batch
+// sizes, the offsets, then for each of `previous_directions` directions (1: reverse in
+// time) where each row's h_prev lives in cat([y, h0]): a y row, or N + b for h0's row b.
+// Row offsets[t] + b: forwards, step t-1's row offsets[t-1] + b (h0's at t = 0); in
+// reverse, step t+1's row offsets[t+1] + b where that step has row b, else h0's.  Views
+// of one int64 buffer written on the host (pinned for a CUDA device, so that its copy
+// waits for neither side) and copied in one asynchronous piece; the batch sizes and the
+// offsets each take an even number of slots, so that the offsets stay 16-byte aligned.
+FASTRNN_API std::vector<at::Tensor> step_tables(const StepLayout& s,
+                                                int64_t previous_directions,
+                                                const at::Device& device);
 
 // rnn_backward's own arguments beyond rnn_forward's: output, layer_outputs and the
 // gradients (None: zeros) of the shapes and dtype the forward gives.

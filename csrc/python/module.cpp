@@ -81,32 +81,24 @@ std::pair<fastrnn::StepLayout, fastrnn::Geometry> checked_forward_arguments(
   return {std::move(layout), std::move(geometry)};
 }
 
-// A packed input's step tables (step_tables) on its device, for the Triton kernels:
-// (batch sizes, offsets, then the previous rows of each of previous_directions), views of
-// one buffer copied in one asynchronous piece; None for padded input (batch_sizes None),
-// whose kernels need none.  One C++ pass in place of a dozen CPU tensor ops a call
-// (docs/performance.md, "Packed step tables built in C++").
+// A packed input's step tables (step_tables) on its device, as a tuple (batch sizes,
+// offsets, then the previous rows of each of previous_directions); None for padded input
+// (batch_sizes None), whose kernels need none.  One C++ pass in place of a dozen CPU
+// tensor ops a call (docs/performance.md, "Packed step tables built in C++").
 PyObject* device_step_tables(const at::Tensor& input, PyObject* batch_sizes,
                              const fastrnn::StepLayout& s, int64_t previous_directions) {
   if (batch_sizes == Py_None) Py_RETURN_NONE;
-  const at::Tensor tables =
-      fastrnn::step_tables(s, previous_directions, input.is_cuda())
-          .to(at::TensorOptions().device(input.device()), /*non_blocking=*/true);
-  const int64_t span = s.steps + s.steps % 2;
-  PyObject* result = PyTuple_New(2 + previous_directions);
+  const std::vector<at::Tensor> tables =
+      fastrnn::step_tables(s, previous_directions, input.device());
+  PyObject* result = PyTuple_New(static_cast<Py_ssize_t>(tables.size()));
   if (result == nullptr) return nullptr;
-  const auto set = [&](Py_ssize_t i, int64_t start, int64_t length) {
-    PyObject* view = THPVariable_Wrap(tables.narrow(0, start, length));
+  for (size_t i = 0; i < tables.size(); ++i) {
+    PyObject* view = THPVariable_Wrap(tables[i]);
+    if (view == nullptr) {
+      Py_DECREF(result);
+      return nullptr;
+    }
     PyTuple_SET_ITEM(result, i, view);
-    return view != nullptr;
-  };
-  bool wrapped = set(0, 0, s.steps) && set(1, span, s.steps);
-  for (int64_t d = 0; wrapped && d < previous_directions; ++d) {
-    wrapped = set(2 + d, 2 * span + d * s.rows, s.rows);
-  }
-  if (!wrapped) {
-    Py_DECREF(result);
-    return nullptr;
   }
   return result;
 }
