@@ -79,8 +79,8 @@ ops_library = Extension(
 )
 python_module = CppExtension(
     "fastrnn._C",
-    ["csrc/python/module.cpp"],
-    depends=headers,
+    sorted(glob.glob("csrc/python/*.cpp")),
+    depends=[*headers, *sorted(glob.glob("csrc/python/*.h"))],
     extra_compile_args={"cxx": [*extra_compile_args, "-fvisibility=hidden"]},
     extra_link_args=["-Wl,-rpath," + ("@loader_path" if sys.platform == "darwin" else "$ORIGIN")],
 )

@@ -741,9 +741,10 @@ def test_tier_ab_tool_validates_times_and_records_on_cpu(tmp_path):
     run_tool("gpu_tier_ab.py", "--device", "cpu", "--cases", "float32/hello", "--repeats", "1",
              "--json", str(out))  # fmt: skip
     rows = json.loads(out.read_text())["rows"]
-    assert [row["mode"] for row in rows] == ["inference", "training"]
-    contenders = {"persistent", "persistent-xp", "persistent-gemm", "nn.RNN"}
-    for row in rows:
+    assert [row["mode"] for row in rows] == ["inference", "training"] * 2
+    replay = {"fastrnn", "fastrnn-replay", "nn.RNN"}
+    project = {"persistent", "persistent-xp", "persistent-gemm", "nn.RNN"}
+    for row, contenders in zip(rows, [replay, replay, project, project], strict=True):
         assert set(row["errors"]) == set(row["timings"]) == contenders
         assert max(row["errors"].values()) <= row["allowed"]
 
@@ -1976,11 +1977,12 @@ def test_every_variant_setting_is_in_the_launches_cache_key(monkeypatch):
     """forward_launch and backward_launch are cached by CallKey: each setting a variant
     changes must change the key (fp32's, whose precision one of them sets), or a
     launch made under other settings would be reused; the GEMM's (GEMM_*) key its own
-    launches (launch.gemm_launch)."""
+    launches (launch.gemm_launch); "replay" changes no launch, only where it is issued
+    from (launch.REPLAY_LAUNCHES)."""
     weights = [torch.zeros(4, 3), torch.zeros(4, 4)]
     default = launch.call_key(weights)
     for option, settings in launch.VARIANT_OPTIONS.items():
-        if all(setting.startswith("GEMM_") for setting in settings):
+        if option == "replay" or all(setting.startswith("GEMM_") for setting in settings):
             continue
         force_tier(monkeypatch, f"fastrnn-{option}")
         assert launch.call_key(weights) != default, option

@@ -6,9 +6,10 @@ up), beside the GPU time of the same call replayed from a CUDA graph, and nn.RNN
     python tools/gpu_call_profile.py --cprofile     (the host functions that take the time)
 
 Layers: the module (fastrnn.RNN), the op (torch.ops.fastrnn.rnn_forward) and the launch
-function (rnn_forward_triton, no dispatcher or autograd); the module again with every
-kernel launched through JITFunction.run (launch.DIRECT_LAUNCH off); training steps
-(forward, sum, backward) of nn.RNN and the module, both ways, and steps whose loss reads
+function (rnn_forward_triton, no dispatcher or autograd); the module again with its
+forward's launches replayed from C++ (launch.REPLAY_LAUNCHES), and with every kernel
+launched through JITFunction.run (launch.DIRECT_LAUNCH off); training steps (forward,
+sum, backward) of nn.RNN and the module, those three ways, and steps whose loss reads
 the output alone.  Then the host cost of single operations the launch functions make.
 """
 
@@ -80,6 +81,8 @@ def profile(name: str, dtype: torch.dtype) -> dict:
     with torch.no_grad(), fastrnn.use_backend("triton"):
         row["nn.RNN"] = host_us(lambda: ref(x))
         row["module"] = host_us(lambda: rnn(x))
+        with replayed_launches():
+            row["module (replayed)"] = host_us(lambda: rnn(x))
         with jit_launches():
             row["module (JIT)"] = host_us(lambda: rnn(x))
         row["op"] = host_us(lambda: op(x, None, weights, None, 1, False, False))
@@ -105,11 +108,22 @@ def profile(name: str, dtype: torch.dtype) -> dict:
     with fastrnn.use_backend("triton"):
         row["train nn.RNN"] = host_us(lambda: train(ref), calls=50)
         row["train module"] = host_us(lambda: train(rnn), calls=50)
+        with replayed_launches():
+            row["train module (replayed)"] = host_us(lambda: train(rnn), calls=50)
         with jit_launches():
             row["train module (JIT)"] = host_us(lambda: train(rnn), calls=50)
         row["train on output nn.RNN"] = host_us(lambda: train_on_output(ref), calls=50)
         row["train on output module"] = host_us(lambda: train_on_output(rnn), calls=50)
     return row
+
+
+@contextlib.contextmanager
+def replayed_launches():
+    launch.REPLAY_LAUNCHES = True
+    try:
+        yield
+    finally:
+        launch.REPLAY_LAUNCHES = False
 
 
 @contextlib.contextmanager
@@ -189,9 +203,10 @@ def main() -> int:
     print(machine_line(torch.device("cuda"), torch.float32))
     op_costs()
     columns = [
-        "nn.RNN", "module", "module (JIT)", "op", "launch fn", "gpu (graph)",
-        "nn.RNN gpu (graph)", "train nn.RNN", "train module", "train module (JIT)",
-        "train on output nn.RNN", "train on output module",
+        "nn.RNN", "module", "module (replayed)", "module (JIT)", "op", "launch fn",
+        "gpu (graph)", "nn.RNN gpu (graph)", "train nn.RNN", "train module",
+        "train module (replayed)", "train module (JIT)", "train on output nn.RNN",
+        "train on output module",
     ]  # fmt: skip
     print("| shape | dtype | " + " | ".join(f"{c} µs" for c in columns) + " |")
     print("|---|---|" + "---|" * len(columns))

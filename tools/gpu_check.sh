@@ -52,7 +52,8 @@ gpu_tests() {  # time limit (s), pytest -k expression; in parallel where pytest-
   # -v (not with -q, which cancels it): each test's outcome as it ends, so a run cut by
   # its time limit still names its failures (the summary never comes then).
   within "$1" python3 -m pytest -v --tb=short "${workers[@]}" --maxfail=5 --durations=8 \
-    tests/test_triton.py -m "not slow" -k "$2" -p no:cacheprovider >> "$CHECKS" 2>&1
+    tests/test_triton.py tests/test_launch_replay.py -m "not slow" -k "$2" \
+    -p no:cacheprovider >> "$CHECKS" 2>&1
   echo "tests ($2): exit $?"; grep -E "FAILED|ERROR" "$CHECKS" | cut -c1-200 | tail -12
   tail -3 "$CHECKS"
 }

@@ -1,28 +1,30 @@
-"""The tier boundary and the tiers' options on a GPU: fastrnn forced onto the persistent
-tier (a batch under 16 with FMA products or with tl.dot, one-row FMA programs summing
-whole columns or on the plan's warps in one sum, FMA programs loading their inputs 4
-steps ahead or one, one-row programs at H=256 or the former plan there, their fp32
-backward prefetching its inputs or not; a short sequence's input projected in the kernel
-or by a GEMM, and small's (100 steps) too, its weight gradients computed by the backward
-kernel or by GEMMs; 16-row programs on 16 warps), onto the cooperative tier with 64-,
-32- or 16-column tiles, or with W_hh's columns streamed from L2 instead of held on chip,
-its products in one K part, its programs on 8 warps, its streamed W_hh 32 rows a chunk
-or split into TF32 parts by Triton at every chunk (fp32 tf32x3), or a forward program's
-one tile pipelined as several are, or its state exchanged tagged with each step instead
-of a grid barrier a step; a 16-row fp32 IEEE product in K parts or in one; fp32
-tensor-core products as tf32x3, plain TF32 or IEEE FMA products under nn.RNN's TF32-on
-default, and fp32 GEMMs (input projections, weight and input gradients) on TF32 as cuDNN
-may run them under that default (fastrnn's own GEMM kernel, or cuBLAS's), or on cuBLAS
-in IEEE fp32; and nn.RNN (cuDNN).  So launch.MAX_PERSISTENT_H, FMA_PRODUCT_ELEMENTS,
-FMA_WHOLE_COLUMNS, PERSISTENT_STEPS_AHEAD, ONE_ROW_MAX_H, ONE_ROW_PREFETCH,
-IEEE_DOT_PARTS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP, COOP_SPLIT_K,
-COOP_NUM_WARPS, COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS, COOP_TAGGED_EXCHANGE,
-PERSISTENT_NUM_WARPS, PROJECT_INPUT_MAX_STEPS, WEIGHT_GRADS_MAX_STEPS, TF32_GEMMS and
-launch.dot_precision are set from measurement.  Each contender is validated against
-float64 nn.RNN first (fastrnn.bench.measure.validation_errors; every error goes into the
-JSON), one outside the allowance is dropped from the row, and the others are timed with
-the contenders alternated.  Prints a markdown table; --json writes every number (after
-each row, so a run cut short keeps what it measured).
+"""The tier boundary and the tiers' options on a GPU: a short padded forward's launches
+replayed from C++ or issued from Python (launch.REPLAY_LAUNCHES); fastrnn forced onto
+the persistent tier (a batch under 16 with FMA products or with tl.dot, one-row FMA
+programs summing whole columns or on the plan's warps in one sum, FMA programs loading
+their inputs 4 steps ahead or one, one-row programs at H=256 or the former plan there,
+their fp32 backward prefetching its inputs or not; a short sequence's input projected in
+the kernel or by a GEMM, and small's (100 steps) too, its weight gradients computed by
+the backward kernel or by GEMMs; 16-row programs on 16 warps), onto the cooperative tier
+with 64-, 32- or 16-column tiles, or with W_hh's columns streamed from L2 instead of
+held on chip, its products in one K part, its programs on 8 warps, its streamed W_hh 32
+rows a chunk or split into TF32 parts by Triton at every chunk (fp32 tf32x3), or a
+forward program's one tile pipelined as several are, or its state exchanged tagged with
+each step instead of a grid barrier a step; a 16-row fp32 IEEE product in K parts or in
+one; fp32 tensor-core products as tf32x3, plain TF32 or IEEE FMA products under nn.RNN's
+TF32-on default, and fp32 GEMMs (input projections, weight and input gradients) on TF32
+as cuDNN may run them under that default (fastrnn's own GEMM kernel, or cuBLAS's), or on
+cuBLAS in IEEE fp32; and nn.RNN (cuDNN).  So launch.MAX_PERSISTENT_H,
+FMA_PRODUCT_ELEMENTS, FMA_WHOLE_COLUMNS, PERSISTENT_STEPS_AHEAD, ONE_ROW_MAX_H,
+ONE_ROW_PREFETCH, IEEE_DOT_PARTS, COOP_BLOCK_N, COOP_BLOCK_K, COOP_W_ON_CHIP,
+COOP_SPLIT_K, COOP_NUM_WARPS, COOP_PIPELINE_ONE_TILE, COOP_W_LOW_PARTS,
+COOP_TAGGED_EXCHANGE, PERSISTENT_NUM_WARPS, PROJECT_INPUT_MAX_STEPS,
+WEIGHT_GRADS_MAX_STEPS, TF32_GEMMS, REPLAY_LAUNCHES and launch.dot_precision are set
+from measurement.  Each contender is validated against float64 nn.RNN first
+(fastrnn.bench.measure.validation_errors; every error goes into the JSON), one outside
+the allowance is dropped from the row, and the others are timed with the contenders
+alternated.  Prints a markdown table; --json writes every number (after each row, so a
+run cut short keeps what it measured).
 
     python tools/gpu_tier_ab.py --json gpu-results/tiers.json
 """
@@ -109,6 +111,10 @@ IEEE_DOT = ("fastrnn-ieee", "fastrnn-wholedot-ieee", "cooperative-ieee")
 LONG_ROWS = (Shape("long-H256", 1000, 64, 256, 256), Shape("long-H1024", 1000, 64, 1024, 1024),
              Shape("long-B1-H1024", 1000, 1, 1024, 1024))  # fmt: skip
 PLAIN_TF32 = ("fastrnn", "fastrnn-x3", "fastrnn-tf32")
+# A short padded forward's launches from Python (the plan) or replayed from C++
+# (launch.REPLAY_LAUNCHES): host time at the tutorial sizes.
+REPLAY = ("fastrnn", "fastrnn-replay")
+TUTORIAL = ("hello", "pattern25", "regression2L", "cell-loop", "single-step")
 # The benchmark's shapes, IEEE_ROWS and LONG_ROWS.
 GRID = {shape.name: shape for shape in [*SHAPES, *GPU_SHAPES, IEEE_ROWS, *LONG_ROWS]}
 
@@ -122,8 +128,9 @@ FP32, FP16, BF16 = torch.float32, torch.float16, torch.bfloat16
 COOPERATIVE_16 = ("fastrnns", "wide", "large", "H2048")
 COOPERATIVE_32 = ("medium", *COOPERATIVE_16)
 CASES = [
-    # One-row programs at H=256 and their prefetches, the loads ahead, then the GEMMs: a
-    # run cut short by its time limit keeps them.
+    # Replayed launches, one-row programs at H=256 and their prefetches, the loads ahead,
+    # then the GEMMs: a run cut short by its time limit keeps them.
+    *cases((FP32, FP16), TUTORIAL, REPLAY),
     *cases((FP32, FP16), ("medium", "bi2L", "long-H256"), ONE_ROW),
     *cases((FP32,), ("medium", "bi2L", "long-H256"), PREFETCH),
     *cases((FP32, FP16), ("long", "long-B1", "small"), AHEAD),
@@ -167,8 +174,7 @@ def use_variant(name: str | None) -> None:
     torch.backends.cudnn.allow_tf32 = DEFAULT_ALLOW_TF32 and not name.endswith("-ieee")
     torch.backends.cuda.matmul.allow_tf32 = DEFAULT_MATMUL_TF32 or name.endswith("-tf32gemm")
     launch_name = next((name.removesuffix(f) for f in FLAG_OPTIONS if name.endswith(f)), name)
-    for setting, value in launch.variant_settings(launch_name).items():
-        setattr(launch, setting, value)
+    launch.apply_settings(launch.variant_settings(launch_name))
 
 
 def variant(contender, name: str):

@@ -18,8 +18,15 @@
 #include "../cpu_blas.h"
 #include "../cpu_dtypes.h"
 #include "../rnn_arguments.h"
+#include "arguments.h"
+#include "launch_replay.h"
 
 namespace {
+
+using fastrnn::python::checked_forward_arguments;
+using fastrnn::python::optional_tensor;
+using fastrnn::python::tensor;
+using fastrnn::python::tensors;
 
 // Python getter and setter of a string setting of the kernels (GEMM backend, reduced
 // precision); a refused value raises ValueError with the setting's own message.
@@ -39,46 +46,6 @@ PyObject* set_setting(PyObject*, PyObject* arg) {
     return nullptr;
   }
   Py_RETURN_NONE;
-}
-
-std::optional<at::Tensor> optional_tensor(PyObject* object) {
-  if (object == Py_None) return std::nullopt;
-  TORCH_CHECK(THPVariable_Check(object), "fastrnn: expected a tensor or None");
-  return THPVariable_Unpack(object);
-}
-
-at::Tensor tensor(PyObject* object) {
-  TORCH_CHECK(THPVariable_Check(object), "fastrnn: expected a tensor");
-  return THPVariable_Unpack(object);
-}
-
-std::vector<at::Tensor> tensors(PyObject* sequence) {
-  PyObject* fast = PySequence_Fast(sequence, "fastrnn: weights must be a list of tensors");
-  if (fast == nullptr) throw python_error();
-  std::vector<at::Tensor> result;
-  const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-  result.reserve(n);
-  for (Py_ssize_t i = 0; i < n; ++i) {
-    PyObject* item = PySequence_Fast_GET_ITEM(fast, i);
-    if (!THPVariable_Check(item)) {
-      Py_DECREF(fast);
-      TORCH_CHECK(false, "fastrnn: weights must be a list of tensors");
-    }
-    result.push_back(THPVariable_Unpack(item));
-  }
-  Py_DECREF(fast);
-  return result;
-}
-
-// rnn_forward's argument checks (rnn_arguments.cpp) on Python objects; the layout and
-// geometry they give.
-std::pair<fastrnn::StepLayout, fastrnn::Geometry> checked_forward_arguments(
-    const at::Tensor& input, const std::optional<at::Tensor>& hx,
-    const std::vector<at::Tensor>& weights, PyObject* batch_sizes, long long num_layers,
-    int bidirectional) {
-  auto layout = fastrnn::make_layout(input, optional_tensor(batch_sizes), hx);
-  auto geometry = fastrnn::make_geometry(input, hx, weights, num_layers, bidirectional);
-  return {std::move(layout), std::move(geometry)};
 }
 
 // A packed input's step tables (step_tables) on its device, as a tuple (batch sizes,
@@ -120,15 +87,12 @@ PyObject* rnn_forward_outputs(PyObject*, PyObject* args) {
   const at::Tensor x = tensor(input);
   const auto [layout, geometry] = checked_forward_arguments(
       x, optional_tensor(hx), tensors(weights), batch_sizes, num_layers, bidirectional);
-  const fastrnn::ForwardShapes shapes = fastrnn::forward_shapes(x, layout, geometry);
-  const auto options = x.options();
-  const at::Tensor output = at::empty(shapes.output, options);
-  const at::Tensor layer_outputs = at::empty(shapes.layer_outputs, options);
-  const at::Tensor h_n = at::empty(shapes.h_n, options);
+  const auto results = fastrnn::python::forward_results(x, layout, geometry);
   PyObject* tables = device_step_tables(x, batch_sizes, layout, 0);
   if (tables == nullptr) return nullptr;
-  return Py_BuildValue("(NNNN)", THPVariable_Wrap(output), THPVariable_Wrap(layer_outputs),
-                       THPVariable_Wrap(h_n), tables);
+  return Py_BuildValue("(NNNN)", THPVariable_Wrap(results.output),
+                       THPVariable_Wrap(results.layer_outputs), THPVariable_Wrap(results.h_n),
+                       tables);
   END_HANDLE_TH_ERRORS
 }
 
@@ -210,6 +174,20 @@ PyMethodDef methods[] = {
      "rnn_backward's argument checks, then (dz, grad_hx, grad_input or None, "
      "grad_weights), uninitialised, on the input's device, and packed input's step tables "
      "(batch sizes, offsets, each direction's previous rows) there, or None."},
+    {"store_forward_plan", fastrnn::python::store_forward_plan, METH_VARARGS,
+     "store_forward_plan(input, hx, weights, num_layers, bidirectional, relu, tf32, "
+     "(output, h_n, layer_outputs), launches): keeps a padded forward's kernel launches "
+     "for replay_forward (launches None: such calls are never replayed); False where "
+     "they are not kept."},
+    {"replay_forward", fastrnn::python::replay_forward, METH_VARARGS,
+     "replay_forward(input, hx, weights, num_layers, bidirectional, relu, tf32): "
+     "(output, h_n, layer_outputs) from the call's checks and its kept launches; True "
+     "where no plan is stored for such calls yet; None where they are never replayed."},
+    {"clear_launch_plans", fastrnn::python::clear_launch_plans, METH_NOARGS,
+     "Drops every kept forward plan; returns how many there were."},
+    {"replay_launches_to", fastrnn::python::replay_launches_to, METH_O,
+     "A list that replayed launches are appended to in place of being launched (tests), "
+     "or None: the CUDA driver."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

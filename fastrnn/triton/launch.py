@@ -17,11 +17,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
+import threading
 from typing import NamedTuple
 
 import torch
 import triton
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 from triton import knobs
 
 from fastrnn import _C
@@ -194,6 +196,13 @@ STATE_DTYPE = {torch.float64: torch.float64}  # else float32
 # through 3.9, which warns that 3.10 turns it off; the kernels were built and timed so.
 COMPILE_OPTIONS = {"enable_fp_fusion": True}
 
+# A padded forward whose every launch is a kept kernel's (no GEMM, fill or copy: short
+# sequences on the one-row and persistent tiers) is recorded once per call signature
+# and then replayed from C++ (csrc/python/launch_replay.cpp): the call's checks, its
+# results and its launches with no Python between them.  Plans are recorded under the
+# settings of their first call (apply_settings drops them).  Off: unmeasured on a GPU
+# (option "replay"; docs/performance.md, "Replayed launches").
+REPLAY_LAUNCHES = False
 # Tests set these: the tier regardless of H, and the cooperative grid's size.
 FORCE_TIER: str | None = None
 FORCE_PROGRAMS: int | None = None
@@ -231,6 +240,7 @@ VARIANT_OPTIONS = {
     "nosplit": {"GEMM_MIN_SPLIT_K": 1 << 62},  # K never split
     "kmajor": {"GEMM_K_MAJOR": True},  # operands copied along K first
     "anywork": {"GEMM_TF32_MIN_WORK": 0},  # TF32 GEMMs however few their multiply-adds
+    "replay": {"REPLAY_LAUNCHES": True},  # a short padded forward's launches from C++
 }
 
 
@@ -254,6 +264,15 @@ def variant_settings(name: str | None) -> dict:
         else:
             settings.update(VARIANT_OPTIONS[option])
     return settings
+
+
+def apply_settings(settings: dict) -> None:
+    """Sets these settings (variant_settings), dropping the replayed launches' plans,
+    recorded under the old ones, where any that a plan depends on changes."""
+    if any(globals()[setting] != value for setting, value in settings.items()
+           if setting != "REPLAY_LAUNCHES"):  # fmt: skip
+        _C.clear_launch_plans()
+    globals().update(settings)
 
 
 # On a GPU each kernel is launched from its compiled form, kept per specialisation
@@ -602,13 +621,97 @@ def _launches_directly(kernel, tensor: Tensor) -> bool:
     )
 
 
+class _Recording(threading.local):
+    """A forward's launches while _recorded_forward records them, in its thread: (kept,
+    grid, pointers, scalars) of each kept kernel's, None for each launch through
+    JITFunction.run."""
+
+    launches: list | None = None
+
+
+_RECORDING = _Recording()
+
+
 def _run_kept(kept: tuple, grid: tuple[int, int], pointers: tuple[Tensor | int, ...],
               scalars: tuple[int, ...]) -> None:  # fmt: skip
-    """Launch a kept compiled kernel; pointers: tensors, or their addresses."""
-    device, run, function, packed_metadata, constexprs = kept
+    """Launch a kept compiled kernel (keep_compiled); pointers: tensors, or their
+    addresses."""
+    if _RECORDING.launches is not None:
+        _RECORDING.launches.append((kept, grid, pointers, scalars))
+    _launch_kept(kept, grid, pointers, scalars)
+
+
+def _launch_kept(kept: tuple, grid: tuple[int, int], pointers: tuple[Tensor | int, ...],
+                 scalars: tuple[int, ...]) -> None:  # fmt: skip
+    device, run, function, packed_metadata, constexprs, _ = kept
     stream = torch._C._cuda_getCurrentRawStream(device)
     run(grid[0], grid[1], 1, stream, function, packed_metadata, None, None, None,
         *pointers, *scalars, *constexprs)  # fmt: skip
+
+
+# A replayed launch parameter's kind, as csrc/python/launch_replay.cpp codes it: an
+# address, an integer of 4 or 8 bytes, a null pointer.
+_POINTER, _INT32, _INT64, _NULL = 0, 1, 2, 3
+_INTEGER_KINDS = {"i32": _INT32, "i64": _INT64, "u64": _INT64}
+
+
+def replay_layout(compiled) -> tuple | None:
+    """How a compiled kernel's launcher hands the driver its parameters, where a replay
+    (launch_replay.cpp, cuLaunchKernel) can do the same: (threads, shared memory, each
+    argument's kind, or None for a constexpr, which is not passed; how many null scratch
+    pointers follow: Triton's global and profile scratch).  None where the launcher does
+    more: a cooperative, clustered or PDL launch, scratch memory, over 228 KB of shared
+    memory (an attribute in Triton 3.9), an argument of another type."""
+    metadata = compiled.metadata
+    if (
+        getattr(metadata, "launch_cooperative_grid", False)
+        or getattr(metadata, "launch_pdl", False)
+        or getattr(metadata, "num_ctas", 1) != 1
+        or getattr(metadata, "global_scratch_size", 0)
+        or getattr(metadata, "profile_scratch_size", 0)
+        or metadata.shared > 228 * 1024
+    ):
+        return None
+    kinds = []
+    for kind in compiled.src.signature.values():
+        if kind == "constexpr":
+            kinds.append(None)
+        elif isinstance(kind, str) and kind.startswith("*"):
+            kinds.append(_POINTER)
+        elif kind in _INTEGER_KINDS:
+            kinds.append(_INTEGER_KINDS[kind])
+        else:
+            return None
+    scratch = sum(hasattr(metadata, f"{s}_scratch_size") for s in ("global", "profile"))
+    return 32 * metadata.num_warps, metadata.shared, tuple(kinds), scratch
+
+
+def keep_compiled(compiled, device: int, constexprs: list) -> tuple:
+    """What launch_kernel keeps of a compiled kernel: its device, launcher, CUfunction,
+    launch metadata, constexpr values (the launcher takes every parameter, constexprs too,
+    and ignores their values) and replay_layout."""
+    return (device, compiled.run, compiled.function, compiled.packed_metadata, constexprs,
+            replay_layout(compiled))  # fmt: skip
+
+
+def replay_launch(kept: tuple, grid: tuple[int, int], pointers: tuple[Tensor | int, ...],
+                  scalars: tuple[int, ...]) -> tuple | None:  # fmt: skip
+    """A recorded launch (_RECORDING) as store_forward_plan takes it: (CUfunction, grid,
+    threads, shared memory, ((kind, value), ...) of the parameters the launcher passes);
+    None where replay_layout has none."""
+    _, _, function, _, constexprs, layout = kept
+    if layout is None:
+        return None
+    threads, shared, kinds, scratch = layout
+    addresses = [p if isinstance(p, int) else p.data_ptr() for p in pointers]
+    arguments = (*addresses, *scalars, *constexprs)
+    params = [(k, value) for k, value in zip(kinds, arguments, strict=True) if k is not None]
+    return function, grid[0], grid[1], threads, shared, (*params, *[(_NULL, 0)] * scratch)
+
+
+def _record_jit_launch() -> None:
+    if _RECORDING.launches is not None:
+        _RECORDING.launches.append(None)
 
 
 def launch_kernel(kernel, grid: tuple[int, int], pointers: tuple[Tensor, ...],
@@ -621,6 +724,7 @@ def launch_kernel(kernel, grid: tuple[int, int], pointers: tuple[Tensor, ...],
     specialisation, the interpreter, wrapped kernels and registered launch hooks take
     JITFunction.run.  Returns the kept kernel it launched or kept (None: none)."""
     if not _launches_directly(kernel, pointers[0]):
+        _record_jit_launch()
         kernel[grid](*pointers, *scalars, **meta)
         return None
     device = torch.cuda.current_device()  # where Triton compiles and launches
@@ -628,10 +732,10 @@ def launch_kernel(kernel, grid: tuple[int, int], pointers: tuple[Tensor, ...],
     key = (id(kernel), device, *meta.items(), *_specialization(pointers, scalars))
     kept = _COMPILED.get(key)
     if kept is None:
+        _record_jit_launch()
         compiled = kernel[grid](*pointers, *scalars, **meta)
-        # The launcher takes every parameter, constexprs too (it ignores their values).
         constexprs = [meta[name] for name in kernel.arg_names[len(pointers) + len(scalars) :]]
-        kept = (device, compiled.run, compiled.function, compiled.packed_metadata, constexprs)
+        kept = keep_compiled(compiled, device, constexprs)
         _COMPILED[key] = kept
         return kept
     _run_kept(kept, grid, pointers, scalars)
@@ -1282,7 +1386,63 @@ def _columns(rows: Tensor, direction: int, directions: int) -> Tensor:  # [N, H]
 
 
 def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
-    """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros."""
+    """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros.
+    With REPLAY_LAUNCHES a padded call is replayed from C++ where its plan is kept, and
+    recorded where none is yet (_recorded_forward)."""
+    if not (REPLAY_LAUNCHES and batch_sizes is None and _replayable_launches()):
+        return _forward(input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
+    call = (input, hx, weights, num_layers, bidirectional, relu, tf32_allowed())
+    replayed = _C.replay_forward(*call)
+    if replayed is True:  # no plan for such calls yet
+        return _recorded_forward(call)
+    if replayed is None:  # none can be kept
+        return _forward(input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
+    return replayed
+
+
+def _replayable_launches() -> bool:
+    """Whether kept kernels launch directly (_launches_directly), as replays do."""
+    hooks = knobs.runtime
+    return DIRECT_LAUNCH and not hooks.launch_enter_hook.calls and not hooks.launch_exit_hook.calls
+
+
+class _OtherWork(TorchDispatchMode):
+    """Records the ATen ops run under it that do work a replay would not do: all but
+    views and allocations (the results' in _C.rnn_forward_outputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and func is not torch.ops.aten.empty.memory_format:
+            self.ops.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+def _recorded_forward(call: tuple):
+    """A padded forward whose launches are recorded and kept for _C.replay_forward where
+    it did nothing else (_OtherWork) and launched only kept kernels that a replay can
+    launch (replay_launch); the C++ side keeps them where their pointers lie in the
+    call's tensors, else marks such calls as never replayed.  A call that compiled a
+    kernel (launched through JITFunction.run) is not judged: the next is recorded."""
+    input, hx, weights, num_layers, bidirectional, relu, _ = call
+    recorded = _RECORDING.launches = []
+    try:
+        with _OtherWork() as other:
+            result = _forward(input, hx, weights, None, num_layers, bidirectional, relu)
+    finally:
+        _RECORDING.launches = None
+    if None in recorded:
+        return result
+    launches = [replay_launch(*launch) for launch in recorded]
+    replayable = not other.ops and None not in launches
+    _C.store_forward_plan(*call, result, launches if replayable else None)
+    return result
+
+
+def _forward(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
+    """rnn_forward_triton's launches, from Python."""
     # Devices (nn.RNN's message), shapes and dtypes, checked as the CPU kernels check
     # them (the kernels do not); the results allocated, and packed input's step tables
     # copied to the device, in the same C++ call.
