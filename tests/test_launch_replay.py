@@ -15,6 +15,7 @@ import types
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastrnn
 from fastrnn import _C
@@ -73,11 +74,13 @@ def stand_in_kernels(monkeypatch, replaying):
     monkeypatch.setattr(launch, "_launch_kept", lambda *kept_launch: python_launches.append(
         kept_launch))  # fmt: skip
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    launch.forward_launch.cache_clear()  # their KernelLaunch objects keep stand-ins
+    for layer_launches in (launch.forward_launch, launch.backward_launch):
+        layer_launches.cache_clear()  # their KernelLaunch objects keep stand-ins
     _C.replay_launches_to(replayed)
     yield python_launches, replayed
     _C.replay_launches_to(None)
-    launch.forward_launch.cache_clear()
+    for layer_launches in (launch.forward_launch, launch.backward_launch):
+        layer_launches.cache_clear()
 
 
 # (steps, batch, input size, hidden, layers, bidirectional, relu, bias, hx, batch_first)
@@ -108,39 +111,134 @@ def forward(call):
     return launch.rnn_forward_triton(input, hx, weights, None, layers, bidirectional, relu)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: "-".join(map(str, case)))
-def test_replayed_launches_are_the_python_paths_on_the_same_tensors(case, stand_in_kernels,
-                                                                    monkeypatch):  # fmt: skip
+def backward_args(call, grads):
+    """rnn_backward's arguments after call's forward; grads: "both" (random gradients of
+    output and h_n), "output" (h_n gets none; the output's is a sum's, expanded), "sums"
+    (both a sum's: one tensor, expanded twice, as autograd passes them for
+    output.sum() + h_n.sum()), "sums apart" (two such tensors) or "no input" (both, no
+    input gradient wanted, nor hx's)."""
+    input, hx, weights, layers, bidirectional, relu = call
+    output, h_n, layer_outputs = launch._forward(input, hx, weights, None, layers,
+                                                 bidirectional, relu)  # fmt: skip
+    grad_output, grad_h_n = torch.randn_like(output), torch.randn_like(h_n)
+    if grads == "output":
+        grad_output, grad_h_n = torch.ones(()).expand_as(output), None
+    if grads.startswith("sums"):
+        one = torch.ones((), dtype=output.dtype, device=output.device)
+        other = one.clone() if grads == "sums apart" else one
+        grad_output, grad_h_n = one.expand_as(output), other.expand_as(h_n)
+    wanted = grads != "no input"
+    return (grad_output, grad_h_n, input, hx, weights, None, output, layer_outputs, layers,
+            bidirectional, relu, wanted, wanted)  # fmt: skip
+
+
+def backward(args):
+    return launch.rnn_backward_triton(*args)
+
+
+def replay(call):
+    """_C.replay of a forward call, as rnn_forward_triton makes it."""
+    input, hx, weights, layers, bidirectional, relu = call
+    flags = (layers, bidirectional, relu, launch.tf32_allowed())
+    return _C.replay(launch._FORWARD, [input, hx, *weights], flags)
+
+
+class Allocations(TorchDispatchMode):
+    """The allocations of a call on the Python path, in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.extents = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if func in launch._CallWork.ALLOCATIONS:
+            self.extents.append((result.data_ptr(), result.numel() * result.element_size()))
+        return result
+
+
+def slot_launches(launches, kinds, tensors, allocations):
+    """(function, grid, threads, shared memory, parameters) of each launch, each pointer
+    as (slot, offset): the call's tensors, then its allocations ((address, bytes))."""
+    extents = [(t.data_ptr(), t.numel() * t.element_size()) if t is not None else (0, 0)
+               for t in tensors] + list(allocations)  # fmt: skip
+
+    def slot(address):
+        return next(((i, address - begin) for i, (begin, size) in enumerate(extents)
+                     if begin <= address < begin + size), ("outside", address))  # fmt: skip
+
+    return [(*head, tuple(slot(v) if k == launch._POINTER else v for k, v in zip(ks, values,
+                                                                               strict=True)))
+            for (*head, values), ks in zip(launches, kinds, strict=True)]  # fmt: skip
+
+
+def check_replay_is_the_python_path(stand_in_kernels, run, args, tensors):
+    """run(*args) replayed after a first call (compiling) and a recorded one: launches
+    nothing from Python, and its launches are the Python path's on the same tensors,
+    parameter for parameter, each pointer in the same slot at the same offset."""
     python_launches, replayed = stand_in_kernels
-    call = make_call(case)
-    forward(call)  # compiles (stand-ins): not recorded
-    forward(call)  # recorded: the plan kept
+    run(*args)  # compiles (stand-ins): not recorded
+    run(*args)  # recorded: the plan kept
     assert replayed == []
     python_launches.clear()
-    call = (call[0].clone(), *call[1:])  # other tensors than the recorded call's
-    output, h_n, layer_outputs = forward(call)
-    layers = call[3]
-    assert python_launches == [] and len(replayed) == layers
-    # The Python path on the replay's tensors: its launches must be the replayed ones.
-    monkeypatch.setattr(launch._C, "rnn_forward_outputs",
-                        lambda *args: (output, layer_outputs, h_n, None))  # fmt: skip
+    replay_results = run(*args)
+    assert python_launches == [] and replayed[0][0] == "call"
+    (_, allocations), *replayed_launches = replayed
     launch.REPLAY_LAUNCHES = False
-    python = forward(call)
-    assert [r.shape for r in python] == [output.shape, h_n.shape, layer_outputs.shape]
-    expected = []
-    for kept_launch in python_launches:
-        function, grid_x, grid_y, threads, shared, params = launch.replay_launch(*kept_launch)
-        expected.append((function, grid_x, grid_y, threads, shared,
-                         tuple(value for _, value in params)))  # fmt: skip
-    assert replayed == expected
-    assert all(params[-2:] == (0, 0) for *_, params in replayed)  # the scratch pointers
+    with Allocations() as python_allocations:
+        python_results = run(*args)
+    expected = [launch.replay_launch(*kept_launch) for kept_launch in python_launches]
+    kinds = [[kind for kind, _ in params] for *_, params in expected]
+    assert [("launch", *head, tuple(v for _, v in params)) for *head, params in expected]
+    assert slot_launches([r[1:] for r in replayed_launches], kinds, tensors, allocations) == (
+        slot_launches([(*head, [v for _, v in params]) for *head, params in expected], kinds,
+                      tensors, python_allocations.extents))  # fmt: skip
+    assert all(record[-1][-2:] == (0, 0) for record in replayed_launches)  # scratch pointers
+    assert len(replayed_launches) == len(expected) > 0
+    assert type(replay_results) is type(python_results) is tuple
+    assert result_slots(replay_results, allocations) == result_slots(
+        python_results, python_allocations.extents
+    )
+
+
+def result_slots(results, allocations):
+    """Each result (a tensor, or a list of tensors) as its allocation's index, offset,
+    shape and strides (an empty one: its shape)."""
+
+    def slot(tensor):
+        if tensor.numel() == 0:
+            return tuple(tensor.shape)
+        address = tensor.data_ptr()
+        return next((i, address - begin, tuple(tensor.shape), tensor.stride())
+                    for i, (begin, size) in enumerate(allocations)
+                    if begin <= address < begin + size)  # fmt: skip
+
+    return [[slot(t) for t in item] if isinstance(item, list) else slot(item) for item in results]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: "-".join(map(str, case)))
+def test_replayed_forward_launches_are_the_python_paths(case, stand_in_kernels):
+    input, hx, weights, *_ = call = make_call(case)
+    check_replay_is_the_python_path(stand_in_kernels, lambda: forward(call), (),
+                                    [input, hx, *weights])  # fmt: skip
+
+
+# A bidirectional backward's input gradient is a GEMM's (never replayed, below).
+@pytest.mark.parametrize("grads", ["both", "output", "sums", "sums apart", "no input"])
+@pytest.mark.parametrize("case", [case for case in CASES if not case[5]],
+                         ids=lambda case: "-".join(map(str, case)))  # fmt: skip
+def test_replayed_backward_launches_are_the_python_paths(case, grads, stand_in_kernels):
+    args = backward_args(make_call(case), grads)
+    grad_output, grad_h_n, input, hx, weights, _, output, layer_outputs, *_ = args
+    tensors = [grad_output, grad_h_n, input, hx, *weights, output, layer_outputs]
+    check_replay_is_the_python_path(stand_in_kernels, lambda: backward(args), (), tensors)
 
 
 def test_calls_that_do_more_than_launch_kept_kernels_are_never_replayed(stand_in_kernels,
                                                                         monkeypatch):  # fmt: skip
-    """A GEMM (more steps than the kernels project the input for), a copy (hx not
-    contiguous), ATen work on the results alone (no pointer outside the call's tensors):
-    the Python path, every call."""
+    """A GEMM (more steps than the kernels project the input for; a bidirectional
+    backward's input gradient), a copy (hx not contiguous), ATen work on the results
+    alone (no pointer outside the call's tensors): the Python path, every call."""
     python_launches, replayed = stand_in_kernels
     long_call = make_call((launch.PROJECT_INPUT_MAX_STEPS + 1, 2, 4, 8, 1, False, False, True,
                            False, False))  # fmt: skip
@@ -149,7 +247,11 @@ def test_calls_that_do_more_than_launch_kept_kernels_are_never_replayed(stand_in
     for call in [long_call, (input, strided_hx, weights, layers, bidirectional, relu)]:
         for _ in range(3):
             forward(call)
-        assert _C.replay_forward(*call, launch.tf32_allowed()) is None
+        assert replay(call) is None
+    args = backward_args(make_call(CASES[1]), "both")
+    for _ in range(3):
+        backward(args)
+    assert len(replayed) == 0
     run_layer = launch.recurrence_forward
     monkeypatch.setattr(
         launch,
@@ -159,25 +261,37 @@ def test_calls_that_do_more_than_launch_kept_kernels_are_never_replayed(stand_in
     call = make_call(CASES[0])
     for _ in range(3):
         forward(call)
-    assert _C.replay_forward(*call, launch.tf32_allowed()) is None
+    assert replay(call) is None
     assert replayed == [] and python_launches
 
 
-def test_a_replayed_call_checks_its_arguments_as_the_python_path(stand_in_kernels):
-    """The plan's key holds the input's dtype, not the weights': weights of another
-    dtype reach the replay, whose checks give the Python path's error."""
+def test_a_call_replays_only_a_plan_of_calls_like_it_in_every_tensor(stand_in_kernels):
+    """A plan's key holds every tensor's dtype, device, sizes and strides: weights of
+    another dtype find no plan, and get the Python path's error."""
     input, hx, weights, layers, bidirectional, relu = call = make_call(CASES[1])
     for _ in range(2):
         forward(call)
     wrong = (input, hx, [w.double() for w in weights], layers, bidirectional, relu)
-    assert _C.clear_launch_plans() == 1
+    assert replay(call) is not True and replay(wrong) is True
+    with pytest.raises(RuntimeError) as replaying_error:
+        forward(wrong)
+    launch.REPLAY_LAUNCHES = False
     with pytest.raises(RuntimeError) as python_error:
         forward(wrong)
-    for _ in range(2):
-        forward(call)
-    with pytest.raises(RuntimeError) as replay_error:
-        _C.replay_forward(*wrong, launch.tf32_allowed())
-    assert str(replay_error.value) == str(python_error.value)
+    assert str(replaying_error.value) == str(python_error.value)
+
+
+def test_tensors_that_start_together_are_in_the_key(stand_in_kernels):
+    """A plan recorded where the output's and h_n's gradients are one tensor is not the
+    plan of a call where they are two (its pointers into h_n's would be the output's)."""
+    python_launches, replayed = stand_in_kernels
+    together, apart = (backward_args(make_call(CASES[0]), g) for g in ("sums", "sums apart"))
+    for _ in range(3):  # compiled, recorded, replayed
+        backward(together)
+    assert [record[0] for record in replayed] == ["call", "launch"]
+    replayed.clear()
+    backward(apart)  # recorded, not replayed
+    assert replayed == [] and _C.clear_launch_plans() == 2
 
 
 def test_changed_settings_drop_the_plans(stand_in_kernels):
@@ -220,6 +334,27 @@ def test_replay_layout_reads_the_launchers_signature():
     assert layout()[-1] == 1
 
 
+def flat_results(results):
+    return [r for item in results for r in (item if isinstance(item, list) else [item])]
+
+
+def check_replay_equals_the_python_path_on_gpu(run, args, python_run, monkeypatch):
+    """run(*args) replayed (its third call) equals it on the Python path bit for bit, and
+    ran no Python launch function (python_run: its name in launch)."""
+    launch.REPLAY_LAUNCHES = False
+    want = run(*args)
+    launch.REPLAY_LAUNCHES = True
+    run(*args)
+    run(*args)  # the plan kept by now
+    python_calls = []
+    python = getattr(launch, python_run)
+    monkeypatch.setattr(launch, python_run, lambda *a: python_calls.append(1) or python(*a))
+    got = run(*args)
+    assert python_calls == [] and _C.clear_launch_plans() == 1
+    for i, (g, w) in enumerate(zip(flat_results(got), flat_results(want), strict=True)):
+        assert g.shape == w.shape and g.stride() == w.stride() and torch.equal(g, w), i
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -227,26 +362,26 @@ def test_replay_layout_reads_the_launchers_signature():
 def test_replayed_forward_equals_the_python_forward_on_gpu(case, dtype, replaying,
                                                            monkeypatch):  # fmt: skip
     call = make_call(case, dtype, "cuda")
-    launch.REPLAY_LAUNCHES = False
-    want = forward(call)
-    launch.REPLAY_LAUNCHES = True
-    forward(call)
-    forward(call)  # the plan kept by now
-    python_calls = []
-    python_forward = launch._forward
-    monkeypatch.setattr(launch, "_forward", lambda *args: python_calls.append(1) or
-                        python_forward(*args))  # fmt: skip
-    got = forward(call)
-    assert python_calls == [] and _C.clear_launch_plans() == 1
-    for name, g, w in zip(["output", "h_n", "layer_outputs"], got, want, strict=True):
-        assert torch.equal(g, w), name
+    check_replay_equals_the_python_path_on_gpu(forward, (call,), "_forward", monkeypatch)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
-def test_replayed_forward_trains_and_captures_as_the_python_forward_on_gpu(replaying):
-    """Through the module: gradients as without replay; a replayed forward captured in a
-    CUDA graph replays to the eager result."""
+@pytest.mark.parametrize("grads", ["both", "output", "no input"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("case", [case for case in CASES if not case[5]],
+                         ids=lambda case: "-".join(map(str, case)))  # fmt: skip
+def test_replayed_backward_equals_the_python_backward_on_gpu(case, dtype, grads, replaying,
+                                                             monkeypatch):  # fmt: skip
+    args = backward_args(make_call(case, dtype, "cuda"), grads)
+    check_replay_equals_the_python_path_on_gpu(backward, (args,), "_backward", monkeypatch)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
+def test_replayed_calls_train_and_capture_as_the_python_path_on_gpu(replaying):
+    """Through the module: gradients as without replay; a replayed forward and backward
+    captured in a CUDA graph replay to the eager results."""
     torch.manual_seed(0)
     rnn = fastrnn.RNN(4, 8, num_layers=2, device="cuda")
     x = torch.randn(5, 3, 4, device="cuda")
@@ -262,19 +397,23 @@ def test_replayed_forward_trains_and_captures_as_the_python_forward_on_gpu(repla
     launch.REPLAY_LAUNCHES = True
     for _ in range(3):
         got = gradients()
-    assert _C.clear_launch_plans() == 1
+    assert _C.clear_launch_plans() == 2  # the forward's and the backward's
     for g, w in zip(got, want, strict=True):
         assert torch.equal(g, w)
+    args = backward_args(make_call(CASES[0], device="cuda"), "both")
+    calls = [lambda: rnn(x)[0], lambda: flat_results(backward(args))]
     with torch.no_grad():
-        eager = rnn(x)[0].clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):  # the plan kept before capture
-                rnn(x)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            captured = rnn(x)[0]
-        graph.replay()
-    torch.testing.assert_close(captured, eager, rtol=0, atol=0)
+        for call in calls:
+            eager = [t.clone() for t in torch.utils._pytree.tree_leaves(call())]
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(3):  # the plan kept before capture
+                    call()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                captured = torch.utils._pytree.tree_leaves(call())
+            graph.replay()
+            for c, e in zip(captured, eager, strict=True):
+                torch.testing.assert_close(c, e, rtol=0, atol=0)

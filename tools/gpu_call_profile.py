@@ -7,7 +7,7 @@ up), beside the GPU time of the same call replayed from a CUDA graph, and nn.RNN
 
 Layers: the module (fastrnn.RNN), the op (torch.ops.fastrnn.rnn_forward) and the launch
 function (rnn_forward_triton, no dispatcher or autograd); the module again with its
-forward's launches replayed from C++ (launch.REPLAY_LAUNCHES), and with every kernel
+launches replayed from C++ (launch.REPLAY_LAUNCHES), and with every kernel
 launched through JITFunction.run (launch.DIRECT_LAUNCH off); training steps (forward,
 sum, backward) of nn.RNN and the module, those three ways, and steps whose loss reads
 the output alone.  Then the host cost of single operations the launch functions make.

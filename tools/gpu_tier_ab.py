@@ -1,4 +1,4 @@
-"""The tier boundary and the tiers' options on a GPU: a short padded forward's launches
+"""The tier boundary and the tiers' options on a GPU: a short padded call's launches
 replayed from C++ or issued from Python (launch.REPLAY_LAUNCHES); fastrnn forced onto
 the persistent tier (a batch under 16 with FMA products or with tl.dot, one-row FMA
 programs summing whole columns or on the plan's warps in one sum, FMA programs loading
@@ -111,7 +111,7 @@ IEEE_DOT = ("fastrnn-ieee", "fastrnn-wholedot-ieee", "cooperative-ieee")
 LONG_ROWS = (Shape("long-H256", 1000, 64, 256, 256), Shape("long-H1024", 1000, 64, 1024, 1024),
              Shape("long-B1-H1024", 1000, 1, 1024, 1024))  # fmt: skip
 PLAIN_TF32 = ("fastrnn", "fastrnn-x3", "fastrnn-tf32")
-# A short padded forward's launches from Python (the plan) or replayed from C++
+# A short padded call's launches from Python (the plan) or replayed from C++
 # (launch.REPLAY_LAUNCHES): host time at the tutorial sizes.
 REPLAY = ("fastrnn", "fastrnn-replay")
 TUTORIAL = ("hello", "pattern25", "regression2L", "cell-loop", "single-step")

@@ -34,21 +34,4 @@ std::vector<at::Tensor> tensors(PyObject* sequence) {
   return result;
 }
 
-std::pair<StepLayout, Geometry> checked_forward_arguments(
-    const at::Tensor& input, const std::optional<at::Tensor>& hx,
-    const std::vector<at::Tensor>& weights, PyObject* batch_sizes, long long num_layers,
-    int bidirectional) {
-  auto layout = make_layout(input, optional_tensor(batch_sizes), hx);
-  auto geometry = make_geometry(input, hx, weights, num_layers, bidirectional);
-  return {std::move(layout), std::move(geometry)};
-}
-
-ForwardResults forward_results(const at::Tensor& input, const StepLayout& layout,
-                               const Geometry& geometry) {
-  const ForwardShapes shapes = forward_shapes(input, layout, geometry);
-  const auto options = input.options();
-  return {at::empty(shapes.output, options), at::empty(shapes.layer_outputs, options),
-          at::empty(shapes.h_n, options)};
-}
-
 }  // namespace fastrnn::python

@@ -33,10 +33,37 @@ struct Launch {
   std::vector<Param> params;
 };
 
+// An allocation the call makes (its results and workspaces), made again by each replay:
+// contiguous, of these sizes, dtype and device.
+struct Allocation {
+  std::vector<int64_t> sizes;
+  at::TensorOptions options;
+};
+
+// A result: an allocation itself (whole), or a view of it.
+struct ResultRef {
+  size_t allocation;
+  bool whole;
+  std::vector<int64_t> sizes, strides;
+  int64_t offset;  // elements past the allocation's start
+};
+
+// An item of the call's result tuple: a tensor, or a list of tensors.
+struct ResultItem {
+  bool list;
+  std::vector<ResultRef> refs;
+};
+
+struct Plan {
+  std::vector<Allocation> allocations;
+  std::vector<Launch> launches;
+  std::vector<ResultItem> results;
+};
+
 // What a plan depends on besides the launch settings (launch.apply_settings drops every
-// plan when one changes): the device, dtype, flags and the shapes and strides of every
-// tensor argument.  Its launches' integer arguments and kernels' specialisations follow
-// from these, given 16-byte aligned tensors (plan_key).
+// plan when one changes): the kind of call, its flags, and every tensor argument's
+// dtype, device, sizes and strides.  The calls' argument checks, launches' integers and
+// kernels' specialisations follow from these, given 16-byte aligned tensors (plan_key).
 using Key = std::vector<int64_t>;
 
 struct KeyHash {
@@ -50,37 +77,54 @@ struct KeyHash {
   }
 };
 
-// Each call signature's launches; none: such calls are never replayed.  Under the GIL,
-// as every function here runs.
-std::unordered_map<Key, std::optional<std::vector<Launch>>, KeyHash> plans;
+// Each call signature's plan; none: such calls are never replayed.  Under the GIL, as
+// every function here runs.
+std::unordered_map<Key, std::optional<Plan>, KeyHash> plans;
 PyObject* launch_list = nullptr;  // replay_launches_to's list, or nullptr: the driver
+
+using Tensors = std::vector<std::optional<at::Tensor>>;
 
 bool aligned(const at::Tensor& tensor) {
   return reinterpret_cast<uintptr_t>(tensor.data_ptr()) % 16 == 0;
 }
 
-void append_tensor(Key& key, const at::Tensor& tensor) {
-  key.push_back(tensor.dim());
-  key.insert(key.end(), tensor.sizes().begin(), tensor.sizes().end());
-  key.insert(key.end(), tensor.strides().begin(), tensor.strides().end());
-}
-
 // The key of a call, or none where a tensor is not 16-byte aligned (its launches would
 // take other specialisations of the kernels: launch.py's KernelLaunch).
-std::optional<Key> plan_key(const at::Tensor& input, const std::optional<at::Tensor>& hx,
-                            const std::vector<at::Tensor>& weights, long long num_layers,
-                            int bidirectional, int relu, int tf32) {
-  if (!aligned(input) || (hx.has_value() && !aligned(*hx))) return std::nullopt;
-  for (const at::Tensor& weight : weights) {
-    if (!aligned(weight)) return std::nullopt;
+std::optional<Key> plan_key(long long kind, const Tensors& tensors, PyObject* flags) {
+  Key key{kind};
+  PyObject* items = PySequence_Fast(flags, "fastrnn: flags must be a sequence of integers");
+  if (items == nullptr) throw python_error();
+  for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); ++i) {
+    key.push_back(PyLong_AsLongLong(PySequence_Fast_GET_ITEM(items, i)));
   }
-  Key key{static_cast<int64_t>(input.device().type()), input.device().index(),
-          static_cast<int64_t>(input.scalar_type()), num_layers, bidirectional, relu, tf32};
-  append_tensor(key, input);
-  key.push_back(hx.has_value());
-  if (hx.has_value()) append_tensor(key, *hx);
-  key.push_back(static_cast<int64_t>(weights.size()));
-  for (const at::Tensor& weight : weights) append_tensor(key, weight);
+  Py_DECREF(items);
+  if (PyErr_Occurred()) throw python_error();
+  for (const auto& tensor : tensors) {
+    if (!tensor) {
+      key.push_back(-1);
+      continue;
+    }
+    if (!aligned(*tensor)) return std::nullopt;
+    key.push_back(static_cast<int64_t>(tensor->scalar_type()));
+    key.push_back(static_cast<int64_t>(tensor->device().type()));
+    key.push_back(tensor->device().index());
+    key.push_back(tensor->dim());
+    key.insert(key.end(), tensor->sizes().begin(), tensor->sizes().end());
+    key.insert(key.end(), tensor->strides().begin(), tensor->strides().end());
+  }
+  // Which tensors start where an earlier one does (the gradients of a sum's outputs are
+  // one tensor, expanded twice): a pointer then has one address whichever it is said to
+  // lie in.
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    int64_t same = -1;
+    for (size_t j = 0; j < i && tensors[i] && same < 0; ++j) {
+      if (tensors[j] && tensors[j]->numel() > 0 && tensors[i]->numel() > 0 &&
+          tensors[j]->data_ptr() == tensors[i]->data_ptr()) {
+        same = static_cast<int64_t>(j);
+      }
+    }
+    key.push_back(same);
+  }
   return key;
 }
 
@@ -97,27 +141,55 @@ Extent extent(const at::Tensor& tensor) {
   return {begin, begin + static_cast<uint64_t>((last + 1) * tensor.element_size())};
 }
 
-// The slots a plan's pointers lie in, in this order: input, hx (none: empty), each
-// weight, output, h_n, layer_outputs.
-std::vector<Extent> slot_extents(const at::Tensor& input, const std::optional<at::Tensor>& hx,
-                                 const std::vector<at::Tensor>& weights,
-                                 const ForwardResults& results) {
-  std::vector<Extent> slots{extent(input), hx.has_value() ? extent(*hx) : Extent{}};
-  for (const at::Tensor& weight : weights) slots.push_back(extent(weight));
-  slots.push_back(extent(results.output));
-  slots.push_back(extent(results.h_n));
-  slots.push_back(extent(results.layer_outputs));
+// The slots a plan's pointers lie in: the call's tensors (none: empty), then its
+// allocations, in order.
+std::vector<Extent> slot_extents(const Tensors& tensors,
+                                 const std::vector<at::Tensor>& allocations) {
+  std::vector<Extent> slots;
+  slots.reserve(tensors.size() + allocations.size());
+  for (const auto& tensor : tensors) slots.push_back(tensor ? extent(*tensor) : Extent{});
+  for (const at::Tensor& allocation : allocations) slots.push_back(extent(allocation));
   return slots;
 }
 
+// Whether two slots overlap but start apart: a pointer in both would be rebuilt from the
+// first, in a call where they may lie apart.  (Slots that start together are in the key.)
 bool overlap(const std::vector<Extent>& slots) {
   for (size_t i = 0; i < slots.size(); ++i) {
     for (size_t j = i + 1; j < slots.size(); ++j) {
       const Extent &a = slots[i], &b = slots[j];
-      if (a.begin < a.end && b.begin < b.end && a.begin < b.end && b.begin < a.end) return true;
+      if (a.begin < a.end && b.begin < b.end && a.begin < b.end && b.begin < a.end &&
+          a.begin != b.begin) {
+        return true;
+      }
     }
   }
   return false;
+}
+
+Tensors call_tensors(PyObject* list) {
+  PyObject* items = PySequence_Fast(list, "fastrnn: the call's tensors must be a list");
+  if (items == nullptr) throw python_error();
+  Tensors result;
+  result.reserve(PySequence_Fast_GET_SIZE(items));
+  try {
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); ++i) {
+      result.push_back(optional_tensor(PySequence_Fast_GET_ITEM(items, i)));
+    }
+  } catch (...) {
+    Py_DECREF(items);
+    throw;
+  }
+  Py_DECREF(items);
+  return result;
+}
+
+// The device of a call: its first tensor's.
+std::optional<at::Device> call_device(const Tensors& tensors) {
+  for (const auto& tensor : tensors) {
+    if (tensor) return tensor->device();
+  }
+  return std::nullopt;
 }
 
 // A pointer's slot and offset; none where it lies in no slot.
@@ -279,7 +351,34 @@ void parameter_values(const Launch& launch, const std::vector<Extent>& slots,
   }
 }
 
-void append_to_list(const Launch& launch, const std::vector<uint64_t>& values) {
+// replay_launches_to's records of a replayed call: ("call", ((address, bytes) of each
+// allocation, ...)), then ("launch", function, grid_x, grid_y, threads, shared memory,
+// parameter values) for each launch.
+void append_record(PyObject* record) {
+  if (record == nullptr || PyList_Append(launch_list, record) != 0) {
+    Py_XDECREF(record);
+    throw python_error();
+  }
+  Py_DECREF(record);
+}
+
+void append_call(const std::vector<Extent>& allocations) {
+  PyObject* extents = PyTuple_New(static_cast<Py_ssize_t>(allocations.size()));
+  if (extents == nullptr) throw python_error();
+  for (size_t i = 0; i < allocations.size(); ++i) {
+    PyObject* item = Py_BuildValue("(KK)", static_cast<unsigned long long>(allocations[i].begin),
+                                   static_cast<unsigned long long>(allocations[i].end -
+                                                                   allocations[i].begin));
+    if (item == nullptr) {
+      Py_DECREF(extents);
+      throw python_error();
+    }
+    PyTuple_SET_ITEM(extents, i, item);
+  }
+  append_record(Py_BuildValue("(sN)", "call", extents));
+}
+
+void append_launch(const Launch& launch, const std::vector<uint64_t>& values) {
   PyObject* params = PyTuple_New(static_cast<Py_ssize_t>(values.size()));
   if (params == nullptr) throw python_error();
   for (size_t p = 0; p < values.size(); ++p) {
@@ -292,14 +391,9 @@ void append_to_list(const Launch& launch, const std::vector<uint64_t>& values) {
     }
     PyTuple_SET_ITEM(params, p, value);
   }
-  PyObject* record = Py_BuildValue("(KIIIIN)", static_cast<unsigned long long>(launch.function),
-                                   launch.grid_x, launch.grid_y, launch.threads, launch.shared,
-                                   params);
-  if (record == nullptr || PyList_Append(launch_list, record) != 0) {
-    Py_XDECREF(record);
-    throw python_error();
-  }
-  Py_DECREF(record);
+  append_record(Py_BuildValue("(sKIIIIN)", "launch",
+                              static_cast<unsigned long long>(launch.function), launch.grid_x,
+                              launch.grid_y, launch.threads, launch.shared, params));
 }
 
 void run(const std::vector<Launch>& launches, const std::vector<Extent>& slots,
@@ -309,7 +403,7 @@ void run(const std::vector<Launch>& launches, const std::vector<Extent>& slots,
   if (launch_list != nullptr) {
     for (const Launch& launch : launches) {
       parameter_values(launch, slots, values);
-      append_to_list(launch, values);
+      append_launch(launch, values);
     }
     return;
   }
@@ -330,66 +424,145 @@ void run(const std::vector<Launch>& launches, const std::vector<Extent>& slots,
   }
 }
 
+// A result of the recorded call as a reference to one of its allocations; none where it
+// is not one or a view of one.
+std::optional<ResultRef> result_ref(PyObject* object, const std::vector<at::Tensor>& allocations) {
+  const at::Tensor result = tensor(object);
+  for (size_t a = 0; a < allocations.size(); ++a) {
+    if (result.is_same(allocations[a])) return ResultRef{a, true, {}, {}, 0};
+  }
+  const auto address = reinterpret_cast<uint64_t>(result.data_ptr());
+  for (size_t a = 0; a < allocations.size(); ++a) {
+    const at::Tensor& allocation = allocations[a];
+    const Extent whole = extent(allocation), part = extent(result);
+    if (result.numel() == 0 || result.scalar_type() != allocation.scalar_type() ||
+        address < whole.begin || part.end > whole.end) {
+      continue;
+    }
+    const auto bytes = static_cast<int64_t>(address - whole.begin);
+    if (bytes % allocation.element_size() != 0) continue;
+    return ResultRef{a, false, result.sizes().vec(), result.strides().vec(),
+                     bytes / static_cast<int64_t>(allocation.element_size())};
+  }
+  return std::nullopt;
+}
+
+// The recorded call's result tuple, items tensors or lists of tensors, as references to
+// its allocations; none where one is not.
+std::optional<std::vector<ResultItem>> parse_results(PyObject* results,
+                                                     const std::vector<at::Tensor>& allocations) {
+  TORCH_CHECK(PyTuple_Check(results), "fastrnn: a call's results must be a tuple");
+  std::vector<ResultItem> items;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(results); ++i) {
+    PyObject* item = PyTuple_GET_ITEM(results, i);
+    ResultItem parsed{PyList_Check(item) != 0, {}};
+    const Py_ssize_t count = parsed.list ? PyList_GET_SIZE(item) : 1;
+    for (Py_ssize_t j = 0; j < count; ++j) {
+      const auto ref = result_ref(parsed.list ? PyList_GET_ITEM(item, j) : item, allocations);
+      if (!ref) return std::nullopt;
+      parsed.refs.push_back(*ref);
+    }
+    items.push_back(std::move(parsed));
+  }
+  return items;
+}
+
+PyObject* result_tensor(const ResultRef& ref, const std::vector<at::Tensor>& allocations) {
+  const at::Tensor& allocation = allocations[ref.allocation];
+  if (ref.whole) return THPVariable_Wrap(allocation);
+  return THPVariable_Wrap(allocation.as_strided(ref.sizes, ref.strides, ref.offset));
+}
+
+PyObject* build_results(const std::vector<ResultItem>& items,
+                        const std::vector<at::Tensor>& allocations) {
+  PyObject* results = PyTuple_New(static_cast<Py_ssize_t>(items.size()));
+  if (results == nullptr) throw python_error();
+  for (size_t i = 0; i < items.size(); ++i) {
+    const ResultItem& item = items[i];
+    PyObject* built = item.list ? PyList_New(static_cast<Py_ssize_t>(item.refs.size()))
+                                : result_tensor(item.refs[0], allocations);
+    if (built == nullptr) {
+      Py_DECREF(results);
+      throw python_error();
+    }
+    for (size_t j = 0; item.list && j < item.refs.size(); ++j) {
+      PyObject* tensor = result_tensor(item.refs[j], allocations);
+      if (tensor == nullptr) {
+        Py_DECREF(built);
+        Py_DECREF(results);
+        throw python_error();
+      }
+      PyList_SET_ITEM(built, j, tensor);
+    }
+    PyTuple_SET_ITEM(results, i, built);
+  }
+  return results;
+}
+
 }  // namespace
 
-PyObject* store_forward_plan(PyObject*, PyObject* args) {
+PyObject* store_plan(PyObject*, PyObject* args) {
   HANDLE_TH_ERRORS
-  PyObject *input, *hx, *weights, *results, *launches;
-  long long num_layers;
-  int bidirectional, relu, tf32;
-  if (!PyArg_ParseTuple(args, "OOOLpppOO", &input, &hx, &weights, &num_layers, &bidirectional,
-                        &relu, &tf32, &results, &launches)) {
+  long long kind;
+  PyObject *tensor_list, *flags, *allocation_list, *launches, *results;
+  if (!PyArg_ParseTuple(args, "LOOOOO", &kind, &tensor_list, &flags, &allocation_list,
+                        &launches, &results)) {
     return nullptr;
   }
-  const at::Tensor x = tensor(input);
-  const auto h = optional_tensor(hx);
-  const std::vector<at::Tensor> w = tensors(weights);
-  const auto key = plan_key(x, h, w, num_layers, bidirectional, relu, tf32);
-  PyObject *output, *h_n, *layer_outputs;
-  if (!PyArg_ParseTuple(results, "OOO", &output, &h_n, &layer_outputs)) return nullptr;
-  const ForwardResults call_results{tensor(output), tensor(layer_outputs), tensor(h_n)};
-  if (!key || !aligned(call_results.output) || !aligned(call_results.h_n) ||
-      !aligned(call_results.layer_outputs)) {
-    Py_RETURN_FALSE;
+  const Tensors call = call_tensors(tensor_list);
+  const auto key = plan_key(kind, call, flags);
+  const auto device = call_device(call);
+  if (!key || !device) Py_RETURN_FALSE;
+  std::optional<Plan>& kept = plans[*key];
+  kept.reset();  // never replayed, unless all below holds
+  if (launches == Py_None) Py_RETURN_FALSE;
+  const std::vector<at::Tensor> allocations = tensors(allocation_list);
+  Plan plan;
+  for (const at::Tensor& allocation : allocations) {
+    if (allocation.device() != *device || !allocation.is_contiguous() || !aligned(allocation)) {
+      Py_RETURN_FALSE;
+    }
+    plan.allocations.push_back({allocation.sizes().vec(), allocation.options()});
   }
-  const std::vector<Extent> slots = slot_extents(x, h, w, call_results);
-  // Overlapping tensors: a pointer's slot would be ambiguous.
-  auto parsed = launches == Py_None || overlap(slots)
-                    ? std::nullopt
-                    : parse_launches(launches, slots);
-  const bool kept = parsed.has_value();
-  plans[*key] = std::move(parsed);
-  return PyBool_FromLong(kept);
+  const std::vector<Extent> slots = slot_extents(call, allocations);
+  if (overlap(slots)) Py_RETURN_FALSE;
+  auto parsed = parse_launches(launches, slots);
+  auto items = parse_results(results, allocations);
+  if (!parsed || !items) Py_RETURN_FALSE;
+  plan.launches = std::move(*parsed);
+  plan.results = std::move(*items);
+  kept = std::move(plan);
+  Py_RETURN_TRUE;
   END_HANDLE_TH_ERRORS
 }
 
-PyObject* replay_forward(PyObject*, PyObject* args) {
+PyObject* replay(PyObject*, PyObject* args) {
   HANDLE_TH_ERRORS
-  PyObject *input, *hx, *weights;
-  long long num_layers;
-  int bidirectional, relu, tf32;
-  if (!PyArg_ParseTuple(args, "OOOLppp", &input, &hx, &weights, &num_layers, &bidirectional,
-                        &relu, &tf32)) {
-    return nullptr;
-  }
-  const at::Tensor x = tensor(input);
-  if (!x.is_cuda() && launch_list == nullptr) Py_RETURN_NONE;
-  const auto h = optional_tensor(hx);
-  const std::vector<at::Tensor> w = tensors(weights);
-  const auto key = plan_key(x, h, w, num_layers, bidirectional, relu, tf32);
+  long long kind;
+  PyObject *tensor_list, *flags;
+  if (!PyArg_ParseTuple(args, "LOO", &kind, &tensor_list, &flags)) return nullptr;
+  const Tensors call = call_tensors(tensor_list);
+  const auto device = call_device(call);
+  if (!device || (!device->is_cuda() && launch_list == nullptr)) Py_RETURN_NONE;
+  const auto key = plan_key(kind, call, flags);
   if (!key) Py_RETURN_NONE;
-  const auto plan = plans.find(*key);
-  if (plan == plans.end()) Py_RETURN_TRUE;
-  if (!plan->second) Py_RETURN_NONE;
-  const auto [layout, geometry] =
-      checked_forward_arguments(x, h, w, Py_None, num_layers, bidirectional);
-  const ForwardResults results = forward_results(x, layout, geometry);
-  // The caching allocator's blocks are aligned far beyond this; plans assume it.
-  TORCH_CHECK(aligned(results.output) && aligned(results.h_n) && aligned(results.layer_outputs),
-              "fastrnn: rnn_forward's results were not 16-byte aligned");
-  run(*plan->second, slot_extents(x, h, w, results), x.device());
-  return Py_BuildValue("(NNN)", THPVariable_Wrap(results.output), THPVariable_Wrap(results.h_n),
-                       THPVariable_Wrap(results.layer_outputs));
+  const auto found = plans.find(*key);
+  if (found == plans.end()) Py_RETURN_TRUE;
+  if (!found->second) Py_RETURN_NONE;
+  const Plan& plan = *found->second;
+  std::vector<at::Tensor> allocations;
+  allocations.reserve(plan.allocations.size());
+  for (const Allocation& allocation : plan.allocations) {
+    allocations.push_back(at::empty(allocation.sizes, allocation.options));
+    // The caching allocator's blocks are aligned far beyond this; plans assume it.
+    TORCH_CHECK(aligned(allocations.back()), "fastrnn: an allocation was not 16-byte aligned");
+  }
+  const std::vector<Extent> slots = slot_extents(call, allocations);
+  if (launch_list != nullptr) {
+    append_call(std::vector<Extent>(slots.end() - allocations.size(), slots.end()));
+  }
+  run(plan.launches, slots, *device);
+  return build_results(plan.results, allocations);
   END_HANDLE_TH_ERRORS
 }
 

@@ -23,7 +23,6 @@
 
 namespace {
 
-using fastrnn::python::checked_forward_arguments;
 using fastrnn::python::optional_tensor;
 using fastrnn::python::tensor;
 using fastrnn::python::tensors;
@@ -46,6 +45,17 @@ PyObject* set_setting(PyObject*, PyObject* arg) {
     return nullptr;
   }
   Py_RETURN_NONE;
+}
+
+// rnn_forward's argument checks (rnn_arguments.cpp) on Python objects; the layout and
+// geometry they give.
+std::pair<fastrnn::StepLayout, fastrnn::Geometry> checked_forward_arguments(
+    const at::Tensor& input, const std::optional<at::Tensor>& hx,
+    const std::vector<at::Tensor>& weights, PyObject* batch_sizes, long long num_layers,
+    int bidirectional) {
+  auto layout = fastrnn::make_layout(input, optional_tensor(batch_sizes), hx);
+  auto geometry = fastrnn::make_geometry(input, hx, weights, num_layers, bidirectional);
+  return {std::move(layout), std::move(geometry)};
 }
 
 // A packed input's step tables (step_tables) on its device, as a tuple (batch sizes,
@@ -87,12 +97,15 @@ PyObject* rnn_forward_outputs(PyObject*, PyObject* args) {
   const at::Tensor x = tensor(input);
   const auto [layout, geometry] = checked_forward_arguments(
       x, optional_tensor(hx), tensors(weights), batch_sizes, num_layers, bidirectional);
-  const auto results = fastrnn::python::forward_results(x, layout, geometry);
+  const fastrnn::ForwardShapes shapes = fastrnn::forward_shapes(x, layout, geometry);
+  const auto options = x.options();
+  const at::Tensor output = at::empty(shapes.output, options);
+  const at::Tensor layer_outputs = at::empty(shapes.layer_outputs, options);
+  const at::Tensor h_n = at::empty(shapes.h_n, options);
   PyObject* tables = device_step_tables(x, batch_sizes, layout, 0);
   if (tables == nullptr) return nullptr;
-  return Py_BuildValue("(NNNN)", THPVariable_Wrap(results.output),
-                       THPVariable_Wrap(results.layer_outputs), THPVariable_Wrap(results.h_n),
-                       tables);
+  return Py_BuildValue("(NNNN)", THPVariable_Wrap(output), THPVariable_Wrap(layer_outputs),
+                       THPVariable_Wrap(h_n), tables);
   END_HANDLE_TH_ERRORS
 }
 
@@ -174,14 +187,12 @@ PyMethodDef methods[] = {
      "rnn_backward's argument checks, then (dz, grad_hx, grad_input or None, "
      "grad_weights), uninitialised, on the input's device, and packed input's step tables "
      "(batch sizes, offsets, each direction's previous rows) there, or None."},
-    {"store_forward_plan", fastrnn::python::store_forward_plan, METH_VARARGS,
-     "store_forward_plan(input, hx, weights, num_layers, bidirectional, relu, tf32, "
-     "(output, h_n, layer_outputs), launches): keeps a padded forward's kernel launches "
-     "for replay_forward (launches None: such calls are never replayed); False where "
-     "they are not kept."},
-    {"replay_forward", fastrnn::python::replay_forward, METH_VARARGS,
-     "replay_forward(input, hx, weights, num_layers, bidirectional, relu, tf32): "
-     "(output, h_n, layer_outputs) from the call's checks and its kept launches; True "
+    {"store_plan", fastrnn::python::store_plan, METH_VARARGS,
+     "store_plan(kind, tensors, flags, allocations, launches, results): keeps a call's "
+     "allocations, kernel launches and results for replay (launches None: such calls are "
+     "never replayed); False where they are not kept."},
+    {"replay", fastrnn::python::replay, METH_VARARGS,
+     "replay(kind, tensors, flags): the results of a call replayed from its plan; True "
      "where no plan is stored for such calls yet; None where they are never replayed."},
     {"clear_launch_plans", fastrnn::python::clear_launch_plans, METH_NOARGS,
      "Drops every kept forward plan; returns how many there were."},

@@ -196,12 +196,12 @@ STATE_DTYPE = {torch.float64: torch.float64}  # else float32
 # through 3.9, which warns that 3.10 turns it off; the kernels were built and timed so.
 COMPILE_OPTIONS = {"enable_fp_fusion": True}
 
-# A padded forward whose every launch is a kept kernel's (no GEMM, fill or copy: short
-# sequences on the one-row and persistent tiers) is recorded once per call signature
-# and then replayed from C++ (csrc/python/launch_replay.cpp): the call's checks, its
-# results and its launches with no Python between them.  Plans are recorded under the
-# settings of their first call (apply_settings drops them).  Off: unmeasured on a GPU
-# (option "replay"; docs/performance.md, "Replayed launches").
+# A padded forward or backward whose every launch is a kept kernel's (no GEMM, fill or
+# copy: short sequences on the one-row and persistent tiers) is recorded once per call
+# signature and then replayed from C++ (csrc/python/launch_replay.cpp): its allocations
+# and launches with no Python between them.  Plans are recorded under the settings of
+# their first call (apply_settings drops them).  Off: unmeasured on a GPU (option
+# "replay"; docs/performance.md, "Replayed launches").
 REPLAY_LAUNCHES = False
 # Tests set these: the tier regardless of H, and the cooperative grid's size.
 FORCE_TIER: str | None = None
@@ -240,7 +240,7 @@ VARIANT_OPTIONS = {
     "nosplit": {"GEMM_MIN_SPLIT_K": 1 << 62},  # K never split
     "kmajor": {"GEMM_K_MAJOR": True},  # operands copied along K first
     "anywork": {"GEMM_TF32_MIN_WORK": 0},  # TF32 GEMMs however few their multiply-adds
-    "replay": {"REPLAY_LAUNCHES": True},  # a short padded forward's launches from C++
+    "replay": {"REPLAY_LAUNCHES": True},  # a short padded call's launches from C++
 }
 
 
@@ -622,7 +622,7 @@ def _launches_directly(kernel, tensor: Tensor) -> bool:
 
 
 class _Recording(threading.local):
-    """A forward's launches while _recorded_forward records them, in its thread: (kept,
+    """A call's launches while _recorded records them, in its thread: (kept,
     grid, pointers, scalars) of each kept kernel's, None for each launch through
     JITFunction.run."""
 
@@ -696,7 +696,7 @@ def keep_compiled(compiled, device: int, constexprs: list) -> tuple:
 
 def replay_launch(kept: tuple, grid: tuple[int, int], pointers: tuple[Tensor | int, ...],
                   scalars: tuple[int, ...]) -> tuple | None:  # fmt: skip
-    """A recorded launch (_RECORDING) as store_forward_plan takes it: (CUfunction, grid,
+    """A recorded launch (_RECORDING) as _C.store_plan takes it: (CUfunction, grid,
     threads, shared memory, ((kind, value), ...) of the parameters the launcher passes);
     None where replay_layout has none."""
     _, _, function, _, constexprs, layout = kept
@@ -1387,57 +1387,76 @@ def _columns(rows: Tensor, direction: int, directions: int) -> Tensor:  # [N, H]
 
 def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
     """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros.
-    With REPLAY_LAUNCHES a padded call is replayed from C++ where its plan is kept, and
-    recorded where none is yet (_recorded_forward)."""
-    if not (REPLAY_LAUNCHES and batch_sizes is None and _replayable_launches()):
-        return _forward(input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
-    call = (input, hx, weights, num_layers, bidirectional, relu, tf32_allowed())
-    replayed = _C.replay_forward(*call)
-    if replayed is True:  # no plan for such calls yet
-        return _recorded_forward(call)
-    if replayed is None:  # none can be kept
-        return _forward(input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
-    return replayed
+    With REPLAY_LAUNCHES a padded call is replayed from C++ (_replayed)."""
+    args = (input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
+    if not (REPLAY_LAUNCHES and batch_sizes is None and _direct_launches()):
+        return _forward(*args)
+    flags = (num_layers, bidirectional, relu, tf32_allowed())
+    return _replayed(_FORWARD, [input, hx, *weights], flags, _forward, args)
 
 
-def _replayable_launches() -> bool:
+# The kinds of call a replay plan is for.
+_FORWARD, _BACKWARD = 0, 1
+
+
+def _direct_launches() -> bool:
     """Whether kept kernels launch directly (_launches_directly), as replays do."""
     hooks = knobs.runtime
     return DIRECT_LAUNCH and not hooks.launch_enter_hook.calls and not hooks.launch_exit_hook.calls
 
 
-class _OtherWork(TorchDispatchMode):
-    """Records the ATen ops run under it that do work a replay would not do: all but
-    views and allocations (the results' in _C.rnn_forward_outputs)."""
+def _replayed(kind: int, tensors: list, flags: tuple, run, args: tuple):
+    """run(*args), a padded call of `kind` whose tensor arguments are `tensors` (None
+    where absent) and whose other arguments `flags`, replayed from C++ where its plan is
+    kept (_C.replay), recorded where none is yet (_recorded), else run."""
+    replayed = _C.replay(kind, tensors, flags)
+    if replayed is True:  # no plan for such calls yet
+        return _recorded(kind, tensors, flags, run, args)
+    if replayed is None:  # none can be kept
+        return run(*args)
+    return replayed
+
+
+class _CallWork(TorchDispatchMode):
+    """The ATen work of a call run under it: its allocations (results and workspaces,
+    which a replay makes again) and every other op but views (work a replay would not
+    do)."""
+
+    ALLOCATIONS = (torch.ops.aten.empty.memory_format, torch.ops.aten.new_empty.default)
 
     def __init__(self):
         super().__init__()
-        self.ops = []
+        self.allocations = []
+        self.other = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if not func.is_view and func is not torch.ops.aten.empty.memory_format:
-            self.ops.append(func)
-        return func(*args, **(kwargs or {}))
+        result = func(*args, **(kwargs or {}))
+        if func in self.ALLOCATIONS:
+            self.allocations.append(result)
+        elif not func.is_view:
+            self.other.append(func)
+        return result
 
 
-def _recorded_forward(call: tuple):
-    """A padded forward whose launches are recorded and kept for _C.replay_forward where
-    it did nothing else (_OtherWork) and launched only kept kernels that a replay can
-    launch (replay_launch); the C++ side keeps them where their pointers lie in the
-    call's tensors, else marks such calls as never replayed.  A call that compiled a
-    kernel (launched through JITFunction.run) is not judged: the next is recorded."""
-    input, hx, weights, num_layers, bidirectional, relu, _ = call
+def _recorded(kind: int, tensors: list, flags: tuple, run, args: tuple):
+    """run(*args) with its launches recorded, and kept for _C.replay where it did no ATen
+    work but allocations and views (_CallWork) and launched only kept kernels that a
+    replay can launch (replay_launch); the C++ side keeps them where their pointers lie in
+    the call's tensors and allocations and its results are allocations, else marks such
+    calls as never replayed.  A call that compiled a kernel (launched through
+    JITFunction.run) is not judged: the next is recorded."""
     recorded = _RECORDING.launches = []
     try:
-        with _OtherWork() as other:
-            result = _forward(input, hx, weights, None, num_layers, bidirectional, relu)
+        with _CallWork() as work:
+            result = run(*args)
     finally:
         _RECORDING.launches = None
     if None in recorded:
         return result
     launches = [replay_launch(*launch) for launch in recorded]
-    replayable = not other.ops and None not in launches
-    _C.store_forward_plan(*call, result, launches if replayable else None)
+    replayable = not work.other and None not in launches
+    _C.store_plan(kind, tensors, flags, work.allocations, launches if replayable else None,
+                  result)  # fmt: skip
     return result
 
 
@@ -1486,7 +1505,22 @@ def rnn_backward_triton(
 ):  # fmt: skip
     """fastrnn::rnn_backward on Triton: (grad_input, grad_hx, grad_weights); grad_hx is
     [0] when hx is None (zeros are no input) or not need_hx_grad (then not written).
-    grad_output / grad_h_n None: zeros, which the kernels neither read nor get."""
+    grad_output / grad_h_n None: zeros, which the kernels neither read nor get.  With
+    REPLAY_LAUNCHES a padded call is replayed from C++ (_replayed)."""
+    args = (grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
+            num_layers, bidirectional, relu, need_input_grad, need_hx_grad)  # fmt: skip
+    if not (REPLAY_LAUNCHES and batch_sizes is None and _direct_launches()):
+        return _backward(*args)
+    tensors = [grad_output, grad_h_n, input, hx, *weights, output, layer_outputs]
+    flags = (num_layers, bidirectional, relu, need_input_grad, need_hx_grad, tf32_allowed())
+    return _replayed(_BACKWARD, tensors, flags, _backward, args)
+
+
+def _backward(
+    grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
+    num_layers, bidirectional, relu, need_input_grad, need_hx_grad,
+):  # fmt: skip
+    """rnn_backward_triton's launches, from Python."""
     # Checked as the CPU kernels check them; what the kernels and GEMMs write allocated,
     # and packed input's step tables copied to the device, in the same C++ call.
     # Gradients of distinct parameters share no storage.
