@@ -294,6 +294,14 @@ def test_tensors_that_start_together_are_in_the_key(stand_in_kernels):
     assert replayed == [] and _C.clear_launch_plans() == 2
 
 
+def test_plans_are_bounded(replaying):
+    """At most 4096 plans are kept (a program of ever new shapes records again)."""
+    x = torch.zeros(4)
+    for flag in range(4097):
+        _C.store_plan(launch._FORWARD, [x], (flag,), [], None, ())
+    assert _C.clear_launch_plans() == 1
+
+
 def test_changed_settings_drop_the_plans(stand_in_kernels):
     call = make_call(CASES[0])
     for _ in range(2):

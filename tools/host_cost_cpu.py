@@ -39,9 +39,9 @@ SHAPES = {
 
 
 def stand_in_kept(kernel, grid, pointers, scalars, meta) -> tuple:
-    """launch_kernel's kept kernel as after a first launch (which a recorded forward does
-    not keep), whose launcher does nothing, with a replay layout (launch.replay_layout)
-    from the signature Triton's JIT gives these arguments."""
+    """launch_kernel's kept kernel, as a first launch keeps it (a call with one is not
+    recorded for replay), whose launcher does nothing, with a replay layout
+    (launch.replay_layout) from the signature Triton's JIT gives these arguments."""
     launch._record_jit_launch()
     arguments = [*pointers, *scalars]
     signature = {

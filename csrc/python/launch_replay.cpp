@@ -78,8 +78,10 @@ struct KeyHash {
 };
 
 // Each call signature's plan; none: such calls are never replayed.  Under the GIL, as
-// every function here runs.
+// every function here runs.  At most kMostPlans (a program of ever new shapes, lengths
+// say, records again after that many).
 std::unordered_map<Key, std::optional<Plan>, KeyHash> plans;
+constexpr size_t kMostPlans = 4096;
 PyObject* launch_list = nullptr;  // replay_launches_to's list, or nullptr: the driver
 
 using Tensors = std::vector<std::optional<at::Tensor>>;
@@ -513,6 +515,7 @@ PyObject* store_plan(PyObject*, PyObject* args) {
   const auto key = plan_key(kind, call, flags);
   const auto device = call_device(call);
   if (!key || !device) Py_RETURN_FALSE;
+  if (plans.size() >= kMostPlans) plans.clear();
   std::optional<Plan>& kept = plans[*key];
   kept.reset();  // never replayed, unless all below holds
   if (launches == Py_None) Py_RETURN_FALSE;
