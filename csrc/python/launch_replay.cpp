@@ -275,11 +275,11 @@ struct Driver {
   int32_t (*current_stream)(int32_t device, void** stream);  // torch's stable C shim
 };
 
-void* symbol(void* library, const char* name, const char* library_name) {
-  void* address = dlsym(library, name);
-  TORCH_CHECK(address != nullptr, "fastrnn: replayed launches need ", name, " from ",
+template <typename Function>
+void look_up(Function& function, void* library, const char* name, const char* library_name) {
+  function = reinterpret_cast<Function>(dlsym(library, name));
+  TORCH_CHECK(function != nullptr, "fastrnn: replayed launches need ", name, " from ",
               library_name, ", which it does not have");
-  return address;
 }
 
 const Driver& driver() {
@@ -289,21 +289,16 @@ const Driver& driver() {
     void* torch_cuda = dlopen("libtorch_cuda.so", RTLD_LAZY | RTLD_NOLOAD);
     TORCH_CHECK(torch_cuda != nullptr,
                 "fastrnn: replayed launches need torch's CUDA library loaded: ", dlerror());
+    const char* driver_library = "libcuda.so.1";
     Driver d;
-    d.launch_kernel = reinterpret_cast<decltype(d.launch_kernel)>(
-        symbol(cuda, "cuLaunchKernel", "libcuda.so.1"));
-    d.get_error_string = reinterpret_cast<decltype(d.get_error_string)>(
-        symbol(cuda, "cuGetErrorString", "libcuda.so.1"));
-    d.ctx_get_current = reinterpret_cast<decltype(d.ctx_get_current)>(
-        symbol(cuda, "cuCtxGetCurrent", "libcuda.so.1"));
-    d.device_get =
-        reinterpret_cast<decltype(d.device_get)>(symbol(cuda, "cuDeviceGet", "libcuda.so.1"));
-    d.primary_ctx_retain = reinterpret_cast<decltype(d.primary_ctx_retain)>(
-        symbol(cuda, "cuDevicePrimaryCtxRetain", "libcuda.so.1"));
-    d.ctx_set_current = reinterpret_cast<decltype(d.ctx_set_current)>(
-        symbol(cuda, "cuCtxSetCurrent", "libcuda.so.1"));
-    d.current_stream = reinterpret_cast<decltype(d.current_stream)>(
-        symbol(torch_cuda, "aoti_torch_get_current_cuda_stream", "libtorch_cuda.so"));
+    look_up(d.launch_kernel, cuda, "cuLaunchKernel", driver_library);
+    look_up(d.get_error_string, cuda, "cuGetErrorString", driver_library);
+    look_up(d.ctx_get_current, cuda, "cuCtxGetCurrent", driver_library);
+    look_up(d.device_get, cuda, "cuDeviceGet", driver_library);
+    look_up(d.primary_ctx_retain, cuda, "cuDevicePrimaryCtxRetain", driver_library);
+    look_up(d.ctx_set_current, cuda, "cuCtxSetCurrent", driver_library);
+    look_up(d.current_stream, torch_cuda, "aoti_torch_get_current_cuda_stream",
+            "libtorch_cuda.so");
     return d;
   }();
   return loaded;
