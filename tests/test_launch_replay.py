@@ -159,11 +159,20 @@ class Allocations(TorchDispatchMode):
         return result
 
 
+def extent(tensor):
+    """(address, bytes) its elements span: an expanded tensor's, its one element's."""
+    if tensor is None or tensor.numel() == 0:
+        return 0, 0
+    last = sum(
+        (size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride(), strict=True)
+    )
+    return tensor.data_ptr(), (last + 1) * tensor.element_size()
+
+
 def slot_launches(launches, kinds, tensors, allocations):
     """(function, grid, threads, shared memory, parameters) of each launch, each pointer
     as (slot, offset): the call's tensors, then its allocations ((address, bytes))."""
-    extents = [(t.data_ptr(), t.numel() * t.element_size()) if t is not None else (0, 0)
-               for t in tensors] + list(allocations)  # fmt: skip
+    extents = [extent(t) for t in tensors] + list(allocations)
 
     def slot(address):
         return next(((i, address - begin) for i, (begin, size) in enumerate(extents)
