@@ -123,10 +123,10 @@ def backward_args(call, grads):
     output, h_n, layer_outputs = launch._forward(input, hx, weights, None, layers,
                                                  bidirectional, relu)  # fmt: skip
     grad_output, grad_h_n = torch.randn_like(output), torch.randn_like(h_n)
+    one = torch.ones((), dtype=output.dtype, device=output.device)
     if grads == "output":
-        grad_output, grad_h_n = torch.ones(()).expand_as(output), None
+        grad_output, grad_h_n = one.expand_as(output), None
     if grads.startswith("sums"):
-        one = torch.ones((), dtype=output.dtype, device=output.device)
         other = one.clone() if grads == "sums apart" else one
         grad_output, grad_h_n = one.expand_as(output), other.expand_as(h_n)
     wanted = grads != "no input"
