@@ -13,7 +13,11 @@ eagerly, in training and in a CUDA graph.
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,6 +33,7 @@ from triton.backends.compiler import BaseBackend  # noqa: E402
 from fastrnn.triton import kernels, launch  # noqa: E402
 
 ON_GPU = torch.cuda.is_available()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -303,6 +308,19 @@ def test_tensors_that_start_together_are_in_the_key(stand_in_kernels):
     replayed.clear()
     backward(apart)  # recorded, not replayed
     assert replayed == [] and _C.clear_launch_plans() == 2
+
+
+def test_replayed_launches_pass_the_parameters_the_compiled_kernels_take():
+    """Each kernel family built for sm_90 (no GPU needed; tools/cubin_report.py
+    --replay-parameters): the bytes of the parameters a replay passes, its kept kernel's
+    non-constexpr arguments then Triton's two scratch pointers, are its PTX entry's."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real builds
+    tool = [sys.executable, str(ROOT / "tools" / "cubin_report.py"), "--replay-parameters",
+            "--targets", "90"]  # fmt: skip
+    result = subprocess.run(tool, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.endswith("| True |")]
+    assert len(rows) == 5, result.stdout  # forward and backward of both tiers, the GEMM
 
 
 def test_plans_are_bounded(replaying):

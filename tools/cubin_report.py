@@ -9,6 +9,7 @@ builds run in parallel over the machine's cores.
     python tools/cubin_report.py                 # sm_75, sm_80 and sm_90
     python tools/cubin_report.py --targets 70,86 # others of SHARED_MEMORY_LIMIT
     python tools/cubin_report.py --edges         # each family's largest and smallest H
+    python tools/cubin_report.py --replay-parameters --targets 90   # replayed launches'
 
 The whole report takes ~10 minutes on 2 cores with a cold Triton cache (~0.7 s a build);
 --edges, what tests/test_triton.py runs, about half of that (747 builds).
@@ -396,6 +397,37 @@ def usage(config: Config, capability: int, padded: bool, aligned: bool) -> tuple
     return (compiled.metadata.shared, *cubin_usage(compiled))
 
 
+# A PTX entry's parameters: ".param .u64 .ptr .global .align 1 name" or ".param .u32 name".
+PTX_PARAMETER = re.compile(r"\.param\s+\.[a-z]+?(\d+)\b")
+
+
+def replay_parameters(capability: int) -> int:
+    """For one configuration of each kernel family (padded, aligned): the bytes of each
+    parameter a replayed launch passes (launch.replay_layout: the non-constexpr
+    arguments, then Triton's scratch pointers) against the compiled PTX entry's; exit 1
+    where they differ, or where a persistent kernel has no layout (its launches, the
+    ones replayed, would never be)."""
+    sizes = {launch._POINTER: 8, launch._INT32: 4, launch._INT64: 8}
+    families = {config.kernel: config for config in reversed(configurations(capability))}
+    print("| kernel | replayed parameters (bytes) | PTX entry's | same |")
+    print("|---|---|---|---|")
+    failed = False
+    for kernel, config in sorted(families.items()):
+        compiled = compile_config(config, capability, padded=True, aligned=True)
+        entry = re.search(r"\.entry\s+\w+\s*\((.*?)\)", compiled.asm["ptx"], re.S).group(1)
+        ptx = [int(bits) // 8 for bits in PTX_PARAMETER.findall(entry)]
+        layout = launch.replay_layout(compiled)
+        if layout is None:
+            failed |= kernel.endswith("persistent")
+            print(f"| {kernel} | none | {ptx} | - |")
+            continue
+        _, _, kinds, scratch = layout
+        replayed = [sizes[kind] for kind in kinds if kind is not None] + [8] * scratch
+        failed |= replayed != ptx
+        print(f"| {kernel} | {replayed} | {ptx} | {replayed == ptx} |")
+    return 1 if failed else 0
+
+
 def main() -> int:
     """Print the table; exit 1 if any configuration exceeds its target's shared memory,
     or the bound that plan() chose it by."""
@@ -405,8 +437,13 @@ def main() -> int:
     parser.add_argument("--edges", action="store_true",
                         help="only each family's largest tile (padded and packed input) and "
                         "smallest (padded)")  # fmt: skip
+    parser.add_argument("--replay-parameters", action="store_true",
+                        help="each kernel family's replayed launch parameters against its "
+                        "PTX entry's (replay_parameters), for the first target")  # fmt: skip
     args = parser.parse_args()
     targets = [int(t) for t in args.targets.split(",")]
+    if args.replay_parameters:
+        return replay_parameters(targets[0])
     over = []
     print(
         "| kernel | input | target | shared memory (bytes) | limit | registers/thread "
