@@ -195,7 +195,7 @@ PyMethodDef methods[] = {
      "replay(kind, tensors, flags): the results of a call replayed from its plan; True "
      "where no plan is stored for such calls yet; None where they are never replayed."},
     {"clear_launch_plans", fastrnn::python::clear_launch_plans, METH_NOARGS,
-     "Drops every kept forward plan; returns how many there were."},
+     "Drops every kept replay plan; returns how many there were."},
     {"replay_launches_to", fastrnn::python::replay_launches_to, METH_O,
      "A list that replayed launches are appended to in place of being launched (tests), "
      "or None: the CUDA driver."},

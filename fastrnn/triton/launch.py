@@ -608,16 +608,20 @@ def _specialization(pointers: tuple[Tensor, ...], scalars: tuple[int, ...]) -> t
     )
 
 
+def _direct_launches() -> bool:
+    """DIRECT_LAUNCH, and no launch hooks registered (a kept kernel's launch, or a
+    replayed one, would bypass them)."""
+    hooks = knobs.runtime
+    return DIRECT_LAUNCH and not hooks.launch_enter_hook.calls and not hooks.launch_exit_hook.calls
+
+
 def _launches_directly(kernel, tensor: Tensor) -> bool:
     """Whether kernel launches from its kept compiled form (launch_kernel): on a GPU,
-    with DIRECT_LAUNCH, a plain JITFunction and no launch hooks registered."""
-    hooks = knobs.runtime
+    with _direct_launches, a plain JITFunction."""
     return (
-        DIRECT_LAUNCH
-        and isinstance(kernel, triton.runtime.JITFunction)
+        isinstance(kernel, triton.runtime.JITFunction)
         and not interpreting(tensor.device)
-        and not hooks.launch_enter_hook.calls
-        and not hooks.launch_exit_hook.calls
+        and _direct_launches()
     )
 
 
@@ -1389,7 +1393,7 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
     """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros.
     With REPLAY_LAUNCHES a padded call is replayed from C++ (_replayed)."""
     args = (input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
-    if not (REPLAY_LAUNCHES and batch_sizes is None and _direct_launches()):
+    if not _replays(batch_sizes):
         return _forward(*args)
     flags = (num_layers, bidirectional, relu, tf32_allowed())
     return _replayed(_FORWARD, [input, hx, *weights], flags, _forward, args)
@@ -1399,10 +1403,10 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
 _FORWARD, _BACKWARD = 0, 1
 
 
-def _direct_launches() -> bool:
-    """Whether kept kernels launch directly (_launches_directly), as replays do."""
-    hooks = knobs.runtime
-    return DIRECT_LAUNCH and not hooks.launch_enter_hook.calls and not hooks.launch_exit_hook.calls
+def _replays(batch_sizes: Tensor | None) -> bool:
+    """Whether a call goes through _replayed: with REPLAY_LAUNCHES, padded input and
+    kept kernels launched directly."""
+    return REPLAY_LAUNCHES and batch_sizes is None and _direct_launches()
 
 
 def _replayed(kind: int, tensors: list, flags: tuple, run, args: tuple):
@@ -1509,7 +1513,7 @@ def rnn_backward_triton(
     REPLAY_LAUNCHES a padded call is replayed from C++ (_replayed)."""
     args = (grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
             num_layers, bidirectional, relu, need_input_grad, need_hx_grad)  # fmt: skip
-    if not (REPLAY_LAUNCHES and batch_sizes is None and _direct_launches()):
+    if not _replays(batch_sizes):
         return _backward(*args)
     tensors = [grad_output, grad_h_n, input, hx, *weights, output, layer_outputs]
     flags = (num_layers, bidirectional, relu, need_input_grad, need_hx_grad, tf32_allowed())
