@@ -96,6 +96,8 @@ CASES = [
     (3, 5, 4, 2, 2, True, True, False, True, False),
     (7, 3, 5, 21, 2, False, False, True, True, True),
     (1, 3, 6, 16, 3, True, False, True, False, True),
+    # Input projections and weight gradients by GEMMs, bias gradients by sums.
+    (launch.PROJECT_INPUT_MAX_STEPS + 1, 2, 4, 8, 2, True, False, True, True, False),
 ]
 
 
@@ -110,7 +112,7 @@ def make_call(case, dtype=torch.float32, device="cpu"):
     x = x.transpose(0, 1) if batch_first else x.transpose(0, 1).contiguous()
     cells = layers * (2 if bidirectional else 1)
     hx = torch.randn(cells, batch, hidden, dtype=dtype, device=device) if with_hx else None
-    return x, hx, list(rnn._flat_weights), layers, bidirectional, relu
+    return x, hx, [w.detach() for w in rnn._flat_weights], layers, bidirectional, relu
 
 
 def forward(call):
@@ -150,20 +152,6 @@ def replay(call):
     return _C.replay(launch._FORWARD, [input, hx, *weights], flags)
 
 
-class Allocations(TorchDispatchMode):
-    """The allocations of a call on the Python path, in order."""
-
-    def __init__(self):
-        super().__init__()
-        self.extents = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
-        if func in launch._CallWork.ALLOCATIONS:
-            self.extents.append((result.data_ptr(), result.numel() * result.element_size()))
-        return result
-
-
 def extent(tensor):
     """(address, bytes) its elements span: an expanded tensor's, its one element's."""
     if tensor is None or tensor.numel() == 0:
@@ -174,59 +162,113 @@ def extent(tensor):
     return tensor.data_ptr(), (last + 1) * tensor.element_size()
 
 
-def slot_launches(launches, kinds, tensors, allocations):
-    """(function, grid, threads, shared memory, parameters) of each launch, each pointer
-    as (slot, offset): the call's tensors, then its allocations ((address, bytes))."""
-    extents = [extent(t) for t in tensors] + list(allocations)
+def op_name(func):
+    schema = func._schema
+    return schema.name + (f".{schema.overload_name}" if schema.overload_name else "")
+
+
+class PythonSteps(TorchDispatchMode):
+    """The Python path's allocations and other ATen ops but views, appended to `steps`
+    (where the stand-in launches go) as replay_launches_to records a replay's: ops with
+    the extents of the tensors they return that lie in no earlier tensor of the call."""
+
+    def __init__(self, steps, tensors):
+        super().__init__()
+        self.steps = steps
+        self.made = [t for t in tensors if t is not None]  # kept alive: no address reused
+
+    def lies_in(self, tensor):
+        address = tensor.data_ptr()
+        return tensor.numel() > 0 and any(
+            begin <= address < begin + size for begin, size in map(extent, self.made)
+        )
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if func in launch._CallWork.ALLOCATIONS:
+            self.steps.append(("allocation", extent(result)))
+            self.made.append(result)
+        elif not func.is_view:
+            returns = result if isinstance(result, tuple | list) else (result,)
+            new = [r for r in returns if not self.lies_in(r)]
+            self.steps.append(("op", op_name(func), tuple(map(extent, new))))
+            self.made += new
+        return result
+
+
+def slot_steps(steps, kinds, tensors):
+    """steps (replay_launches_to's records) with each pointer as (slot, offset) (kinds:
+    each launch's parameter kinds), and every allocation and new op tensor by its size,
+    and the extents of the slots: the call's tensors, then what it made."""
+    extents = [extent(t) for t in tensors]
+    kinds = iter(kinds)
 
     def slot(address):
         return next(((i, address - begin) for i, (begin, size) in enumerate(extents)
                      if begin <= address < begin + size), ("outside", address))  # fmt: skip
 
-    return [(*head, tuple(slot(v) if k == launch._POINTER else v for k, v in zip(ks, values,
-                                                                               strict=True)))
-            for (*head, values), ks in zip(launches, kinds, strict=True)]  # fmt: skip
+    slotted = []
+    for tag, *record in steps:
+        if tag == "allocation":
+            extents.append(record[0])
+            slotted.append((tag, record[0][1]))
+        elif tag == "op":
+            name, made = record
+            extents.extend(made)
+            slotted.append((tag, name, tuple(size for _, size in made)))
+        else:
+            *head, values = record
+            params = tuple(slot(v) if k == launch._POINTER else v
+                           for k, v in zip(next(kinds), values, strict=True))  # fmt: skip
+            slotted.append((tag, *head, params))
+    return slotted, extents[len(tensors) :]
 
 
 def check_replay_is_the_python_path(stand_in_kernels, run, args, tensors):
     """run(*args) replayed after a first call (compiling) and a recorded one: launches
-    nothing from Python, and its launches are the Python path's on the same tensors,
-    parameter for parameter, each pointer in the same slot at the same offset."""
+    nothing from Python, and its steps are the Python path's on the same tensors, in
+    order: the same allocations and ops, launches parameter for parameter, each pointer
+    in the same slot at the same offset; and so are its results."""
     python_launches, replayed = stand_in_kernels
+    replayed.clear()
     run(*args)  # compiles (stand-ins): not recorded
     run(*args)  # recorded: the plan kept
     assert replayed == []
     python_launches.clear()
     replay_results = run(*args)
-    assert python_launches == [] and replayed[0][0] == "call"
-    (_, allocations), *replayed_launches = replayed
+    assert python_launches == [] and replayed
     launch.REPLAY_LAUNCHES = False
-    with Allocations() as python_allocations:
+    with PythonSteps(python_launches, tensors):
         python_results = run(*args)
-    expected = [launch.replay_launch(*kept_launch) for kept_launch in python_launches]
-    kinds = [[kind for kind, _ in params] for *_, params in expected]
-    assert [("launch", *head, tuple(v for _, v in params)) for *head, params in expected]
-    assert slot_launches([r[1:] for r in replayed_launches], kinds, tensors, allocations) == (
-        slot_launches([(*head, [v for _, v in params]) for *head, params in expected], kinds,
-                      tensors, python_allocations.extents))  # fmt: skip
-    assert all(record[-1][-2:] == (0, 0) for record in replayed_launches)  # scratch pointers
-    assert len(replayed_launches) == len(expected) > 0
+    launch.REPLAY_LAUNCHES = True
+    python_steps, kinds = [], []
+    for step in python_launches:  # (kept, grid, pointers, scalars) of each launch
+        if step[0] in ("allocation", "op"):
+            python_steps.append(step)
+            continue
+        *head, params = launch.replay_launch(*step)
+        kinds.append([kind for kind, _ in params])
+        python_steps.append((*head, tuple(value for _, value in params)))
+    replay_slotted, replay_made = slot_steps(replayed, kinds, tensors)
+    python_slotted, python_made = slot_steps(python_steps, kinds, tensors)
+    assert replay_slotted == python_slotted
+    launches = [s for s in replay_slotted if s[0] == "launch"]
+    assert launches and all(s[-1][-2:] == (0, 0) for s in launches)  # scratch pointers
     assert type(replay_results) is type(python_results) is tuple
-    assert result_slots(replay_results, allocations) == result_slots(
-        python_results, python_allocations.extents
-    )
+    assert result_slots(replay_results, replay_made) == result_slots(python_results, python_made)
+    return replay_slotted
 
 
-def result_slots(results, allocations):
-    """Each result (a tensor, or a list of tensors) as its allocation's index, offset,
-    shape and strides (an empty one: its shape)."""
+def result_slots(results, made):
+    """Each result (a tensor, or a list of tensors) as the index of what the call made
+    that holds it, its offset, shape and strides (an empty one: its shape)."""
 
     def slot(tensor):
         if tensor.numel() == 0:
             return tuple(tensor.shape)
         address = tensor.data_ptr()
         return next((i, address - begin, tuple(tensor.shape), tensor.stride())
-                    for i, (begin, size) in enumerate(allocations)
+                    for i, (begin, size) in enumerate(made)
                     if begin <= address < begin + size)  # fmt: skip
 
     return [[slot(t) for t in item] if isinstance(item, list) else slot(item) for item in results]
@@ -239,10 +281,8 @@ def test_replayed_forward_launches_are_the_python_paths(case, stand_in_kernels):
                                     [input, hx, *weights])  # fmt: skip
 
 
-# A bidirectional backward's input gradient is a GEMM's (never replayed, below).
 @pytest.mark.parametrize("grads", ["both", "output", "sums", "sums apart", "no input"])
-@pytest.mark.parametrize("case", [case for case in CASES if not case[5]],
-                         ids=lambda case: "-".join(map(str, case)))  # fmt: skip
+@pytest.mark.parametrize("case", CASES, ids=lambda case: "-".join(map(str, case)))
 def test_replayed_backward_launches_are_the_python_paths(case, grads, stand_in_kernels):
     args = backward_args(make_call(case), grads)
     grad_output, grad_h_n, input, hx, weights, _, output, layer_outputs, *_ = args
@@ -250,35 +290,86 @@ def test_replayed_backward_launches_are_the_python_paths(case, grads, stand_in_k
     check_replay_is_the_python_path(stand_in_kernels, lambda: backward(args), (), tensors)
 
 
-def test_calls_that_do_more_than_launch_kept_kernels_are_never_replayed(stand_in_kernels,
-                                                                        monkeypatch):  # fmt: skip
-    """A GEMM (more steps than the kernels project the input for; a bidirectional
-    backward's input gradient), a copy (hx not contiguous), ATen work on the results
-    alone (no pointer outside the call's tensors): the Python path, every call."""
-    python_launches, replayed = stand_in_kernels
-    long_call = make_call((launch.PROJECT_INPUT_MAX_STEPS + 1, 2, 4, 8, 1, False, False, True,
-                           False, False))  # fmt: skip
+def test_replayed_aten_work_is_the_python_paths(stand_in_kernels, monkeypatch):
+    """ATen ops between the launches are replayed in order on the same slots: GEMMs (the
+    long case above, a bidirectional backward's input gradient), a copy (hx not
+    contiguous), work on a result (h_n zeroed after each layer's launch); and they run:
+    the replayed results hold what the ops wrote."""
     input, hx, weights, layers, bidirectional, relu = make_call(CASES[1])
     strided_hx = hx.transpose(0, 1).contiguous().transpose(0, 1)
-    for call in [long_call, (input, strided_hx, weights, layers, bidirectional, relu)]:
+    call = (input, strided_hx, weights, layers, bidirectional, relu)
+    steps = check_replay_is_the_python_path(stand_in_kernels, lambda: forward(call), (),
+                                            [input, strided_hx, *weights])  # fmt: skip
+    assert ("op", "aten::clone", (strided_hx.numel() * 4,)) in steps
+    run_layer = launch.recurrence_forward
+    monkeypatch.setattr(launch, "recurrence_forward", lambda layer_launch, *args: (
+        run_layer(layer_launch, *args), args[5].fill_(0.5)))  # args[5]: h_n  # fmt: skip
+    input, hx, weights, *_ = call = make_call(CASES[0])
+    steps = check_replay_is_the_python_path(stand_in_kernels, lambda: forward(call), (),
+                                            [input, hx, *weights])  # fmt: skip
+    assert steps[-1] == ("op", "aten::fill_.Scalar", ())
+    assert torch.equal(forward(call)[1], torch.full_like(forward(call)[1], 0.5))
+
+
+def test_replayed_ops_compute_what_the_python_path_computes(replaying):
+    """A recorded call's ATen work, replayed on other tensors of the same shapes and
+    strides: a GEMM into a view of an allocation, a copy from a strided argument, a
+    reduction to a new tensor and in-place work on it; its results are what the Python
+    path gives on those tensors, views of what the call made."""
+
+    def run(a, b, bias, strided):
+        out = a.new_empty((2, a.shape[0], b.shape[1]))
+        torch.addmm(bias, a, b, out=out[1])
+        out[0].copy_(strided)
+        total = out.sum(0)
+        total.mul_(out[1])
+        return out, [total, total[1:, 2:]]
+
+    def tensors():
+        return [torch.randn(5, 3), torch.randn(3, 4), torch.randn(4), torch.randn(4, 5).t()]
+
+    kind, flags, first = 7, (1, 0), tensors()
+    records = []
+    _C.replay_launches_to(records)  # replays CPU tensors' calls
+    try:
+        assert _C.replay(kind, first, flags) is True
+        launch._recorded(kind, first, flags, run, first)
+        second = tensors()
+        got = _C.replay(kind, second, flags)
+    finally:
+        _C.replay_launches_to(None)
+    assert [r[0] if r[0] != "op" else r[1] for r in records] == [
+        "allocation", "aten::addmm.out", "aten::copy_", "aten::sum.dim_IntList",
+        "aten::mul_.Tensor",
+    ]  # fmt: skip
+    want = run(*second)
+    assert torch.equal(got[0], want[0]) and all(
+        torch.equal(g, w) and g.stride() == w.stride() for g, w in zip(got[1], want[1], strict=True)
+    )
+    assert got[1][1].data_ptr() == got[1][0][1, 2].data_ptr()
+
+
+def test_calls_with_work_a_replay_cannot_redo_are_never_replayed(stand_in_kernels,
+                                                                 monkeypatch):  # fmt: skip
+    """Under autocast (which would change the ops), with an op on a tensor the call
+    neither takes nor makes, or with one that reads a value on the host: the Python
+    path, every call."""
+    python_launches, replayed = stand_in_kernels
+    with torch.autocast("cpu"):
+        for _ in range(3):
+            forward(make_call(CASES[0]))
+    assert replayed == [] and _C.clear_launch_plans() == 0
+    outside = torch.ones(())
+    run_layer = launch.recurrence_forward
+    for extra in [lambda h_n: h_n.add_(outside), lambda h_n: h_n.sum().item()]:
+        monkeypatch.setattr(launch, "recurrence_forward", lambda layer_launch, *args, extra=extra: (
+            run_layer(layer_launch, *args), extra(args[5])))  # args[5]: h_n  # fmt: skip
+        _C.clear_launch_plans()
+        call = make_call(CASES[0])
         for _ in range(3):
             forward(call)
         assert replay(call) is None
-    args = backward_args(make_call(CASES[1]), "both")
-    for _ in range(3):
-        backward(args)
-    assert len(replayed) == 0
-    run_layer = launch.recurrence_forward
-    monkeypatch.setattr(
-        launch,
-        "recurrence_forward",
-        lambda layer_launch, *args: (run_layer(layer_launch, *args), args[5].zero_()),
-    )  # args[5]: h_n
-    call = make_call(CASES[0])
-    for _ in range(3):
-        forward(call)
-    assert replay(call) is None
-    assert replayed == [] and python_launches
+        assert replayed == [] and python_launches
 
 
 def test_a_call_replays_only_a_plan_of_calls_like_it_in_every_tensor(stand_in_kernels):
@@ -304,7 +395,7 @@ def test_tensors_that_start_together_are_in_the_key(stand_in_kernels):
     together, apart = (backward_args(make_call(CASES[0]), g) for g in ("sums", "sums apart"))
     for _ in range(3):  # compiled, recorded, replayed
         backward(together)
-    assert [record[0] for record in replayed] == ["call", "launch"]
+    assert [record[0] for record in replayed].count("launch") == 1
     replayed.clear()
     backward(apart)  # recorded, not replayed
     assert replayed == [] and _C.clear_launch_plans() == 2
@@ -327,7 +418,7 @@ def test_plans_are_bounded(replaying):
     """At most 4096 plans are kept (a program of ever new shapes records again)."""
     x = torch.zeros(4)
     for flag in range(4097):
-        _C.store_plan(launch._FORWARD, [x], (flag,), [], None, ())
+        _C.store_plan(launch._FORWARD, [x], (flag,), None, ())
     assert _C.clear_launch_plans() == 1
 
 
@@ -406,8 +497,7 @@ def test_replayed_forward_equals_the_python_forward_on_gpu(case, dtype, replayin
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("grads", ["both", "output", "no input"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("case", [case for case in CASES if not case[5]],
-                         ids=lambda case: "-".join(map(str, case)))  # fmt: skip
+@pytest.mark.parametrize("case", CASES, ids=lambda case: "-".join(map(str, case)))
 def test_replayed_backward_equals_the_python_backward_on_gpu(case, dtype, grads, replaying,
                                                              monkeypatch):  # fmt: skip
     args = backward_args(make_call(case, dtype, "cuda"), grads)

@@ -111,10 +111,10 @@ IEEE_DOT = ("fastrnn-ieee", "fastrnn-wholedot-ieee", "cooperative-ieee")
 LONG_ROWS = (Shape("long-H256", 1000, 64, 256, 256), Shape("long-H1024", 1000, 64, 1024, 1024),
              Shape("long-B1-H1024", 1000, 1, 1024, 1024))  # fmt: skip
 PLAIN_TF32 = ("fastrnn", "fastrnn-x3", "fastrnn-tf32")
-# A short padded call's launches from Python (the plan) or replayed from C++
-# (launch.REPLAY_LAUNCHES): host time at the tutorial sizes.
+# A padded call's launches and ATen ops from Python (the plan) or replayed from C++
+# (launch.REPLAY_LAUNCHES): host time at the tutorial sizes and at small (its GEMMs).
 REPLAY = ("fastrnn", "fastrnn-replay")
-TUTORIAL = ("hello", "pattern25", "regression2L", "cell-loop", "single-step")
+REPLAY_ROWS = ("hello", "pattern25", "regression2L", "cell-loop", "single-step", "small")
 # The benchmark's shapes, IEEE_ROWS and LONG_ROWS.
 GRID = {shape.name: shape for shape in [*SHAPES, *GPU_SHAPES, IEEE_ROWS, *LONG_ROWS]}
 
@@ -130,7 +130,7 @@ COOPERATIVE_32 = ("medium", *COOPERATIVE_16)
 CASES = [
     # Replayed launches, one-row programs at H=256 and their prefetches, the loads ahead,
     # then the GEMMs: a run cut short by its time limit keeps them.
-    *cases((FP32, FP16), TUTORIAL, REPLAY),
+    *cases((FP32, FP16), REPLAY_ROWS, REPLAY),
     *cases((FP32, FP16), ("medium", "bi2L", "long-H256"), ONE_ROW),
     *cases((FP32,), ("medium", "bi2L", "long-H256"), PREFETCH),
     *cases((FP32, FP16), ("long", "long-B1", "small"), AHEAD),

@@ -28,13 +28,15 @@ from fastrnn import _C
 from fastrnn.bench.report import machine_line
 from fastrnn.triton import launch, registration
 
-# name: (T, B, I, H, layers, bidirectional): the tutorial sizes of the GPU grid and two
-# multi-layer ones.
+# name: (T, B, I, H, layers, bidirectional): the tutorial sizes of the GPU grid, two
+# multi-layer ones, and one long enough for GEMMs (the input projection, the weight
+# gradients) at a size where they cost this CPU little.
 SHAPES = {
     "hello": (5, 1, 4, 8, 1, False),
     "single-step": (1, 1, 64, 128, 1, False),
     "regression2L": (10, 32, 5, 20, 2, False),
     "bi2L-tiny": (3, 4, 8, 16, 2, True),
+    "gemms-tiny": (40, 2, 4, 8, 1, False),
 }
 
 

@@ -1,13 +1,17 @@
 #include "launch_replay.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <dlfcn.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/jit/python/pybind_utils.h>
 
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <unordered_map>
+#include <variant>
 #include <vector>
 
 #include "arguments.h"
@@ -15,10 +19,15 @@
 namespace fastrnn::python {
 namespace {
 
-// A kernel parameter as the launcher passes it: an address in one of the call's tensors
-// (slot_extents' slot, `value` bytes past its start), an integer of 4 or 8 bytes, or a
-// null pointer (Triton's scratch memory, which these kernels do not use).  The codes are
-// launch.py's (_POINTER, _INT32, _INT64, _NULL; replay_launch).
+namespace py = pybind11;
+
+// A plan's tensors lie in slots: the call's tensor arguments (none: an empty slot), then
+// what the call makes, in order: its allocations and the new tensors its ATen ops return.
+
+// A kernel parameter as the launcher passes it: an address in a slot (`value` bytes past
+// its start), an integer of 4 or 8 bytes, or a null pointer (Triton's scratch memory,
+// which these kernels do not use).  The codes are launch.py's (_POINTER, _INT32, _INT64,
+// _NULL; replay_launch).
 enum class ParamKind : int64_t { Pointer = 0, Int32 = 1, Int64 = 2, Null = 3 };
 
 struct Param {
@@ -33,30 +42,41 @@ struct Launch {
   std::vector<Param> params;
 };
 
-// An allocation the call makes (its results and workspaces), made again by each replay:
+// An allocation the call makes (a result or a workspace), made again by each replay:
 // contiguous, of these sizes, dtype and device.
 struct Allocation {
   std::vector<int64_t> sizes;
   at::TensorOptions options;
 };
 
-// A result: an allocation itself (whole), or a view of it.
-struct ResultRef {
-  size_t allocation;
+// A tensor in a slot: the slot's tensor itself (whole), or a view of it, `offset`
+// elements past its first.
+struct TensorRef {
+  size_t slot;
   bool whole;
   std::vector<int64_t> sizes, strides;
-  int64_t offset;  // elements past the allocation's start
+  int64_t offset;
 };
+
+// An ATen op the call makes (a GEMM, a reduction, a copy), called again by each replay
+// through the dispatcher with the recorded arguments, its tensors rebuilt from slots.
+struct OpCall {
+  c10::OperatorHandle op;
+  std::vector<c10::IValue> arguments;                  // tensor arguments left None here
+  std::vector<std::pair<size_t, TensorRef>> tensors;  // (argument index, its tensor)
+  std::vector<bool> new_slots;  // per return: a tensor in no slot yet, which becomes one
+};
+
+using Step = std::variant<Allocation, Launch, OpCall>;
 
 // An item of the call's result tuple: a tensor, or a list of tensors.
 struct ResultItem {
   bool list;
-  std::vector<ResultRef> refs;
+  std::vector<TensorRef> refs;
 };
 
 struct Plan {
-  std::vector<Allocation> allocations;
-  std::vector<Launch> launches;
+  std::vector<Step> steps;
   std::vector<ResultItem> results;
 };
 
@@ -89,7 +109,6 @@ using Tensors = std::vector<std::optional<at::Tensor>>;
 bool aligned(const at::Tensor& tensor) {
   return reinterpret_cast<uintptr_t>(tensor.data_ptr()) % 16 == 0;
 }
-
 // The key of a call, or none where a tensor is not 16-byte aligned (its launches would
 // take other specialisations of the kernels: launch.py's KernelLaunch).
 std::optional<Key> plan_key(long long kind, const Tensors& tensors, PyObject* flags) {
@@ -143,14 +162,23 @@ Extent extent(const at::Tensor& tensor) {
   return {begin, begin + static_cast<uint64_t>((last + 1) * tensor.element_size())};
 }
 
-// The slots a plan's pointers lie in: the call's tensors (none: empty), then its
-// allocations, in order.
-std::vector<Extent> slot_extents(const Tensors& tensors,
-                                 const std::vector<at::Tensor>& allocations) {
-  std::vector<Extent> slots;
-  slots.reserve(tensors.size() + allocations.size());
-  for (const auto& tensor : tensors) slots.push_back(tensor ? extent(*tensor) : Extent{});
-  for (const at::Tensor& allocation : allocations) slots.push_back(extent(allocation));
+// A call's slots as they stand: each one's tensor (undefined for an absent argument) and
+// the bytes it spans.
+struct Slots {
+  std::vector<at::Tensor> tensors;
+  std::vector<Extent> extents;
+
+  void add(at::Tensor tensor) {
+    extents.push_back(tensor.defined() ? extent(tensor) : Extent{});
+    tensors.push_back(std::move(tensor));
+  }
+};
+
+Slots call_slots(Tensors call) {
+  Slots slots;
+  slots.tensors.reserve(2 * call.size());  // room for what a call makes, mostly
+  slots.extents.reserve(2 * call.size());
+  for (auto& tensor : call) slots.add(tensor ? std::move(*tensor) : at::Tensor());
   return slots;
 }
 
@@ -192,72 +220,6 @@ std::optional<at::Device> call_device(const Tensors& tensors) {
     if (tensor) return tensor->device();
   }
   return std::nullopt;
-}
-
-// A pointer's slot and offset; none where it lies in no slot.
-std::optional<Param> pointer_param(uint64_t address, const std::vector<Extent>& slots) {
-  for (size_t slot = 0; slot < slots.size(); ++slot) {
-    if (slots[slot].begin <= address && address < slots[slot].end) {
-      return Param{ParamKind::Pointer, static_cast<int64_t>(slot),
-                   static_cast<int64_t>(address - slots[slot].begin)};
-    }
-  }
-  return std::nullopt;
-}
-
-// launch.py's records, (function, grid_x, grid_y, threads, shared memory, ((kind, value),
-// ...)), as launches whose pointers are slots; none where a pointer lies in no slot.
-std::optional<std::vector<Launch>> parse_launches(PyObject* records,
-                                                  const std::vector<Extent>& slots) {
-  std::vector<Launch> launches;
-  PyObject* sequence = PySequence_Fast(records, "fastrnn: launches must be a sequence");
-  if (sequence == nullptr) throw python_error();
-  const auto drop = [&] { Py_DECREF(sequence); };
-  try {
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence); ++i) {
-      PyObject *function, *params;
-      unsigned grid_x, grid_y, threads, shared;
-      if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(sequence, i), "OIIIIO", &function,
-                            &grid_x, &grid_y, &threads, &shared, &params)) {
-        throw python_error();
-      }
-      Launch launch{PyLong_AsUnsignedLongLong(function), grid_x, grid_y, threads, shared, {}};
-      if (PyErr_Occurred()) throw python_error();
-      PyObject* items = PySequence_Fast(params, "fastrnn: parameters must be a sequence");
-      if (items == nullptr) throw python_error();
-      bool mapped = true;
-      for (Py_ssize_t p = 0; p < PySequence_Fast_GET_SIZE(items) && mapped; ++p) {
-        PyObject* item = PySequence_Fast_GET_ITEM(items, p);
-        long long kind, value;
-        if (!PyArg_ParseTuple(item, "LL", &kind, &value)) {
-          Py_DECREF(items);
-          throw python_error();
-        }
-        const auto param_kind = static_cast<ParamKind>(kind);
-        if (param_kind == ParamKind::Pointer) {
-          const auto param = pointer_param(static_cast<uint64_t>(value), slots);
-          mapped = param.has_value();
-          if (mapped) launch.params.push_back(*param);
-        } else {
-          TORCH_CHECK(param_kind == ParamKind::Int32 || param_kind == ParamKind::Int64 ||
-                          param_kind == ParamKind::Null,
-                      "fastrnn: unknown launch parameter kind ", kind);
-          launch.params.push_back({param_kind, 0, value});
-        }
-      }
-      Py_DECREF(items);
-      if (!mapped) {
-        drop();
-        return std::nullopt;
-      }
-      launches.push_back(std::move(launch));
-    }
-  } catch (...) {
-    drop();
-    throw;
-  }
-  drop();
-  return launches;
 }
 
 // The CUDA driver's and torch's C entry points a launch needs, looked up in the libraries
@@ -324,6 +286,211 @@ void ensure_context(const Driver& d, int device_index) {
   check(d, d.ctx_set_current(context), "cuCtxSetCurrent");
 }
 
+// A pointer's slot and offset; none where it lies in no slot.
+std::optional<Param> pointer_param(uint64_t address, const std::vector<Extent>& slots) {
+  for (size_t slot = 0; slot < slots.size(); ++slot) {
+    if (slots[slot].begin <= address && address < slots[slot].end) {
+      return Param{ParamKind::Pointer, static_cast<int64_t>(slot),
+                   static_cast<int64_t>(address - slots[slot].begin)};
+    }
+  }
+  return std::nullopt;
+}
+
+// A recorded launch, (function, grid_x, grid_y, threads, shared memory, ((kind, value),
+// ...)) after its tag, as a launch whose pointers are slots; none where a pointer lies in
+// no slot.
+std::optional<Launch> parse_launch(PyObject* record, const Slots& slots) {
+  PyObject *tag, *function, *params;
+  unsigned grid_x, grid_y, threads, shared;
+  if (!PyArg_ParseTuple(record, "OOIIIIO", &tag, &function, &grid_x, &grid_y, &threads,
+                        &shared, &params)) {
+    throw python_error();
+  }
+  Launch launch{PyLong_AsUnsignedLongLong(function), grid_x, grid_y, threads, shared, {}};
+  if (PyErr_Occurred()) throw python_error();
+  PyObject* items = PySequence_Fast(params, "fastrnn: parameters must be a sequence");
+  if (items == nullptr) throw python_error();
+  bool mapped = true;
+  for (Py_ssize_t p = 0; p < PySequence_Fast_GET_SIZE(items) && mapped; ++p) {
+    long long kind, value;
+    if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(items, p), "LL", &kind, &value)) {
+      Py_DECREF(items);
+      throw python_error();
+    }
+    const auto param_kind = static_cast<ParamKind>(kind);
+    if (param_kind == ParamKind::Pointer) {
+      const auto param = pointer_param(static_cast<uint64_t>(value), slots.extents);
+      mapped = param.has_value();
+      if (mapped) launch.params.push_back(*param);
+    } else if (param_kind == ParamKind::Int32 || param_kind == ParamKind::Int64 ||
+               param_kind == ParamKind::Null) {
+      launch.params.push_back({param_kind, 0, value});
+    } else {
+      Py_DECREF(items);
+      TORCH_CHECK(false, "fastrnn: unknown launch parameter kind ", kind);
+    }
+  }
+  Py_DECREF(items);
+  if (!mapped) return std::nullopt;
+  return launch;
+}
+
+// A tensor as a reference to a slot from `first` on: the slot's tensor itself, or a view
+// within it of its dtype; none where it is neither.
+std::optional<TensorRef> tensor_ref(const at::Tensor& tensor, const Slots& slots,
+                                    size_t first = 0) {
+  for (size_t s = first; s < slots.tensors.size(); ++s) {
+    if (slots.tensors[s].defined() && tensor.is_same(slots.tensors[s])) {
+      return TensorRef{s, true, {}, {}, 0};
+    }
+  }
+  if (tensor.numel() == 0) return std::nullopt;
+  const Extent part = extent(tensor);
+  for (size_t s = first; s < slots.tensors.size(); ++s) {
+    const Extent& whole = slots.extents[s];
+    if (part.begin < whole.begin || part.begin >= whole.end) continue;
+    const at::Tensor& base = slots.tensors[s];
+    const auto bytes = static_cast<int64_t>(part.begin - whole.begin);
+    if (part.end > whole.end || tensor.scalar_type() != base.scalar_type() ||
+        bytes % base.element_size() != 0) {
+      return std::nullopt;
+    }
+    return TensorRef{s, false, tensor.sizes().vec(), tensor.strides().vec(),
+                     bytes / static_cast<int64_t>(base.element_size())};
+  }
+  return std::nullopt;
+}
+
+at::Tensor rebuilt(const TensorRef& ref, const std::vector<at::Tensor>& slot_tensors) {
+  const at::Tensor& base = slot_tensors[ref.slot];
+  if (ref.whole) return base;
+  return base.as_strided(ref.sizes, ref.strides, base.storage_offset() + ref.offset);
+}
+
+// Whether an argument holds tensors in a list (a replay rebuilds single tensors only).
+bool holds_listed_tensors(const c10::IValue& value) {
+  if (!value.isList()) return false;
+  for (const c10::IValue& item : value.toListRef()) {
+    if (item.isTensor()) return true;
+  }
+  return false;
+}
+
+// A recorded ATen op, (name, overload name, args, kwargs, returns) after its tag, as an
+// op call whose tensors are slots, its new returns added to slots; none where a tensor
+// argument lies in no slot or is listed, or a new return is not on `device`, 16-byte
+// aligned.
+std::optional<OpCall> parse_op(PyObject* record, Slots& slots, const at::Device& device) {
+  PyObject *tag, *returns;
+  const char *name, *overload;
+  PyObject *args, *kwargs;
+  if (!PyArg_ParseTuple(record, "OssO!O!O!", &tag, &name, &overload, &PyTuple_Type, &args,
+                        &PyDict_Type, &kwargs, &PyTuple_Type, &returns)) {
+    throw python_error();
+  }
+  const auto op = c10::Dispatcher::singleton().findSchema({name, overload});
+  if (!op) return std::nullopt;
+  OpCall call{*op, {}, {}, {}};
+  try {
+    call.arguments = torch::jit::createStackForSchema(
+        op->schema(), py::reinterpret_borrow<py::tuple>(args),
+        py::reinterpret_borrow<py::kwargs>(kwargs), std::nullopt);
+  } catch (const std::exception&) {  // arguments a schema does not take as IValues
+    return std::nullopt;
+  }
+  for (size_t i = 0; i < call.arguments.size(); ++i) {
+    c10::IValue& argument = call.arguments[i];
+    if (holds_listed_tensors(argument)) return std::nullopt;
+    if (!argument.isTensor() || !argument.toTensor().defined()) continue;
+    const auto ref = tensor_ref(argument.toTensor(), slots);
+    if (!ref) return std::nullopt;
+    call.tensors.emplace_back(i, *ref);
+    argument = c10::IValue();
+  }
+  const auto returned = tensors(returns);
+  if (returned.size() != op->schema().returns().size()) return std::nullopt;
+  for (const at::Tensor& tensor : returned) {
+    const bool in_slot = tensor_ref(tensor, slots).has_value();
+    if (!in_slot && (tensor.device() != device || !aligned(tensor))) return std::nullopt;
+    call.new_slots.push_back(!in_slot);
+  }
+  for (size_t r = 0; r < returned.size(); ++r) {
+    if (call.new_slots[r]) slots.add(returned[r]);
+  }
+  return call;
+}
+
+// The recorded call's steps, ("allocation", tensor), ("launch", ...) (parse_launch) and
+// ("op", ...) (parse_op), in order, with `slots` grown by what they make; none where one
+// cannot be replayed.
+std::optional<std::vector<Step>> parse_steps(PyObject* records, Slots& slots,
+                                             const at::Device& device) {
+  PyObject* items = PySequence_Fast(records, "fastrnn: a call's steps must be a sequence");
+  if (items == nullptr) throw python_error();
+  std::vector<Step> steps;
+  try {
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); ++i) {
+      PyObject* record = PySequence_Fast_GET_ITEM(items, i);
+      TORCH_CHECK(PyTuple_Check(record) && PyTuple_GET_SIZE(record) > 0 &&
+                      PyUnicode_Check(PyTuple_GET_ITEM(record, 0)),
+                  "fastrnn: a call's step must be a tuple after its tag");
+      const std::string tag = PyUnicode_AsUTF8(PyTuple_GET_ITEM(record, 0));
+      if (tag == "allocation") {
+        TORCH_CHECK(PyTuple_GET_SIZE(record) == 2, "fastrnn: ('allocation', tensor) expected");
+        const at::Tensor allocation = tensor(PyTuple_GET_ITEM(record, 1));
+        if (allocation.device() != device || !allocation.is_contiguous() ||
+            !aligned(allocation)) {
+          Py_DECREF(items);
+          return std::nullopt;
+        }
+        steps.emplace_back(Allocation{allocation.sizes().vec(), allocation.options()});
+        slots.add(allocation);
+        continue;
+      }
+      std::optional<Step> step;
+      if (tag == "launch") {
+        if (auto launch = parse_launch(record, slots)) step = std::move(*launch);
+      } else if (tag == "op") {
+        if (auto call = parse_op(record, slots, device)) step = std::move(*call);
+      } else {
+        TORCH_CHECK(false, "fastrnn: unknown step ", tag);
+      }
+      if (!step) {
+        Py_DECREF(items);
+        return std::nullopt;
+      }
+      steps.push_back(std::move(*step));
+    }
+  } catch (...) {
+    Py_DECREF(items);
+    throw;
+  }
+  Py_DECREF(items);
+  return steps;
+}
+
+// The recorded call's result tuple, items tensors or lists of tensors, as references to
+// what it made (slots from `first`); none where one is not such a tensor or view.
+std::optional<std::vector<ResultItem>> parse_results(PyObject* results, const Slots& slots,
+                                                     size_t first) {
+  TORCH_CHECK(PyTuple_Check(results), "fastrnn: a call's results must be a tuple");
+  std::vector<ResultItem> items;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(results); ++i) {
+    PyObject* item = PyTuple_GET_ITEM(results, i);
+    ResultItem parsed{PyList_Check(item) != 0, {}};
+    const Py_ssize_t count = parsed.list ? PyList_GET_SIZE(item) : 1;
+    for (Py_ssize_t j = 0; j < count; ++j) {
+      const auto ref =
+          tensor_ref(tensor(parsed.list ? PyList_GET_ITEM(item, j) : item), slots, first);
+      if (!ref) return std::nullopt;
+      parsed.refs.push_back(*ref);
+    }
+    items.push_back(std::move(parsed));
+  }
+  return items;
+}
+
 // A launch's parameter values: slot addresses plus offsets, and the integers.
 void parameter_values(const Launch& launch, const std::vector<Extent>& slots,
                       std::vector<uint64_t>& values) {
@@ -348,9 +515,9 @@ void parameter_values(const Launch& launch, const std::vector<Extent>& slots,
   }
 }
 
-// replay_launches_to's records of a replayed call: ("call", ((address, bytes) of each
-// allocation, ...)), then ("launch", function, grid_x, grid_y, threads, shared memory,
-// parameter values) for each launch.
+// replay_launches_to's records of a replayed call's steps: ("allocation", address,
+// bytes), ("launch", function, grid_x, grid_y, threads, shared memory, parameter values)
+// and ("op", name, ((address, bytes) of each new tensor it returned, ...)).
 void append_record(PyObject* record) {
   if (record == nullptr || PyList_Append(launch_list, record) != 0) {
     Py_XDECREF(record);
@@ -359,20 +526,13 @@ void append_record(PyObject* record) {
   Py_DECREF(record);
 }
 
-void append_call(const std::vector<Extent>& allocations) {
-  PyObject* extents = PyTuple_New(static_cast<Py_ssize_t>(allocations.size()));
-  if (extents == nullptr) throw python_error();
-  for (size_t i = 0; i < allocations.size(); ++i) {
-    PyObject* item = Py_BuildValue("(KK)", static_cast<unsigned long long>(allocations[i].begin),
-                                   static_cast<unsigned long long>(allocations[i].end -
-                                                                   allocations[i].begin));
-    if (item == nullptr) {
-      Py_DECREF(extents);
-      throw python_error();
-    }
-    PyTuple_SET_ITEM(extents, i, item);
-  }
-  append_record(Py_BuildValue("(sN)", "call", extents));
+PyObject* extent_tuple(const Extent& extent) {
+  return Py_BuildValue("(KK)", static_cast<unsigned long long>(extent.begin),
+                       static_cast<unsigned long long>(extent.end - extent.begin));
+}
+
+void append_allocation(const Extent& allocation) {
+  append_record(Py_BuildValue("(sN)", "allocation", extent_tuple(allocation)));
 }
 
 void append_launch(const Launch& launch, const std::vector<uint64_t>& values) {
@@ -393,24 +553,50 @@ void append_launch(const Launch& launch, const std::vector<uint64_t>& values) {
                               launch.grid_y, launch.threads, launch.shared, params));
 }
 
-void run(const std::vector<Launch>& launches, const std::vector<Extent>& slots,
-         const at::Device& device) {
+void append_op(const OpCall& call, const std::vector<Extent>& new_slots) {
+  PyObject* extents = PyTuple_New(static_cast<Py_ssize_t>(new_slots.size()));
+  if (extents == nullptr) throw python_error();
+  for (size_t i = 0; i < new_slots.size(); ++i) {
+    PyObject* item = extent_tuple(new_slots[i]);
+    if (item == nullptr) {
+      Py_DECREF(extents);
+      throw python_error();
+    }
+    PyTuple_SET_ITEM(extents, i, item);
+  }
+  const auto& name = call.op.schema().operator_name();
+  const std::string full = name.overload_name.empty() ? name.name
+                                                      : name.name + "." + name.overload_name;
+  append_record(Py_BuildValue("(ssN)", "op", full.c_str(), extents));
+}
+
+// A replay in progress: the slots, and the stream its launches go to (found at its first).
+struct Replay {
+  Slots slots;
+  const at::Device device;
+  void* stream = nullptr;
   std::vector<uint64_t> values;
   std::vector<void*> pointers;
-  if (launch_list != nullptr) {
-    for (const Launch& launch : launches) {
-      parameter_values(launch, slots, values);
-      append_launch(launch, values);
-    }
-    return;
+
+  void allocate(const Allocation& allocation) {
+    slots.add(at::empty(allocation.sizes, allocation.options));
+    // The caching allocator's blocks are aligned far beyond this; plans assume it.
+    TORCH_CHECK(aligned(slots.tensors.back()), "fastrnn: an allocation was not 16-byte aligned");
+    if (launch_list != nullptr) append_allocation(slots.extents.back());
   }
-  const Driver& d = driver();
-  ensure_context(d, device.index());
-  void* stream = nullptr;
-  TORCH_CHECK(d.current_stream(device.index(), &stream) == 0,
-              "fastrnn: torch could not give the current CUDA stream of ", device);
-  for (const Launch& launch : launches) {
-    parameter_values(launch, slots, values);
+
+  void launch(const Launch& launch) {
+    parameter_values(launch, slots.extents, values);
+    if (launch_list != nullptr) {
+      append_launch(launch, values);
+      return;
+    }
+    const Driver& d = driver();
+    if (stream == nullptr) {
+      ensure_context(d, device.index());
+      TORCH_CHECK(d.current_stream(device.index(), &stream) == 0,
+                  "fastrnn: torch could not give the current CUDA stream of ", device);
+    }
     pointers.resize(values.size());
     for (size_t p = 0; p < values.size(); ++p) pointers[p] = &values[p];
     check(d,
@@ -419,71 +605,43 @@ void run(const std::vector<Launch>& launches, const std::vector<Extent>& slots,
                           pointers.data(), nullptr),
           "a replayed kernel launch (cuLaunchKernel)");
   }
-}
 
-// A result of the recorded call as a reference to one of its allocations; none where it
-// is not one or a view of one.
-std::optional<ResultRef> result_ref(PyObject* object, const std::vector<at::Tensor>& allocations) {
-  const at::Tensor result = tensor(object);
-  for (size_t a = 0; a < allocations.size(); ++a) {
-    if (result.is_same(allocations[a])) return ResultRef{a, true, {}, {}, 0};
-  }
-  const auto address = reinterpret_cast<uint64_t>(result.data_ptr());
-  for (size_t a = 0; a < allocations.size(); ++a) {
-    const at::Tensor& allocation = allocations[a];
-    const Extent whole = extent(allocation), part = extent(result);
-    if (result.numel() == 0 || result.scalar_type() != allocation.scalar_type() ||
-        address < whole.begin || part.end > whole.end) {
-      continue;
+  void call(const OpCall& op_call) {
+    torch::jit::Stack stack = op_call.arguments;
+    for (const auto& [index, ref] : op_call.tensors) stack[index] = rebuilt(ref, slots.tensors);
+    op_call.op.callBoxed(stack);
+    TORCH_CHECK(stack.size() == op_call.new_slots.size(), "fastrnn: a replayed op returned ",
+                stack.size(), " values where its recording returned ",
+                op_call.new_slots.size());
+    const size_t first_new = slots.tensors.size();
+    for (size_t r = 0; r < stack.size(); ++r) {
+      if (op_call.new_slots[r]) slots.add(stack[r].toTensor());
     }
-    const auto bytes = static_cast<int64_t>(address - whole.begin);
-    if (bytes % allocation.element_size() != 0) continue;
-    return ResultRef{a, false, result.sizes().vec(), result.strides().vec(),
-                     bytes / static_cast<int64_t>(allocation.element_size())};
-  }
-  return std::nullopt;
-}
-
-// The recorded call's result tuple, items tensors or lists of tensors, as references to
-// its allocations; none where one is not.
-std::optional<std::vector<ResultItem>> parse_results(PyObject* results,
-                                                     const std::vector<at::Tensor>& allocations) {
-  TORCH_CHECK(PyTuple_Check(results), "fastrnn: a call's results must be a tuple");
-  std::vector<ResultItem> items;
-  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(results); ++i) {
-    PyObject* item = PyTuple_GET_ITEM(results, i);
-    ResultItem parsed{PyList_Check(item) != 0, {}};
-    const Py_ssize_t count = parsed.list ? PyList_GET_SIZE(item) : 1;
-    for (Py_ssize_t j = 0; j < count; ++j) {
-      const auto ref = result_ref(parsed.list ? PyList_GET_ITEM(item, j) : item, allocations);
-      if (!ref) return std::nullopt;
-      parsed.refs.push_back(*ref);
+    if (launch_list != nullptr) {
+      append_op(op_call,
+                std::vector<Extent>(slots.extents.begin() + first_new, slots.extents.end()));
     }
-    items.push_back(std::move(parsed));
   }
-  return items;
-}
+};
 
-PyObject* result_tensor(const ResultRef& ref, const std::vector<at::Tensor>& allocations) {
-  const at::Tensor& allocation = allocations[ref.allocation];
-  if (ref.whole) return THPVariable_Wrap(allocation);
-  return THPVariable_Wrap(allocation.as_strided(ref.sizes, ref.strides, ref.offset));
+PyObject* result_tensor(const TensorRef& ref, const std::vector<at::Tensor>& slot_tensors) {
+  return THPVariable_Wrap(rebuilt(ref, slot_tensors));
 }
 
 PyObject* build_results(const std::vector<ResultItem>& items,
-                        const std::vector<at::Tensor>& allocations) {
+                        const std::vector<at::Tensor>& slot_tensors) {
   PyObject* results = PyTuple_New(static_cast<Py_ssize_t>(items.size()));
   if (results == nullptr) throw python_error();
   for (size_t i = 0; i < items.size(); ++i) {
     const ResultItem& item = items[i];
     PyObject* built = item.list ? PyList_New(static_cast<Py_ssize_t>(item.refs.size()))
-                                : result_tensor(item.refs[0], allocations);
+                                : result_tensor(item.refs[0], slot_tensors);
     if (built == nullptr) {
       Py_DECREF(results);
       throw python_error();
     }
     for (size_t j = 0; item.list && j < item.refs.size(); ++j) {
-      PyObject* tensor = result_tensor(item.refs[j], allocations);
+      PyObject* tensor = result_tensor(item.refs[j], slot_tensors);
       if (tensor == nullptr) {
         Py_DECREF(built);
         Py_DECREF(results);
@@ -501,9 +659,8 @@ PyObject* build_results(const std::vector<ResultItem>& items,
 PyObject* store_plan(PyObject*, PyObject* args) {
   HANDLE_TH_ERRORS
   long long kind;
-  PyObject *tensor_list, *flags, *allocation_list, *launches, *results;
-  if (!PyArg_ParseTuple(args, "LOOOOO", &kind, &tensor_list, &flags, &allocation_list,
-                        &launches, &results)) {
+  PyObject *tensor_list, *flags, *records, *results;
+  if (!PyArg_ParseTuple(args, "LOOOO", &kind, &tensor_list, &flags, &records, &results)) {
     return nullptr;
   }
   const Tensors call = call_tensors(tensor_list);
@@ -513,23 +670,13 @@ PyObject* store_plan(PyObject*, PyObject* args) {
   if (plans.size() >= kMostPlans) plans.clear();
   std::optional<Plan>& kept = plans[*key];
   kept.reset();  // never replayed, unless all below holds
-  if (launches == Py_None) Py_RETURN_FALSE;
-  const std::vector<at::Tensor> allocations = tensors(allocation_list);
-  Plan plan;
-  for (const at::Tensor& allocation : allocations) {
-    if (allocation.device() != *device || !allocation.is_contiguous() || !aligned(allocation)) {
-      Py_RETURN_FALSE;
-    }
-    plan.allocations.push_back({allocation.sizes().vec(), allocation.options()});
-  }
-  const std::vector<Extent> slots = slot_extents(call, allocations);
-  if (overlap(slots)) Py_RETURN_FALSE;
-  auto parsed = parse_launches(launches, slots);
-  auto items = parse_results(results, allocations);
-  if (!parsed || !items) Py_RETURN_FALSE;
-  plan.launches = std::move(*parsed);
-  plan.results = std::move(*items);
-  kept = std::move(plan);
+  if (records == Py_None) Py_RETURN_FALSE;
+  Slots slots = call_slots(call);
+  auto steps = parse_steps(records, slots, *device);
+  if (!steps || overlap(slots.extents)) Py_RETURN_FALSE;
+  auto items = parse_results(results, slots, call.size());
+  if (!items) Py_RETURN_FALSE;
+  kept = Plan{std::move(*steps), std::move(*items)};
   Py_RETURN_TRUE;
   END_HANDLE_TH_ERRORS
 }
@@ -539,7 +686,7 @@ PyObject* replay(PyObject*, PyObject* args) {
   long long kind;
   PyObject *tensor_list, *flags;
   if (!PyArg_ParseTuple(args, "LOO", &kind, &tensor_list, &flags)) return nullptr;
-  const Tensors call = call_tensors(tensor_list);
+  Tensors call = call_tensors(tensor_list);
   const auto device = call_device(call);
   if (!device || (!device->is_cuda() && launch_list == nullptr)) Py_RETURN_NONE;
   const auto key = plan_key(kind, call, flags);
@@ -548,19 +695,17 @@ PyObject* replay(PyObject*, PyObject* args) {
   if (found == plans.end()) Py_RETURN_TRUE;
   if (!found->second) Py_RETURN_NONE;
   const Plan& plan = *found->second;
-  std::vector<at::Tensor> allocations;
-  allocations.reserve(plan.allocations.size());
-  for (const Allocation& allocation : plan.allocations) {
-    allocations.push_back(at::empty(allocation.sizes, allocation.options));
-    // The caching allocator's blocks are aligned far beyond this; plans assume it.
-    TORCH_CHECK(aligned(allocations.back()), "fastrnn: an allocation was not 16-byte aligned");
+  Replay replay{call_slots(std::move(call)), *device};
+  for (const Step& step : plan.steps) {
+    if (const auto* allocation = std::get_if<Allocation>(&step)) {
+      replay.allocate(*allocation);
+    } else if (const auto* launch = std::get_if<Launch>(&step)) {
+      replay.launch(*launch);
+    } else {
+      replay.call(std::get<OpCall>(step));
+    }
   }
-  const std::vector<Extent> slots = slot_extents(call, allocations);
-  if (launch_list != nullptr) {
-    append_call(std::vector<Extent>(slots.end() - allocations.size(), slots.end()));
-  }
-  run(plan.launches, slots, *device);
-  return build_results(plan.results, allocations);
+  return build_results(plan.results, replay.slots.tensors);
   END_HANDLE_TH_ERRORS
 }
 

@@ -188,9 +188,9 @@ PyMethodDef methods[] = {
      "grad_weights), uninitialised, on the input's device, and packed input's step tables "
      "(batch sizes, offsets, each direction's previous rows) there, or None."},
     {"store_plan", fastrnn::python::store_plan, METH_VARARGS,
-     "store_plan(kind, tensors, flags, allocations, launches, results): keeps a call's "
-     "allocations, kernel launches and results for replay (launches None: such calls are "
-     "never replayed); False where they are not kept."},
+     "store_plan(kind, tensors, flags, steps, results): keeps a call's allocations, kernel "
+     "launches and ATen ops, in order, and its results for replay (steps None: such calls "
+     "are never replayed); False where they are not kept."},
     {"replay", fastrnn::python::replay, METH_VARARGS,
      "replay(kind, tensors, flags): the results of a call replayed from its plan; True "
      "where no plan is stored for such calls yet; None where they are never replayed."},

@@ -626,13 +626,14 @@ def _launches_directly(kernel, tensor: Tensor) -> bool:
 
 
 class _Recording(threading.local):
-    """A call's launches while _recorded records them, in its thread: (kept,
-    grid, pointers, scalars) of each kept kernel's, None for each launch through
-    JITFunction.run."""
+    """A call's steps while _recorded records them, in its thread, in order: ("launch",
+    kept, grid, pointers, scalars) of each kept kernel's launch, _JIT_LAUNCH for each
+    launch through JITFunction.run, and its ATen work (_CallWork)."""
 
-    launches: list | None = None
+    steps: list | None = None
 
 
+_JIT_LAUNCH = "jit"
 _RECORDING = _Recording()
 
 
@@ -640,8 +641,8 @@ def _run_kept(kept: tuple, grid: tuple[int, int], pointers: tuple[Tensor | int, 
               scalars: tuple[int, ...]) -> None:  # fmt: skip
     """Launch a kept compiled kernel (keep_compiled); pointers: tensors, or their
     addresses."""
-    if _RECORDING.launches is not None:
-        _RECORDING.launches.append((kept, grid, pointers, scalars))
+    if _RECORDING.steps is not None:
+        _RECORDING.steps.append(("launch", kept, grid, pointers, scalars))
     _launch_kept(kept, grid, pointers, scalars)
 
 
@@ -700,9 +701,9 @@ def keep_compiled(compiled, device: int, constexprs: list) -> tuple:
 
 def replay_launch(kept: tuple, grid: tuple[int, int], pointers: tuple[Tensor | int, ...],
                   scalars: tuple[int, ...]) -> tuple | None:  # fmt: skip
-    """A recorded launch (_RECORDING) as _C.store_plan takes it: (CUfunction, grid,
-    threads, shared memory, ((kind, value), ...) of the parameters the launcher passes);
-    None where replay_layout has none."""
+    """A recorded launch (_RECORDING) as _C.store_plan takes it: ("launch", CUfunction,
+    grid, threads, shared memory, ((kind, value), ...) of the parameters the launcher
+    passes); None where replay_layout has none."""
     _, _, function, _, constexprs, layout = kept
     if layout is None:
         return None
@@ -710,12 +711,13 @@ def replay_launch(kept: tuple, grid: tuple[int, int], pointers: tuple[Tensor | i
     addresses = [p if isinstance(p, int) else p.data_ptr() for p in pointers]
     arguments = (*addresses, *scalars, *constexprs)
     params = [(k, value) for k, value in zip(kinds, arguments, strict=True) if k is not None]
-    return function, grid[0], grid[1], threads, shared, (*params, *[(_NULL, 0)] * scratch)
+    params = (*params, *[(_NULL, 0)] * scratch)
+    return "launch", function, grid[0], grid[1], threads, shared, params
 
 
 def _record_jit_launch() -> None:
-    if _RECORDING.launches is not None:
-        _RECORDING.launches.append(None)
+    if _RECORDING.steps is not None:
+        _RECORDING.steps.append(_JIT_LAUNCH)
 
 
 def launch_kernel(kernel, grid: tuple[int, int], pointers: tuple[Tensor, ...],
@@ -1404,9 +1406,15 @@ _FORWARD, _BACKWARD = 0, 1
 
 
 def _replays(batch_sizes: Tensor | None) -> bool:
-    """Whether a call goes through _replayed: with REPLAY_LAUNCHES, padded input and
-    kept kernels launched directly."""
-    return REPLAY_LAUNCHES and batch_sizes is None and _direct_launches()
+    """Whether a call goes through _replayed: with REPLAY_LAUNCHES, padded input, kept
+    kernels launched directly, and no autocast (which would change the ops a replay
+    calls; fastrnn's functions call the op with autocast off)."""
+    return (
+        REPLAY_LAUNCHES
+        and batch_sizes is None
+        and _direct_launches()
+        and not torch._C._is_any_autocast_enabled()
+    )
 
 
 def _replayed(kind: int, tensors: list, flags: tuple, run, args: tuple):
@@ -1422,46 +1430,75 @@ def _replayed(kind: int, tensors: list, flags: tuple, run, args: tuple):
 
 
 class _CallWork(TorchDispatchMode):
-    """The ATen work of a call run under it: its allocations (results and workspaces,
-    which a replay makes again) and every other op but views (work a replay would not
-    do)."""
+    """The ATen work of a call run under it, appended to `steps` in order: its
+    allocations (results and workspaces) as ("allocation", tensor), and every other op
+    but views as ("op", op, args, kwargs, returns), or None where a replay could not
+    redo it (_replayable_op)."""
 
     ALLOCATIONS = (torch.ops.aten.empty.memory_format, torch.ops.aten.new_empty.default)
 
-    def __init__(self):
+    def __init__(self, steps: list):
         super().__init__()
-        self.allocations = []
-        self.other = []
+        self.steps = steps
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
         if func in self.ALLOCATIONS:
-            self.allocations.append(result)
+            self.steps.append(("allocation", result))
         elif not func.is_view:
-            self.other.append(func)
+            returns = result if isinstance(result, tuple | list) else (result,)
+            replayable = _replayable_op(func, returns)
+            self.steps.append(("op", func, args, kwargs, tuple(returns)) if replayable else None)
         return result
+
+
+# Ops that read data on the host, shape their results by data, draw random numbers or
+# change a tensor's shape in place: a replay (which reuses every recorded shape and
+# never reads data) cannot redo them.
+_UNREPLAYABLE_TAGS = {torch.Tag.dynamic_output_shape, torch.Tag.data_dependent_output,
+                      torch.Tag.nondeterministic_seeded, torch.Tag.inplace_view}  # fmt: skip
+
+
+def _replayable_op(func, returns) -> bool:
+    """Whether a replay can call func again as recorded: tensors returned, no tag of
+    _UNREPLAYABLE_TAGS (data read on the host, random numbers, shapes from data)."""
+    if not all(isinstance(r, Tensor) for r in returns):
+        return False
+    return not _UNREPLAYABLE_TAGS.intersection(func.tags)
 
 
 def _recorded(kind: int, tensors: list, flags: tuple, run, args: tuple):
-    """run(*args) with its launches recorded, and kept for _C.replay where it did no ATen
-    work but allocations and views (_CallWork) and launched only kept kernels that a
-    replay can launch (replay_launch); the C++ side keeps them where their pointers lie in
-    the call's tensors and allocations and its results are allocations, else marks such
-    calls as never replayed.  A call that compiled a kernel (launched through
-    JITFunction.run) is not judged: the next is recorded."""
-    recorded = _RECORDING.launches = []
+    """run(*args) with its steps recorded (_RECORDING: its launches; _CallWork: its
+    allocations and other ATen ops), and kept for _C.replay where a replay can redo each
+    (kept kernels that replay_launch can launch; ops _replayable_op takes); the C++ side
+    keeps them where every pointer and op tensor lies in the call's tensors or in what
+    it made and its results are what it made, else marks such calls as never replayed.
+    A call that compiled a kernel (launched through JITFunction.run) is not judged: the
+    next is recorded."""
+    recorded = _RECORDING.steps = []
     try:
-        with _CallWork() as work:
+        with _CallWork(recorded):
             result = run(*args)
     finally:
-        _RECORDING.launches = None
-    if None in recorded:
+        _RECORDING.steps = None
+    if _JIT_LAUNCH in recorded:
         return result
-    launches = [replay_launch(*launch) for launch in recorded]
-    replayable = not work.other and None not in launches
-    _C.store_plan(kind, tensors, flags, work.allocations, launches if replayable else None,
+    steps = [_plan_step(step) for step in recorded]
+    _C.store_plan(kind, tensors, flags, None if any(s is None for s in steps) else steps,
                   result)  # fmt: skip
     return result
+
+
+def _plan_step(step: tuple | None) -> tuple | None:
+    """A recorded step as _C.store_plan takes it (ops by their schema's name and
+    overload); None where a replay cannot redo it."""
+    if step is None or step[0] == "allocation":
+        return step
+    if step[0] == "launch":
+        return replay_launch(*step[1:])
+    _, func, args, kwargs, returns = step
+    return "op", func._schema.name, func._schema.overload_name, args, kwargs, returns
 
 
 def _forward(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
