@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -97,10 +98,10 @@ struct KeyHash {
   }
 };
 
-// Each call signature's plan; none: such calls are never replayed.  Under the GIL, as
+// Each call signature's plan; null: such calls are never replayed.  Under the GIL, as
 // every function here runs.  At most kMostPlans (a program of ever new shapes, lengths
 // say, records again after that many).
-std::unordered_map<Key, std::optional<Plan>, KeyHash> plans;
+std::unordered_map<Key, std::shared_ptr<const Plan>, KeyHash> plans;
 constexpr size_t kMostPlans = 4096;
 PyObject* launch_list = nullptr;  // replay_launches_to's list, or nullptr: the driver
 
@@ -668,7 +669,7 @@ PyObject* store_plan(PyObject*, PyObject* args) {
   const auto device = call_device(call);
   if (!key || !device) Py_RETURN_FALSE;
   if (plans.size() >= kMostPlans) plans.clear();
-  std::optional<Plan>& kept = plans[*key];
+  std::shared_ptr<const Plan>& kept = plans[*key];
   kept.reset();  // never replayed, unless all below holds
   if (records == Py_None) Py_RETURN_FALSE;
   Slots slots = call_slots(call);
@@ -676,7 +677,7 @@ PyObject* store_plan(PyObject*, PyObject* args) {
   if (!steps || overlap(slots.extents)) Py_RETURN_FALSE;
   auto items = parse_results(results, slots, call.size());
   if (!items) Py_RETURN_FALSE;
-  kept = Plan{std::move(*steps), std::move(*items)};
+  kept = std::make_shared<const Plan>(Plan{std::move(*steps), std::move(*items)});
   Py_RETURN_TRUE;
   END_HANDLE_TH_ERRORS
 }
@@ -694,7 +695,9 @@ PyObject* replay(PyObject*, PyObject* args) {
   const auto found = plans.find(*key);
   if (found == plans.end()) Py_RETURN_TRUE;
   if (!found->second) Py_RETURN_NONE;
-  const Plan& plan = *found->second;
+  // Held for the replay: an op it calls may run Python that stores or drops plans.
+  const std::shared_ptr<const Plan> held = found->second;
+  const Plan& plan = *held;
   Replay replay{call_slots(std::move(call)), *device};
   for (const Step& step : plan.steps) {
     if (const auto* allocation = std::get_if<Allocation>(&step)) {
