@@ -132,8 +132,7 @@ def _rnn_cell_backward_fake(
 _RNN_FORWARD = torch.ops.fastrnn.rnn_forward.default if _C is not None else None
 
 if _C is not None:
-    _CUDA_KERNELS = torch.library.Library("fastrnn", "IMPL")  # alive as long as the module
-    registration.register("cuda", _CUDA_KERNELS)
+    _CUDA_KERNELS = registration.register("cuda")  # alive as long as the module
     torch.library.register_fake("fastrnn::rnn_forward")(_rnn_forward_fake)
     torch.library.register_fake("fastrnn::rnn_backward")(_rnn_backward_fake)
     torch.library.impl("fastrnn::rnn_reference", "CompositeImplicitAutograd", rnn_reference)

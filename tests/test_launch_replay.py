@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ triton = pytest.importorskip("triton")
 from triton._C.libtriton import native_specialize_impl  # noqa: E402
 from triton.backends.compiler import BaseBackend  # noqa: E402
 
-from fastrnn.triton import kernels, launch  # noqa: E402
+from fastrnn.triton import kernels, launch, registration  # noqa: E402
 
 ON_GPU = torch.cuda.is_available()
 ROOT = Path(__file__).resolve().parents[1]
@@ -372,6 +373,53 @@ def test_calls_with_work_a_replay_cannot_redo_are_never_replayed(stand_in_kernel
         assert replayed == [] and python_launches
 
 
+@pytest.mark.parametrize("case", [CASES[2], CASES[-1]], ids=["short", "gemms"])
+def test_the_ops_cpp_kernels_replay_without_the_python_kernels(case, stand_in_kernels,
+                                                               monkeypatch):  # fmt: skip
+    """Through the ops (registration.register: csrc/python/triton_op_kernels.cpp): a call
+    whose plan is kept is replayed from C++ with the tensors and flags the launch
+    functions key it by (the Python kernel not called), in the structure the Python
+    kernel gives; the Python kernel records, takes packed input and reports errors."""
+    _, replayed = stand_in_kernels
+    python_calls = []
+    forward_fn, backward_fn, replay_tf32 = registration._launch_functions()
+    monkeypatch.setattr(registration, "_LAUNCH_FUNCTIONS", (
+        lambda *args: python_calls.append("forward") or forward_fn(*args),
+        lambda *args: python_calls.append("backward") or backward_fn(*args),
+        replay_tf32))  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
+        op_kernels = registration.register("cpu")
+    try:
+        input, hx, weights, layers, bidirectional, relu = call = make_call(case)
+        grad_args = backward_args(call, "sums")
+        for op, args in [
+            (torch.ops.fastrnn.rnn_forward.default,
+             (input, hx, weights, None, layers, bidirectional, relu)),
+            (torch.ops.fastrnn.rnn_backward.default, grad_args),
+        ]:  # fmt: skip
+            want = [op(*args) for _ in range(3)][0]  # compiled, recorded, replayed by now
+            python_calls.clear()
+            replayed.clear()
+            got = op(*args)
+            assert python_calls == [] and "launch" in [record[0] for record in replayed]
+            assert [(t.shape, t.stride()) for t in flat_results(got)] == [
+                (t.shape, t.stride()) for t in flat_results(want)
+            ]
+        assert _C.clear_launch_plans() == 2
+        launch.REPLAY_LAUNCHES = False
+        python_calls.clear()
+        torch.ops.fastrnn.rnn_forward.default(input, hx, weights, None, layers, bidirectional,
+                                              relu)  # fmt: skip
+        assert python_calls == ["forward"] and _C.clear_launch_plans() == 0
+        launch.REPLAY_LAUNCHES = True
+        with pytest.raises(RuntimeError, match="dtype"):
+            torch.ops.fastrnn.rnn_forward.default(input, hx, [w.double() for w in weights],
+                                                  None, layers, bidirectional, relu)  # fmt: skip
+    finally:
+        del op_kernels
+
+
 def test_a_call_replays_only_a_plan_of_calls_like_it_in_every_tensor(stand_in_kernels):
     """A plan's key holds every tensor's dtype, device, sizes and strides: weights of
     another dtype find no plan, and get the Python path's error."""
@@ -506,12 +554,14 @@ def test_replayed_backward_equals_the_python_backward_on_gpu(case, dtype, grads,
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
-def test_replayed_calls_train_and_capture_as_the_python_path_on_gpu(replaying):
+@pytest.mark.parametrize("case", [CASES[0], CASES[-1]], ids=["short", "gemms"])
+def test_replayed_calls_train_and_capture_as_the_python_path_on_gpu(case, replaying):
     """Through the module: gradients as without replay; a replayed forward and backward
-    captured in a CUDA graph replay to the eager results."""
+    captured in a CUDA graph replay to the eager results (short: kernels alone; gemms:
+    GEMMs, sums and copies between them)."""
     torch.manual_seed(0)
     rnn = fastrnn.RNN(4, 8, num_layers=2, device="cuda")
-    x = torch.randn(5, 3, 4, device="cuda")
+    x = torch.randn(case[0], 3, 4, device="cuda")
 
     def gradients():
         rnn.zero_grad()
@@ -527,7 +577,7 @@ def test_replayed_calls_train_and_capture_as_the_python_path_on_gpu(replaying):
     assert _C.clear_launch_plans() == 2  # the forward's and the backward's
     for g, w in zip(got, want, strict=True):
         assert torch.equal(g, w)
-    args = backward_args(make_call(CASES[0], device="cuda"), "both")
+    args = backward_args(make_call(case, device="cuda"), "both")
     calls = [lambda: rnn(x)[0], lambda: flat_results(backward(args))]
     with torch.no_grad():
         for call in calls:

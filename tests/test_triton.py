@@ -46,15 +46,14 @@ def triton_kernels():
             yield
         torch.backends.cudnn.allow_tf32 = allow_tf32
         return
-    lib = torch.library.Library("fastrnn", "IMPL")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
-        registration.register("cpu", lib)
+        kernels = registration.register("cpu")
     try:
         with fastrnn.use_backend("cpp"):
             yield
     finally:
-        lib._destroy()  # the C++ CPU kernels are the ops' CPU kernels again
+        del kernels  # the C++ CPU kernels are the ops' CPU kernels again
 
 
 # (batch, hidden, steps, layers, bidirectional, packed, nonlinearity, bias, tier)

@@ -68,11 +68,9 @@ def skip_kernels() -> None:
     launch._launch_kept = lambda *args: None
     torch.cuda.current_device = lambda: 0
     _C.replay_launches_to(REPLAYED)
-    lib = torch.library.Library("fastrnn", "IMPL")  # the launch functions for CPU tensors
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # the Triton path's kernels for CPU tensors
         warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
-        registration.register("cpu", lib)
-    skip_kernels.library = lib  # alive as long as the process
+        skip_kernels.kernels = registration.register("cpu")  # alive as long as the process
 
 
 CALLS_SCALE = 1.0  # --smoke: a few calls, to check the tool runs (tests)

@@ -105,22 +105,14 @@ std::unordered_map<Key, std::shared_ptr<const Plan>, KeyHash> plans;
 constexpr size_t kMostPlans = 4096;
 PyObject* launch_list = nullptr;  // replay_launches_to's list, or nullptr: the driver
 
-using Tensors = std::vector<std::optional<at::Tensor>>;
-
 bool aligned(const at::Tensor& tensor) {
   return reinterpret_cast<uintptr_t>(tensor.data_ptr()) % 16 == 0;
 }
 // The key of a call, or none where a tensor is not 16-byte aligned (its launches would
 // take other specialisations of the kernels: launch.py's KernelLaunch).
-std::optional<Key> plan_key(long long kind, const Tensors& tensors, PyObject* flags) {
+std::optional<Key> plan_key(int64_t kind, const Tensors& tensors, const Flags& flags) {
   Key key{kind};
-  PyObject* items = PySequence_Fast(flags, "fastrnn: flags must be a sequence of integers");
-  if (items == nullptr) throw python_error();
-  for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); ++i) {
-    key.push_back(PyLong_AsLongLong(PySequence_Fast_GET_ITEM(items, i)));
-  }
-  Py_DECREF(items);
-  if (PyErr_Occurred()) throw python_error();
+  key.insert(key.end(), flags.begin(), flags.end());
   for (const auto& tensor : tensors) {
     if (!tensor) {
       key.push_back(-1);
@@ -196,6 +188,18 @@ bool overlap(const std::vector<Extent>& slots) {
     }
   }
   return false;
+}
+
+Flags call_flags(PyObject* flags) {
+  PyObject* items = PySequence_Fast(flags, "fastrnn: flags must be a sequence of integers");
+  if (items == nullptr) throw python_error();
+  Flags values;
+  for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); ++i) {
+    values.push_back(PyLong_AsLongLong(PySequence_Fast_GET_ITEM(items, i)));
+  }
+  Py_DECREF(items);
+  if (PyErr_Occurred()) throw python_error();
+  return values;
 }
 
 Tensors call_tensors(PyObject* list) {
@@ -625,24 +629,19 @@ struct Replay {
   }
 };
 
-PyObject* result_tensor(const TensorRef& ref, const std::vector<at::Tensor>& slot_tensors) {
-  return THPVariable_Wrap(rebuilt(ref, slot_tensors));
-}
-
-PyObject* build_results(const std::vector<ResultItem>& items,
-                        const std::vector<at::Tensor>& slot_tensors) {
+PyObject* build_results(const std::vector<ReplayResult>& items) {
   PyObject* results = PyTuple_New(static_cast<Py_ssize_t>(items.size()));
   if (results == nullptr) throw python_error();
   for (size_t i = 0; i < items.size(); ++i) {
-    const ResultItem& item = items[i];
-    PyObject* built = item.list ? PyList_New(static_cast<Py_ssize_t>(item.refs.size()))
-                                : result_tensor(item.refs[0], slot_tensors);
+    const ReplayResult& item = items[i];
+    PyObject* built = item.list ? PyList_New(static_cast<Py_ssize_t>(item.tensors.size()))
+                                : THPVariable_Wrap(item.tensors[0]);
     if (built == nullptr) {
       Py_DECREF(results);
       throw python_error();
     }
-    for (size_t j = 0; item.list && j < item.refs.size(); ++j) {
-      PyObject* tensor = result_tensor(item.refs[j], slot_tensors);
+    for (size_t j = 0; item.list && j < item.tensors.size(); ++j) {
+      PyObject* tensor = THPVariable_Wrap(item.tensors[j]);
       if (tensor == nullptr) {
         Py_DECREF(built);
         Py_DECREF(results);
@@ -665,7 +664,7 @@ PyObject* store_plan(PyObject*, PyObject* args) {
     return nullptr;
   }
   const Tensors call = call_tensors(tensor_list);
-  const auto key = plan_key(kind, call, flags);
+  const auto key = plan_key(kind, call, call_flags(flags));
   const auto device = call_device(call);
   if (!key || !device) Py_RETURN_FALSE;
   if (plans.size() >= kMostPlans) plans.clear();
@@ -682,24 +681,18 @@ PyObject* store_plan(PyObject*, PyObject* args) {
   END_HANDLE_TH_ERRORS
 }
 
-PyObject* replay(PyObject*, PyObject* args) {
-  HANDLE_TH_ERRORS
-  long long kind;
-  PyObject *tensor_list, *flags;
-  if (!PyArg_ParseTuple(args, "LOO", &kind, &tensor_list, &flags)) return nullptr;
-  Tensors call = call_tensors(tensor_list);
+Replayed replay_call(int64_t kind, Tensors call, const Flags& flags) {
   const auto device = call_device(call);
-  if (!device || (!device->is_cuda() && launch_list == nullptr)) Py_RETURN_NONE;
+  if (!device || (!device->is_cuda() && launch_list == nullptr)) return {ReplayStatus::Never, {}};
   const auto key = plan_key(kind, call, flags);
-  if (!key) Py_RETURN_NONE;
+  if (!key) return {ReplayStatus::Never, {}};
   const auto found = plans.find(*key);
-  if (found == plans.end()) Py_RETURN_TRUE;
-  if (!found->second) Py_RETURN_NONE;
+  if (found == plans.end()) return {ReplayStatus::NoPlan, {}};
+  if (!found->second) return {ReplayStatus::Never, {}};
   // Held for the replay: an op it calls may run Python that stores or drops plans.
   const std::shared_ptr<const Plan> held = found->second;
-  const Plan& plan = *held;
   Replay replay{call_slots(std::move(call)), *device};
-  for (const Step& step : plan.steps) {
+  for (const Step& step : held->steps) {
     if (const auto* allocation = std::get_if<Allocation>(&step)) {
       replay.allocate(*allocation);
     } else if (const auto* launch = std::get_if<Launch>(&step)) {
@@ -708,7 +701,29 @@ PyObject* replay(PyObject*, PyObject* args) {
       replay.call(std::get<OpCall>(step));
     }
   }
-  return build_results(plan.results, replay.slots.tensors);
+  Replayed replayed{ReplayStatus::Replayed, {}};
+  for (const ResultItem& item : held->results) {
+    ReplayResult& result = replayed.results.emplace_back(ReplayResult{item.list, {}});
+    for (const TensorRef& ref : item.refs) result.tensors.push_back(rebuilt(ref, replay.slots.tensors));
+  }
+  return replayed;
+}
+
+PyObject* replay(PyObject*, PyObject* args) {
+  HANDLE_TH_ERRORS
+  long long kind;
+  PyObject *tensor_list, *flags;
+  if (!PyArg_ParseTuple(args, "LOO", &kind, &tensor_list, &flags)) return nullptr;
+  Replayed replayed = replay_call(kind, call_tensors(tensor_list), call_flags(flags));
+  switch (replayed.status) {
+    case ReplayStatus::NoPlan:
+      Py_RETURN_TRUE;
+    case ReplayStatus::Never:
+      Py_RETURN_NONE;
+    case ReplayStatus::Replayed:
+      break;
+  }
+  return build_results(replayed.results);
   END_HANDLE_TH_ERRORS
 }
 

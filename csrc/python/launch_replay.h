@@ -6,8 +6,36 @@
 #pragma once
 
 #include <Python.h>
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <optional>
+#include <vector>
 
 namespace fastrnn::python {
+
+// A call's tensor arguments (nullopt where absent) and its other arguments (integers).
+using Tensors = std::vector<std::optional<at::Tensor>>;
+using Flags = std::vector<int64_t>;
+
+// An item of a replayed call's results: a tensor, or a list of tensors.
+struct ReplayResult {
+  bool list;
+  std::vector<at::Tensor> tensors;
+};
+
+enum class ReplayStatus { Replayed, NoPlan, Never };
+
+// What replay_call did: replayed the call (its results), or found no plan for such calls
+// yet (the Python path records one), or found them never replayed.
+struct Replayed {
+  ReplayStatus status;
+  std::vector<ReplayResult> results;
+};
+
+// The C++ side of replay() below: a call of `kind` replayed from its plan where one is
+// kept; under the GIL.
+Replayed replay_call(int64_t kind, Tensors call, const Flags& flags);
 
 // store_plan(kind, tensors, flags, steps, results) -> bool: keeps the plan of a call
 // (kind: forward or backward, launch.py's codes; tensors: its tensor arguments, None where

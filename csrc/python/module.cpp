@@ -20,6 +20,7 @@
 #include "../rnn_arguments.h"
 #include "arguments.h"
 #include "launch_replay.h"
+#include "triton_op_kernels.h"
 
 namespace {
 
@@ -199,6 +200,10 @@ PyMethodDef methods[] = {
     {"replay_launches_to", fastrnn::python::replay_launches_to, METH_O,
      "A list that replayed launches are appended to in place of being launched (tests), "
      "or None: the CUDA driver."},
+    {"register_triton_kernels", fastrnn::python::register_triton_kernels, METH_VARARGS,
+     "register_triton_kernels(dispatch_key, forward, backward, replay_tf32): rnn_forward's "
+     "and rnn_backward's kernels for that key, replayed from C++ where they can be, else "
+     "the Python kernels forward / backward; a handle that keeps them registered."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

@@ -1417,6 +1417,13 @@ def _replays(batch_sizes: Tensor | None) -> bool:
     )
 
 
+def replay_tf32() -> bool | None:
+    """None where no padded call is replayed now (_replays), else tf32_allowed(), the
+    flag a plan's key holds: what the ops' C++ kernels ask before they replay a call
+    (csrc/python/triton_op_kernels.cpp)."""
+    return tf32_allowed() if _replays(None) else None
+
+
 def _replayed(kind: int, tensors: list, flags: tuple, run, args: tuple):
     """run(*args), a padded call of `kind` whose tensor arguments are `tensors` (None
     where absent) and whose other arguments `flags`, replayed from C++ where its plan is

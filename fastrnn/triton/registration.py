@@ -1,9 +1,10 @@
-"""Registers the Triton launch functions as the fastrnn ops' kernels for CUDA tensors.
+"""Registers the fastrnn ops' kernels for CUDA tensors: C++ kernels that replay a call
+from C++ where its plan is kept (csrc/python/triton_op_kernels.cpp) and otherwise call
+the Triton launch functions.
 
 Autograd, fake kernels and torch.compile support are the ops' own (csrc/autograd.cpp,
-fastrnn/ops.py), shared with the C++ CPU kernels.  Tests also register the same launch
-functions for CPU tensors, in a library they destroy afterwards, to run the kernels
-through the Triton interpreter.
+fastrnn/ops.py), shared with the C++ CPU kernels.  Tests also register the same kernels
+for CPU tensors, released afterwards, to run the kernels through the Triton interpreter.
 """
 
 from __future__ import annotations
@@ -26,29 +27,34 @@ def on_device_of(tensor: torch.Tensor):
     return torch.cuda.device(device)
 
 
-_LAUNCH_FUNCTIONS = None  # (rnn_forward_triton, rnn_backward_triton), once imported
+_LAUNCH_FUNCTIONS = None  # rnn_forward_triton, rnn_backward_triton, replay_tf32 once imported
 
 
 def _launch_functions():
     """The launch functions, imported on first use (they import triton)."""
     global _LAUNCH_FUNCTIONS
     if _LAUNCH_FUNCTIONS is None:
-        from fastrnn.triton.launch import rnn_backward_triton, rnn_forward_triton
+        from fastrnn.triton.launch import replay_tf32, rnn_backward_triton, rnn_forward_triton
 
-        _LAUNCH_FUNCTIONS = rnn_forward_triton, rnn_backward_triton
+        _LAUNCH_FUNCTIONS = rnn_forward_triton, rnn_backward_triton, replay_tf32
     return _LAUNCH_FUNCTIONS
 
 
 def _rnn_forward(input, *args):
-    forward, _ = _launch_functions()
+    forward, _, _ = _launch_functions()
     with on_device_of(input):
         return forward(input, *args)
 
 
 def _rnn_backward(grad_output, grad_h_n, input, *args):
-    _, backward = _launch_functions()
+    _, backward, _ = _launch_functions()
     with on_device_of(input):  # the gradients may be None
         return backward(grad_output, grad_h_n, input, *args)
+
+
+def _replay_tf32():
+    _, _, replay_tf32 = _launch_functions()
+    return replay_tf32()
 
 
 def outside_dynamo(kernel):
@@ -67,9 +73,14 @@ def outside_dynamo(kernel):
     return run
 
 
-def register(device_type: str, lib: torch.library.Library) -> None:
-    """The Triton launch functions as the kernels of rnn_forward / rnn_backward for
-    tensors of device_type ("cuda"; "cpu" under the interpreter, for tests), in lib."""
+def register(device_type: str):
+    """The kernels of rnn_forward / rnn_backward for tensors of device_type ("cuda";
+    "cpu" under the interpreter, for tests): replayed from C++ where a plan is kept
+    (launch.REPLAY_LAUNCHES), else the Triton launch functions.  Returns the handle that
+    keeps them registered: released, the key's former kernels are the ops' again."""
+    from fastrnn import _C  # built (fastrnn.ops registers nothing without it)
+
     key = torch._C._dispatch_key_for_device(device_type)
-    lib.impl("rnn_forward", outside_dynamo(_rnn_forward), key)
-    lib.impl("rnn_backward", outside_dynamo(_rnn_backward), key)
+    return _C.register_triton_kernels(key, outside_dynamo(_rnn_forward),
+                                      outside_dynamo(_rnn_backward),
+                                      outside_dynamo(_replay_tf32))  # fmt: skip
