@@ -1,13 +1,15 @@
 """Replayed launches (launch.REPLAY_LAUNCHES, csrc/python/launch_replay.cpp): a padded
-forward's or backward's kernel launches recorded once per call signature, then issued
-from C++.
+forward's or backward's allocations, kernel launches and ATen ops recorded once per call
+signature, then done from C++, through the ops' C++ kernels
+(csrc/python/triton_op_kernels.cpp) or the launch functions.
 
 On CPU no kernel runs: launch_kernel keeps a stand-in for each compiled kernel, with the
 signature Triton's JIT gives its arguments, the Python path's launches are recorded, and
-the replayed ones go to a list; a replayed call's launches and results must be the
-Python path's on the same tensors, every pointer in the same slot at the same offset.
-With a GPU the replayed forward and backward must equal the Python path's bit for bit,
-eagerly, in training and in a CUDA graph.
+the replayed ones go to a list; a replayed call's steps and results must be the Python
+path's on the same tensors, every pointer in the same slot at the same offset, and its
+ATen ops must compute what the Python path's do.  With a GPU the replayed forward and
+backward must equal the Python path's bit for bit, eagerly, in training and in a CUDA
+graph.
 """
 
 from __future__ import annotations

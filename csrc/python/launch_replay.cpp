@@ -413,7 +413,10 @@ std::optional<OpCall> parse_op(PyObject* record, Slots& slots, const at::Device&
     call.tensors.emplace_back(i, *ref);
     argument = c10::IValue();
   }
-  const auto returned = tensors(returns);
+  std::vector<at::Tensor> returned;
+  for (Py_ssize_t r = 0; r < PyTuple_GET_SIZE(returns); ++r) {
+    returned.push_back(tensor(PyTuple_GET_ITEM(returns, r)));
+  }
   if (returned.size() != op->schema().returns().size()) return std::nullopt;
   for (const at::Tensor& tensor : returned) {
     const bool in_slot = tensor_ref(tensor, slots).has_value();
