@@ -108,6 +108,7 @@ PyObject* launch_list = nullptr;  // replay_launches_to's list, or nullptr: the 
 bool aligned(const at::Tensor& tensor) {
   return reinterpret_cast<uintptr_t>(tensor.data_ptr()) % 16 == 0;
 }
+
 // The key of a call, or none where a tensor is not 16-byte aligned (its launches would
 // take other specialisations of the kernels: launch.py's KernelLaunch).
 std::optional<Key> plan_key(int64_t kind, const Tensors& tensors, const Flags& flags) {
@@ -707,7 +708,9 @@ Replayed replay_call(int64_t kind, Tensors call, const Flags& flags) {
   Replayed replayed{ReplayStatus::Replayed, {}};
   for (const ResultItem& item : held->results) {
     ReplayResult& result = replayed.results.emplace_back(ReplayResult{item.list, {}});
-    for (const TensorRef& ref : item.refs) result.tensors.push_back(rebuilt(ref, replay.slots.tensors));
+    for (const TensorRef& ref : item.refs) {
+      result.tensors.push_back(rebuilt(ref, replay.slots.tensors));
+    }
   }
   return replayed;
 }

@@ -50,8 +50,9 @@ PyObject* store_plan(PyObject*, PyObject* args);
 
 // replay(kind, tensors, flags) -> the results of the call's plan after its steps; True
 // where no plan is stored for such calls yet; None where they are never replayed (their
-// plan could not be kept; tensors not 16-byte aligned; not CUDA tensors).  A plan's key holds every tensor's dtype, device, sizes and strides, so a
-// call that matches one passes the argument checks its recorded call passed.
+// plan could not be kept; tensors not 16-byte aligned; not CUDA tensors).  A plan's key
+// holds every tensor's dtype, device, sizes and strides, so a call that matches one
+// passes the argument checks its recorded call passed.
 PyObject* replay(PyObject*, PyObject* args);
 
 // clear_launch_plans() -> int: drops every kept plan; how many there were.

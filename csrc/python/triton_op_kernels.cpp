@@ -137,10 +137,12 @@ PyObject* register_triton_kernels(PyObject*, PyObject* args) {
   }
   auto library = std::make_unique<torch::Library>(
       torch::Library::IMPL, "fastrnn", c10::parseDispatchKey(key_name), __FILE__, __LINE__);
-  library->impl("rnn_forward", torch::CppFunction::makeFromBoxedFunctor(
-                                   std::make_unique<TritonOpKernel>(kForward, forward, replay_tf32)));
-  library->impl("rnn_backward", torch::CppFunction::makeFromBoxedFunctor(std::make_unique<TritonOpKernel>(
-                                    kBackward, backward, replay_tf32)));
+  const auto add = [&](const char* name, int64_t kind, PyObject* python_kernel) {
+    library->impl(name, torch::CppFunction::makeFromBoxedFunctor(
+                            std::make_unique<TritonOpKernel>(kind, python_kernel, replay_tf32)));
+  };
+  add("rnn_forward", kForward, forward);
+  add("rnn_backward", kBackward, backward);
   PyObject* handle = PyCapsule_New(library.get(), kCapsuleName, [](PyObject* capsule) {
     delete static_cast<torch::Library*>(PyCapsule_GetPointer(capsule, kCapsuleName));
   });
