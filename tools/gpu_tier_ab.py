@@ -1,4 +1,4 @@
-"""The tier boundary and the tiers' options on a GPU: a short padded call's launches
+"""The tier boundary and the tiers' options on a GPU: a padded call's launches and ops
 replayed from C++ or issued from Python (launch.REPLAY_LAUNCHES); fastrnn forced onto
 the persistent tier (a batch under 16 with FMA products or with tl.dot, one-row FMA
 programs summing whole columns or on the plan's warps in one sum, FMA programs loading

@@ -196,12 +196,12 @@ STATE_DTYPE = {torch.float64: torch.float64}  # else float32
 # through 3.9, which warns that 3.10 turns it off; the kernels were built and timed so.
 COMPILE_OPTIONS = {"enable_fp_fusion": True}
 
-# A padded forward or backward whose every launch is a kept kernel's (no GEMM, fill or
-# copy: short sequences on the one-row and persistent tiers) is recorded once per call
-# signature and then replayed from C++ (csrc/python/launch_replay.cpp): its allocations
-# and launches with no Python between them.  Plans are recorded under the settings of
-# their first call (apply_settings drops them).  Off: unmeasured on a GPU (option
-# "replay"; docs/performance.md, "Replayed launches").
+# A padded forward or backward whose launches are kept kernels' and whose ATen ops a
+# replay can redo (_replayable_op) is recorded once per call signature and then replayed
+# from C++ (csrc/python/launch_replay.cpp): its allocations, launches and ops with no
+# Python between them.  Plans are recorded under the settings of their first call
+# (apply_settings drops them).  Off: unmeasured on a GPU (option "replay";
+# docs/performance.md, "Replayed launches" and "Replayed ATen ops").
 REPLAY_LAUNCHES = False
 # Tests set these: the tier regardless of H, and the cooperative grid's size.
 FORCE_TIER: str | None = None
@@ -240,7 +240,7 @@ VARIANT_OPTIONS = {
     "nosplit": {"GEMM_MIN_SPLIT_K": 1 << 62},  # K never split
     "kmajor": {"GEMM_K_MAJOR": True},  # operands copied along K first
     "anywork": {"GEMM_TF32_MIN_WORK": 0},  # TF32 GEMMs however few their multiply-adds
-    "replay": {"REPLAY_LAUNCHES": True},  # a short padded call's launches from C++
+    "replay": {"REPLAY_LAUNCHES": True},  # a padded call's launches and ops from C++
 }
 
 
