@@ -1,7 +1,6 @@
 """Replayed launches (launch.REPLAY_LAUNCHES, csrc/python/launch_replay.cpp): a padded
 forward's or backward's allocations, kernel launches and ATen ops recorded once per call
-signature, then done from C++, through the ops' C++ kernels
-(csrc/python/triton_op_kernels.cpp) or the launch functions.
+signature by the ops' C++ kernels (csrc/python/triton_op_kernels.cpp), then done from C++.
 
 On CPU no kernel runs: launch_kernel keeps a stand-in for each compiled kernel, with the
 signature Triton's JIT gives its arguments, the Python path's launches are recorded, and
@@ -69,11 +68,14 @@ def stand_in_compile(kernel, *arguments, grid, warmup, **meta):
 
 @pytest.fixture
 def stand_in_kernels(monkeypatch, replaying):
-    """Launches on CPU tensors as on a GPU's device 0, with stand-ins for the compiled
-    kernels (stand_in_compile), launched by nothing: (the launches of kept kernels on the
-    Python path, the replayed launches)."""
+    """The ops' Triton kernels for CPU tensors, launching on them as on a GPU's device 0,
+    with stand-ins for the compiled kernels (stand_in_compile), launched by nothing: (the
+    launches of kept kernels on the Python path, the replayed launches)."""
     if ON_GPU:
         pytest.skip("stand-in kernels would be kept for the GPU's")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
+        op_kernels = registration.register("cpu")
     python_launches, replayed = [], []
     monkeypatch.setattr(launch, "_launches_directly", lambda kernel, tensor: True)
     monkeypatch.setattr(launch, "_COMPILED", {})
@@ -91,6 +93,7 @@ def stand_in_kernels(monkeypatch, replaying):
     _C.replay_launches_to(None)
     for layer_launches in (launch.forward_launch, launch.backward_launch):
         layer_launches.cache_clear()
+    del op_kernels
 
 
 # (steps, batch, input size, hidden, layers, bidirectional, relu, bias, hx, batch_first)
@@ -119,6 +122,14 @@ def make_call(case, dtype=torch.float32, device="cpu"):
 
 
 def forward(call):
+    """The forward op's call (replayed where it can be)."""
+    input, hx, weights, layers, bidirectional, relu = call
+    return torch.ops.fastrnn.rnn_forward.default(input, hx, weights, None, layers,
+                                                 bidirectional, relu)  # fmt: skip
+
+
+def python_forward(call):
+    """The same call on the Python path (the launch function)."""
     input, hx, weights, layers, bidirectional, relu = call
     return launch.rnn_forward_triton(input, hx, weights, None, layers, bidirectional, relu)
 
@@ -130,8 +141,7 @@ def backward_args(call, grads):
     output.sum() + h_n.sum()), "sums apart" (two such tensors) or "no input" (both, no
     input gradient wanted, nor hx's)."""
     input, hx, weights, layers, bidirectional, relu = call
-    output, h_n, layer_outputs = launch._forward(input, hx, weights, None, layers,
-                                                 bidirectional, relu)  # fmt: skip
+    output, h_n, layer_outputs = python_forward(call)
     grad_output, grad_h_n = torch.randn_like(output), torch.randn_like(h_n)
     one = torch.ones((), dtype=output.dtype, device=output.device)
     if grads == "output":
@@ -145,14 +155,12 @@ def backward_args(call, grads):
 
 
 def backward(args):
+    """The backward op's call (replayed where it can be)."""
+    return torch.ops.fastrnn.rnn_backward.default(*args)
+
+
+def python_backward(args):
     return launch.rnn_backward_triton(*args)
-
-
-def replay(call):
-    """_C.replay of a forward call, as rnn_forward_triton makes it."""
-    input, hx, weights, layers, bidirectional, relu = call
-    flags = (layers, bidirectional, relu, launch.tf32_allowed())
-    return _C.replay(launch._FORWARD, [input, hx, *weights], flags)
 
 
 def extent(tensor):
@@ -227,23 +235,22 @@ def slot_steps(steps, kinds, tensors):
     return slotted, extents[len(tensors) :]
 
 
-def check_replay_is_the_python_path(stand_in_kernels, run, args, tensors):
-    """run(*args) replayed after a first call (compiling) and a recorded one: launches
-    nothing from Python, and its steps are the Python path's on the same tensors, in
-    order: the same allocations and ops, launches parameter for parameter, each pointer
-    in the same slot at the same offset; and so are its results."""
+def check_replay_is_the_python_path(stand_in_kernels, run, python_run, tensors):
+    """run() (an op's call) replayed after a first call (compiling) and a recorded one:
+    launches nothing from Python, and its steps are the Python path's (python_run(), its
+    launch function's) on the same tensors, in order: the same allocations and ops,
+    launches parameter for parameter, each pointer in the same slot at the same offset;
+    and so are its results."""
     python_launches, replayed = stand_in_kernels
     replayed.clear()
-    run(*args)  # compiles (stand-ins): not recorded
-    run(*args)  # recorded: the plan kept
+    run()  # compiles (stand-ins): not recorded
+    run()  # recorded: the plan kept
     assert replayed == []
     python_launches.clear()
-    replay_results = run(*args)
+    replay_results = run()
     assert python_launches == [] and replayed
-    launch.REPLAY_LAUNCHES = False
     with PythonSteps(python_launches, tensors):
-        python_results = run(*args)
-    launch.REPLAY_LAUNCHES = True
+        python_results = python_run()
     python_steps, kinds = [], []
     for step in python_launches:  # (kept, grid, pointers, scalars) of each launch
         if step[0] in ("allocation", "op"):
@@ -280,7 +287,8 @@ def result_slots(results, made):
 @pytest.mark.parametrize("case", CASES, ids=lambda case: "-".join(map(str, case)))
 def test_replayed_forward_launches_are_the_python_paths(case, stand_in_kernels):
     input, hx, weights, *_ = call = make_call(case)
-    check_replay_is_the_python_path(stand_in_kernels, lambda: forward(call), (),
+    check_replay_is_the_python_path(stand_in_kernels, lambda: forward(call),
+                                    lambda: python_forward(call),
                                     [input, hx, *weights])  # fmt: skip
 
 
@@ -290,7 +298,8 @@ def test_replayed_backward_launches_are_the_python_paths(case, grads, stand_in_k
     args = backward_args(make_call(case), grads)
     grad_output, grad_h_n, input, hx, weights, _, output, layer_outputs, *_ = args
     tensors = [grad_output, grad_h_n, input, hx, *weights, output, layer_outputs]
-    check_replay_is_the_python_path(stand_in_kernels, lambda: backward(args), (), tensors)
+    check_replay_is_the_python_path(stand_in_kernels, lambda: backward(args),
+                                    lambda: python_backward(args), tensors)  # fmt: skip
 
 
 def test_replayed_aten_work_is_the_python_paths(stand_in_kernels, monkeypatch):
@@ -301,14 +310,16 @@ def test_replayed_aten_work_is_the_python_paths(stand_in_kernels, monkeypatch):
     input, hx, weights, layers, bidirectional, relu = make_call(CASES[1])
     strided_hx = hx.transpose(0, 1).contiguous().transpose(0, 1)
     call = (input, strided_hx, weights, layers, bidirectional, relu)
-    steps = check_replay_is_the_python_path(stand_in_kernels, lambda: forward(call), (),
+    steps = check_replay_is_the_python_path(stand_in_kernels, lambda: forward(call),
+                                            lambda: python_forward(call),
                                             [input, strided_hx, *weights])  # fmt: skip
     assert ("op", "aten::clone", (strided_hx.numel() * 4,)) in steps
     run_layer = launch.recurrence_forward
     monkeypatch.setattr(launch, "recurrence_forward", lambda layer_launch, *args: (
         run_layer(layer_launch, *args), args[5].fill_(0.5)))  # args[5]: h_n  # fmt: skip
     input, hx, weights, *_ = call = make_call(CASES[0])
-    steps = check_replay_is_the_python_path(stand_in_kernels, lambda: forward(call), (),
+    steps = check_replay_is_the_python_path(stand_in_kernels, lambda: forward(call),
+                                            lambda: python_forward(call),
                                             [input, hx, *weights])  # fmt: skip
     assert steps[-1] == ("op", "aten::fill_.Scalar", ())
     assert torch.equal(forward(call)[1], torch.full_like(forward(call)[1], 0.5))
@@ -336,7 +347,8 @@ def test_replayed_ops_compute_what_the_python_path_computes(replaying):
     _C.replay_launches_to(records)  # replays CPU tensors' calls
     try:
         assert _C.replay(kind, first, flags) is True
-        launch._recorded(kind, first, flags, run, first)
+        results, judged, steps = launch.recorded(run, first)
+        assert judged and _C.store_plan(kind, first, flags, steps, results)
         second = tensors()
         got = _C.replay(kind, second, flags)
     finally:
@@ -371,55 +383,60 @@ def test_calls_with_work_a_replay_cannot_redo_are_never_replayed(stand_in_kernel
         call = make_call(CASES[0])
         for _ in range(3):
             forward(call)
-        assert replay(call) is None
         assert replayed == [] and python_launches
+        assert _C.clear_launch_plans() == 1  # such calls marked: never replayed
+
+
+def python_kernel_calls(monkeypatch) -> list:
+    """The Python kernels the ops' C++ kernels call from now on, by name ("forward",
+    "backward"), to run a call or to record it."""
+    forward_fn, backward_fn, *gates = registration._launch_functions()
+    calls = []
+    monkeypatch.setattr(registration, "_LAUNCH_FUNCTIONS", (
+        lambda *args: calls.append("forward") or forward_fn(*args),
+        lambda *args: calls.append("backward") or backward_fn(*args), *gates))  # fmt: skip
+    return calls
 
 
 @pytest.mark.parametrize("case", [CASES[2], CASES[-1]], ids=["short", "gemms"])
 def test_the_ops_cpp_kernels_replay_without_the_python_kernels(case, stand_in_kernels,
                                                                monkeypatch):  # fmt: skip
-    """Through the ops (registration.register: csrc/python/triton_op_kernels.cpp): a call
-    whose plan is kept is replayed from C++ with the tensors and flags the launch
-    functions key it by (the Python kernel not called), in the structure the Python
-    kernel gives; the Python kernel records, takes packed input and reports errors."""
+    """Through the ops' C++ kernels (csrc/python/triton_op_kernels.cpp): a padded call is
+    recorded by its Python kernel, then replayed from C++ with no Python kernel called,
+    in the structure the Python kernel gives; with replay off, and for packed input,
+    every call runs the Python kernel; a wrong call gets its error."""
     _, replayed = stand_in_kernels
-    python_calls = []
-    forward_fn, backward_fn, replay_tf32 = registration._launch_functions()
-    monkeypatch.setattr(registration, "_LAUNCH_FUNCTIONS", (
-        lambda *args: python_calls.append("forward") or forward_fn(*args),
-        lambda *args: python_calls.append("backward") or backward_fn(*args),
-        replay_tf32))  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
-        op_kernels = registration.register("cpu")
-    try:
-        input, hx, weights, layers, bidirectional, relu = call = make_call(case)
-        grad_args = backward_args(call, "sums")
-        for op, args in [
-            (torch.ops.fastrnn.rnn_forward.default,
-             (input, hx, weights, None, layers, bidirectional, relu)),
-            (torch.ops.fastrnn.rnn_backward.default, grad_args),
-        ]:  # fmt: skip
-            want = [op(*args) for _ in range(3)][0]  # compiled, recorded, replayed by now
-            python_calls.clear()
-            replayed.clear()
-            got = op(*args)
-            assert python_calls == [] and "launch" in [record[0] for record in replayed]
-            assert [(t.shape, t.stride()) for t in flat_results(got)] == [
-                (t.shape, t.stride()) for t in flat_results(want)
-            ]
-        assert _C.clear_launch_plans() == 2
-        launch.REPLAY_LAUNCHES = False
+    python_calls = python_kernel_calls(monkeypatch)
+    input, hx, weights, layers, bidirectional, relu = call = make_call(case)
+    grad_args = backward_args(call, "sums")
+    for name, run in [("forward", lambda: forward(call)),
+                      ("backward", lambda: backward(grad_args))]:  # fmt: skip
         python_calls.clear()
-        torch.ops.fastrnn.rnn_forward.default(input, hx, weights, None, layers, bidirectional,
+        want = [run() for _ in range(2)][0]  # compiled (maybe before), recorded
+        assert python_calls[-1] == name
+        python_calls.clear()
+        replayed.clear()
+        got = run()
+        assert python_calls == [] and "launch" in [record[0] for record in replayed]
+        assert [(t.shape, t.stride()) for t in flat_results(got)] == [
+            (t.shape, t.stride()) for t in flat_results(want)
+        ]
+    assert _C.clear_launch_plans() == 2
+    launch.REPLAY_LAUNCHES = False
+    python_calls.clear()
+    forward(call)
+    assert python_calls == ["forward"] and _C.clear_launch_plans() == 0
+    launch.REPLAY_LAUNCHES = True
+    python_calls.clear()
+    packed = torch.nn.utils.rnn.pack_padded_sequence(input[:, :2], [input.shape[0], 1])
+    packed_hx = torch.zeros(layers * (1 + bidirectional), 2, weights[1].shape[0])
+    for _ in range(3):
+        torch.ops.fastrnn.rnn_forward.default(packed.data, packed_hx, weights,
+                                              packed.batch_sizes, layers, bidirectional,
                                               relu)  # fmt: skip
-        assert python_calls == ["forward"] and _C.clear_launch_plans() == 0
-        launch.REPLAY_LAUNCHES = True
-        with pytest.raises(RuntimeError, match="dtype"):
-            torch.ops.fastrnn.rnn_forward.default(input, hx, [w.double() for w in weights],
-                                                  None, layers, bidirectional, relu)  # fmt: skip
-    finally:
-        del op_kernels
+    assert python_calls == ["forward"] * 3 and _C.clear_launch_plans() == 0
+    with pytest.raises(RuntimeError, match="dtype"):
+        forward((input, hx, [w.double() for w in weights], layers, bidirectional, relu))
 
 
 def test_a_call_replays_only_a_plan_of_calls_like_it_in_every_tensor(stand_in_kernels):
@@ -429,9 +446,9 @@ def test_a_call_replays_only_a_plan_of_calls_like_it_in_every_tensor(stand_in_ke
     for _ in range(2):
         forward(call)
     wrong = (input, hx, [w.double() for w in weights], layers, bidirectional, relu)
-    assert replay(call) is not True and replay(wrong) is True
     with pytest.raises(RuntimeError) as replaying_error:
         forward(wrong)
+    assert _C.clear_launch_plans() == 1  # the call's plan alone
     launch.REPLAY_LAUNCHES = False
     with pytest.raises(RuntimeError) as python_error:
         forward(wrong)
@@ -468,7 +485,7 @@ def test_plans_are_bounded(replaying):
     """At most 4096 plans are kept (a program of ever new shapes records again)."""
     x = torch.zeros(4)
     for flag in range(4097):
-        _C.store_plan(launch._FORWARD, [x], (flag,), None, ())
+        _C.store_plan(0, [x], (flag,), None, ())
     assert _C.clear_launch_plans() == 1
 
 
@@ -516,18 +533,16 @@ def flat_results(results):
     return [r for item in results for r in (item if isinstance(item, list) else [item])]
 
 
-def check_replay_equals_the_python_path_on_gpu(run, args, python_run, monkeypatch):
-    """run(*args) replayed (its third call) equals it on the Python path bit for bit, and
-    ran no Python launch function (python_run: its name in launch)."""
+def check_replay_equals_the_python_path_on_gpu(run, monkeypatch):
+    """run() (an op's call) replayed (its third call) equals it on the Python path bit for
+    bit, and called no Python kernel."""
     launch.REPLAY_LAUNCHES = False
-    want = run(*args)
+    want = run()
     launch.REPLAY_LAUNCHES = True
-    run(*args)
-    run(*args)  # the plan kept by now
-    python_calls = []
-    python = getattr(launch, python_run)
-    monkeypatch.setattr(launch, python_run, lambda *a: python_calls.append(1) or python(*a))
-    got = run(*args)
+    run()
+    run()  # the plan kept by now
+    python_calls = python_kernel_calls(monkeypatch)
+    got = run()
     assert python_calls == [] and _C.clear_launch_plans() == 1
     for i, (g, w) in enumerate(zip(flat_results(got), flat_results(want), strict=True)):
         assert g.shape == w.shape and g.stride() == w.stride() and torch.equal(g, w), i
@@ -540,7 +555,7 @@ def check_replay_equals_the_python_path_on_gpu(run, args, python_run, monkeypatc
 def test_replayed_forward_equals_the_python_forward_on_gpu(case, dtype, replaying,
                                                            monkeypatch):  # fmt: skip
     call = make_call(case, dtype, "cuda")
-    check_replay_equals_the_python_path_on_gpu(forward, (call,), "_forward", monkeypatch)
+    check_replay_equals_the_python_path_on_gpu(lambda: forward(call), monkeypatch)
 
 
 @pytest.mark.gpu
@@ -551,7 +566,7 @@ def test_replayed_forward_equals_the_python_forward_on_gpu(case, dtype, replayin
 def test_replayed_backward_equals_the_python_backward_on_gpu(case, dtype, grads, replaying,
                                                              monkeypatch):  # fmt: skip
     args = backward_args(make_call(case, dtype, "cuda"), grads)
-    check_replay_equals_the_python_path_on_gpu(backward, (args,), "_backward", monkeypatch)
+    check_replay_equals_the_python_path_on_gpu(lambda: backward(args), monkeypatch)
 
 
 @pytest.mark.gpu

@@ -660,6 +660,24 @@ PyObject* build_results(const std::vector<ReplayResult>& items) {
 
 }  // namespace
 
+bool keep_plan(int64_t kind, const Tensors& call, const Flags& flags, PyObject* records,
+               PyObject* results) {
+  const auto key = plan_key(kind, call, flags);
+  const auto device = call_device(call);
+  if (!key || !device) return false;
+  if (plans.size() >= kMostPlans) plans.clear();
+  std::shared_ptr<const Plan>& kept = plans[*key];
+  kept.reset();  // never replayed, unless all below holds
+  if (records == Py_None) return false;
+  Slots slots = call_slots(call);
+  auto steps = parse_steps(records, slots, *device);
+  if (!steps || overlap(slots.extents)) return false;
+  auto items = parse_results(results, slots, call.size());
+  if (!items) return false;
+  kept = std::make_shared<const Plan>(Plan{std::move(*steps), std::move(*items)});
+  return true;
+}
+
 PyObject* store_plan(PyObject*, PyObject* args) {
   HANDLE_TH_ERRORS
   long long kind;
@@ -667,25 +685,12 @@ PyObject* store_plan(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "LOOOO", &kind, &tensor_list, &flags, &records, &results)) {
     return nullptr;
   }
-  const Tensors call = call_tensors(tensor_list);
-  const auto key = plan_key(kind, call, call_flags(flags));
-  const auto device = call_device(call);
-  if (!key || !device) Py_RETURN_FALSE;
-  if (plans.size() >= kMostPlans) plans.clear();
-  std::shared_ptr<const Plan>& kept = plans[*key];
-  kept.reset();  // never replayed, unless all below holds
-  if (records == Py_None) Py_RETURN_FALSE;
-  Slots slots = call_slots(call);
-  auto steps = parse_steps(records, slots, *device);
-  if (!steps || overlap(slots.extents)) Py_RETURN_FALSE;
-  auto items = parse_results(results, slots, call.size());
-  if (!items) Py_RETURN_FALSE;
-  kept = std::make_shared<const Plan>(Plan{std::move(*steps), std::move(*items)});
-  Py_RETURN_TRUE;
+  return PyBool_FromLong(
+      keep_plan(kind, call_tensors(tensor_list), call_flags(flags), records, results));
   END_HANDLE_TH_ERRORS
 }
 
-Replayed replay_call(int64_t kind, Tensors call, const Flags& flags) {
+Replayed replay_call(int64_t kind, Tensors& call, const Flags& flags) {
   const auto device = call_device(call);
   if (!device || (!device->is_cuda() && launch_list == nullptr)) return {ReplayStatus::Never, {}};
   const auto key = plan_key(kind, call, flags);
@@ -720,7 +725,8 @@ PyObject* replay(PyObject*, PyObject* args) {
   long long kind;
   PyObject *tensor_list, *flags;
   if (!PyArg_ParseTuple(args, "LOO", &kind, &tensor_list, &flags)) return nullptr;
-  Replayed replayed = replay_call(kind, call_tensors(tensor_list), call_flags(flags));
+  Tensors call = call_tensors(tensor_list);
+  Replayed replayed = replay_call(kind, call, call_flags(flags));
   switch (replayed.status) {
     case ReplayStatus::NoPlan:
       Py_RETURN_TRUE;

@@ -1,8 +1,9 @@
 // Replayed launches: the work of a padded forward or backward call (its allocations,
-// kernel launches and ATen ops), recorded once per call signature by the Triton launch
-// functions (fastrnn/triton/launch.py, REPLAY_LAUNCHES) with its results, and from then
-// on done from here: kernels straight to the CUDA driver, ops through the dispatcher, with
-// no Python between the call and its kernels (docs/performance.md, "Replayed launches").
+// kernel launches and ATen ops), recorded once per call signature by the ops' C++
+// kernels (triton_op_kernels.h; launch.recorded, REPLAY_LAUNCHES) with its results, and
+// from then on done from here: kernels straight to the CUDA driver, ops through the
+// dispatcher, with no Python between the call and its kernels (docs/performance.md,
+// "Replayed launches").
 #pragma once
 
 #include <Python.h>
@@ -34,8 +35,13 @@ struct Replayed {
 };
 
 // The C++ side of replay() below: a call of `kind` replayed from its plan where one is
-// kept; under the GIL.
-Replayed replay_call(int64_t kind, Tensors call, const Flags& flags);
+// kept, its tensors moved into the replay (left as they are where it is not replayed);
+// under the GIL.
+Replayed replay_call(int64_t kind, Tensors& call, const Flags& flags);
+
+// The C++ side of store_plan() below: whether the plan was kept.
+bool keep_plan(int64_t kind, const Tensors& call, const Flags& flags, PyObject* steps,
+               PyObject* results);
 
 // store_plan(kind, tensors, flags, steps, results) -> bool: keeps the plan of a call
 // (kind: forward or backward, launch.py's codes; tensors: its tensor arguments, None where

@@ -201,9 +201,10 @@ PyMethodDef methods[] = {
      "A list that replayed launches are appended to in place of being launched (tests), "
      "or None: the CUDA driver."},
     {"register_triton_kernels", fastrnn::python::register_triton_kernels, METH_VARARGS,
-     "register_triton_kernels(dispatch_key, forward, backward, replay_tf32): rnn_forward's "
-     "and rnn_backward's kernels for that key, replayed from C++ where they can be, else "
-     "the Python kernels forward / backward; a handle that keeps them registered."},
+     "register_triton_kernels(dispatch_key, forward, backward, replay_tf32, recorded): "
+     "rnn_forward's and rnn_backward's kernels for that key, replayed from C++ where they "
+     "can be, recorded where no plan is kept yet, else the Python kernels forward / "
+     "backward; a handle that keeps them registered."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

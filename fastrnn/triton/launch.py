@@ -196,11 +196,12 @@ STATE_DTYPE = {torch.float64: torch.float64}  # else float32
 # through 3.9, which warns that 3.10 turns it off; the kernels were built and timed so.
 COMPILE_OPTIONS = {"enable_fp_fusion": True}
 
-# A padded forward or backward whose launches are kept kernels' and whose ATen ops a
-# replay can redo (_replayable_op) is recorded once per call signature and then replayed
-# from C++ (csrc/python/launch_replay.cpp): its allocations, launches and ops with no
-# Python between them.  Plans are recorded under the settings of their first call
-# (apply_settings drops them).  Off: unmeasured on a GPU (option "replay";
+# A padded call of the ops whose launches are kept kernels' and whose ATen ops a replay
+# can redo (_replayable_op) is recorded once per call signature (recorded) and then
+# replayed by the ops' C++ kernels (csrc/python/triton_op_kernels.cpp,
+# launch_replay.cpp): its allocations, launches and ops with no Python between them; the
+# launch functions here are the Python path.  Plans are recorded under the settings of
+# their first call (apply_settings drops them).  Off: unmeasured on a GPU (option "replay";
 # docs/performance.md, "Replayed launches" and "Replayed ATen ops").
 REPLAY_LAUNCHES = False
 # Tests set these: the tier regardless of H, and the cooperative grid's size.
@@ -626,7 +627,7 @@ def _launches_directly(kernel, tensor: Tensor) -> bool:
 
 
 class _Recording(threading.local):
-    """A call's steps while _recorded records them, in its thread, in order: ("launch",
+    """A call's steps while recorded() records them, in its thread, in order: ("launch",
     kept, grid, pointers, scalars) of each kept kernel's launch, _JIT_LAUNCH for each
     launch through JITFunction.run, and its ATen work (_CallWork)."""
 
@@ -1391,56 +1392,24 @@ def _columns(rows: Tensor, direction: int, directions: int) -> Tensor:  # [N, H]
     return rows[:, direction * hidden : (direction + 1) * hidden]
 
 
-def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
-    """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros.
-    With REPLAY_LAUNCHES a padded call is replayed from C++ (_replayed)."""
-    args = (input, hx, weights, batch_sizes, num_layers, bidirectional, relu)
-    if not _replays(batch_sizes):
-        return _forward(*args)
-    flags = (num_layers, bidirectional, relu, tf32_allowed())
-    return _replayed(_FORWARD, [input, hx, *weights], flags, _forward, args)
-
-
-# The kinds of call a replay plan is for.
-_FORWARD, _BACKWARD = 0, 1
-
-
-def _replays(batch_sizes: Tensor | None) -> bool:
-    """Whether a call goes through _replayed: with REPLAY_LAUNCHES, padded input, kept
-    kernels launched directly, and no autocast (which would change the ops a replay
-    calls; fastrnn's functions call the op with autocast off)."""
-    return (
-        REPLAY_LAUNCHES
-        and batch_sizes is None
-        and _direct_launches()
-        and not torch._C._is_any_autocast_enabled()
-    )
-
-
 def replay_tf32() -> bool | None:
-    """None where no padded call is replayed now (_replays), else tf32_allowed(), the
-    flag a plan's key holds: what the ops' C++ kernels ask before they replay a call
-    (csrc/python/triton_op_kernels.cpp)."""
-    return tf32_allowed() if _replays(None) else None
-
-
-def _replayed(kind: int, tensors: list, flags: tuple, run, args: tuple):
-    """run(*args), a padded call of `kind` whose tensor arguments are `tensors` (None
-    where absent) and whose other arguments `flags`, replayed from C++ where its plan is
-    kept (_C.replay), recorded where none is yet (_recorded), else run."""
-    replayed = _C.replay(kind, tensors, flags)
-    if replayed is True:  # no plan for such calls yet
-        return _recorded(kind, tensors, flags, run, args)
-    if replayed is None:  # none can be kept
-        return run(*args)
-    return replayed
+    """What the ops' C++ kernels ask before they replay a padded call or record one
+    (csrc/python/triton_op_kernels.cpp): None where no call is replayed now, else
+    tf32_allowed(), the flag a plan's key holds.  Calls are replayed with
+    REPLAY_LAUNCHES, kept kernels launched directly, and no autocast (which would change
+    the ops a replay calls; fastrnn's functions call the op with autocast off)."""
+    if REPLAY_LAUNCHES and _direct_launches() and not torch._C._is_any_autocast_enabled():
+        return tf32_allowed()
+    return None
 
 
 class _CallWork(TorchDispatchMode):
     """The ATen work of a call run under it, appended to `steps` in order: its
     allocations (results and workspaces) as ("allocation", tensor), and every other op
     but views as ("op", op, args, kwargs, returns), or None where a replay could not
-    redo it (_replayable_op)."""
+    redo it (_replayable_op).  Composite ops are recorded as the ops they run: inside an
+    op's kernel, autograd's keys are off and this mode gets them whole (`contiguous`,
+    an aliasing op by its schema, would hide the copy it makes)."""
 
     ALLOCATIONS = (torch.ops.aten.empty.memory_format, torch.ops.aten.new_empty.default)
 
@@ -1450,6 +1419,10 @@ class _CallWork(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        with self:
+            decomposed = func.decompose(*args, **kwargs)
+        if decomposed is not NotImplemented:
+            return decomposed
         result = func(*args, **kwargs)
         if func in self.ALLOCATIONS:
             self.steps.append(("allocation", result))
@@ -1475,26 +1448,22 @@ def _replayable_op(func, returns) -> bool:
     return not _UNREPLAYABLE_TAGS.intersection(func.tags)
 
 
-def _recorded(kind: int, tensors: list, flags: tuple, run, args: tuple):
-    """run(*args) with its steps recorded (_RECORDING: its launches; _CallWork: its
-    allocations and other ATen ops), and kept for _C.replay where a replay can redo each
-    (kept kernels that replay_launch can launch; ops _replayable_op takes); the C++ side
-    keeps them where every pointer and op tensor lies in the call's tensors or in what
-    it made and its results are what it made, else marks such calls as never replayed.
-    A call that compiled a kernel (launched through JITFunction.run) is not judged: the
-    next is recorded."""
-    recorded = _RECORDING.steps = []
+def recorded(run, args: tuple) -> tuple:
+    """(results, judged, steps) of run(*args) with its steps recorded (_RECORDING: its
+    launches; _CallWork: its allocations and other ATen ops), as _C.store_plan takes
+    them: None where a replay cannot redo one (a kernel replay_launch cannot launch, an
+    op _replayable_op refuses).  A call that compiled a kernel (launched through
+    JITFunction.run) is not judged: the next is recorded."""
+    steps = _RECORDING.steps = []
     try:
-        with _CallWork(recorded):
-            result = run(*args)
+        with _CallWork(steps):
+            results = run(*args)
     finally:
         _RECORDING.steps = None
-    if _JIT_LAUNCH in recorded:
-        return result
-    steps = [_plan_step(step) for step in recorded]
-    _C.store_plan(kind, tensors, flags, None if any(s is None for s in steps) else steps,
-                  result)  # fmt: skip
-    return result
+    if _JIT_LAUNCH in steps:
+        return results, False, None
+    steps = [_plan_step(step) for step in steps]
+    return results, True, None if any(step is None for step in steps) else steps
 
 
 def _plan_step(step: tuple | None) -> tuple | None:
@@ -1508,8 +1477,8 @@ def _plan_step(step: tuple | None) -> tuple | None:
     return "op", func._schema.name, func._schema.overload_name, args, kwargs, returns
 
 
-def _forward(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
-    """rnn_forward_triton's launches, from Python."""
+def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectional, relu):
+    """fastrnn::rnn_forward on Triton: (output, h_n, layer_outputs); hx None: zeros."""
     # Devices (nn.RNN's message), shapes and dtypes, checked as the CPU kernels check
     # them (the kernels do not); the results allocated, and packed input's step tables
     # copied to the device, in the same C++ call.
@@ -1553,22 +1522,7 @@ def rnn_backward_triton(
 ):  # fmt: skip
     """fastrnn::rnn_backward on Triton: (grad_input, grad_hx, grad_weights); grad_hx is
     [0] when hx is None (zeros are no input) or not need_hx_grad (then not written).
-    grad_output / grad_h_n None: zeros, which the kernels neither read nor get.  With
-    REPLAY_LAUNCHES a padded call is replayed from C++ (_replayed)."""
-    args = (grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
-            num_layers, bidirectional, relu, need_input_grad, need_hx_grad)  # fmt: skip
-    if not _replays(batch_sizes):
-        return _backward(*args)
-    tensors = [grad_output, grad_h_n, input, hx, *weights, output, layer_outputs]
-    flags = (num_layers, bidirectional, relu, need_input_grad, need_hx_grad, tf32_allowed())
-    return _replayed(_BACKWARD, tensors, flags, _backward, args)
-
-
-def _backward(
-    grad_output, grad_h_n, input, hx, weights, batch_sizes, output, layer_outputs,
-    num_layers, bidirectional, relu, need_input_grad, need_hx_grad,
-):  # fmt: skip
-    """rnn_backward_triton's launches, from Python."""
+    grad_output / grad_h_n None: zeros, which the kernels neither read nor get."""
     # Checked as the CPU kernels check them; what the kernels and GEMMs write allocated,
     # and packed input's step tables copied to the device, in the same C++ call.
     # Gradients of distinct parameters share no storage.

@@ -1,6 +1,6 @@
 """Registers the fastrnn ops' kernels for CUDA tensors: C++ kernels that replay a call
-from C++ where its plan is kept (csrc/python/triton_op_kernels.cpp) and otherwise call
-the Triton launch functions.
+from C++ where its plan is kept (csrc/python/triton_op_kernels.cpp), record one where
+none is yet, and otherwise call the Triton launch functions.
 
 Autograd, fake kernels and torch.compile support are the ops' own (csrc/autograd.cpp,
 fastrnn/ops.py), shared with the C++ CPU kernels.  Tests also register the same kernels
@@ -27,34 +27,41 @@ def on_device_of(tensor: torch.Tensor):
     return torch.cuda.device(device)
 
 
-_LAUNCH_FUNCTIONS = None  # rnn_forward_triton, rnn_backward_triton, replay_tf32 once imported
+# rnn_forward_triton, rnn_backward_triton, replay_tf32, recorded, once imported
+_LAUNCH_FUNCTIONS = None
 
 
 def _launch_functions():
     """The launch functions, imported on first use (they import triton)."""
     global _LAUNCH_FUNCTIONS
     if _LAUNCH_FUNCTIONS is None:
-        from fastrnn.triton.launch import replay_tf32, rnn_backward_triton, rnn_forward_triton
+        from fastrnn.triton import launch
 
-        _LAUNCH_FUNCTIONS = rnn_forward_triton, rnn_backward_triton, replay_tf32
+        _LAUNCH_FUNCTIONS = (launch.rnn_forward_triton, launch.rnn_backward_triton,
+                             launch.replay_tf32, launch.recorded)  # fmt: skip
     return _LAUNCH_FUNCTIONS
 
 
 def _rnn_forward(input, *args):
-    forward, _, _ = _launch_functions()
+    forward, _, _, _ = _launch_functions()
     with on_device_of(input):
         return forward(input, *args)
 
 
 def _rnn_backward(grad_output, grad_h_n, input, *args):
-    _, backward, _ = _launch_functions()
+    _, backward, _, _ = _launch_functions()
     with on_device_of(input):  # the gradients may be None
         return backward(grad_output, grad_h_n, input, *args)
 
 
 def _replay_tf32():
-    _, _, replay_tf32 = _launch_functions()
+    _, _, replay_tf32, _ = _launch_functions()
     return replay_tf32()
+
+
+def _recorded(kernel, args):
+    _, _, _, recorded = _launch_functions()
+    return recorded(kernel, args)
 
 
 def outside_dynamo(kernel):
@@ -76,11 +83,11 @@ def outside_dynamo(kernel):
 def register(device_type: str):
     """The kernels of rnn_forward / rnn_backward for tensors of device_type ("cuda";
     "cpu" under the interpreter, for tests): replayed from C++ where a plan is kept
-    (launch.REPLAY_LAUNCHES), else the Triton launch functions.  Returns the handle that
-    keeps them registered: released, the key's former kernels are the ops' again."""
+    (launch.REPLAY_LAUNCHES), recorded where none is yet, else the Triton launch
+    functions.  Returns the handle that keeps them registered: released, the key's
+    former kernels are the ops' again."""
     from fastrnn import _C  # built (fastrnn.ops registers nothing without it)
 
     key = torch._C._dispatch_key_for_device(device_type)
-    return _C.register_triton_kernels(key, outside_dynamo(_rnn_forward),
-                                      outside_dynamo(_rnn_backward),
-                                      outside_dynamo(_replay_tf32))  # fmt: skip
+    kernels = _rnn_forward, _rnn_backward, _replay_tf32, _recorded
+    return _C.register_triton_kernels(key, *map(outside_dynamo, kernels))
