@@ -73,7 +73,7 @@ def test_bench_cli_packed_rows_run_packed_input_without_the_naive_loop(tmp_path,
         )
         assert Shape(**row["shape"]) == packed  # the JSON's lengths read back
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| packed")]
-    assert len(table) == 2 and all("packed, lengths 50..1 B=32" in line for line in table)
+    assert len(table) == 2 and all("packed (lengths 50..1 B=32" in line for line in table)
     assert all(line.split(" | ")[4] == "-" for line in table)  # naive ms
 
 

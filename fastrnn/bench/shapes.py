@@ -56,7 +56,7 @@ class Shape:
         extra += " bi" if self.bidirectional else ""
         steps = f"T={self.steps}"
         if self.lengths:
-            steps = f"packed, lengths {self.lengths[0]}..{self.lengths[-1]}"
+            steps = f"lengths {self.lengths[0]}..{self.lengths[-1]}"  # its name says packed
         sizes = f"{steps} B={self.batch} I={self.input_size} H={self.hidden}"
         return f"{self.name} ({sizes}{extra})"
 
