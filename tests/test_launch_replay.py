@@ -86,13 +86,14 @@ def stand_in_kernels(monkeypatch, replaying):
     monkeypatch.setattr(launch, "_launch_kept", lambda *kept_launch: python_launches.append(
         kept_launch))  # fmt: skip
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    for layer_launches in (launch.forward_launch, launch.backward_launch):
-        layer_launches.cache_clear()  # their KernelLaunch objects keep stand-ins
+    cached_launches = (launch.forward_launch, launch.backward_launch, launch.gemm_launch)
+    for launches in cached_launches:
+        launches.cache_clear()  # their KernelLaunch objects keep stand-ins
     _C.replay_launches_to(replayed)
     yield python_launches, replayed
     _C.replay_launches_to(None)
-    for layer_launches in (launch.forward_launch, launch.backward_launch):
-        layer_launches.cache_clear()
+    for launches in cached_launches:
+        launches.cache_clear()
     del op_kernels
 
 
@@ -323,6 +324,43 @@ def test_replayed_aten_work_is_the_python_paths(stand_in_kernels, monkeypatch):
                                             [input, hx, *weights])  # fmt: skip
     assert steps[-1] == ("op", "aten::fill_.Scalar", ())
     assert torch.equal(forward(call)[1], torch.full_like(forward(call)[1], 0.5))
+
+
+# fp32 GEMMs large enough to split K (GEMM_MIN_SPLIT_K) for the weight gradients.
+TF32_GEMM_CASE = (40, 16, 32, 32, 1, False, False, True, True, False)
+
+
+def tf32_gemms_on(monkeypatch) -> list:
+    """fastrnn's TF32 GEMM kernel for every fp32 GEMM with sides of at least 16: the
+    parts of K of each such GEMM the Python path launches from now on."""
+    monkeypatch.setattr(launch, "TF32_GEMMS", True)
+    monkeypatch.setattr(launch, "GEMM_TF32_MIN_WORK", 0)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # nn.RNN's TF32 flag
+    splits, gemm_launch = [], launch.gemm_launch
+
+    def counted(*args):
+        kernel_launch, parts = gemm_launch(*args)
+        splits.append(parts)
+        return kernel_launch, parts
+
+    monkeypatch.setattr(launch, "gemm_launch", counted)
+    return splits
+
+
+def test_replayed_tf32_gemm_calls_are_the_python_paths(stand_in_kernels, monkeypatch):
+    """fp32 GEMMs on fastrnn's TF32 kernel (launch.gemm): the input projection, and the
+    weight gradients with K in parts summed by an ATen op, replayed step for step."""
+    splits = tf32_gemms_on(monkeypatch)
+    input, hx, weights, *_ = call = make_call(TF32_GEMM_CASE)
+    check_replay_is_the_python_path(stand_in_kernels, lambda: forward(call),
+                                    lambda: python_forward(call),
+                                    [input, hx, *weights])  # fmt: skip
+    args = backward_args(call, "both")
+    grad_output, grad_h_n, input, hx, weights, _, output, layer_outputs, *_ = args
+    tensors = [grad_output, grad_h_n, input, hx, *weights, output, layer_outputs]
+    steps = check_replay_is_the_python_path(stand_in_kernels, lambda: backward(args),
+                                            lambda: python_backward(args), tensors)  # fmt: skip
+    assert max(splits) > 1 and ("op", "aten::sum.IntList_out") in [s[:2] for s in steps]
 
 
 def test_replayed_ops_compute_what_the_python_path_computes(replaying):
@@ -567,6 +605,19 @@ def test_replayed_backward_equals_the_python_backward_on_gpu(case, dtype, grads,
                                                              monkeypatch):  # fmt: skip
     args = backward_args(make_call(case, dtype, "cuda"), grads)
     check_replay_equals_the_python_path_on_gpu(lambda: backward(args), monkeypatch)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
+def test_replayed_tf32_gemm_calls_equal_the_python_path_on_gpu(replaying, monkeypatch):
+    """The input projection and the weight gradients on fastrnn's TF32 GEMM kernel, K
+    split in parts: replayed forward and backward bit for bit."""
+    splits = tf32_gemms_on(monkeypatch)
+    call = make_call(TF32_GEMM_CASE, device="cuda")
+    check_replay_equals_the_python_path_on_gpu(lambda: forward(call), monkeypatch)
+    args = backward_args(call, "both")
+    check_replay_equals_the_python_path_on_gpu(lambda: backward(args), monkeypatch)
+    assert max(splits) > 1
 
 
 @pytest.mark.gpu
