@@ -83,7 +83,7 @@ class TritonOpKernel final : public c10::OperatorKernel {
     const bool packed = !arguments[kind_ == kForward ? 3 : 5].isNone();  // batch_sizes
     const std::optional<bool> tf32_allowed = packed ? std::nullopt : replay_tf32();
     if (!tf32_allowed) {
-      push_results(op, stack, call(python_kernel_, take_arguments(op, stack)));
+      run_python(op, stack);
       return;
     }
     CallKey key = call_key(kind_, arguments, *tf32_allowed);
@@ -104,7 +104,7 @@ class TritonOpKernel final : public c10::OperatorKernel {
         }
         return;
       case ReplayStatus::Never:
-        push_results(op, stack, call(python_kernel_, take_arguments(op, stack)));
+        run_python(op, stack);
         return;
       case ReplayStatus::NoPlan:
         break;
@@ -122,6 +122,11 @@ class TritonOpKernel final : public c10::OperatorKernel {
   }
 
  private:
+  // The Python kernel called with the call's arguments; its results on the stack.
+  void run_python(const c10::OperatorHandle& op, torch::jit::Stack* stack) const {
+    push_results(op, stack, call(python_kernel_, take_arguments(op, stack)));
+  }
+
   // launch.replay_tf32(): nullopt where no call is replayed now, else the TF32 flag.
   std::optional<bool> replay_tf32() const {
     const auto tf32 = py::reinterpret_steal<py::object>(PyObject_CallNoArgs(replay_tf32_));
@@ -183,9 +188,8 @@ PyObject* register_triton_kernels(PyObject*, PyObject* args) {
   auto library = std::make_unique<torch::Library>(
       torch::Library::IMPL, "fastrnn", c10::parseDispatchKey(key_name), __FILE__, __LINE__);
   const auto add = [&](const char* name, int64_t kind, PyObject* python_kernel) {
-    library->impl(name, torch::CppFunction::makeFromBoxedFunctor(
-                            std::make_unique<TritonOpKernel>(kind, python_kernel, replay_tf32,
-                                                                   recorded)));
+    auto kernel = std::make_unique<TritonOpKernel>(kind, python_kernel, replay_tf32, recorded);
+    library->impl(name, torch::CppFunction::makeFromBoxedFunctor(std::move(kernel)));
   };
   add("rnn_forward", kForward, forward);
   add("rnn_backward", kBackward, backward);
