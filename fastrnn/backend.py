@@ -19,7 +19,8 @@ saying why; nothing falls back silently.
 from __future__ import annotations
 
 import contextlib
-import functools
+import importlib.metadata
+import importlib.util
 import os
 import re
 
@@ -70,23 +71,35 @@ def use_backend(name: str):
 TRITON_MINIMUM = (3, 5)
 
 
-# Called, not traced, under torch.compile: torch 2.11's dynamo breaks the graph on the
-# version parsing (re).
-@functools.cache
-@torch.compiler.assume_constant_result
-def _triton_missing() -> str | None:
-    """Why backend 'triton' cannot run in this environment (None: it can)."""
-    try:
-        import triton
-    except ImportError:
+def triton_missing(version: str | None) -> str | None:
+    """Why backend 'triton' cannot run with this Triton installed (version None: none
+    is; a version that does not parse passes), or None: it can."""
+    if version is None:
         return "needs the triton package: pip install triton"
-    numbers = re.match(r"(\d+)\.(\d+)", triton.__version__)  # "3.6.0", "3.5.0+git..."
+    numbers = re.match(r"(\d+)\.(\d+)", version)  # "3.6.0", "3.5.0+git..."
     if numbers and tuple(map(int, numbers.groups())) < TRITON_MINIMUM:
         return (
-            f"needs triton >= {'.'.join(map(str, TRITON_MINIMUM))}, found "
-            f"{triton.__version__}: pip install -U triton"
+            f"needs triton >= {'.'.join(map(str, TRITON_MINIMUM))}, found {version}: "
+            "pip install -U triton"
         )
     return None
+
+
+def installed_triton_version() -> str | None:
+    """The triton module's version, read from its distribution without importing it
+    (triton's import takes about a tenth of a second); None: no triton module; "": one
+    that no distribution named triton or pytorch-triton describes (a source tree)."""
+    if importlib.util.find_spec("triton") is None:
+        return None
+    for distribution in ("triton", "pytorch-triton"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.version(distribution)
+    return ""
+
+
+# Checked once, at import: a constant to torch.compile, which traces resolve (torch
+# 2.11's dynamo broke fullgraph on tracing the version parsing; found on a GPU).
+_TRITON_MISSING = triton_missing(installed_triton_version())
 
 
 def resolve(device: torch.device, dtype: torch.dtype) -> str:
@@ -128,9 +141,8 @@ def resolve(device: torch.device, dtype: torch.dtype) -> str:
                 f"{dtype}; use backend 'reference' (or 'auto') for other dtypes"
             )
     elif name == "triton":
-        missing = _triton_missing()
-        if missing is not None:
-            raise BackendUnavailableError(f"fastrnn: backend 'triton' {missing}")
+        if _TRITON_MISSING is not None:
+            raise BackendUnavailableError(f"fastrnn: backend 'triton' {_TRITON_MISSING}")
         if device.type != "cuda":
             raise BackendUnavailableError(
                 f"fastrnn: backend 'triton' runs on CUDA tensors, got a tensor on {device}; "

@@ -239,26 +239,38 @@ def test_triton_backend_with_a_too_old_triton_says_which_it_needs(monkeypatch, v
     """Below the oldest Triton tested (3.5; 3.2 lacks triton.knobs, which the launch
     functions use) the triton backend says what it needs before any kernel, where an
     import would fail deep in a forward."""
+    monkeypatch.setattr(backend, "_TRITON_MISSING", backend.triton_missing(version))
+    with (
+        fastrnn.use_backend("triton"),
+        pytest.raises(fastrnn.BackendUnavailableError, match=f"triton >= 3.5, found {version}"),
+    ):
+        backend.resolve(torch.device("cuda"), torch.float32)
+
+
+def test_the_triton_check_reads_the_installed_version_without_importing_triton():
+    """Without triton the backend says to install it; a version that does not parse, or
+    none (a source tree), passes; the version read is the module's, and reading it
+    imports neither triton nor torch._dynamo (each costs an `import fastrnn` time)."""
+    assert "pip install triton" in backend.triton_missing(None)
+    for version in ["3.5.0", "3.6.0+git1a2b3c", "4.0.0", "", "nightly"]:
+        assert backend.triton_missing(version) is None, version
+    code = (
+        "import sys, fastrnn; from fastrnn import backend; "
+        "print(backend.installed_triton_version(), 'triton' in sys.modules, "
+        "'torch._dynamo' in sys.modules, sep='\\n')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    version, imported_triton, imported_dynamo = result.stdout.splitlines()
+    assert (imported_triton, imported_dynamo) == ("False", "False")
     triton = pytest.importorskip("triton")
-    monkeypatch.setattr(triton, "__version__", version)
-    backend._triton_missing.cache_clear()
-    try:
-        with (
-            fastrnn.use_backend("triton"),
-            pytest.raises(fastrnn.BackendUnavailableError, match=f"triton >= 3.5, found {version}"),
-        ):
-            backend.resolve(torch.device("cuda"), torch.float32)
-    finally:
-        monkeypatch.undo()
-        backend._triton_missing.cache_clear()
-    assert backend._triton_missing() is None
+    assert version in (triton.__version__, "") and backend._TRITON_MISSING is None
 
 
 def test_triton_backend_resolves_inside_a_fullgraph_compile():
     """The check that Triton can run (its version) is called, not traced, under
     torch.compile: torch 2.11's dynamo broke fullgraph on tracing it (found on a GPU)."""
     pytest.importorskip("triton")
-    backend._triton_missing.cache_clear()
 
     def add_one_on_triton(x):
         return x + (1 if backend.resolve(torch.device("cuda"), x.dtype) == "triton" else 0)
