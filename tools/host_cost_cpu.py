@@ -19,6 +19,7 @@ import warnings
 from types import SimpleNamespace
 
 import torch
+from gpu_call_profile import replayed_launches  # tools/, beside this script
 from torch.nn.utils.rnn import pack_padded_sequence
 from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import BaseBackend
@@ -95,11 +96,8 @@ def replayed(fn):
     """fn with launch.REPLAY_LAUNCHES on."""
 
     def run():
-        launch.REPLAY_LAUNCHES = True
-        try:
+        with replayed_launches():
             return fn()
-        finally:
-            launch.REPLAY_LAUNCHES = False
 
     return run
 
