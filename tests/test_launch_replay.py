@@ -13,8 +13,8 @@ graph.
 
 from __future__ import annotations
 
-import functools
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -29,13 +29,14 @@ import fastrnn
 from fastrnn import _C
 
 triton = pytest.importorskip("triton")
-from triton._C.libtriton import native_specialize_impl  # noqa: E402
-from triton.backends.compiler import BaseBackend  # noqa: E402
 
-from fastrnn.triton import kernels, launch, registration  # noqa: E402
+from fastrnn.triton import launch, registration  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))  # host_cost_cpu and the sibling it imports
+import host_cost_cpu  # noqa: E402
 
 ON_GPU = torch.cuda.is_available()
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -47,29 +48,11 @@ def replaying(monkeypatch):
     _C.clear_launch_plans()
 
 
-def stand_in_compile(kernel, *arguments, grid, warmup, **meta):
-    """kernel[grid](...), compiling nothing and launching nothing: what keep_compiled reads
-    of a compiled kernel, with the signature Triton's JIT specialises these arguments to
-    (an integer 1 a constexpr)."""
-    signature = {
-        name: native_specialize_impl(BaseBackend, arguments[i], False, True, True)[0]
-        if i < len(arguments) else "constexpr"
-        for i, name in enumerate(kernel.arg_names)
-    }  # fmt: skip
-    metadata = types.SimpleNamespace(
-        num_warps=meta.get("num_warps", 4), shared=12288, num_ctas=1,
-        launch_cooperative_grid=False, launch_pdl=False, global_scratch_size=0,
-        profile_scratch_size=0,
-    )  # fmt: skip
-    function = hash((id(kernel), *signature.values())) % 2**48  # one per specialisation
-    return types.SimpleNamespace(metadata=metadata, src=types.SimpleNamespace(signature=signature),
-                                 run=None, function=function, packed_metadata=None)  # fmt: skip
-
-
 @pytest.fixture
 def stand_in_kernels(monkeypatch, replaying):
     """The ops' Triton kernels for CPU tensors, launching on them as on a GPU's device 0,
-    with stand-ins for the compiled kernels (stand_in_compile), launched by nothing: (the
+    with stand-ins for the compiled kernels (tools/host_cost_cpu.py's stand_in_compile,
+    which times the same path), launched by nothing: (the
     launches of kept kernels on the Python path, the replayed launches)."""
     if ON_GPU:
         pytest.skip("stand-in kernels would be kept for the GPU's")
@@ -79,10 +62,8 @@ def stand_in_kernels(monkeypatch, replaying):
     python_launches, replayed = [], []
     monkeypatch.setattr(launch, "_launches_directly", lambda kernel, tensor: True)
     monkeypatch.setattr(launch, "_COMPILED", {})
-    for kernel_type in {triton.runtime.JITFunction, type(kernels.rnn_forward_persistent_kernel)}:
-        # kernel[grid](...): the interpreter's kernels under TRITON_INTERPRET=1
-        monkeypatch.setattr(kernel_type, "__getitem__", lambda kernel, grid: functools.partial(
-            stand_in_compile, kernel, grid=grid, warmup=False))  # fmt: skip
+    for owner, name, stand_in in host_cost_cpu.compile_stand_ins():
+        monkeypatch.setattr(owner, name, stand_in)
     monkeypatch.setattr(launch, "_launch_kept", lambda *kept_launch: python_launches.append(
         kept_launch))  # fmt: skip
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
@@ -297,10 +278,58 @@ def test_replayed_forward_launches_are_the_python_paths(case, stand_in_kernels):
 @pytest.mark.parametrize("case", CASES, ids=lambda case: "-".join(map(str, case)))
 def test_replayed_backward_launches_are_the_python_paths(case, grads, stand_in_kernels):
     args = backward_args(make_call(case), grads)
-    grad_output, grad_h_n, input, hx, weights, _, output, layer_outputs, *_ = args
-    tensors = [grad_output, grad_h_n, input, hx, *weights, output, layer_outputs]
     check_replay_is_the_python_path(stand_in_kernels, lambda: backward(args),
-                                    lambda: python_backward(args), tensors)  # fmt: skip
+                                    lambda: python_backward(args),
+                                    backward_tensors(args))  # fmt: skip
+
+
+def backward_tensors(args):
+    """The tensors of rnn_backward's call (backward_args)."""
+    grad_output, grad_h_n, input, hx, weights, _, output, layer_outputs, *_ = args
+    return [grad_output, grad_h_n, input, hx, *weights, output, layer_outputs]
+
+
+@pytest.mark.parametrize("case", CASES[:2], ids=["hello", "bidirectional"])
+def test_replayed_cooperative_calls_are_the_python_paths(case, stand_in_kernels, monkeypatch):
+    """The cooperative tier's calls: each launch replayed as a cooperative one, after the
+    zeroing of the barrier counters its programs synchronise through, both as on the
+    Python path."""
+    monkeypatch.setattr(launch, "FORCE_TIER", "cooperative")
+    input, hx, weights, *_ = call = make_call(case)
+    forward_steps = check_replay_is_the_python_path(
+        stand_in_kernels, lambda: forward(call), lambda: python_forward(call),
+        [input, hx, *weights])  # fmt: skip
+    args = backward_args(call, "both")
+    backward_steps = check_replay_is_the_python_path(
+        stand_in_kernels, lambda: backward(args), lambda: python_backward(args),
+        backward_tensors(args))  # fmt: skip
+    for steps in (forward_steps, backward_steps):
+        launches = [s for s in steps if s[0] == "launch"]
+        assert all(cooperative is True for *_, cooperative, _ in launches), launches
+        before = steps[: steps.index(launches[0])]
+        assert any(step[:2] == ("op", "aten::zeros") for step in before), steps
+
+
+@pytest.mark.parametrize("layers, bidirectional", [(3, False), (2, True)])
+def test_every_layers_cooperative_launch_is_its_kept_kernels(
+    layers, bidirectional, stand_in_kernels, monkeypatch
+):
+    """Each layer's barrier counters start 16-byte aligned (launch.call_sync), so that
+    every layer's launch, not only the first's, passes aligned pointers and goes straight
+    to its kept kernel (KernelLaunch), with no specialisation key built a call."""
+    monkeypatch.setattr(launch, "FORCE_TIER", "cooperative")
+    monkeypatch.setattr(launch, "REPLAY_LAUNCHES", False)
+    call = make_call((4, 3, 5, 8, layers, bidirectional, False, True, True, False))
+    args = backward_args(call, "both")  # the forward's kernels compiled and kept
+    python_backward(args)  # the backward's too
+    looked_up = []
+    launch_kernel = launch.launch_kernel
+    monkeypatch.setattr(
+        launch, "launch_kernel", lambda *a: looked_up.append(a) or launch_kernel(*a)
+    )
+    python_forward(call)
+    python_backward(args)
+    assert looked_up == []
 
 
 def test_replayed_aten_work_is_the_python_paths(stand_in_kernels, monkeypatch):
@@ -506,6 +535,50 @@ def test_tensors_that_start_together_are_in_the_key(stand_in_kernels):
     assert replayed == [] and _C.clear_launch_plans() == 2
 
 
+LAUNCH_CONFIG_CHECK = """
+#include <cstddef>
+#include <cuda.h>
+#include "cuda_launch_config.h"
+using fastrnn::python::LaunchAttribute;
+using fastrnn::python::LaunchConfig;
+#define SAME(ours, field, theirs, their_field) \\
+  static_assert(offsetof(ours, field) == offsetof(theirs, their_field), #field);
+SAME(LaunchConfig, grid_x, CUlaunchConfig, gridDimX)
+SAME(LaunchConfig, grid_y, CUlaunchConfig, gridDimY)
+SAME(LaunchConfig, grid_z, CUlaunchConfig, gridDimZ)
+SAME(LaunchConfig, block_x, CUlaunchConfig, blockDimX)
+SAME(LaunchConfig, block_y, CUlaunchConfig, blockDimY)
+SAME(LaunchConfig, block_z, CUlaunchConfig, blockDimZ)
+SAME(LaunchConfig, shared, CUlaunchConfig, sharedMemBytes)
+SAME(LaunchConfig, stream, CUlaunchConfig, hStream)
+SAME(LaunchConfig, attributes, CUlaunchConfig, attrs)
+SAME(LaunchConfig, attribute_count, CUlaunchConfig, numAttrs)
+SAME(LaunchAttribute, id, CUlaunchAttribute, id)
+SAME(LaunchAttribute, value, CUlaunchAttribute, value)
+SAME(LaunchAttribute, value.cooperative, CUlaunchAttribute, value.cooperative)
+static_assert(sizeof(LaunchConfig) == sizeof(CUlaunchConfig));
+static_assert(sizeof(LaunchAttribute) == sizeof(CUlaunchAttribute));
+static_assert(alignof(LaunchAttribute) == alignof(CUlaunchAttribute));
+static_assert(sizeof(LaunchAttribute::id) == sizeof(CUlaunchAttributeID));
+static_assert(fastrnn::python::kLaunchAttributeCooperative == CU_LAUNCH_ATTRIBUTE_COOPERATIVE);
+"""
+
+
+def test_the_launch_config_a_replay_passes_is_the_drivers():
+    """csrc/python/cuda_launch_config.h, which fastrnn._C declares for cuLaunchKernelEx
+    as it builds without CUDA, lays out every field as cuda.h does (Triton's copy)."""
+    include = Path(triton.__file__).parent / "backends" / "nvidia" / "include"
+    compiler = shutil.which("c++")
+    if compiler is None or not (include / "cuda.h").exists():
+        pytest.skip("needs a C++ compiler and Triton's cuda.h")
+    result = subprocess.run(
+        [compiler, "-std=c++17", "-fsyntax-only", f"-I{include}", f"-I{ROOT / 'csrc' / 'python'}",
+         "-x", "c++", "-"],
+        input=LAUNCH_CONFIG_CHECK, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
 def test_replayed_launches_pass_the_parameters_the_compiled_kernels_take():
     """Each kernel family built for sm_90 (no GPU needed; tools/cubin_report.py
     --replay-parameters): the bytes of the parameters a replay passes, its kept kernel's
@@ -545,7 +618,8 @@ def test_changed_settings_drop_the_plans(stand_in_kernels):
 
 def test_replay_layout_reads_the_launchers_signature():
     """Pointers, 4- and 8-byte integers, constexprs left out, Triton's scratch pointers
-    after them; none where the launcher does more than cuLaunchKernel."""
+    after them, and whether the launch is cooperative; none where the launcher does more
+    than cuLaunchKernelEx with that attribute."""
     signature = {"x": "*fp32", "w": "*bf16", "n": "i32", "stride": "i64", "one": "constexpr",
                  "BLOCK": "constexpr"}  # fmt: skip
     metadata = dict(num_warps=2, shared=4096, num_ctas=1, launch_cooperative_grid=False,
@@ -557,8 +631,9 @@ def test_replay_layout_reads_the_launchers_signature():
             src=types.SimpleNamespace(signature=signature)))  # fmt: skip
 
     P, I32, I64 = launch._POINTER, launch._INT32, launch._INT64
-    assert layout() == (64, 4096, (P, P, I32, I64, None, None), 2)
-    for change in [{"launch_cooperative_grid": True}, {"launch_pdl": True}, {"num_ctas": 2},
+    assert layout() == (64, 4096, False, (P, P, I32, I64, None, None), 2)
+    assert layout(launch_cooperative_grid=True) == (64, 4096, True, (P, P, I32, I64, None, None), 2)
+    for change in [{"launch_pdl": True}, {"num_ctas": 2},
                    {"global_scratch_size": 8}, {"profile_scratch_size": 8},
                    {"shared": 229 * 1024}]:  # fmt: skip
         assert layout(**change) is None, change
@@ -646,7 +721,12 @@ def test_replayed_calls_train_and_capture_as_the_python_path_on_gpu(case, replay
     for g, w in zip(got, want, strict=True):
         assert torch.equal(g, w)
     args = backward_args(make_call(case, device="cuda"), "both")
-    calls = [lambda: rnn(x)[0], lambda: flat_results(backward(args))]
+    check_captured_replays_are_eager([lambda: rnn(x)[0], lambda: flat_results(backward(args))])
+
+
+def check_captured_replays_are_eager(calls):
+    """Each call, replayed (its plan kept on a side stream first) in a CUDA graph's
+    capture: the graph's replay gives its eager results bit for bit."""
     with torch.no_grad():
         for call in calls:
             eager = [t.clone() for t in torch.utils._pytree.tree_leaves(call())]
@@ -662,3 +742,20 @@ def test_replayed_calls_train_and_capture_as_the_python_path_on_gpu(case, replay
             graph.replay()
             for c, e in zip(captured, eager, strict=True):
                 torch.testing.assert_close(c, e, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("case", CASES[:2], ids=["hello", "bidirectional"])
+def test_replayed_cooperative_calls_equal_the_python_path_on_gpu(case, dtype, replaying,
+                                                                 monkeypatch):  # fmt: skip
+    """The cooperative tier's launches replayed cooperatively (cuLaunchKernelEx, as
+    Triton's launcher): forward and backward bit for bit, eagerly and captured."""
+    monkeypatch.setattr(launch, "FORCE_TIER", "cooperative")
+    call = make_call(case, dtype, "cuda")
+    check_replay_equals_the_python_path_on_gpu(lambda: forward(call), monkeypatch)
+    args = backward_args(call, "both")
+    check_replay_equals_the_python_path_on_gpu(lambda: backward(args), monkeypatch)
+    check_captured_replays_are_eager([lambda: flat_results(forward(call)),
+                                      lambda: flat_results(backward(args))])  # fmt: skip

@@ -421,7 +421,7 @@ def replay_parameters(capability: int) -> int:
             failed |= kernel.endswith("persistent")
             print(f"| {kernel} | none | {ptx} | - |")
             continue
-        _, _, kinds, scratch = layout
+        *_, kinds, scratch = layout
         replayed = [sizes[kind] for kind in kinds if kind is not None] + [8] * scratch
         failed |= replayed != ptx
         print(f"| {kernel} | {replayed} | {ptx} | {replayed == ptx} |")

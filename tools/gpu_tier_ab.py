@@ -112,9 +112,11 @@ LONG_ROWS = (Shape("long-H256", 1000, 64, 256, 256), Shape("long-H1024", 1000, 6
              Shape("long-B1-H1024", 1000, 1, 1024, 1024))  # fmt: skip
 PLAIN_TF32 = ("fastrnn", "fastrnn-x3", "fastrnn-tf32")
 # A padded call's launches and ATen ops from Python (the plan) or replayed from C++
-# (launch.REPLAY_LAUNCHES): host time at the tutorial sizes and at small (its GEMMs).
+# (launch.REPLAY_LAUNCHES): host time at the tutorial sizes, at small (its GEMMs) and at
+# wide (the cooperative tier's launches).
 REPLAY = ("fastrnn", "fastrnn-replay")
-REPLAY_ROWS = ("hello", "pattern25", "regression2L", "cell-loop", "single-step", "small")
+REPLAY_ROWS = ("hello", "pattern25", "regression2L", "cell-loop", "single-step", "small",
+               "wide")  # fmt: skip
 # The benchmark's shapes, IEEE_ROWS and LONG_ROWS.
 GRID = {shape.name: shape for shape in [*SHAPES, *GPU_SHAPES, IEEE_ROWS, *LONG_ROWS]}
 

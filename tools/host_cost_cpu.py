@@ -12,6 +12,7 @@ the real thing.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -19,6 +20,7 @@ import warnings
 from types import SimpleNamespace
 
 import torch
+import triton
 from gpu_call_profile import replayed_launches  # tools/, beside this script
 from torch.nn.utils.rnn import pack_padded_sequence
 from triton._C.libtriton import native_specialize_impl
@@ -27,7 +29,7 @@ from triton.backends.compiler import BaseBackend
 import fastrnn
 from fastrnn import _C
 from fastrnn.bench.report import machine_line
-from fastrnn.triton import launch, registration
+from fastrnn.triton import kernels, launch, registration
 
 # name: (T, B, I, H, layers, bidirectional): the tutorial sizes of the GPU grid, two
 # multi-layer ones, and one long enough for GEMMs (the input projection, the weight
@@ -40,32 +42,53 @@ SHAPES = {
     "gemms-tiny": (40, 2, 4, 8, 1, False),
 }
 
+# The same calls on the cooperative tier (where fp32 and fp16 run H above 256 at most
+# batches): its launches are cooperative, with workspaces and barrier counters a call.
+COOPERATIVE_SHAPES = ("hello", "bi2L-tiny")
 
-def stand_in_kept(kernel, grid, pointers, scalars, meta) -> tuple:
-    """launch_kernel's kept kernel, as a first launch keeps it (a call with one is not
-    recorded for replay), whose launcher does nothing, with a replay layout
-    (launch.replay_layout) from the signature Triton's JIT gives these arguments."""
-    launch._record_jit_launch()
-    arguments = [*pointers, *scalars]
+
+def stand_in_compile(kernel, *arguments, grid, warmup, **meta):
+    """kernel[grid](...), compiling nothing and launching nothing: what keep_compiled reads
+    of a compiled kernel, with the signature Triton's JIT specialises these arguments to
+    (an integer 1 a constexpr), and the cooperative tier's kernels launched cooperatively,
+    as on a GPU (launch._cooperative_launch; the interpreter's launches are not).
+    tests/test_launch_replay.py's stand-in kernels too."""
     signature = {
         name: native_specialize_impl(BaseBackend, arguments[i], False, True, True)[0]
         if i < len(arguments) else "constexpr"
         for i, name in enumerate(kernel.arg_names)
     }  # fmt: skip
-    metadata = SimpleNamespace(num_warps=meta.get("num_warps", 4), shared=0)
-    compiled = SimpleNamespace(metadata=metadata, src=SimpleNamespace(signature=signature),
-                               run=None, function=1, packed_metadata=None)  # fmt: skip
-    return launch.keep_compiled(compiled, 0, [meta[n] for n in kernel.arg_names[len(arguments) :]])
+    metadata = SimpleNamespace(
+        num_warps=meta.get("num_warps", 4), shared=12288, num_ctas=1,
+        launch_cooperative_grid="cooperative" in kernel.__name__, launch_pdl=False,
+        global_scratch_size=0, profile_scratch_size=0,
+    )  # fmt: skip
+    function = hash((id(kernel), *signature.values())) % 2**48  # one per specialisation
+    return SimpleNamespace(metadata=metadata, src=SimpleNamespace(signature=signature),
+                           run=None, function=function, packed_metadata=None)  # fmt: skip
+
+
+def compile_stand_ins() -> list[tuple]:
+    """(object, attribute, stand-in) that make every kernel[grid](...) stand_in_compile:
+    Triton's JITFunction and the interpreter's kernel type (TRITON_INTERPRET=1)."""
+
+    def stand_in(kernel, grid):
+        return functools.partial(stand_in_compile, kernel, grid=grid, warmup=False)
+
+    kernel_types = {triton.runtime.JITFunction, type(kernels.rnn_forward_persistent_kernel)}
+    return [(kernel_type, "__getitem__", stand_in) for kernel_type in kernel_types]
 
 
 REPLAYED = []  # the replayed launches, in place of the driver's
 
 
 def skip_kernels() -> None:
-    """Every launch as a kept kernel's on device 0, whose launcher does nothing; replayed
-    launches (launch.REPLAY_LAUNCHES) go to REPLAYED."""
+    """Every launch as a kept kernel's on device 0 (launch.launch_kernel keeps a
+    stand_in_compile), whose launcher does nothing; replayed launches
+    (launch.REPLAY_LAUNCHES) go to REPLAYED."""
     launch._launches_directly = lambda kernel, tensor: True
-    launch.launch_kernel = stand_in_kept
+    for owner, name, stand_in in compile_stand_ins():
+        setattr(owner, name, stand_in)
     launch._launch_kept = lambda *args: None
     torch.cuda.current_device = lambda: 0
     _C.replay_launches_to(REPLAYED)
@@ -180,6 +203,9 @@ def main() -> int:
     machine += "; Triton launch functions on CPU tensors, kernel launches skipped"
     print(machine)
     rows = [measure(name) for name in SHAPES]
+    launch.apply_settings({"FORCE_TIER": "cooperative"})  # the plans kept so far dropped
+    rows += [{**measure(name), "shape": f"{name}, cooperative"} for name in COOPERATIVE_SHAPES]
+    launch.apply_settings({"FORCE_TIER": None})
     print_table(rows)
     packed_rows = [measure_packed(name) for name in PACKED_SHAPES]
     print_table(packed_rows)

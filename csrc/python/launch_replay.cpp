@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "arguments.h"
+#include "cuda_launch_config.h"
 
 namespace fastrnn::python {
 namespace {
@@ -40,6 +41,7 @@ struct Param {
 struct Launch {
   uint64_t function;  // the compiled kernel's CUfunction
   unsigned grid_x, grid_y, threads, shared;
+  bool cooperative;  // a cooperative launch: every program resident at once, or none runs
   std::vector<Param> params;
 };
 
@@ -232,9 +234,8 @@ std::optional<at::Device> call_device(const Tensors& tensors) {
 // torch has loaded (this module builds without CUDA).
 struct Driver {
   using Result = int;  // CUresult
-  Result (*launch_kernel)(void* function, unsigned grid_x, unsigned grid_y, unsigned grid_z,
-                          unsigned block_x, unsigned block_y, unsigned block_z,
-                          unsigned shared, void* stream, void** params, void** extra);
+  Result (*launch_kernel)(const LaunchConfig* config, void* function, void** params,
+                          void** extra);  // cuLaunchKernelEx, as Triton's launcher
   Result (*get_error_string)(Result error, const char** text);
   Result (*ctx_get_current)(void** context);
   Result (*device_get)(int* device, int ordinal);
@@ -259,7 +260,7 @@ const Driver& driver() {
                 "fastrnn: replayed launches need torch's CUDA library loaded: ", dlerror());
     const char* driver_library = "libcuda.so.1";
     Driver d;
-    look_up(d.launch_kernel, cuda, "cuLaunchKernel", driver_library);
+    look_up(d.launch_kernel, cuda, "cuLaunchKernelEx", driver_library);
     look_up(d.get_error_string, cuda, "cuGetErrorString", driver_library);
     look_up(d.ctx_get_current, cuda, "cuCtxGetCurrent", driver_library);
     look_up(d.device_get, cuda, "cuDeviceGet", driver_library);
@@ -303,17 +304,19 @@ std::optional<Param> pointer_param(uint64_t address, const std::vector<Extent>& 
   return std::nullopt;
 }
 
-// A recorded launch, (function, grid_x, grid_y, threads, shared memory, ((kind, value),
-// ...)) after its tag, as a launch whose pointers are slots; none where a pointer lies in
-// no slot.
+// A recorded launch, (function, grid_x, grid_y, threads, shared memory, cooperative,
+// ((kind, value), ...)) after its tag, as a launch whose pointers are slots; none where a
+// pointer lies in no slot.
 std::optional<Launch> parse_launch(PyObject* record, const Slots& slots) {
   PyObject *tag, *function, *params;
   unsigned grid_x, grid_y, threads, shared;
-  if (!PyArg_ParseTuple(record, "OOIIIIO", &tag, &function, &grid_x, &grid_y, &threads,
-                        &shared, &params)) {
+  int cooperative;
+  if (!PyArg_ParseTuple(record, "OOIIIIpO", &tag, &function, &grid_x, &grid_y, &threads,
+                        &shared, &cooperative, &params)) {
     throw python_error();
   }
-  Launch launch{PyLong_AsUnsignedLongLong(function), grid_x, grid_y, threads, shared, {}};
+  Launch launch{PyLong_AsUnsignedLongLong(function), grid_x, grid_y, threads, shared,
+                cooperative != 0, {}};
   if (PyErr_Occurred()) throw python_error();
   PyObject* items = PySequence_Fast(params, "fastrnn: parameters must be a sequence");
   if (items == nullptr) throw python_error();
@@ -525,8 +528,8 @@ void parameter_values(const Launch& launch, const std::vector<Extent>& slots,
 }
 
 // replay_launches_to's records of a replayed call's steps: ("allocation", address,
-// bytes), ("launch", function, grid_x, grid_y, threads, shared memory, parameter values)
-// and ("op", name, ((address, bytes) of each new tensor it returned, ...)).
+// bytes), ("launch", function, grid_x, grid_y, threads, shared memory, cooperative,
+// parameter values) and ("op", name, ((address, bytes) of each new tensor it returned, ...)).
 void append_record(PyObject* record) {
   if (record == nullptr || PyList_Append(launch_list, record) != 0) {
     Py_XDECREF(record);
@@ -557,9 +560,10 @@ void append_launch(const Launch& launch, const std::vector<uint64_t>& values) {
     }
     PyTuple_SET_ITEM(params, p, value);
   }
-  append_record(Py_BuildValue("(sKIIIIN)", "launch",
+  append_record(Py_BuildValue("(sKIIIINN)", "launch",
                               static_cast<unsigned long long>(launch.function), launch.grid_x,
-                              launch.grid_y, launch.threads, launch.shared, params));
+                              launch.grid_y, launch.threads, launch.shared,
+                              PyBool_FromLong(launch.cooperative), params));
 }
 
 void append_op(const OpCall& call, const std::vector<Extent>& new_slots) {
@@ -608,11 +612,14 @@ struct Replay {
     }
     pointers.resize(values.size());
     for (size_t p = 0; p < values.size(); ++p) pointers[p] = &values[p];
+    LaunchAttribute cooperative{kLaunchAttributeCooperative, {}, {}};
+    cooperative.value.cooperative = 1;
+    const LaunchConfig config{launch.grid_x, launch.grid_y, 1, launch.threads, 1, 1,
+                              launch.shared, stream, &cooperative, launch.cooperative ? 1u : 0u};
     check(d,
-          d.launch_kernel(reinterpret_cast<void*>(launch.function), launch.grid_x,
-                          launch.grid_y, 1, launch.threads, 1, 1, launch.shared, stream,
-                          pointers.data(), nullptr),
-          "a replayed kernel launch (cuLaunchKernel)");
+          d.launch_kernel(&config, reinterpret_cast<void*>(launch.function), pointers.data(),
+                          nullptr),
+          "a replayed kernel launch (cuLaunchKernelEx)");
   }
 
   void call(const OpCall& op_call) {

@@ -66,9 +66,9 @@ PyObject* clear_launch_plans(PyObject*, PyObject*);
 
 // replay_launches_to(target): a list, to which each replayed call's steps are appended
 // in place of its launches, ("allocation", (address, bytes)), ("launch", function,
-// grid_x, grid_y, threads, shared memory, parameter values) and ("op", name, ((address,
-// bytes) of each new tensor it returned, ...)), and which CPU tensors replay to (tests,
-// tools/host_cost_cpu.py); None: the CUDA driver (the default).
+// grid_x, grid_y, threads, shared memory, cooperative, parameter values) and ("op", name,
+// ((address, bytes) of each new tensor it returned, ...)), and which CPU tensors replay to
+// (tests, tools/host_cost_cpu.py); None: the CUDA driver (the default).
 PyObject* replay_launches_to(PyObject*, PyObject* target);
 
 }  // namespace fastrnn::python

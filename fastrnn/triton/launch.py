@@ -663,15 +663,15 @@ _INTEGER_KINDS = {"i32": _INT32, "i64": _INT64, "u64": _INT64}
 
 def replay_layout(compiled) -> tuple | None:
     """How a compiled kernel's launcher hands the driver its parameters, where a replay
-    (launch_replay.cpp, cuLaunchKernel) can do the same: (threads, shared memory, each
-    argument's kind, or None for a constexpr, which is not passed; how many null scratch
-    pointers follow: Triton's global and profile scratch).  None where the launcher does
-    more: a cooperative, clustered or PDL launch, scratch memory, over 228 KB of shared
-    memory (an attribute in Triton 3.9), an argument of another type."""
+    (launch_replay.cpp, cuLaunchKernelEx) can do the same: (threads, shared memory,
+    whether the launch is cooperative, each argument's kind, or None for a constexpr,
+    which is not passed; how many null scratch pointers follow: Triton's global and
+    profile scratch).  None where the launcher does more: a clustered or PDL launch,
+    scratch memory, over 228 KB of shared memory (an attribute in Triton 3.9), an
+    argument of another type."""
     metadata = compiled.metadata
     if (
-        getattr(metadata, "launch_cooperative_grid", False)
-        or getattr(metadata, "launch_pdl", False)
+        getattr(metadata, "launch_pdl", False)
         or getattr(metadata, "num_ctas", 1) != 1
         or getattr(metadata, "global_scratch_size", 0)
         or getattr(metadata, "profile_scratch_size", 0)
@@ -689,7 +689,8 @@ def replay_layout(compiled) -> tuple | None:
         else:
             return None
     scratch = sum(hasattr(metadata, f"{s}_scratch_size") for s in ("global", "profile"))
-    return 32 * metadata.num_warps, metadata.shared, tuple(kinds), scratch
+    cooperative = bool(getattr(metadata, "launch_cooperative_grid", False))
+    return 32 * metadata.num_warps, metadata.shared, cooperative, tuple(kinds), scratch
 
 
 def keep_compiled(compiled, device: int, constexprs: list) -> tuple:
@@ -703,17 +704,17 @@ def keep_compiled(compiled, device: int, constexprs: list) -> tuple:
 def replay_launch(kept: tuple, grid: tuple[int, int], pointers: tuple[Tensor | int, ...],
                   scalars: tuple[int, ...]) -> tuple | None:  # fmt: skip
     """A recorded launch (_RECORDING) as _C.store_plan takes it: ("launch", CUfunction,
-    grid, threads, shared memory, ((kind, value), ...) of the parameters the launcher
-    passes); None where replay_layout has none."""
+    grid, threads, shared memory, cooperative, ((kind, value), ...) of the parameters the
+    launcher passes); None where replay_layout has none."""
     _, _, function, _, constexprs, layout = kept
     if layout is None:
         return None
-    threads, shared, kinds, scratch = layout
+    threads, shared, cooperative, kinds, scratch = layout
     addresses = [p if isinstance(p, int) else p.data_ptr() for p in pointers]
     arguments = (*addresses, *scalars, *constexprs)
     params = [(k, value) for k, value in zip(kinds, arguments, strict=True) if k is not None]
     params = (*params, *[(_NULL, 0)] * scratch)
-    return "launch", function, grid[0], grid[1], threads, shared, params
+    return "launch", function, grid[0], grid[1], threads, shared, cooperative, params
 
 
 def _record_jit_launch() -> None:
@@ -1076,19 +1077,30 @@ def make_steps(input: Tensor, tables: tuple[Tensor, ...] | None, batch: int) -> 
     return Steps(sizes.shape[0], batch, input.shape[0], False, sizes, offsets, tuple(previous))
 
 
-def call_sync(sync: Tensor | None, launch: KernelLaunch, like: Tensor,
-              cells: int) -> Tensor | None:  # fmt: skip  # [cells] or [cells, 2, B, H]
-    """What the call's cooperative programs synchronise through, one per (layer,
-    direction), zeroed when its first cooperative launch needs it: one fill kernel per
-    call rather than one per launch (None while every launch is persistent).  Grid-barrier
-    counters, int32; with TAGGED the state's tagged exchange, int64 [2, B, H] a cell
-    (kernels._tagged_words), whose zeros no step's tag matches."""
+def call_sync(sync: Tensor | None, launch: KernelLaunch, like: Tensor, layers: int,
+              directions: int) -> Tensor | None:  # fmt: skip  # [L, 4] or [L, D, 2, B, H]
+    """What the call's cooperative programs synchronise through, a layer's at [layer]
+    (_layer), zeroed when its first cooperative launch needs it: one fill kernel per call
+    rather than one per launch (None while every launch is persistent).  Grid-barrier
+    counters, int32, one per direction in a 16-byte row a layer, so that every layer's
+    launch passes only 16-byte aligned pointers (KernelLaunch's kept kernel, whose
+    launches skip the specialisation key); with TAGGED the state's tagged exchange, int64
+    [2, B, H] a direction (kernels._tagged_words), whose zeros no step's tag matches."""
     if sync is None and launch.state is not None:
         if launch.meta["TAGGED"]:
             batch, hidden = launch.state[0][-2:]
-            return torch.zeros((cells, 2, batch, hidden), dtype=torch.int64, device=like.device)
-        return torch.zeros(cells, dtype=torch.int32, device=like.device)
+            return torch.zeros((layers, directions, 2, batch, hidden), dtype=torch.int64,
+                               device=like.device)  # fmt: skip
+        return torch.zeros((layers, 4), dtype=torch.int32, device=like.device)
     return sync
+
+
+def _layer(tensor: Tensor | None, layer: int) -> Tensor | None:
+    """A layer's part of a per-layer tensor (call_sync's), or None; all of it, not a
+    view, where it has one layer."""
+    if tensor is None or tensor.shape[0] == 1:
+        return tensor
+    return tensor[layer]
 
 
 def _both(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -1125,7 +1137,7 @@ def recurrence_forward(launch: KernelLaunch, xp, x, layer_weights, y, h0, h_n, s
     from x, x W_ih^T + b_ih; x: the layer input, padded [T, B, I] or packed [N, I], unit
     column stride; layer_weights: each direction's contiguous [w_ih, w_hh(, b_ih, b_hh)];
     y: [N, D*H]; h0: [D, B, H] or None for zeros; h_n: [D, B, H];
-    sync: the layer's cells of call_sync's, or None."""
+    sync: the layer's part of call_sync's, or None."""
     if steps.batch == 0:
         return
     if steps.steps == 0:
@@ -1506,12 +1518,12 @@ def rnn_forward_triton(input, hx, weights, batch_sizes, num_layers, bidirectiona
         launch = forward_launch(call, hidden, directions, steps.steps, steps.batch, steps.rows,
                                 steps.padded, x.shape[-1], x_strides, y_all.stride(0), relu,
                                 per_cell == 4, h0 is not None)  # fmt: skip
-        sync = call_sync(sync, launch, input, num_layers * directions)
+        sync = call_sync(sync, launch, input, num_layers, directions)
         # No GEMM where the recurrence kernel projects the input itself.
         xp = None if launch.block_i else input_projections(projection_rows(x, steps, x_strides),
                                                            layer_weights, tf32)  # fmt: skip
         recurrence_forward(launch, xp, x, layer_weights, y_all, _cells(h0, cells),
-                           _cells(h_n, cells), _cells(sync, cells), steps)  # fmt: skip
+                           _cells(h_n, cells), _layer(sync, layer), steps)  # fmt: skip
         x = target
     return output, h_n, layer_outputs
 
@@ -1561,7 +1573,7 @@ def rnn_backward_triton(
                                  writes_grad_hx, need_below,
                                  gradient_strides(grad_y, steps),
                                  _strides(dh_n))  # fmt: skip
-        sync = call_sync(sync, launch, dz, num_layers * directions)
+        sync = call_sync(sync, launch, dz, num_layers, directions)
         _, layer_grads = layer_cells(grad_weights, layer, directions, per_cell)
         kernel_grads = layer_grads if launch.weight_grads else None
         grad_below = None
@@ -1571,7 +1583,7 @@ def rnn_backward_triton(
             layer_in = layer_in.reshape(steps.rows, layer_in.shape[-1])
         recurrence_backward(launch, grad_y, y_all, dz, dh_n,
                             _cells(grad_hx if writes_grad_hx else None, cells), layer_weights,
-                            _cells(sync, cells), steps, layer_in, _cells(h0, cells),
+                            _layer(sync, layer), steps, layer_in, _cells(h0, cells),
                             kernel_grads, grad_below)  # fmt: skip
         gemm_below = need_below and not launch.input_grad  # the input gradient by GEMMs
         for d, (w_ih, *_) in enumerate(layer_weights):
