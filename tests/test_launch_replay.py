@@ -535,33 +535,39 @@ def test_tensors_that_start_together_are_in_the_key(stand_in_kernels):
     assert replayed == [] and _C.clear_launch_plans() == 2
 
 
-LAUNCH_CONFIG_CHECK = """
-#include <cstddef>
-#include <cuda.h>
-#include "cuda_launch_config.h"
-using fastrnn::python::LaunchAttribute;
-using fastrnn::python::LaunchConfig;
-#define SAME(ours, field, theirs, their_field) \\
-  static_assert(offsetof(ours, field) == offsetof(theirs, their_field), #field);
-SAME(LaunchConfig, grid_x, CUlaunchConfig, gridDimX)
-SAME(LaunchConfig, grid_y, CUlaunchConfig, gridDimY)
-SAME(LaunchConfig, grid_z, CUlaunchConfig, gridDimZ)
-SAME(LaunchConfig, block_x, CUlaunchConfig, blockDimX)
-SAME(LaunchConfig, block_y, CUlaunchConfig, blockDimY)
-SAME(LaunchConfig, block_z, CUlaunchConfig, blockDimZ)
-SAME(LaunchConfig, shared, CUlaunchConfig, sharedMemBytes)
-SAME(LaunchConfig, stream, CUlaunchConfig, hStream)
-SAME(LaunchConfig, attributes, CUlaunchConfig, attrs)
-SAME(LaunchConfig, attribute_count, CUlaunchConfig, numAttrs)
-SAME(LaunchAttribute, id, CUlaunchAttribute, id)
-SAME(LaunchAttribute, value, CUlaunchAttribute, value)
-SAME(LaunchAttribute, value.cooperative, CUlaunchAttribute, value.cooperative)
-static_assert(sizeof(LaunchConfig) == sizeof(CUlaunchConfig));
-static_assert(sizeof(LaunchAttribute) == sizeof(CUlaunchAttribute));
-static_assert(alignof(LaunchAttribute) == alignof(CUlaunchAttribute));
-static_assert(sizeof(LaunchAttribute::id) == sizeof(CUlaunchAttributeID));
-static_assert(fastrnn::python::kLaunchAttributeCooperative == CU_LAUNCH_ATTRIBUTE_COOPERATIVE);
-"""
+# (our struct, cuda.h's): {our field: cuda.h's}, as csrc/python/cuda_launch_config.h
+# declares them.
+LAUNCH_CONFIG_FIELDS = {
+    ("LaunchConfig", "CUlaunchConfig"): {
+        "grid_x": "gridDimX", "grid_y": "gridDimY", "grid_z": "gridDimZ",
+        "block_x": "blockDimX", "block_y": "blockDimY", "block_z": "blockDimZ",
+        "shared": "sharedMemBytes", "stream": "hStream", "attributes": "attrs",
+        "attribute_count": "numAttrs",
+    },
+    ("LaunchAttribute", "CUlaunchAttribute"): {
+        "id": "id", "value": "value", "value.cooperative": "value.cooperative",
+    },
+}  # fmt: skip
+
+
+def launch_config_check() -> str:
+    """C++ that compiles only where each struct's size and alignment, and each field's
+    offset, are cuda.h's."""
+    lines = [
+        "#include <cstddef>",
+        "#include <cuda.h>",
+        '#include "cuda_launch_config.h"',
+        "namespace ours = fastrnn::python;",
+        "static_assert(ours::kLaunchAttributeCooperative == CU_LAUNCH_ATTRIBUTE_COOPERATIVE);",
+        "static_assert(sizeof(ours::LaunchAttribute::id) == sizeof(CUlaunchAttributeID));",
+    ]
+    for (struct, theirs), fields in LAUNCH_CONFIG_FIELDS.items():
+        for test in ("sizeof", "alignof"):
+            lines.append(f"static_assert({test}(ours::{struct}) == {test}({theirs}));")
+        for field, their_field in fields.items():
+            lines.append(f"static_assert(offsetof(ours::{struct}, {field}) == "
+                         f'offsetof({theirs}, {their_field}), "{field}");')  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def test_the_launch_config_a_replay_passes_is_the_drivers():
@@ -574,7 +580,7 @@ def test_the_launch_config_a_replay_passes_is_the_drivers():
     result = subprocess.run(
         [compiler, "-std=c++17", "-fsyntax-only", f"-I{include}", f"-I{ROOT / 'csrc' / 'python'}",
          "-x", "c++", "-"],
-        input=LAUNCH_CONFIG_CHECK, capture_output=True, text=True, timeout=120,
+        input=launch_config_check(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
 
