@@ -52,8 +52,8 @@ def replaying(monkeypatch):
 def stand_in_kernels(monkeypatch, replaying):
     """The ops' Triton kernels for CPU tensors, launching on them as on a GPU's device 0,
     with stand-ins for the compiled kernels (tools/host_cost_cpu.py's stand_in_compile,
-    which times the same path), launched by nothing: (the
-    launches of kept kernels on the Python path, the replayed launches)."""
+    which times the same path), launched by nothing: (the launches of kept kernels on
+    the Python path, the replayed launches)."""
     if ON_GPU:
         pytest.skip("stand-in kernels would be kept for the GPU's")
     with warnings.catch_warnings():
