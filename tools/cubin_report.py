@@ -366,9 +366,11 @@ def compile_config(config: Config, capability: int, padded: bool = False,
             signature[name] = f"*{dt}"
         else:
             signature[name] = "i32"
-    registers = {"maxnreg": launch.ONE_ROW_REGISTERS} if config.one_row else {}
+    options = {"maxnreg": launch.ONE_ROW_REGISTERS} if config.one_row else {}
+    if tier == "cooperative":  # as launch._cooperative_launch launches it on a GPU
+        options["launch_cooperative_grid"] = True
     return build(fn, signature, constexprs, capability, aligned, num_warps=config.num_warps,
-                 **registers)  # fmt: skip
+                 **options)  # fmt: skip
 
 
 def cuobjdump(compiled, option: str) -> str:
@@ -404,13 +406,14 @@ PTX_PARAMETER = re.compile(r"\.param\s+\.[a-z]+?(\d+)\b")
 def replay_parameters(capability: int) -> int:
     """For one configuration of each kernel family (padded, aligned): the bytes of each
     parameter a replayed launch passes (launch.replay_layout: the non-constexpr
-    arguments, then Triton's scratch pointers) against the compiled PTX entry's; exit 1
-    where they differ, or where a persistent kernel has no layout (its launches, the
-    ones replayed, would never be)."""
+    arguments, then Triton's scratch pointers) against the compiled PTX entry's, and
+    whether the replay launches it cooperatively, as the cooperative tier's must be;
+    exit 1 where either differs, or where a recurrence kernel has no layout (its
+    launches would never be replayed)."""
     sizes = {launch._POINTER: 8, launch._INT32: 4, launch._INT64: 8}
     families = {config.kernel: config for config in reversed(configurations(capability))}
-    print("| kernel | replayed parameters (bytes) | PTX entry's | same |")
-    print("|---|---|---|---|")
+    print("| kernel | replayed parameters (bytes) | PTX entry's | cooperative launch | same |")
+    print("|---|---|---|---|---|")
     failed = False
     for kernel, config in sorted(families.items()):
         compiled = compile_config(config, capability, padded=True, aligned=True)
@@ -418,13 +421,14 @@ def replay_parameters(capability: int) -> int:
         ptx = [int(bits) // 8 for bits in PTX_PARAMETER.findall(entry)]
         layout = launch.replay_layout(compiled)
         if layout is None:
-            failed |= kernel.endswith("persistent")
-            print(f"| {kernel} | none | {ptx} | - |")
+            failed |= kernel != "gemm"
+            print(f"| {kernel} | none | {ptx} | - | - |")
             continue
-        *_, kinds, scratch = layout
+        _, _, cooperative, kinds, scratch = layout
         replayed = [sizes[kind] for kind in kinds if kind is not None] + [8] * scratch
-        failed |= replayed != ptx
-        print(f"| {kernel} | {replayed} | {ptx} | {replayed == ptx} |")
+        same = replayed == ptx and cooperative == kernel.endswith("cooperative")
+        failed |= not same
+        print(f"| {kernel} | {replayed} | {ptx} | {cooperative} | {same} |")
     return 1 if failed else 0
 
 
