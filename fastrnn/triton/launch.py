@@ -1096,11 +1096,8 @@ def call_sync(sync: Tensor | None, launch: KernelLaunch, like: Tensor, layers: i
 
 
 def _layer(tensor: Tensor | None, layer: int) -> Tensor | None:
-    """A layer's part of a per-layer tensor (call_sync's), or None; all of it, not a
-    view, where it has one layer."""
-    if tensor is None or tensor.shape[0] == 1:
-        return tensor
-    return tensor[layer]
+    """A layer's part of a per-layer tensor (call_sync's), as _cells takes it."""
+    return _cells(tensor, slice(layer, layer + 1))
 
 
 def _both(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -1338,8 +1335,8 @@ def input_projections(layer_input: Tensor, layer_weights, tf32: bool) -> Tensor:
 
 
 def _cells(tensor: Tensor | None, cells: slice) -> Tensor | None:
-    """tensor[cells] of a per-(layer, direction) tensor; all of it, not a view, where the
-    slice covers it (one layer)."""
+    """tensor[cells] of a per-(layer, direction) tensor, or of a per-layer one (_layer);
+    all of it, not a view, where the slice covers it (one layer)."""
     if tensor is None or cells.stop - cells.start == tensor.shape[0]:
         return tensor
     return tensor[cells]
