@@ -622,6 +622,27 @@ def test_changed_settings_drop_the_plans(stand_in_kernels):
         launch.apply_settings(settings)
 
 
+def test_a_setting_assigned_drops_the_plans(stand_in_kernels, monkeypatch):
+    """A setting assigned as tests and tools do (monkeypatch.setattr, `launch.X = ...`)
+    goes through apply_settings: a call recorded on the persistent tier is not replayed
+    once FORCE_TIER names the cooperative one, but recorded again on it; an assignment
+    that changes nothing keeps the plans."""
+    _, replayed = stand_in_kernels
+    call = make_call(CASES[0])
+    for _ in range(2):
+        forward(call)  # recorded, then replayed
+    monkeypatch.setattr(launch, "ONE_ROW_MAX_H", launch.ONE_ROW_MAX_H)
+    assert _C.clear_launch_plans() == 1
+    for _ in range(2):
+        forward(call)
+    monkeypatch.setattr(launch, "FORCE_TIER", "cooperative")
+    replayed.clear()
+    for _ in range(3):
+        forward(call)  # its kernels compiled, the call recorded, then replayed
+    launches = [step for step in replayed if step[0] == "launch"]
+    assert launches and all(cooperative is True for *_, cooperative, _ in launches), launches
+
+
 def test_replay_layout_reads_the_launchers_signature():
     """Pointers, 4- and 8-byte integers, constexprs left out, Triton's scratch pointers
     after them, and whether the launch is cooperative; none where the launcher does more

@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
+import sys
 import threading
+import types
 from typing import NamedTuple
 
 import torch
@@ -201,8 +203,8 @@ COMPILE_OPTIONS = {"enable_fp_fusion": True}
 # replayed by the ops' C++ kernels (csrc/python/triton_op_kernels.cpp,
 # launch_replay.cpp): its allocations, launches and ops with no Python between them; the
 # launch functions here are the Python path.  Plans are recorded under the settings of
-# their first call (apply_settings drops them).  Off: unmeasured on a GPU (option "replay";
-# docs/performance.md, "Replayed launches" and "Replayed ATen ops").
+# their first call (a setting changed drops them: apply_settings).  Off: unmeasured on a
+# GPU (option "replay"; docs/performance.md, "Replayed launches" and "Replayed ATen ops").
 REPLAY_LAUNCHES = False
 # Tests set these: the tier regardless of H, and the cooperative grid's size.
 FORCE_TIER: str | None = None
@@ -270,10 +272,25 @@ def variant_settings(name: str | None) -> dict:
 def apply_settings(settings: dict) -> None:
     """Sets these settings (variant_settings), dropping the replayed launches' plans,
     recorded under the old ones, where any that a plan depends on changes."""
-    if any(globals()[setting] != value for setting, value in settings.items()
+    if any(globals().get(setting) != value for setting, value in settings.items()
            if setting != "REPLAY_LAUNCHES"):  # fmt: skip
         _C.clear_launch_plans()
     globals().update(settings)
+
+
+class _SettingsModule(types.ModuleType):
+    """This module, whose settings (upper-case names) assigned from outside, as tests
+    and tools do (`launch.FORCE_TIER = ...`, monkeypatch.setattr), go through
+    apply_settings: no plan recorded under a setting's old value is replayed."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name.isupper() and not name.startswith("_"):
+            apply_settings({name: value})
+        else:
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _SettingsModule
 
 
 # On a GPU each kernel is launched from its compiled form, kept per specialisation
