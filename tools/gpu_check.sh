@@ -36,6 +36,9 @@ python3 -m pip install -v --no-build-isolation --no-deps -e . > /tmp/fastrnn-bui
   || { tail -30 /tmp/fastrnn-build.log; exit 1; }
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+  # Without ninja torch's BuildExtension compiles one file at a time (~65 s on 2026-12-04).
+  python3 -c "from torch.utils.cpp_extension import is_ninja_available as ninja
+print('build: $SECONDS s, $(nproc) cores, ninja', ninja())"
 } | tee -a "$CHECKS"
 
 bench() {  # dtype, contenders, time limit (s)
