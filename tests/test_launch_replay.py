@@ -630,11 +630,11 @@ def test_a_setting_assigned_drops_the_plans(stand_in_kernels, monkeypatch):
     _, replayed = stand_in_kernels
     call = make_call(CASES[0])
     for _ in range(2):
-        forward(call)  # recorded, then replayed
+        forward(call)  # its kernels compiled, then the call recorded
     monkeypatch.setattr(launch, "ONE_ROW_MAX_H", launch.ONE_ROW_MAX_H)
     assert _C.clear_launch_plans() == 1
     for _ in range(2):
-        forward(call)
+        forward(call)  # recorded, then replayed
     monkeypatch.setattr(launch, "FORCE_TIER", "cooperative")
     replayed.clear()
     for _ in range(3):
